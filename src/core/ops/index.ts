@@ -1,0 +1,6 @@
+/** The differentiable op set, PyTorch-functional style: `F.relu(F.linear(x, w, b))`. */
+export * from './elementwise.js';
+export * from './reduce.js';
+export * from './shape.js';
+export * from './linalg.js';
+export * from './nn.js';

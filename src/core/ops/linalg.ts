@@ -1,0 +1,90 @@
+/** Matrix products: matmul (plain and batched) and the fused Linear layer, over BLAS gemm. */
+import { kernels } from '../backend/index.js';
+import type { FloatArray } from '../backend/types.js';
+import { allocLike, makeResult, numel, shapeStr, Tensor } from '../tensor.js';
+
+/**
+ * Matrix product. a: [m, k] or [B, m, k]; b: [k, n] or [B, k, n]. A 2-D operand is shared over
+ * the batch of the other (stride 0).
+ */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  if (a.dtype !== b.dtype) throw new Error(`matmul: dtypes differ (${a.dtype} and ${b.dtype})`);
+  if (a.ndim < 2 || a.ndim > 3 || b.ndim < 2 || b.ndim > 3) {
+    throw new Error(`matmul: expects 2-D or 3-D operands, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
+  }
+  const [m, k] = a.shape.slice(-2);
+  const [k2, n] = b.shape.slice(-2);
+  const batchA = a.ndim === 3 ? a.shape[0] : 1;
+  const batchB = b.ndim === 3 ? b.shape[0] : 1;
+  if (k !== k2 || (a.ndim === 3 && b.ndim === 3 && batchA !== batchB)) {
+    throw new Error(`matmul: shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)} do not chain`);
+  }
+  const batch = Math.max(batchA, batchB);
+  const batched = a.ndim === 3 || b.ndim === 3;
+  const shape = batched ? [batch, m, n] : [m, n];
+  const sA = a.ndim === 3 ? m * k : 0;
+  const sB = b.ndim === 3 ? k * n : 0;
+  const out = allocLike(a.dtype, batch * m * n);
+  const K = kernels();
+  if (batched) K.gemmStrided(false, false, m, n, k, 1, a.data, 0, sA, b.data, 0, sB, 0, out, 0, m * n, batch);
+  else K.gemm(false, false, m, n, k, 1, a.data, 0, k, b.data, 0, n, 0, out, 0, n);
+  return makeResult('matmul', shape, out, [a, b], (g) => {
+    let ga: FloatArray | null = null;
+    let gb: FloatArray | null = null;
+    if (a.requiresGrad) {
+      // dA = G Bᵀ; a shared 2-D A accumulates over the batch.
+      ga = allocLike(a.dtype, a.size);
+      if (!batched) K.gemm(false, true, m, k, n, 1, g, 0, n, b.data, 0, n, 0, ga, 0, k);
+      else if (sA) K.gemmStrided(false, true, m, k, n, 1, g, 0, m * n, b.data, 0, sB, 0, ga, 0, m * k, batch);
+      else for (let i = 0; i < batch; i++) K.gemm(false, true, m, k, n, 1, g, i * m * n, n, b.data, i * sB, n, 1, ga, 0, k);
+    }
+    if (b.requiresGrad) {
+      // dB = Aᵀ G.
+      gb = allocLike(a.dtype, b.size);
+      if (!batched) K.gemm(true, false, k, n, m, 1, a.data, 0, k, g, 0, n, 0, gb, 0, n);
+      else if (sB) K.gemmStrided(true, false, k, n, m, 1, a.data, 0, sA, g, 0, m * n, 0, gb, 0, k * n, batch);
+      // Shared 2-D B under a batched A: packed [B, m, k] rows stack into one [B·m, k] matrix.
+      else K.gemm(true, false, k, n, batch * m, 1, a.data, 0, k, g, 0, n, 0, gb, 0, n);
+    }
+    return [ga, gb];
+  });
+}
+
+/**
+ * PyTorch Linear: y = x Wᵀ + b with W [out, in], x [..., in]. Fused so the forward is one gemm
+ * and the backward skips dX when x needs no gradient (the input layer).
+ */
+export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
+  if (w.ndim !== 2) throw new Error(`linear: weight must be [out, in], got ${shapeStr(w.shape)}`);
+  const [outF, inF] = w.shape;
+  if (x.ndim < 1 || x.shape[x.ndim - 1] !== inF) {
+    throw new Error(`linear: input ${shapeStr(x.shape)} does not end in ${inF} features (weight ${shapeStr(w.shape)})`);
+  }
+  if (b && (b.ndim !== 1 || b.shape[0] !== outF)) throw new Error(`linear: bias ${shapeStr(b.shape)} does not match ${outF} outputs`);
+  if (x.dtype !== w.dtype) throw new Error(`linear: dtypes differ (${x.dtype} and ${w.dtype})`);
+  const N = numel(x.shape.slice(0, -1));
+  const shape = [...x.shape.slice(0, -1), outF];
+  const out = allocLike(x.dtype, N * outF);
+  const K = kernels();
+  if (b) for (let i = 0; i < N; i++) out.set(b.data, i * outF);
+  K.gemm(false, true, N, outF, inF, 1, x.data, 0, inF, w.data, 0, inF, b ? 1 : 0, out, 0, outF);
+  const inputs = b ? [x, w, b] : [x, w];
+  return makeResult('linear', shape, out, inputs, (g) => {
+    let gx: FloatArray | null = null;
+    let gw: FloatArray | null = null;
+    let gbias: FloatArray | null = null;
+    if (x.requiresGrad) {
+      gx = allocLike(x.dtype, x.size);
+      K.gemm(false, false, N, inF, outF, 1, g, 0, outF, w.data, 0, inF, 0, gx, 0, inF);
+    }
+    if (w.requiresGrad) {
+      gw = allocLike(x.dtype, w.size);
+      K.gemm(true, false, outF, inF, N, 1, g, 0, outF, x.data, 0, inF, 0, gw, 0, inF);
+    }
+    if (b && b.requiresGrad) {
+      gbias = allocLike(x.dtype, outF);
+      K.sumAxis(g, 1, N, outF, gbias);
+    }
+    return b ? [gx, gw, gbias] : [gx, gw];
+  });
+}

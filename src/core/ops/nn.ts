@@ -1,0 +1,298 @@
+/** Neural-network ops: conv, pooling, batch norm, dropout, softmax and the losses. */
+import { kernels } from '../backend/index.js';
+import type { ConvGeometry, FloatArray, PoolGeometry } from '../backend/types.js';
+import type { Rng } from '../random.js';
+import { allocLike, makeResult, shapeStr, Tensor } from '../tensor.js';
+import { exp, sub } from './elementwise.js';
+import { logsumexp } from './reduce.js';
+
+export interface Conv2dOptions {
+  stride?: number;
+  padding?: number;
+}
+
+/** 2-D convolution, NCHW input, weight [O, C, KH, KW] (PyTorch layout), optional bias [O]. */
+export function conv2d(x: Tensor, w: Tensor, b: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
+  const stride = opts.stride ?? 1;
+  const pad = opts.padding ?? 0;
+  if (x.ndim !== 4 || w.ndim !== 4) throw new Error(`conv2d: expects x [N,C,H,W] and w [O,C,KH,KW], got ${shapeStr(x.shape)} and ${shapeStr(w.shape)}`);
+  const [N, C, H, W] = x.shape;
+  const [O, C2, KH, KW] = w.shape;
+  if (C !== C2) throw new Error(`conv2d: input has ${C} channels but weight ${shapeStr(w.shape)} expects ${C2}`);
+  if (b && (b.ndim !== 1 || b.shape[0] !== O)) throw new Error(`conv2d: bias ${shapeStr(b.shape)} does not match ${O} output channels`);
+  if (!(stride >= 1 && Number.isInteger(stride)) || !(pad >= 0 && Number.isInteger(pad))) throw new Error(`conv2d: invalid stride ${stride} or padding ${pad}`);
+  const OH = Math.floor((H + 2 * pad - KH) / stride) + 1;
+  const OW = Math.floor((W + 2 * pad - KW) / stride) + 1;
+  if (OH < 1 || OW < 1) throw new Error(`conv2d: kernel ${KH}×${KW} does not fit input ${H}×${W} with padding ${pad}`);
+  const g: ConvGeometry = { N, C, H, W, O, KH, KW, stride, pad, OH, OW };
+  const out = allocLike(x.dtype, N * O * OH * OW);
+  const K = kernels();
+  K.conv2dForward(x.data, w.data, b ? b.data : null, out, g);
+  const inputs = b ? [x, w, b] : [x, w];
+  return makeResult('conv2d', [N, O, OH, OW], out, inputs, (grad) => {
+    const dx = x.requiresGrad ? allocLike(x.dtype, x.size) : null;
+    const dw = w.requiresGrad ? allocLike(x.dtype, w.size) : null;
+    const db = b && b.requiresGrad ? allocLike(x.dtype, O) : null;
+    K.conv2dBackward(x.data, w.data, grad, dx, dw, db, g);
+    return b ? [dx, dw, db] : [dx, dw];
+  });
+}
+
+function poolGeometry(op: string, x: Tensor, k: number, stride: number, pad: number): PoolGeometry {
+  if (x.ndim !== 4) throw new Error(`${op}: expects [N,C,H,W], got ${shapeStr(x.shape)}`);
+  const [N, C, H, W] = x.shape;
+  if (!(k >= 1 && stride >= 1 && pad >= 0 && pad * 2 <= k)) throw new Error(`${op}: invalid kernel ${k}, stride ${stride}, padding ${pad}`);
+  const OH = Math.floor((H + 2 * pad - k) / stride) + 1;
+  const OW = Math.floor((W + 2 * pad - k) / stride) + 1;
+  if (OH < 1 || OW < 1) throw new Error(`${op}: window ${k} does not fit input ${H}×${W}`);
+  return { N, C, H, W, K: k, stride, pad, OH, OW };
+}
+
+export function maxPool2d(x: Tensor, kernel: number, stride = kernel, padding = 0): Tensor {
+  const g = poolGeometry('maxPool2d', x, kernel, stride, padding);
+  const out = allocLike(x.dtype, g.N * g.C * g.OH * g.OW);
+  const arg = new Int32Array(out.length);
+  kernels().maxPool2dForward(x.data, out, arg, g);
+  return makeResult('maxPool2d', [g.N, g.C, g.OH, g.OW], out, [x], (grad) => {
+    const dx = allocLike(x.dtype, x.size);
+    kernels().maxPool2dBackward(grad, arg, dx, g);
+    return [dx];
+  });
+}
+
+export function avgPool2d(x: Tensor, kernel: number, stride = kernel, padding = 0): Tensor {
+  const g = poolGeometry('avgPool2d', x, kernel, stride, padding);
+  const out = allocLike(x.dtype, g.N * g.C * g.OH * g.OW);
+  kernels().avgPool2dForward(x.data, out, g);
+  return makeResult('avgPool2d', [g.N, g.C, g.OH, g.OW], out, [x], (grad) => {
+    const dx = allocLike(x.dtype, x.size);
+    kernels().avgPool2dBackward(grad, dx, g);
+    return [dx];
+  });
+}
+
+/** PyTorch adaptive average pooling: window i spans [floor(i·H/OH), ceil((i+1)·H/OH)). */
+export function adaptiveAvgPool2d(x: Tensor, outH: number, outW = outH): Tensor {
+  if (x.ndim !== 4) throw new Error(`adaptiveAvgPool2d: expects [N,C,H,W], got ${shapeStr(x.shape)}`);
+  const [N, C, H, W] = x.shape;
+  if (H % outH === 0 && W % outW === 0 && H / outH === W / outW) return avgPool2d(x, H / outH);
+  const out = allocLike(x.dtype, N * C * outH * outW);
+  const hs = (i: number) => Math.floor((i * H) / outH);
+  const he = (i: number) => Math.ceil(((i + 1) * H) / outH);
+  const ws = (j: number) => Math.floor((j * W) / outW);
+  const we = (j: number) => Math.ceil(((j + 1) * W) / outW);
+  for (let p = 0; p < N * C; p++) {
+    for (let i = 0; i < outH; i++) {
+      for (let j = 0; j < outW; j++) {
+        let s = 0;
+        for (let h = hs(i); h < he(i); h++) for (let w = ws(j); w < we(j); w++) s += x.data[p * H * W + h * W + w];
+        out[(p * outH + i) * outW + j] = s / ((he(i) - hs(i)) * (we(j) - ws(j)));
+      }
+    }
+  }
+  return makeResult('adaptiveAvgPool2d', [N, C, outH, outW], out, [x], (grad) => {
+    const dx = allocLike(x.dtype, x.size);
+    for (let p = 0; p < N * C; p++) {
+      for (let i = 0; i < outH; i++) {
+        for (let j = 0; j < outW; j++) {
+          const d = grad[(p * outH + i) * outW + j] / ((he(i) - hs(i)) * (we(j) - ws(j)));
+          for (let h = hs(i); h < he(i); h++) for (let w = ws(j); w < we(j); w++) dx[p * H * W + h * W + w] += d;
+        }
+      }
+    }
+    return [dx];
+  });
+}
+
+export interface BatchNormState {
+  /** Running mean and (unbiased) variance, updated in place during training. */
+  runningMean: Tensor;
+  runningVar: Tensor;
+}
+
+export interface BatchNormOptions {
+  training: boolean;
+  momentum?: number; // PyTorch default 0.1
+  eps?: number; // PyTorch default 1e-5
+}
+
+/**
+ * Batch normalisation over [N, C] or [N, C, H, W] (per channel C), PyTorch semantics: batch
+ * statistics in training (running stats updated with the unbiased variance), running statistics
+ * in eval. With `state` null, batch statistics are always used (track_running_stats=False).
+ */
+export function batchNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, state: BatchNormState | null, opts: BatchNormOptions): Tensor {
+  if (x.ndim !== 2 && x.ndim !== 4) throw new Error(`batchNorm: expects [N,C] or [N,C,H,W], got ${shapeStr(x.shape)}`);
+  const N = x.shape[0];
+  const C = x.shape[1];
+  const S = x.ndim === 4 ? x.shape[2] * x.shape[3] : 1;
+  for (const [name, t] of [['weight', weight], ['bias', bias], ['runningMean', state?.runningMean], ['runningVar', state?.runningVar]] as const) {
+    if (t && (t.ndim !== 1 || t.shape[0] !== C)) throw new Error(`batchNorm: ${name} ${shapeStr(t.shape)} does not match ${C} channels`);
+  }
+  const eps = opts.eps ?? 1e-5;
+  const momentum = opts.momentum ?? 0.1;
+  const M = N * S;
+  const useBatch = opts.training || !state;
+  const mean = new Float64Array(C);
+  const invStd = new Float64Array(C);
+  const xd = x.data;
+  if (useBatch) {
+    if (M < 2 && opts.training) throw new Error(`batchNorm: training needs more than one value per channel, got input ${shapeStr(x.shape)}`);
+    for (let n = 0; n < N; n++) {
+      for (let c = 0; c < C; c++) {
+        const o = (n * C + c) * S;
+        let s = 0;
+        for (let i = 0; i < S; i++) s += xd[o + i];
+        mean[c] += s;
+      }
+    }
+    for (let c = 0; c < C; c++) mean[c] /= M;
+    const varSum = new Float64Array(C);
+    for (let n = 0; n < N; n++) {
+      for (let c = 0; c < C; c++) {
+        const o = (n * C + c) * S;
+        const mu = mean[c];
+        let s = 0;
+        for (let i = 0; i < S; i++) { const d = xd[o + i] - mu; s += d * d; }
+        varSum[c] += s;
+      }
+    }
+    for (let c = 0; c < C; c++) invStd[c] = 1 / Math.sqrt(varSum[c] / M + eps);
+    if (opts.training && state) {
+      const rm = state.runningMean.data;
+      const rv = state.runningVar.data;
+      for (let c = 0; c < C; c++) {
+        rm[c] = (1 - momentum) * rm[c] + momentum * mean[c];
+        rv[c] = (1 - momentum) * rv[c] + momentum * (varSum[c] / Math.max(M - 1, 1));
+      }
+    }
+  } else {
+    const rm = state!.runningMean.data;
+    const rv = state!.runningVar.data;
+    for (let c = 0; c < C; c++) {
+      mean[c] = rm[c];
+      invStd[c] = 1 / Math.sqrt(rv[c] + eps);
+    }
+  }
+  const out = allocLike(x.dtype, x.size);
+  const wd = weight?.data;
+  const bd = bias?.data;
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const o = (n * C + c) * S;
+      const scale = invStd[c] * (wd ? wd[c] : 1);
+      const shift = (bd ? bd[c] : 0) - mean[c] * scale;
+      for (let i = 0; i < S; i++) out[o + i] = xd[o + i] * scale + shift;
+    }
+  }
+  const inputs = [x, weight, bias].filter((t): t is Tensor => t !== null);
+  return makeResult('batchNorm', x.shape, out, inputs, (g) => {
+    const sumG = new Float64Array(C);
+    const sumGX = new Float64Array(C); // Σ g · x̂
+    for (let n = 0; n < N; n++) {
+      for (let c = 0; c < C; c++) {
+        const o = (n * C + c) * S;
+        const mu = mean[c];
+        const is = invStd[c];
+        let a = 0;
+        let bsum = 0;
+        for (let i = 0; i < S; i++) { a += g[o + i]; bsum += g[o + i] * (xd[o + i] - mu) * is; }
+        sumG[c] += a;
+        sumGX[c] += bsum;
+      }
+    }
+    let dx: FloatArray | null = null;
+    if (x.requiresGrad) {
+      dx = allocLike(x.dtype, x.size);
+      for (let n = 0; n < N; n++) {
+        for (let c = 0; c < C; c++) {
+          const o = (n * C + c) * S;
+          const gamma = wd ? wd[c] : 1;
+          const is = invStd[c];
+          const mu = mean[c];
+          if (useBatch) {
+            // dx = γ·σ⁻¹/M · (M·g − Σg − x̂·Σ(g·x̂))
+            const k1 = (gamma * is) / M;
+            for (let i = 0; i < S; i++) {
+              const xh = (xd[o + i] - mu) * is;
+              dx[o + i] = k1 * (M * g[o + i] - sumG[c] - xh * sumGX[c]);
+            }
+          } else {
+            for (let i = 0; i < S; i++) dx[o + i] = g[o + i] * gamma * is;
+          }
+        }
+      }
+    }
+    const grads: (FloatArray | null)[] = [dx];
+    if (weight) grads.push(weight.requiresGrad ? toDtype(sumGX, x.dtype) : null);
+    if (bias) grads.push(bias.requiresGrad ? toDtype(sumG, x.dtype) : null);
+    return grads;
+  });
+}
+
+function toDtype(a: Float64Array, dtype: 'float32' | 'float64'): FloatArray {
+  return dtype === 'float64' ? a : Float32Array.from(a);
+}
+
+/** Inverted dropout: zeroes each value with probability p and scales the rest by 1/(1−p). */
+export function dropout(x: Tensor, p: number, rng: Rng, training: boolean): Tensor {
+  if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
+  if (!training || p === 0) return x;
+  const scale = 1 / (1 - p);
+  const mask = allocLike(x.dtype, x.size);
+  for (let i = 0; i < mask.length; i++) mask[i] = rng.uniform() >= p ? scale : 0;
+  const out = allocLike(x.dtype, x.size);
+  for (let i = 0; i < out.length; i++) out[i] = x.data[i] * mask[i];
+  return makeResult('dropout', x.shape, out, [x], (g) => {
+    const gx = allocLike(x.dtype, g.length);
+    for (let i = 0; i < g.length; i++) gx[i] = g[i] * mask[i];
+    return [gx];
+  });
+}
+
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  return sub(x, logsumexp(x, axis, true));
+}
+
+export function softmax(x: Tensor, axis = -1): Tensor {
+  return exp(logSoftmax(x, axis));
+}
+
+/** Mean softmax cross-entropy of logits [N, C] against integer labels. */
+export function crossEntropy(logits: Tensor, labels: Int32Array): Tensor {
+  if (logits.ndim !== 2) throw new Error(`crossEntropy: logits must be [N, C], got ${shapeStr(logits.shape)}`);
+  const [N, C] = logits.shape;
+  if (labels.length !== N) throw new Error(`crossEntropy: ${labels.length} labels for ${N} rows of logits`);
+  const probs = allocLike(logits.dtype, logits.size);
+  const total = kernels().softmaxCrossEntropy(logits.data, labels, N, C, probs);
+  const out = allocLike(logits.dtype, 1);
+  out[0] = total / N;
+  return makeResult('crossEntropy', [], out, [logits], (g) => {
+    const s = g[0] / N;
+    const gx = probs.slice();
+    for (let n = 0; n < N; n++) gx[n * C + labels[n]] -= 1;
+    kernels().affine(gx, s, 0, gx);
+    return [gx];
+  });
+}
+
+/** Mean squared error between same-shape tensors. */
+export function mse(pred: Tensor, target: Tensor): Tensor {
+  if (pred.size !== target.size) throw new Error(`mse: shapes ${shapeStr(pred.shape)} and ${shapeStr(target.shape)} differ`);
+  const n = pred.size;
+  let s = 0;
+  for (let i = 0; i < n; i++) { const d = pred.data[i] - target.data[i]; s += d * d; }
+  const out = allocLike(pred.dtype, 1);
+  out[0] = s / n;
+  return makeResult('mse', [], out, [pred, target], (g) => {
+    const k = (2 * g[0]) / n;
+    const gp = allocLike(pred.dtype, n);
+    for (let i = 0; i < n; i++) gp[i] = k * (pred.data[i] - target.data[i]);
+    let gt: FloatArray | null = null;
+    if (target.requiresGrad) {
+      gt = allocLike(pred.dtype, n);
+      kernels().affine(gp, -1, 0, gt);
+    }
+    return [pred.requiresGrad ? gp : null, gt];
+  });
+}
