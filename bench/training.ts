@@ -1,0 +1,112 @@
+/**
+ * Training-step and matmul benchmarks: the workloads of the reference measurements
+ * (../shared/reference/backend.md), timed through the public tensor API.
+ */
+import { kernels } from '../src/core/backend/index.js';
+import { F, noGrad, randn, Rng, SGD, Tensor, zeros } from '../src/core/index.js';
+import { timeMedian, type BenchContext, type BenchRow } from './harness.js';
+
+export interface TorchFigures {
+  sgemm2048Gflops?: number;
+  mlpStepsPerSec?: number;
+  cnnStepsPerSec?: number;
+  sinkhorn1024x20Ms?: number;
+  lapMs?: Record<string, number>;
+}
+
+function kaiming(shape: number[], fanIn: number, rng: Rng): Tensor {
+  const t = randn(shape, rng, Math.sqrt(2 / fanIn));
+  return t.requireGrad();
+}
+
+/** 784-512-512-512-10 MLP, batch 512: forward, backward, SGD step. */
+export function mlpWorkload(): () => void {
+  const rng = new Rng(0);
+  const sizes = [784, 512, 512, 512, 10];
+  const params: Tensor[] = [];
+  for (let i = 0; i + 1 < sizes.length; i++) {
+    params.push(kaiming([sizes[i + 1], sizes[i]], sizes[i], rng));
+    params.push(zeros([sizes[i + 1]]).requireGrad());
+  }
+  const x = randn([512, 784], rng);
+  const labels = Int32Array.from({ length: 512 }, (_, i) => i % 10);
+  const opt = new SGD(params, { lr: 0.01, momentum: 0.9 });
+  return () => {
+    let h = x;
+    for (let i = 0; i < 4; i++) {
+      h = F.linear(h, params[2 * i], params[2 * i + 1]);
+      if (i < 3) h = F.relu(h);
+    }
+    const loss = F.crossEntropy(h, labels);
+    opt.zeroGrad();
+    loss.backward();
+    opt.step();
+  };
+}
+
+/** VGG-like CNN on 32×32×3, batch 128: conv64, conv64, pool, conv128, conv128, pool, dense 10. */
+export function cnnWorkload(batch = 128): () => void {
+  const rng = new Rng(0);
+  const convs: [number, number][] = [[3, 64], [64, 64], [64, 128], [128, 128]];
+  const params: Tensor[] = [];
+  for (const [cin, cout] of convs) {
+    params.push(kaiming([cout, cin, 3, 3], cin * 9, rng));
+    params.push(zeros([cout]).requireGrad());
+  }
+  params.push(kaiming([10, 128 * 8 * 8], 128 * 64, rng));
+  params.push(zeros([10]).requireGrad());
+  const x = randn([batch, 3, 32, 32], rng);
+  const labels = Int32Array.from({ length: batch }, (_, i) => i % 10);
+  const opt = new SGD(params, { lr: 0.01, momentum: 0.9 });
+  return () => {
+    let h = x;
+    for (let i = 0; i < 4; i++) {
+      h = F.relu(F.conv2d(h, params[2 * i], params[2 * i + 1], { padding: 1 }));
+      if (i === 1 || i === 3) h = F.maxPool2d(h, 2);
+    }
+    const logits = F.linear(F.flatten(h), params[8], params[9]);
+    const loss = F.crossEntropy(logits, labels);
+    opt.zeroGrad();
+    loss.backward();
+    opt.step();
+  };
+}
+
+export async function run(ctx: BenchContext, torch?: TorchFigures): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const native = kernels().name === 'native';
+  const torchLabel = 'PyTorch 1.13 CPU (2 threads)';
+  const anchor = (measured: number | undefined, quoted: number) =>
+    measured !== undefined
+      ? { anchor: measured, anchorSource: 'measured' as const, anchorLabel: torchLabel }
+      : { anchor: quoted, anchorSource: 'quoted' as const, anchorLabel: torchLabel };
+
+  // sgemm 2048² through the tensor API vs the kernel called directly.
+  const n = native ? 2048 : 256;
+  const rng = new Rng(1);
+  const a = randn([n, n], rng);
+  const b = randn([n, n], rng);
+  const c = new Float32Array(n * n);
+  const reps = ctx.quick ? 3 : 9;
+  const direct = await timeMedian(() => kernels().gemm(false, false, n, n, n, 1, a.data, 0, n, b.data, 0, n, 0, c, 0, n), reps);
+  const api = await timeMedian(() => noGrad(() => F.matmul(a, b)), reps);
+  const gf = (ms: number) => (2 * n ** 3) / (ms / 1000) / 1e9;
+  rows.push({ section: 'training', name: `sgemm ${n}² direct kernel`, value: gf(direct), unit: 'GFLOP/s', higherIsBetter: true,
+    ...(torch?.sgemm2048Gflops !== undefined && n === 2048 ? { anchor: torch.sgemm2048Gflops, anchorSource: 'measured' as const, anchorLabel: torchLabel } : { anchor: 250, anchorSource: 'quoted' as const, anchorLabel: 'numpy/OpenBLAS 2 threads' }) });
+  rows.push({ section: 'training', name: `sgemm ${n}² via F.matmul`, value: gf(api), unit: 'GFLOP/s', higherIsBetter: true,
+    anchor: gf(direct), anchorSource: 'measured', anchorLabel: 'same kernel called directly', goal: '≥ 0.9×' });
+
+  if (!native) {
+    ctx.log('training: pure-TS backend active; MLP/CNN steps skipped (they need the native addon)');
+    return rows;
+  }
+  const mlp = mlpWorkload();
+  const mlpMs = await timeMedian(mlp, ctx.quick ? 5 : 21, 3);
+  rows.push({ section: 'training', name: 'MLP 784-512-512-512-10 step, batch 512', value: 1000 / mlpMs, unit: 'steps/s', higherIsBetter: true,
+    ...anchor(torch?.mlpStepsPerSec, 43.5), goal: '≥ 1.2×' });
+  const cnn = cnnWorkload();
+  const cnnMs = await timeMedian(cnn, ctx.quick ? 2 : 5, 1);
+  rows.push({ section: 'training', name: 'VGG-like CNN step, batch 128, 32×32×3', value: 1000 / cnnMs, unit: 'steps/s', higherIsBetter: true,
+    ...anchor(torch?.cnnStepsPerSec, 2.82), goal: '≥ 1.0×' });
+  return rows;
+}

@@ -1,0 +1,119 @@
+/**
+ * A small declarative argument parser: each command lists its options with type, default and
+ * help, so every bad input gets a message naming the option, and `--help` is generated.
+ */
+export type OptionType = 'string' | 'number' | 'int' | 'boolean' | 'list';
+
+export interface OptionSpec {
+  type: OptionType;
+  help: string;
+  default?: string | number | boolean | string[];
+  alias?: string;
+  /** Allowed values (strings, or items of a list). */
+  choices?: readonly string[];
+}
+
+export interface CommandSpec {
+  name: string;
+  summary: string;
+  usage: string;
+  options: Record<string, OptionSpec>;
+  /** Names of positional arguments, for help; `...` suffix = variadic. */
+  positionals?: string[];
+}
+
+export type ParsedValue = string | number | boolean | string[] | undefined;
+
+export class UsageError extends Error {}
+
+export interface Parsed {
+  positionals: string[];
+  options: Record<string, ParsedValue>;
+}
+
+export function parseArgs(spec: CommandSpec, argv: string[]): Parsed {
+  const options: Record<string, ParsedValue> = {};
+  const positionals: string[] = [];
+  const aliases = new Map<string, string>();
+  for (const [name, o] of Object.entries(spec.options)) if (o.alias) aliases.set(o.alias, name);
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--') {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith('-') || arg === '-') {
+      positionals.push(arg);
+      continue;
+    }
+    let key: string;
+    let value: string | undefined;
+    if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=');
+      key = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
+      value = eq >= 0 ? arg.slice(eq + 1) : undefined;
+    } else {
+      key = aliases.get(arg.slice(1)) ?? arg.slice(1);
+    }
+    if (key.startsWith('no-') && spec.options[key.slice(3)]?.type === 'boolean' && value === undefined) {
+      options[key.slice(3)] = false;
+      continue;
+    }
+    const o = spec.options[key];
+    if (!o) throw new UsageError(`${spec.name}: unknown option ${arg} (see --help)`);
+    if (o.type === 'boolean') {
+      if (value === undefined) options[key] = true;
+      else if (value === 'true' || value === 'false') options[key] = value === 'true';
+      else throw new UsageError(`${spec.name}: --${key} is a flag; got value "${value}"`);
+      continue;
+    }
+    if (value === undefined) {
+      if (i + 1 >= argv.length) throw new UsageError(`${spec.name}: --${key} needs a value`);
+      value = argv[++i];
+    }
+    options[key] = convert(spec.name, key, o, value);
+  }
+  for (const [name, o] of Object.entries(spec.options)) {
+    if (options[name] === undefined && o.default !== undefined) options[name] = o.default;
+  }
+  return { positionals, options };
+}
+
+function convert(cmd: string, key: string, o: OptionSpec, value: string): ParsedValue {
+  switch (o.type) {
+    case 'string':
+      if (o.choices && !o.choices.includes(value)) throw new UsageError(`${cmd}: --${key} must be one of ${o.choices.join(', ')}; got "${value}"`);
+      return value;
+    case 'number': {
+      const v = Number(value);
+      if (value.trim() === '' || !Number.isFinite(v)) throw new UsageError(`${cmd}: --${key} expects a number, got "${value}"`);
+      return v;
+    }
+    case 'int': {
+      const v = Number(value);
+      if (!Number.isInteger(v)) throw new UsageError(`${cmd}: --${key} expects an integer, got "${value}"`);
+      return v;
+    }
+    case 'list': {
+      const items = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+      if (items.length === 0) throw new UsageError(`${cmd}: --${key} expects a comma-separated list, got "${value}"`);
+      if (o.choices) {
+        for (const it of items) if (!o.choices.includes(it)) throw new UsageError(`${cmd}: --${key}: "${it}" is not one of ${o.choices.join(', ')}`);
+      }
+      return items;
+    }
+    default:
+      return value;
+  }
+}
+
+export function formatHelp(spec: CommandSpec): string {
+  const lines = [`${spec.summary}`, '', `usage: ${spec.usage}`, '', 'options:'];
+  for (const [name, o] of Object.entries(spec.options)) {
+    const flag = `--${name}${o.alias ? `, -${o.alias}` : ''}${o.type === 'boolean' ? '' : ` <${o.type}>`}`;
+    const def = o.default !== undefined && o.default !== false ? ` (default: ${Array.isArray(o.default) ? o.default.join(',') : o.default})` : '';
+    const ch = o.choices ? ` [${o.choices.join('|')}]` : '';
+    lines.push(`  ${flag.padEnd(28)} ${o.help}${ch}${def}`);
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,58 @@
+/** `rebasin doctor`: which backend runs, BLAS threads, and a measured matmul rate. */
+import { backendInfo, nativeLoadError } from '../core/backend/index.js';
+import { F, Rng, randn, noGrad } from '../core/index.js';
+import { UsageError, type CommandSpec, type Parsed } from './args.js';
+
+export const doctorSpec: CommandSpec = {
+  name: 'doctor',
+  summary: 'Report the compute backend in use, BLAS threads and a measured matmul GFLOP/s.',
+  usage: 'rebasin doctor [--size N] [--json]',
+  options: {
+    size: { type: 'int', help: 'square matmul size to time', default: 1024 },
+    json: { type: 'boolean', help: 'print one JSON object on stdout' },
+  },
+};
+
+export async function doctor(args: Parsed): Promise<number> {
+  const n = args.options.size as number;
+  if (!(n >= 16 && n <= 8192)) throw new UsageError(`doctor: --size must be in [16, 8192], got ${n}`);
+  const info = backendInfo();
+  const rng = new Rng(0);
+  const a = randn([n, n], rng);
+  const b = randn([n, n], rng);
+  const times: number[] = [];
+  noGrad(() => {
+    F.matmul(a, b); // warm-up
+    const reps = info.name === 'native' ? 7 : 1;
+    for (let i = 0; i < reps; i++) {
+      const t0 = process.hrtime.bigint();
+      F.matmul(a, b);
+      times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    }
+  });
+  times.sort((x, y) => x - y);
+  const med = times[times.length >> 1];
+  const gflops = (2 * n * n * n) / med / 1e9;
+  const report = {
+    backend: info.name,
+    detail: info.detail,
+    blasThreads: info.blasThreads,
+    nativeError: nativeLoadError(),
+    matmul: { size: n, medianMs: +(med * 1000).toFixed(3), gflops: +gflops.toFixed(1) },
+    node: process.version,
+    openblasCoretype: process.env.OPENBLAS_CORETYPE ?? null,
+  };
+  if (args.options.json) {
+    process.stdout.write(JSON.stringify(report) + '\n');
+  } else {
+    const lines = [
+      `backend        ${report.backend} (${report.detail})`,
+      `BLAS threads   ${report.blasThreads || '-'}`,
+      `matmul ${n}²   ${report.matmul.medianMs} ms median → ${report.matmul.gflops} GFLOP/s`,
+      `node           ${report.node}`,
+    ];
+    if (report.nativeError) lines.push(`native addon   not loaded: ${report.nativeError}`);
+    process.stdout.write(lines.join('\n') + '\n');
+  }
+  return 0;
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+/**
+ * The `rebasin` command line. Each command declares its options (cli/args.ts) and returns an exit
+ * code; errors map to documented exit codes: 2 usage, 3 bad input, 4 a failed check, 1 otherwise.
+ */
+import { CheckFailedError, EXIT, InputError } from '../errors.js';
+import { formatHelp, parseArgs, UsageError, type CommandSpec, type Parsed } from './args.js';
+import { doctor, doctorSpec } from './doctor.js';
+
+interface Command {
+  spec: CommandSpec;
+  run: (args: Parsed) => Promise<number>;
+}
+
+/** Commands by name; sub-commands are "group name" (e.g. "experiment recovery"). */
+const commands: Record<string, Command> = {
+  doctor: { spec: doctorSpec, run: doctor },
+};
+
+function topHelp(): string {
+  const rows = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(24)} ${c.spec.summary}`);
+  return ['rebasin: align neural networks by permutation (re-basin), analyse and merge them.', '', 'commands:', ...rows, '', 'Run `rebasin <command> --help` for its options.'].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    process.stdout.write(topHelp() + '\n');
+    return argv.length === 0 ? EXIT.usage : EXIT.ok;
+  }
+  let name = argv[0];
+  let rest = argv.slice(1);
+  if (!commands[name] && argv.length > 1 && commands[`${argv[0]} ${argv[1]}`]) {
+    name = `${argv[0]} ${argv[1]}`;
+    rest = argv.slice(2);
+  }
+  const cmd = commands[name];
+  if (!cmd) {
+    const group = Object.keys(commands).filter((k) => k.startsWith(argv[0] + ' '));
+    process.stderr.write(group.length
+      ? `rebasin ${argv[0]}: expected one of: ${group.map((g) => g.split(' ')[1]).join(', ')}\n`
+      : `rebasin: unknown command "${argv[0]}"\n\n${topHelp()}\n`);
+    return EXIT.usage;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(formatHelp(cmd.spec) + '\n');
+    return EXIT.ok;
+  }
+  try {
+    return await cmd.run(parseArgs(cmd.spec, rest));
+  } catch (e) {
+    const err = e as Error;
+    if (err instanceof UsageError) {
+      process.stderr.write(`rebasin ${err.message}\n`);
+      return EXIT.usage;
+    }
+    if (err instanceof CheckFailedError) {
+      process.stderr.write(`rebasin ${name}: check failed: ${err.message}\n`);
+      return EXIT.checkFailed;
+    }
+    if (err instanceof InputError || err.name === 'FormatError' || err.name === 'InputError') {
+      process.stderr.write(`rebasin ${name}: ${err.message}\n`);
+      return EXIT.badInput;
+    }
+    process.stderr.write(`rebasin ${name}: ${err.stack ?? err.message}\n`);
+    return EXIT.internal;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e) => { process.stderr.write(String(e) + '\n'); process.exitCode = EXIT.internal; },
+);
