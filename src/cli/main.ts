@@ -6,6 +6,7 @@
 import { CheckFailedError, EXIT, InputError } from '../errors.js';
 import { formatHelp, parseArgs, UsageError, type CommandSpec, type Parsed } from './args.js';
 import { doctor, doctorSpec } from './doctor.js';
+import { experimentRecovery, recoverySpec } from './experiment-recovery.js';
 
 interface Command {
   spec: CommandSpec;
@@ -15,6 +16,7 @@ interface Command {
 /** Commands by name; sub-commands are "group name" (e.g. "experiment recovery"). */
 const commands: Record<string, Command> = {
   doctor: { spec: doctorSpec, run: doctor },
+  'experiment recovery': { spec: recoverySpec, run: experimentRecovery },
 };
 
 function topHelp(): string {

@@ -1,0 +1,42 @@
+/**
+ * Weight-distance costs between model A and the permuted model B (method.md §3.1), over the
+ * weights only (BatchNorm running statistics are not compared, as in the reference):
+ *   L2:     (1/N) Σ_k ‖θ_A,k − π(θ_B)_k‖²        (mean squared difference over all N scalars)
+ *   L1:     (1/N) Σ_k ‖θ_A,k − π(θ_B)_k‖₁
+ *   cosine: (1/K) Σ_k (1 − cos(θ_A,k, π(θ_B)_k)) over the K tensors (norms clamped at 1e-8).
+ * The reference's cosine cost adds a constant 2 per tensor; dropping it makes an exact match cost
+ * exactly 0, so the early stop works for every cost.
+ */
+import { kernels } from '../core/backend/index.js';
+import { F } from '../core/index.js';
+import { Tensor, scalar } from '../core/tensor.js';
+import type { Params } from '../permutation/apply.js';
+import { isBufferName } from './types.js';
+
+export const WEIGHT_COSTS = ['l2', 'l1', 'cosine'] as const;
+export type WeightCostKind = (typeof WEIGHT_COSTS)[number];
+
+export function weightCost(kind: WeightCostKind, a: Params, alignedB: Params): Tensor {
+  let total: Tensor | null = null;
+  let count = 0;
+  let tensors = 0;
+  for (const [name, tb] of alignedB) {
+    if (isBufferName(name)) continue;
+    const ta = a.get(name);
+    if (!ta) throw new Error(`weightCost: tensor "${name}" is missing from model A`);
+    let term: Tensor;
+    if (kind === 'l2') term = F.sum(F.square(F.sub(ta, tb)));
+    else if (kind === 'l1') term = F.sum(F.abs(F.sub(ta, tb)));
+    else {
+      const dot = F.sum(F.mul(ta, tb));
+      const na = Math.max(Math.sqrt(kernels().sumSquares(ta.data)), 1e-8);
+      const nb = F.maximum(F.sqrt(F.sum(F.square(tb))), scalar(1e-8, tb.dtype));
+      term = F.affine(F.div(dot, F.mulScalar(nb, na)), -1, 1);
+    }
+    total = total ? F.add(total, term) : term;
+    count += tb.size;
+    tensors++;
+  }
+  if (!total) throw new Error('weightCost: no weight tensors to compare');
+  return F.mulScalar(total, 1 / (kind === 'cosine' ? tensors : count));
+}
