@@ -1,0 +1,384 @@
+/**
+ * Exact linear assignment (LAP): the minimum- (or maximum-) cost matching of rows to columns of a
+ * dense cost matrix, the TypeScript counterpart of scipy.optimize.linear_sum_assignment.
+ */
+
+export interface Assignment {
+  /** Row indices of the chosen pairs, increasing. */
+  rowInd: Int32Array;
+  /** Column matched to rowInd[k]. */
+  colInd: Int32Array;
+  /** Sum of the chosen cost entries (the optimum). */
+  total: number;
+  /**
+   * Dual potentials, one per row (u) and per column (v), certifying optimality. Minimising:
+   * u_i + v_j ≤ c_ij for every entry with equality on the chosen pairs; when rows ≠ cols the
+   * potentials of the larger side are also ≤ 0 and exactly 0 on its unmatched indices.
+   * Maximising: the same with every inequality reversed (≥, and ≥ 0).
+   */
+  u: Float64Array;
+  v: Float64Array;
+}
+
+export interface AssignmentOptions {
+  maximize?: boolean;
+}
+
+const FN = 'linearSumAssignment';
+
+/**
+ * Solves the rectangular linear assignment problem exactly: picks min(rows, cols) entries of the
+ * row-major `rows`×`cols` matrix `cost`, no two in one row or one column, with the least (or with
+ * `maximize` the greatest) sum. Entries equal to +Infinity (−Infinity when maximising) are
+ * forbidden; NaN, the opposite infinity, or a matrix with no finite assignment throw.
+ *
+ * Algorithm: shortest augmenting paths with column potentials, O(n²·m) —
+ * R. Jonker & A. Volgenant, "A shortest augmenting path algorithm for dense and sparse linear
+ * assignment problems", Computing 38 (1987) 325–340 (LAPJV), in the rectangular form of
+ * D. F. Crouse, "On implementing 2D rectangular assignment algorithms", IEEE TAES 52(4), 2016.
+ * Square finite matrices get the LAPJV initialisation (column reduction, reduction transfer,
+ * two rounds of augmenting row reduction), which leaves few rows for the Dijkstra phase.
+ * Rectangular matrices (more rows than columns are transposed first) start from zero column
+ * potentials so that unmatched columns keep potential 0, as the rectangular duals require.
+ */
+export function linearSumAssignment(
+  cost: Float64Array | Float32Array,
+  rows: number,
+  cols: number,
+  options: AssignmentOptions = {},
+): Assignment {
+  if (!(cost instanceof Float64Array) && !(cost instanceof Float32Array)) {
+    throw new Error(`${FN}: cost must be a Float64Array or Float32Array`);
+  }
+  checkDim(rows, 'rows');
+  checkDim(cols, 'cols');
+  if (cost.length !== rows * cols) {
+    throw new Error(`${FN}: cost has length ${cost.length} but rows×cols = ${rows}×${cols} = ${rows * cols}`);
+  }
+  const maximize = options.maximize === true;
+  // The forbidden infinity is the one that can never be chosen; the other one would make the optimum unbounded.
+  const badInf = maximize ? Infinity : -Infinity;
+  let hasInf = false;
+  for (let k = 0; k < cost.length; k++) {
+    const c = cost[k];
+    if (c !== c) throw new Error(`${FN}: cost contains NaN at (${(k / cols) | 0}, ${k % cols})`);
+    if (c === badInf) {
+      throw new Error(`${FN}: cost contains ${badInf} at (${(k / cols) | 0}, ${k % cols}), invalid when ${maximize ? 'maximising' : 'minimising'}`);
+    }
+    if (c === Infinity || c === -Infinity) hasInf = true;
+  }
+
+  const transpose = rows > cols;
+  const n = transpose ? cols : rows; // rows of the working problem (n ≤ m)
+  const m = transpose ? rows : cols;
+  const u = new Float64Array(rows);
+  const v = new Float64Array(cols);
+  if (n === 0) return { rowInd: new Int32Array(0), colInd: new Int32Array(0), total: 0, u, v };
+
+  // Work on a float64 minimisation matrix with n ≤ m; reuse the input when it already is one.
+  let c: Float64Array;
+  if (!transpose && !maximize && cost instanceof Float64Array) {
+    c = cost;
+  } else {
+    c = new Float64Array(n * m);
+    const s = maximize ? -1 : 1;
+    if (transpose) {
+      for (let r = 0; r < rows; r++) for (let q = 0; q < cols; q++) c[q * m + r] = s * cost[r * cols + q];
+    } else {
+      for (let k = 0; k < c.length; k++) c[k] = s * cost[k];
+    }
+  }
+
+  const x = new Int32Array(n).fill(-1); // column of each working row
+  const y = new Int32Array(m).fill(-1); // row of each working column
+  const w = new Float64Array(m); // column potentials
+  const free = new Int32Array(n);
+  let numFree: number;
+  if (n === m && !hasInf) {
+    numFree = initSquare(c, n, x, y, w, free);
+  } else {
+    numFree = initRect(c, n, m, x, y, free);
+  }
+  augmentAll(c, n, m, x, y, w, free, numFree);
+
+  // Row potentials follow from complementary slackness on the matched entries.
+  const sign = maximize ? -1 : 1;
+  const rowInd = new Int32Array(n);
+  const colInd = new Int32Array(n);
+  let total = 0;
+  if (!transpose) {
+    for (let i = 0; i < n; i++) {
+      const j = x[i];
+      rowInd[i] = i;
+      colInd[i] = j;
+      total += cost[i * cols + j];
+      u[i] = sign * (c[i * m + j] - w[j]);
+    }
+    for (let j = 0; j < m; j++) v[j] = sign * w[j];
+  } else {
+    // Working rows are the original columns; report pairs sorted by original row.
+    const colOfRow = new Int32Array(m).fill(-1);
+    for (let q = 0; q < n; q++) {
+      colOfRow[x[q]] = q;
+      v[q] = sign * (c[q * m + x[q]] - w[x[q]]);
+    }
+    for (let r = 0; r < m; r++) u[r] = sign * w[r];
+    let k = 0;
+    for (let r = 0; r < m; r++) {
+      const q = colOfRow[r];
+      if (q < 0) continue;
+      rowInd[k] = r;
+      colInd[k] = q;
+      total += cost[r * cols + q];
+      k++;
+    }
+  }
+  return { rowInd, colInd, total, u, v };
+}
+
+/** perm[row] = column for a square assignment of size n (every row matched). */
+export function permutationFromAssignment(a: Assignment, n: number): Int32Array {
+  if (a.rowInd.length !== n || a.colInd.length !== n) {
+    throw new Error(`permutationFromAssignment: expected ${n} pairs (square problem), got ${a.rowInd.length}`);
+  }
+  const perm = new Int32Array(n).fill(-1);
+  const seen = new Uint8Array(n);
+  for (let k = 0; k < n; k++) {
+    const r = a.rowInd[k];
+    const col = a.colInd[k];
+    if (r < 0 || r >= n || col < 0 || col >= n || perm[r] !== -1 || seen[col]) {
+      throw new Error(`permutationFromAssignment: pair (${r}, ${col}) is out of range or repeated`);
+    }
+    perm[r] = col;
+    seen[col] = 1;
+  }
+  return perm;
+}
+
+function checkDim(d: number, name: string): void {
+  if (typeof d !== 'number' || !Number.isInteger(d) || d < 0) {
+    throw new Error(`${FN}: ${name} must be a non-negative integer, got ${d}`);
+  }
+}
+
+function infeasible(): never {
+  throw new Error(`${FN}: cost matrix is infeasible (no assignment with a finite total exists)`);
+}
+
+/**
+ * LAPJV initialisation for a square all-finite matrix. Leaves a partial assignment in which every
+ * matched row sits on a minimum of its reduced costs c_ij − w_j; returns the free rows.
+ */
+function initSquare(c: Float64Array, n: number, x: Int32Array, y: Int32Array, w: Float64Array, free: Int32Array): number {
+  // Column reduction: w_j = min_i c_ij. Scanned row by row so memory is read sequentially.
+  const argmin = new Int32Array(n);
+  w.set(c.subarray(0, n));
+  for (let i = 1; i < n; i++) {
+    const off = i * n;
+    for (let j = 0; j < n; j++) {
+      const h = c[off + j];
+      if (h < w[j]) {
+        w[j] = h;
+        argmin[j] = i;
+      }
+    }
+  }
+  // A row that is the minimum of several columns keeps one of them; the others stay unmatched.
+  const matches = new Int32Array(n);
+  for (let j = n - 1; j >= 0; j--) {
+    const i = argmin[j];
+    if (matches[i]++ === 0) {
+      x[i] = j;
+      y[j] = i;
+    }
+  }
+
+  // Reduction transfer: a row matched once can hand its slack to its column, making that column
+  // cheaper for rows that compete for it later.
+  let numFree = 0;
+  for (let i = 0; i < n; i++) {
+    if (matches[i] === 0) {
+      free[numFree++] = i;
+    } else if (matches[i] === 1) {
+      const j1 = x[i];
+      const off = i * n;
+      let mn = Infinity;
+      for (let j = 0; j < n; j++) {
+        if (j === j1) continue;
+        const h = c[off + j] - w[j];
+        if (h < mn) mn = h;
+      }
+      if (mn < Infinity) w[j1] -= mn; // mn is infinite only when n = 1
+    }
+  }
+
+  // Augmenting row reduction, two passes: a free row takes its cheapest column, lowering that
+  // column's potential by the gap to its second cheapest so the ousted row is pushed elsewhere.
+  // The step budget guards against long cycles of tiny decrements; stopping early is always safe.
+  const budget = 16 * n + 1024;
+  for (let pass = 0; pass < 2 && numFree > 0; pass++) {
+    let k = 0;
+    const prevFree = numFree;
+    numFree = 0;
+    let steps = 0;
+    while (k < prevFree) {
+      if (++steps > budget) {
+        // Keep the rows not yet processed in the free list.
+        while (k < prevFree) free[numFree++] = free[k++];
+        break;
+      }
+      const i = free[k++];
+      const off = i * n;
+      let u1 = c[off] - w[0];
+      let j1 = 0;
+      let u2 = Infinity;
+      let j2 = -1;
+      for (let j = 1; j < n; j++) {
+        const h = c[off + j] - w[j];
+        if (h < u2) {
+          if (h >= u1) {
+            u2 = h;
+            j2 = j;
+          } else {
+            u2 = u1;
+            j2 = j1;
+            u1 = h;
+            j1 = j;
+          }
+        }
+      }
+      let i0 = y[j1];
+      const strict = u1 < u2;
+      if (strict) {
+        if (u2 < Infinity) w[j1] -= u2 - u1; // u2 is infinite only when n = 1
+      } else if (i0 >= 0) {
+        // Tie: the second column is just as cheap, so take it rather than oust the first one's row.
+        j1 = j2;
+        i0 = y[j2];
+      }
+      x[i] = j1;
+      y[j1] = i;
+      if (i0 >= 0) {
+        x[i0] = -1;
+        // After a strict decrease the ousted row is retried at once (its best column just got dearer).
+        if (strict) free[--k] = i0;
+        else free[numFree++] = i0;
+      }
+    }
+  }
+  return numFree;
+}
+
+/** Zero potentials; each row takes its cheapest column if still free. */
+function initRect(c: Float64Array, n: number, m: number, x: Int32Array, y: Int32Array, free: Int32Array): number {
+  let numFree = 0;
+  for (let i = 0; i < n; i++) {
+    const off = i * m;
+    let best = Infinity;
+    let jb = -1;
+    for (let j = 0; j < m; j++) {
+      const h = c[off + j];
+      if (h < best) {
+        best = h;
+        jb = j;
+      }
+    }
+    if (jb < 0) infeasible(); // the whole row is +Infinity
+    if (y[jb] < 0) {
+      x[i] = jb;
+      y[jb] = i;
+    } else {
+      free[numFree++] = i;
+    }
+  }
+  return numFree;
+}
+
+/**
+ * Dijkstra phase: for each free row, grow shortest paths over reduced costs c_ij − w_j until an
+ * unmatched column is settled, lower the potentials of the settled columns, and flip the path.
+ * Relaxation and the search for the next closest column share one pass over the cost row, in
+ * column order so the row streams from memory. A settled column is masked by setting its potential
+ * to −∞ (its reduced cost becomes +∞) rather than removed from a list: a search settles few columns
+ * on average, and the direct indexing is much faster than gathering through an index list.
+ */
+function augmentAll(
+  c: Float64Array,
+  n: number,
+  m: number,
+  x: Int32Array,
+  y: Int32Array,
+  w: Float64Array,
+  free: Int32Array,
+  numFree: number,
+): void {
+  if (numFree === 0) return;
+  const d = new Float64Array(m); // tentative distance of open columns (+∞ once settled)
+  const pred = new Int32Array(m); // row the distance came through
+  const setCol = new Int32Array(m); // settled columns in order,
+  const setDist = new Float64Array(m); // their distances
+  const setW = new Float64Array(m); // and their real potentials
+  for (let f = 0; f < numFree; f++) {
+    const start = free[f];
+    let off = start * m;
+    let lowest = Infinity;
+    let best = -1;
+    for (let j = 0; j < m; j++) {
+      const h = c[off + j] - w[j];
+      d[j] = h;
+      pred[j] = start;
+      // Among equally close columns prefer an unmatched one: it ends the search.
+      if (h <= lowest && (h < lowest || y[j] < 0)) {
+        lowest = h;
+        best = j;
+      }
+    }
+    let settled = 0;
+    let min = 0;
+    let j1 = -1;
+    for (;;) {
+      min = lowest;
+      if (min === Infinity) infeasible();
+      j1 = best;
+      const i = y[j1];
+      if (i < 0) break;
+      const wj1 = w[j1];
+      setCol[settled] = j1;
+      setDist[settled] = min;
+      setW[settled] = wj1;
+      settled++;
+      w[j1] = -Infinity;
+      d[j1] = Infinity;
+      // Relax the open columns through row i, the row matched to the column just settled.
+      off = i * m;
+      const h0 = c[off + j1] - wj1 - min;
+      lowest = Infinity;
+      best = -1;
+      for (let j = 0; j < m; j++) {
+        const h = c[off + j] - w[j] - h0;
+        let dj = d[j];
+        if (h < dj) {
+          d[j] = h;
+          pred[j] = i;
+          dj = h;
+        }
+        if (dj <= lowest && (dj < lowest || y[j] < 0)) {
+          lowest = dj;
+          best = j;
+        }
+      }
+    }
+    // Settled columns lower their potentials by how much closer than the end they were.
+    for (let k = 0; k < settled; k++) w[setCol[k]] = setW[k] + (setDist[k] - min);
+    // Flip the alternating path back to the start row.
+    let j = j1;
+    for (;;) {
+      const i = pred[j];
+      y[j] = i;
+      const prev = x[i];
+      x[i] = j;
+      if (i === start) break;
+      j = prev;
+    }
+  }
+}
