@@ -18,7 +18,7 @@ import { weightCost, type WeightCostKind } from './costs.js';
 import type { AlignInput, AlignResult, StepCallback, StepLog } from './types.js';
 import { assertCompatible } from './validate.js';
 
-/** A differentiable cost of the (soft or hard) permuted model B; `step` counts from 1. */
+/** A differentiable cost of the permuted model B; `step` counts training steps from 1 and is 0 when the default hard cost evaluates it. */
 export type RebasinCost = (alignedB: Params, step: number) => Tensor;
 
 export interface SinkhornRebasinOptions {
