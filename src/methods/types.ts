@@ -39,7 +39,4 @@ export interface AlignInput {
 /** Called after every step/sweep; return true to stop early. */
 export type StepCallback = (entry: StepLog) => boolean | void;
 
-/** Tensors that are statistics rather than weights: not compared by weight costs or matching. */
-export function isBufferName(name: string): boolean {
-  return /(^|\.)(running_mean|running_var|num_batches_tracked)$/.test(name);
-}
+export { isBufferName } from '../models/state.js';

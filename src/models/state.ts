@@ -1,0 +1,63 @@
+/**
+ * Arithmetic on named tensor maps (model states): splitting weights from BN statistics,
+ * interpolation and weighted averages. Differentiable in the tensors (the Mid/Rnd costs train
+ * through `lerpState`).
+ */
+import { F, noGrad, type Tensor } from '../core/index.js';
+import type { Params } from '../permutation/apply.js';
+
+/** BatchNorm statistics are buffers, not weights. */
+export function isBufferName(name: string): boolean {
+  return /(^|\.)(running_mean|running_var|num_batches_tracked)$/.test(name);
+}
+
+/** Splits a state into trainable weights and buffers (BN running statistics). */
+export function splitState(state: Params): { params: Params; buffers: Params } {
+  const params: Params = new Map();
+  const buffers: Params = new Map();
+  for (const [k, v] of state) (isBufferName(k) ? buffers : params).set(k, v);
+  return { params, buffers };
+}
+
+export function mergeState(params: Params, buffers: Params): Params {
+  return new Map([...params, ...buffers]);
+}
+
+/** (1 − λ)·a + λ·b for every tensor (names and shapes must agree). */
+export function lerpState(a: Params, b: Params, lambda: number): Params {
+  const out: Params = new Map();
+  for (const [name, ta] of a) {
+    const tb = b.get(name);
+    if (!tb) throw new Error(`lerpState: tensor "${name}" missing from the second model`);
+    if (lambda === 0) out.set(name, ta);
+    else if (lambda === 1) out.set(name, tb);
+    else out.set(name, F.add(F.mulScalar(ta, 1 - lambda), F.mulScalar(tb, lambda)));
+  }
+  return out;
+}
+
+/** Σ_i w_i · state_i with weights summing to 1 (model merging). */
+export function weightedAverage(states: Params[], weights?: number[]): Params {
+  if (states.length === 0) throw new Error('weightedAverage: no models');
+  const w = weights ?? states.map(() => 1 / states.length);
+  if (w.length !== states.length) throw new Error(`weightedAverage: ${w.length} weights for ${states.length} models`);
+  return noGrad(() => {
+    const out: Params = new Map();
+    for (const name of states[0].keys()) {
+      let acc: Tensor | null = null;
+      states.forEach((s, i) => {
+        const t = s.get(name);
+        if (!t) throw new Error(`weightedAverage: tensor "${name}" missing from model ${i + 1}`);
+        const term = F.mulScalar(t, w[i]);
+        acc = acc ? F.add(acc, term) : term;
+      });
+      out.set(name, acc!);
+    }
+    return out;
+  });
+}
+
+/** A detached deep copy (leaves, no graph). */
+export function cloneState(s: Params): Params {
+  return new Map([...s].map(([k, v]) => [k, v.clone()]));
+}
