@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Rng } from '../src/core/random.js';
 import { FormatError } from '../src/io/errors.js';
 import { type StateDict, numel, validateFinite } from '../src/io/records.js';
-import { writeFileAtomic, withAtomicFile, ensureDir } from '../src/io/atomic.js';
+import { writeFileAtomic, writeFileAtomicSync, withAtomicFile, ensureDir, ensureDirSync } from '../src/io/atomic.js';
 import {
   float32ToFloat16Bits, float16BitsToFloat32, float32ToBfloat16Bits, bfloat16BitsToFloat32,
   float32ArrayToFloat16, float16ArrayToFloat32, float32ArrayToBfloat16, bfloat16ArrayToFloat32,
@@ -528,6 +528,14 @@ describe('atomic writes', () => {
       assert.equal(readFileSync(p).length, n);
       assert.deepEqual(readdirSync(dir), ['f.txt']);
       await assert.rejects(writeFileAtomic(join(dir, 'missing', 'x'), 'y'), /ENOENT/);
+      // Rename failure (the destination is a non-empty directory): the temp file is removed.
+      ensureDirSync(join(dir, 'd', 'e'));
+      await assert.rejects(writeFileAtomic(join(dir, 'd'), 'data'));
+      assert.throws(() => writeFileAtomicSync(join(dir, 'd'), 'data'));
+      assert.deepEqual(readdirSync(dir).sort(), ['d', 'f.txt']);
+      writeFileAtomicSync(p, 'sync');
+      assert.equal(readFileSync(p, 'utf8'), 'sync');
+      assert.deepEqual(readdirSync(dir).sort(), ['d', 'f.txt']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

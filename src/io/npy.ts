@@ -10,15 +10,18 @@
  * supported, and trailing garbage usually means a corrupt header. Written files are '<f4', C
  * order, version 1.0 (2.0 only if the header needs more than 65535 bytes).
  *
- * .npz: stored and deflated members are read (CRC-checked); Zip64 extra fields and the Zip64
+ * .npz: stored and deflated members are read (CRC-checked). Zip64 extra fields and the Zip64
  * end-of-central-directory record are understood, since np.savez always writes Zip64 extras in
  * its local headers. Member names are decoded as UTF-8 (flag bit 11) or latin1 (an approximation
- * of CP437 that is exact for ASCII). Members that are not `.npy` files, encryption, other
- * compression methods and multi-disk archives are FormatErrors. Written archives use stored
- * members by default (deflate on request), a fixed 1980-01-01 timestamp (reproducible bytes),
- * and no Zip64: output over 4 GiB is refused.
+ * of CP437 that is exact for ASCII). Members that are not `.npy` files, members whose bytes
+ * overlap, encryption, other compression methods and multi-disk archives are FormatErrors.
+ * Written archives use stored members by default (deflate on request), a fixed 1980-01-01
+ * timestamp (reproducible bytes), and no Zip64: output over 4 GiB is refused.
+ *
+ * readNpy/readNpz read through a file handle, one array at a time, rather than loading the file.
  */
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { FormatError, describeError } from './errors.js';
 import { type ArrayRecord, type StateDict, checkRecord, firstNonFinite, nonFiniteError, numel } from './records.js';
@@ -141,7 +144,7 @@ class PyLiteral {
     const v = Number(this.s.slice(start, this.i));
     if (this.peek() === 'L') this.i++; // Python 2 long literal, found in old files
     if (!Number.isSafeInteger(v)) throw this.err(`integer ${this.s.slice(start, this.i)} is too large`);
-    return v;
+    return v + 0; // "-0" → 0
   }
 
   /** A tuple, or a parenthesised int when there is one element and no comma (as in Python). */
@@ -165,7 +168,7 @@ class PyLiteral {
 }
 
 // ---------------------------------------------------------------------------------------------
-// .npy parsing
+// .npy dtypes and layout
 
 interface Dtype {
   kind: 'f' | 'i' | 'u' | 'b';
@@ -245,26 +248,88 @@ export function fortranToC(src: Float32Array, shape: readonly number[]): Float32
 
 const fatalUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-function parseNpyWith(bytes: Uint8Array, fail: Fail): ArrayRecord {
-  if (bytes.length < 10) throw fail('magic', `only ${bytes.length} bytes, too short for a .npy preamble`);
-  for (let i = 0; i < 6; i++) if (bytes[i] !== MAGIC[i]) throw fail('magic', 'not a .npy file (missing \\x93NUMPY magic)');
-  const major = bytes[6];
-  const minor = bytes[7];
+// ---------------------------------------------------------------------------------------------
+// Byte access. The parsers are generators that yield read requests, so one implementation serves
+// both bytes in memory (parseNpy/parseNpz) and open files (readNpy/readNpz). From a file, only
+// what is needed is read, one array at a time: no copy of the whole file is held, and files over
+// 2 GiB (which fs.readFile refuses) work.
+
+interface ReadRequest {
+  pos: number;
+  len: number;
+  /** Named in the error if the bytes are not there. */
+  field: string;
+  /** Read straight into this buffer (length `len`) instead of a fresh one. */
+  into?: Uint8Array;
+}
+type ByteReader<T> = Generator<ReadRequest, T, Uint8Array>;
+
+function runOnBytes<T>(gen: ByteReader<T>, bytes: Uint8Array, fail: Fail): T {
+  let r = gen.next();
+  while (!r.done) {
+    const { pos, len, field, into } = r.value;
+    // Parsers check sizes before asking; this is the backstop.
+    if (pos + len > bytes.length) throw fail(field, `unexpected end of data at byte ${bytes.length}`);
+    const view = bytes.subarray(pos, pos + len);
+    if (into) into.set(view);
+    r = gen.next(into ?? view);
+  }
+  return r.value;
+}
+
+/** fs read calls take an int32 length. */
+const MAX_READ = 1 << 30;
+
+async function runOnFile<T>(gen: ByteReader<T>, fh: FileHandle, fail: Fail): Promise<T> {
+  let r = gen.next();
+  while (!r.done) {
+    const { pos, len, field, into } = r.value;
+    const buf = into ?? new Uint8Array(len);
+    let off = 0;
+    while (off < len) {
+      const { bytesRead } = await fh.read(buf, off, Math.min(MAX_READ, len - off), pos + off);
+      if (bytesRead === 0) throw fail(field, `unexpected end of file at byte ${pos + off} (file changed while reading?)`);
+      off += bytesRead;
+    }
+    r = gen.next(buf);
+  }
+  return r.value;
+}
+
+async function withFile<T>(path: string, fn: (fh: FileHandle, size: number) => Promise<T>): Promise<T> {
+  const fh = await open(path, 'r');
+  try {
+    return await fn(fh, (await fh.stat()).size);
+  } finally {
+    await fh.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// .npy parsing
+
+/** Parses a .npy of `size` bytes; every size is checked against `size` before anything is allocated. */
+function* npyReader(size: number, fail: Fail): ByteReader<ArrayRecord> {
+  if (size < 10) throw fail('magic', `only ${size} bytes, too short for a .npy preamble`);
+  const pre = yield { pos: 0, len: Math.min(size, 12), field: 'magic' };
+  for (let i = 0; i < 6; i++) if (pre[i] !== MAGIC[i]) throw fail('magic', 'not a .npy file (missing \\x93NUMPY magic)');
+  const major = pre[6];
+  const minor = pre[7];
   if ((major !== 1 && major !== 2 && major !== 3) || minor !== 0) throw fail('version', `format version ${major}.${minor} is not supported (1.0, 2.0, 3.0 are)`);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const dv = new DataView(pre.buffer, pre.byteOffset, pre.length);
   let hlen: number;
   let start: number;
   if (major === 1) {
     hlen = dv.getUint16(8, true);
     start = 10;
   } else {
-    if (bytes.length < 12) throw fail('header length', `only ${bytes.length} bytes, too short for a version ${major} preamble`);
+    if (size < 12) throw fail('header length', `only ${size} bytes, too short for a version ${major} preamble`);
     hlen = dv.getUint32(8, true);
     start = 12;
   }
-  if (hlen > bytes.length - start) throw fail('header length', `declared header length ${hlen} but only ${bytes.length - start} bytes follow (truncated file?)`);
+  if (hlen > size - start) throw fail('header length', `declared header length ${hlen} but only ${size - start} bytes follow (truncated file?)`);
   if (hlen > NPY_MAX_HEADER_SIZE) throw fail('header length', `declared header length ${hlen} exceeds the ${NPY_MAX_HEADER_SIZE}-byte limit`);
-  const raw = bytes.subarray(start, start + hlen);
+  const raw = yield { pos: start, len: hlen, field: 'header' };
   let text: string;
   if (major === 3) {
     try {
@@ -293,15 +358,29 @@ function parseNpyWith(bytes: Uint8Array, fail: Fail): ArrayRecord {
   const dt = parseDescr(descr, fail);
 
   const dataStart = start + hlen;
-  const avail = bytes.length - dataStart;
+  const avail = size - dataStart;
   const n = numel(shape);
   const need = n * dt.size;
   if (need > avail) throw fail('data', `shape (${shape.join(', ')}) × ${descr} needs ${need} bytes but only ${avail} follow the header (truncated file?)`);
   if (need < avail) throw fail('data', `${avail - need} bytes after the array data (several arrays in one file are not supported)`);
-  let out: Float32Array = new Float32Array(n);
-  decodeNpyData(bytes.subarray(dataStart), dt, out);
+  let out: Float32Array;
+  try {
+    out = new Float32Array(n);
+  } catch {
+    throw fail('shape', `${n} elements do not fit in one Float32Array on this runtime`);
+  }
+  if (dt.kind === 'f' && dt.size === 4 && dt.little === LITTLE_ENDIAN) {
+    // The common case: bytes go straight into the result.
+    yield { pos: dataStart, len: need, field: 'data', into: new Uint8Array(out.buffer) };
+  } else {
+    decodeNpyData(yield { pos: dataStart, len: need, field: 'data' }, dt, out);
+  }
   if (fortran) out = fortranToC(out, shape);
   return { shape: shape.slice(), data: out };
+}
+
+function parseNpyWith(bytes: Uint8Array, fail: Fail): ArrayRecord {
+  return runOnBytes(npyReader(bytes.length, fail), bytes, fail);
 }
 
 /** Parses a .npy file held in memory. */
@@ -309,8 +388,10 @@ export function parseNpy(bytes: Uint8Array, source = '<buffer>'): ArrayRecord {
   return parseNpyWith(bytes, plainFail(source));
 }
 
+/** Reads a .npy file (only the header, then the data, straight from the file). */
 export async function readNpy(path: string): Promise<ArrayRecord> {
-  return parseNpy(await readFile(path), path);
+  const fail = plainFail(path);
+  return withFile(path, (fh, size) => runOnFile(npyReader(size, fail), fh, fail));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,132 +525,141 @@ function u64(dv: DataView, at: number, fail: () => FormatError): number {
   return Number(v);
 }
 
-function findEocd(bytes: Uint8Array, dv: DataView, file: string): number {
-  if (bytes.length < 22) throw new FormatError(file, 'end of central directory', `${bytes.length} bytes is too short for a zip archive`);
-  const lowest = Math.max(0, bytes.length - 22 - 0xffff);
-  for (let p = bytes.length - 22; p >= lowest; p--) {
-    // The archive comment length must reach exactly to the end of the file.
-    if (dv.getUint32(p, true) === SIG_EOCD && p + 22 + dv.getUint16(p + 20, true) === bytes.length) return p;
-  }
-  throw new FormatError(file, 'end of central directory', 'no end-of-central-directory record (not a zip archive, or truncated)');
-}
-
-function readCentralDirectory(bytes: Uint8Array, file: string): ZipEntry[] {
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  const eocd = findEocd(bytes, dv, file);
-  const eocdFail = (detail: string) => new FormatError(file, 'end of central directory', detail);
-  let disk = dv.getUint16(eocd + 4, true);
-  let cdDisk = dv.getUint16(eocd + 6, true);
-  let entriesHere = dv.getUint16(eocd + 8, true);
-  let entries = dv.getUint16(eocd + 10, true);
-  let cdSize = dv.getUint32(eocd + 12, true);
-  let cdOffset = dv.getUint32(eocd + 16, true);
-
-  if (eocd >= 20 && dv.getUint32(eocd - 20, true) === SIG_ZIP64_LOCATOR) {
-    const zfail = (detail: string) => new FormatError(file, 'zip64 end of central directory', detail);
-    if (dv.getUint32(eocd - 16, true) !== 0 || dv.getUint32(eocd - 4, true) > 1) throw zfail('multi-disk (split) archives are not supported');
-    const at = u64(dv, eocd - 12, () => zfail('record offset out of range'));
-    if (at + 56 > eocd - 20) throw zfail(`record offset ${at} is outside the file`);
-    if (dv.getUint32(at, true) !== SIG_ZIP64_EOCD) throw zfail(`no zip64 end-of-central-directory record at offset ${at}`);
-    disk = dv.getUint32(at + 16, true);
-    cdDisk = dv.getUint32(at + 20, true);
-    entriesHere = u64(dv, at + 24, () => zfail('entry count out of range'));
-    entries = u64(dv, at + 32, () => zfail('entry count out of range'));
-    cdSize = u64(dv, at + 40, () => zfail('central directory size out of range'));
-    cdOffset = u64(dv, at + 48, () => zfail('central directory offset out of range'));
-  } else if (entries === 0xffff || cdSize === 0xffffffff || cdOffset === 0xffffffff) {
-    throw eocdFail('fields say Zip64 but there is no Zip64 end-of-central-directory locator');
-  }
-  if (disk !== 0 || cdDisk !== 0 || entriesHere !== entries) throw eocdFail('multi-disk (split) archives are not supported');
-  if (cdOffset + cdSize > bytes.length) throw eocdFail(`central directory [${cdOffset}, ${cdOffset + cdSize}) extends past the end of the file (${bytes.length} bytes)`);
-  if (entries * 46 > cdSize) throw eocdFail(`${entries} entries cannot fit in a ${cdSize}-byte central directory`);
-
-  const out: ZipEntry[] = [];
-  let p = cdOffset;
-  const cdEnd = cdOffset + cdSize;
-  for (let k = 0; k < entries; k++) {
-    const cdFail = (detail: string) => new FormatError(file, 'central directory', `entry ${k}: ${detail}`);
-    if (p + 46 > cdEnd) throw cdFail('runs past the end of the central directory');
-    if (dv.getUint32(p, true) !== SIG_CENTRAL) throw cdFail(`bad signature at offset ${p}`);
-    const flags = dv.getUint16(p + 8, true);
-    const method = dv.getUint16(p + 10, true);
-    const crc = dv.getUint32(p + 16, true);
-    let csize = dv.getUint32(p + 20, true);
-    let usize = dv.getUint32(p + 24, true);
-    const nameLen = dv.getUint16(p + 28, true);
-    const extraLen = dv.getUint16(p + 30, true);
-    const commentLen = dv.getUint16(p + 32, true);
-    let diskStart = dv.getUint16(p + 34, true);
-    let localOffset = dv.getUint32(p + 42, true);
-    const next = p + 46 + nameLen + extraLen + commentLen;
-    if (next > cdEnd) throw cdFail('runs past the end of the central directory');
-    const nameBytes = bytes.subarray(p + 46, p + 46 + nameLen);
-    const name = decodeName(nameBytes, flags);
-    const entryFail = (detail: string) => new FormatError(file, name, detail, { label: `member ${JSON.stringify(name)}` });
-    // Zip64 extra field (id 1): 8-byte values, present only for the fields saturated above.
-    let e = p + 46 + nameLen;
-    const extraEnd = e + extraLen;
-    while (e + 4 <= extraEnd) {
-      const id = dv.getUint16(e, true);
-      const len = dv.getUint16(e + 2, true);
-      if (e + 4 + len > extraEnd) throw entryFail('extra field runs past its declared length');
-      if (id === 1) {
-        let q = e + 4;
-        const take = (): number => {
-          if (q + 8 > e + 4 + len) throw entryFail('zip64 extra field is too short');
-          const v = u64(dv, q, () => entryFail('zip64 size or offset out of range'));
-          q += 8;
-          return v;
-        };
-        if (usize === 0xffffffff) usize = take();
-        if (csize === 0xffffffff) csize = take();
-        if (localOffset === 0xffffffff) localOffset = take();
-        if (diskStart === 0xffff) {
-          if (q + 4 > e + 4 + len) throw entryFail('zip64 extra field is too short');
-          diskStart = dv.getUint32(q, true);
-        }
-      }
-      e += 4 + len;
-    }
-    if (usize === 0xffffffff || csize === 0xffffffff || localOffset === 0xffffffff) throw entryFail('sizes say Zip64 but the entry has no Zip64 extra field');
-    if (diskStart !== 0) throw entryFail('multi-disk (split) archives are not supported');
-    out.push({ name, method, flags, crc, csize, usize, localOffset });
-    p = next;
-  }
-  return out;
-}
-
 function decodeName(bytes: Uint8Array, flags: number): string {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
   // Invalid UTF-8 becomes U+FFFD rather than an error: the name is only a dictionary key.
   return buf.toString(flags & 0x800 ? 'utf8' : 'latin1');
 }
 
-/** The uncompressed bytes of one member, with sizes bounded and the CRC checked. */
-function memberBytes(bytes: Uint8Array, entry: ZipEntry, file: string): Uint8Array {
-  const fail = (detail: string) => new FormatError(file, entry.name, detail, { label: `member ${JSON.stringify(entry.name)}` });
+const EOCD = 'end of central directory';
+
+function* centralDirectory(size: number, file: string): ByteReader<ZipEntry[]> {
+  const eocdFail = (detail: string) => new FormatError(file, EOCD, detail);
+  if (size < 22) throw eocdFail(`${size} bytes is too short for a zip archive`);
+  // The record is in the last 22 + 65535 (max comment) bytes.
+  const tailStart = Math.max(0, size - 22 - 0xffff);
+  const tail = yield { pos: tailStart, len: size - tailStart, field: EOCD };
+  const tv = new DataView(tail.buffer, tail.byteOffset, tail.length);
+  let p = tail.length - 22;
+  // The archive comment length must reach exactly to the end of the file.
+  while (p >= 0 && !(tv.getUint32(p, true) === SIG_EOCD && p + 22 + tv.getUint16(p + 20, true) === tail.length)) p--;
+  if (p < 0) throw eocdFail('no end-of-central-directory record (not a zip archive, or truncated)');
+  const eocdPos = tailStart + p;
+  let disk = tv.getUint16(p + 4, true);
+  let cdDisk = tv.getUint16(p + 6, true);
+  let entriesHere = tv.getUint16(p + 8, true);
+  let entries = tv.getUint16(p + 10, true);
+  let cdSize = tv.getUint32(p + 12, true);
+  let cdOffset = tv.getUint32(p + 16, true);
+
+  if (p >= 20 && tv.getUint32(p - 20, true) === SIG_ZIP64_LOCATOR) {
+    const zfail = (detail: string) => new FormatError(file, 'zip64 end of central directory', detail);
+    if (tv.getUint32(p - 16, true) !== 0 || tv.getUint32(p - 4, true) > 1) throw zfail('multi-disk (split) archives are not supported');
+    const at = u64(tv, p - 12, () => zfail('record offset out of range'));
+    if (at + 56 > eocdPos - 20) throw zfail(`record offset ${at} is outside the file`);
+    const rec = yield { pos: at, len: 56, field: 'zip64 end of central directory' };
+    const rv = new DataView(rec.buffer, rec.byteOffset, rec.length);
+    if (rv.getUint32(0, true) !== SIG_ZIP64_EOCD) throw zfail(`no zip64 end-of-central-directory record at offset ${at}`);
+    disk = rv.getUint32(16, true);
+    cdDisk = rv.getUint32(20, true);
+    entriesHere = u64(rv, 24, () => zfail('entry count out of range'));
+    entries = u64(rv, 32, () => zfail('entry count out of range'));
+    cdSize = u64(rv, 40, () => zfail('central directory size out of range'));
+    cdOffset = u64(rv, 48, () => zfail('central directory offset out of range'));
+  } else if (entries === 0xffff || cdSize === 0xffffffff || cdOffset === 0xffffffff) {
+    throw eocdFail('fields say Zip64 but there is no Zip64 end-of-central-directory locator');
+  }
+  if (disk !== 0 || cdDisk !== 0 || entriesHere !== entries) throw eocdFail('multi-disk (split) archives are not supported');
+  if (cdOffset + cdSize > size) throw eocdFail(`central directory [${cdOffset}, ${cdOffset + cdSize}) extends past the end of the file (${size} bytes)`);
+  if (entries * 46 > cdSize) throw eocdFail(`${entries} entries cannot fit in a ${cdSize}-byte central directory`);
+
+  const cd = yield { pos: cdOffset, len: cdSize, field: 'central directory' };
+  const dv = new DataView(cd.buffer, cd.byteOffset, cd.length);
+  const out: ZipEntry[] = [];
+  let q = 0;
+  for (let k = 0; k < entries; k++) {
+    const cdFail = (detail: string) => new FormatError(file, 'central directory', `entry ${k}: ${detail}`);
+    if (q + 46 > cdSize) throw cdFail('runs past the end of the central directory');
+    if (dv.getUint32(q, true) !== SIG_CENTRAL) throw cdFail(`bad signature at offset ${cdOffset + q}`);
+    const flags = dv.getUint16(q + 8, true);
+    const method = dv.getUint16(q + 10, true);
+    const crc = dv.getUint32(q + 16, true);
+    let csize = dv.getUint32(q + 20, true);
+    let usize = dv.getUint32(q + 24, true);
+    const nameLen = dv.getUint16(q + 28, true);
+    const extraLen = dv.getUint16(q + 30, true);
+    const commentLen = dv.getUint16(q + 32, true);
+    let diskStart = dv.getUint16(q + 34, true);
+    let localOffset = dv.getUint32(q + 42, true);
+    const next = q + 46 + nameLen + extraLen + commentLen;
+    if (next > cdSize) throw cdFail('runs past the end of the central directory');
+    const name = decodeName(cd.subarray(q + 46, q + 46 + nameLen), flags);
+    const entryFail = (detail: string) => new FormatError(file, name, detail, { label: `member ${JSON.stringify(name)}` });
+    // Zip64 extra field (id 1): 8-byte values, present only for the fields saturated above.
+    let e = q + 46 + nameLen;
+    const extraEnd = e + extraLen;
+    while (e + 4 <= extraEnd) {
+      const id = dv.getUint16(e, true);
+      const len = dv.getUint16(e + 2, true);
+      const fieldEnd = e + 4 + len;
+      if (fieldEnd > extraEnd) throw entryFail('extra field runs past its declared length');
+      if (id === 1) {
+        let f = e + 4;
+        const take = (): number => {
+          if (f + 8 > fieldEnd) throw entryFail('zip64 extra field is too short');
+          const v = u64(dv, f, () => entryFail('zip64 size or offset out of range'));
+          f += 8;
+          return v;
+        };
+        if (usize === 0xffffffff) usize = take();
+        if (csize === 0xffffffff) csize = take();
+        if (localOffset === 0xffffffff) localOffset = take();
+        if (diskStart === 0xffff) {
+          if (f + 4 > fieldEnd) throw entryFail('zip64 extra field is too short');
+          diskStart = dv.getUint32(f, true);
+        }
+      }
+      e = fieldEnd;
+    }
+    if (usize === 0xffffffff || csize === 0xffffffff || localOffset === 0xffffffff) throw entryFail('sizes say Zip64 but the entry has no Zip64 extra field');
+    if (diskStart !== 0) throw entryFail('multi-disk (split) archives are not supported');
+    out.push({ name, method, flags, crc, csize, usize, localOffset });
+    q = next;
+  }
+  return out;
+}
+
+const memberLabel = (e: ZipEntry) => ({ label: `member ${JSON.stringify(e.name)}` });
+
+/** Checks a member's local header and sizes; returns where its data is. Reads no data. */
+function* locateMember(size: number, entry: ZipEntry, file: string): ByteReader<{ begin: number; dataStart: number; end: number }> {
+  const fail = (detail: string) => new FormatError(file, entry.name, detail, memberLabel(entry));
   if (entry.flags & 0x1) throw fail('is encrypted (not supported)');
   if (entry.method !== 0 && entry.method !== 8) throw fail(`compression method ${entry.method} is not supported (stored and deflate are)`);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  // Checked before reading or inflating so a lying header cannot make us allocate gigabytes.
+  if (entry.method === 0 && entry.csize !== entry.usize) throw fail(`stored member has compressed size ${entry.csize} but uncompressed size ${entry.usize}`);
+  if (entry.method === 8 && entry.usize > entry.csize * MAX_DEFLATE_RATIO + 1024) throw fail(`declared size ${entry.usize} is impossible for ${entry.csize} deflated bytes`);
   const at = entry.localOffset;
-  if (at + 30 > bytes.length) throw fail(`local header offset ${at} is outside the file`);
-  if (dv.getUint32(at, true) !== SIG_LOCAL) throw fail(`no local file header at offset ${at}`);
-  const nameLen = dv.getUint16(at + 26, true);
-  const extraLen = dv.getUint16(at + 28, true);
-  const dataStart = at + 30 + nameLen + extraLen;
-  if (dataStart > bytes.length) throw fail('local header runs past the end of the file');
-  if (decodeName(bytes.subarray(at + 30, at + 30 + nameLen), dv.getUint16(at + 6, true)) !== entry.name) {
+  if (at + 30 > size) throw fail(`local header offset ${at} is outside the file`);
+  const lh = yield { pos: at, len: 30, field: entry.name };
+  const lv = new DataView(lh.buffer, lh.byteOffset, lh.length);
+  if (lv.getUint32(0, true) !== SIG_LOCAL) throw fail(`no local file header at offset ${at}`);
+  const nameLen = lv.getUint16(26, true);
+  const dataStart = at + 30 + nameLen + lv.getUint16(28, true);
+  if (dataStart > size) throw fail('local header runs past the end of the file');
+  if (decodeName(yield { pos: at + 30, len: nameLen, field: entry.name }, lv.getUint16(6, true)) !== entry.name) {
     throw fail('local header names a different file than the central directory');
   }
-  if (dataStart + entry.csize > bytes.length) throw fail(`data [${dataStart}, ${dataStart + entry.csize}) extends past the end of the file (truncated?)`);
-  const comp = bytes.subarray(dataStart, dataStart + entry.csize);
-  let data: Uint8Array;
-  if (entry.method === 0) {
-    if (entry.csize !== entry.usize) throw fail(`stored member has compressed size ${entry.csize} but uncompressed size ${entry.usize}`);
-    data = comp;
-  } else {
-    // Checked before inflating so a lying header cannot make us allocate gigabytes.
-    if (entry.usize > entry.csize * MAX_DEFLATE_RATIO + 1024) throw fail(`declared size ${entry.usize} is impossible for ${entry.csize} deflated bytes`);
+  if (dataStart + entry.csize > size) throw fail(`data [${dataStart}, ${dataStart + entry.csize}) extends past the end of the file (truncated?)`);
+  return { begin: at, dataStart, end: dataStart + entry.csize };
+}
+
+/** The uncompressed bytes of one member, CRC-checked. */
+function* memberData(entry: ZipEntry, dataStart: number, file: string): ByteReader<Uint8Array> {
+  const fail = (detail: string) => new FormatError(file, entry.name, detail, memberLabel(entry));
+  const comp = yield { pos: dataStart, len: entry.csize, field: entry.name };
+  let data: Uint8Array = comp;
+  if (entry.method === 8) {
     try {
       data = inflateRawSync(comp, { maxOutputLength: Math.max(1, entry.usize) });
     } catch (e) {
@@ -584,23 +674,49 @@ function memberBytes(bytes: Uint8Array, entry: ZipEntry, file: string): Uint8Arr
 
 const hex = (v: number) => `0x${v.toString(16).padStart(8, '0')}`;
 
-/** Parses an .npz archive held in memory into a StateDict keyed by member name without ".npy". */
-export function parseNpz(bytes: Uint8Array, source = '<buffer>'): StateDict {
-  const dict: StateDict = new Map();
-  for (const entry of readCentralDirectory(bytes, source)) {
+function* npzReader(size: number, file: string): ByteReader<StateDict> {
+  const members: ZipEntry[] = [];
+  const keys = new Set<string>();
+  for (const entry of yield* centralDirectory(size, file)) {
     if (entry.name.endsWith('/') && entry.usize === 0) continue; // directory entry
-    const label = `member ${JSON.stringify(entry.name)}`;
-    if (!entry.name.endsWith('.npy')) throw new FormatError(source, entry.name, 'is not a .npy file', { label });
+    if (!entry.name.endsWith('.npy')) throw new FormatError(file, entry.name, 'is not a .npy file', memberLabel(entry));
     const key = entry.name.slice(0, -4);
-    if (dict.has(key)) throw new FormatError(source, entry.name, 'appears twice in the archive', { label });
-    const data = memberBytes(bytes, entry, source);
-    dict.set(key, parseNpyWith(data, (field, detail) => new FormatError(source, entry.name, `${field}: ${detail}`, { label })));
+    if (keys.has(key)) throw new FormatError(file, entry.name, 'appears twice in the archive', memberLabel(entry));
+    keys.add(key);
+    members.push(entry);
+  }
+  // Every member's header and data must occupy its own bytes. Checked for all members before any
+  // data is read: overlapping members are how zip bombs reuse one compressed blob many times.
+  const dataStarts = new Array<number>(members.length);
+  const byOffset = members.map((_, i) => i).sort((a, b) => members[a].localOffset - members[b].localOffset);
+  let prevEnd = 0;
+  let prev: ZipEntry | null = null;
+  for (const i of byOffset) {
+    const entry = members[i];
+    const where = yield* locateMember(size, entry, file);
+    if (prev && where.begin < prevEnd) throw new FormatError(file, entry.name, `overlaps member ${JSON.stringify(prev.name)} in the file`, memberLabel(entry));
+    prev = entry;
+    prevEnd = where.end;
+    dataStarts[i] = where.dataStart;
+  }
+  const dict: StateDict = new Map();
+  for (let i = 0; i < members.length; i++) {
+    const entry = members[i];
+    const data = yield* memberData(entry, dataStarts[i], file);
+    dict.set(entry.name.slice(0, -4), parseNpyWith(data, (field, detail) => new FormatError(file, entry.name, `${field}: ${detail}`, memberLabel(entry))));
   }
   return dict;
 }
 
+/** Parses an .npz archive held in memory into a StateDict keyed by member name without ".npy". */
+export function parseNpz(bytes: Uint8Array, source = '<buffer>'): StateDict {
+  return runOnBytes(npzReader(bytes.length, source), bytes, plainFail(source));
+}
+
+/** Reads an .npz archive member by member (the whole file is never held in memory). */
 export async function readNpz(path: string): Promise<StateDict> {
-  return parseNpz(await readFile(path), path);
+  const fail = plainFail(path);
+  return withFile(path, (fh, size) => runOnFile(npzReader(size, path), fh, fail));
 }
 
 // ---------------------------------------------------------------------------------------------

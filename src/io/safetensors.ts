@@ -387,7 +387,8 @@ function parseEntry(name: string, entry: unknown, dataLength: number, dataStart:
   if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((d) => Number.isSafeInteger(d) && d >= 0) || offs[0] > offs[1]) {
     throw fail('data_offsets', `must be [begin, end] with 0 <= begin <= end, got ${JSON.stringify(offs)?.slice(0, 80)}`);
   }
-  const [begin, end] = offs as [number, number];
+  const begin = (offs[0] as number) + 0; // + 0 turns a JSON "-0" into 0
+  const end = (offs[1] as number) + 0;
   const n = numel(shape as number[]);
   const bytes = n * DTYPE_SIZE[dtype];
   if (bytes !== end - begin) {
@@ -396,7 +397,7 @@ function parseEntry(name: string, entry: unknown, dataLength: number, dataStart:
   if (end > dataLength) {
     throw fail('data_offsets', `[${begin}, ${end}] extend past the end of the data region (${dataLength} bytes; truncated file?)`);
   }
-  return { name, dtype, shape: shape.slice() as number[], numel: n, dataOffsets: [begin, end], byteLength: end - begin, fileOffset: dataStart + begin };
+  return { name, dtype, shape: (shape as number[]).map((d) => d + 0), numel: n, dataOffsets: [begin, end], byteLength: end - begin, fileOffset: dataStart + begin };
 }
 
 function allocFloat32(n: number, source: string, name: string): Float32Array {
