@@ -7,6 +7,8 @@ import { CheckFailedError, EXIT, InputError } from '../errors.js';
 import { formatHelp, parseArgs, UsageError, type CommandSpec, type Parsed } from './args.js';
 import { doctor, doctorSpec } from './doctor.js';
 import { experimentRecovery, recoverySpec } from './experiment-recovery.js';
+import { demo, demoSpec, experimentLmc, lmcSpec } from './experiment-lmc.js';
+import { train, trainSpec } from './train.js';
 
 interface Command {
   spec: CommandSpec;
@@ -15,7 +17,10 @@ interface Command {
 
 /** Commands by name; sub-commands are "group name" (e.g. "experiment recovery"). */
 const commands: Record<string, Command> = {
+  demo: { spec: demoSpec, run: demo },
   doctor: { spec: doctorSpec, run: doctor },
+  'experiment lmc': { spec: lmcSpec, run: experimentLmc },
+  train: { spec: trainSpec, run: train },
   'experiment recovery': { spec: recoverySpec, run: experimentRecovery },
 };
 

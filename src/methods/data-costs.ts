@@ -10,9 +10,10 @@ import { Rng } from '../core/random.js';
 import type { Model } from '../models/model.js';
 import { lerpState, splitState } from '../models/state.js';
 import type { Params } from '../permutation/apply.js';
+import type { Criterion } from '../training/common.js';
 import type { RebasinCost } from './sinkhorn-rebasin.js';
 
-export type Criterion = 'ce' | 'mse';
+export type { Criterion };
 
 export interface Batch {
   x: Tensor;
@@ -26,7 +27,7 @@ export function criterionLoss(criterion: Criterion, out: Tensor, y: Int32Array |
     return F.crossEntropy(out, y);
   }
   if (y instanceof Int32Array) throw new Error('mse needs a target tensor');
-  return F.mse(out, y);
+  return F.mse(out, y.shape.length === out.shape.length ? y : F.reshape(y, out.shape));
 }
 
 /** Loss of the model at state `state` on one batch (batch statistics for BN). */

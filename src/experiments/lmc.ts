@@ -1,0 +1,215 @@
+/**
+ * Linear mode connectivity experiment (the paper's second experiment, method.md §5.2): for each
+ * task, train models A and B from different seeds, align B to A with every method, and measure
+ * the loss/accuracy barrier along the linear path between A and the aligned B.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { barrier, interpolationCurve, type BarrierSummary, type BnMode, type CurvePoint } from '../analysis/lmc.js';
+import { loadFashionMnist, loadMnist, polynomialTask, splitTrainVal, take, type Dataset } from '../data/index.js';
+import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
+import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
+import { alignModels, type MethodName } from '../methods/registry.js';
+import { mlp, vggSmall, type Model } from '../models/index.js';
+import { mergeState } from '../models/state.js';
+import type { Params } from '../permutation/apply.js';
+import { fmtMeanStd, markdownTable } from '../report/markdown.js';
+import { Progress } from '../report/progress.js';
+import { linePlots, type Panel } from '../report/svg.js';
+import { trainModel, type Criterion } from '../training/train.js';
+
+export const LMC_TASKS = ['poly1', 'poly2', 'poly3', 'mnist-mlp', 'fashion-mlp', 'mnist-vgg'] as const;
+export type LmcTask = (typeof LMC_TASKS)[number];
+export const LMC_METHODS = ['naive', 'wm', 'am', 'ste', 'sinkhorn-l2', 'sinkhorn-mid', 'sinkhorn-rnd'] as const satisfies readonly MethodName[];
+
+export interface TaskSetup {
+  model: Model;
+  train: Dataset;
+  /** Where the LMC curve is measured. */
+  test: Dataset;
+  criterion: Criterion;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  /** Epochs of Sinkhorn-Mid/Rnd and of STE over `train` (a tiny data set needs more passes). */
+  sinkhornEpochs: number;
+  steEpochs: number;
+}
+
+export interface TaskOptions {
+  /** Override the task's training epochs (e.g. for a quick run). */
+  epochs?: number;
+  /** Use only this many test samples for the curves. */
+  testLimit?: number;
+  dataDir?: string;
+}
+
+/** The setups of the reference's LMC scripts (method.md §2.7), per task. */
+export function taskSetup(task: LmcTask, o: TaskOptions = {}): TaskSetup {
+  const limitTest = (d: Dataset) => (o.testLimit ? take(d, Math.min(o.testLimit, d.n)) : d);
+  if (task === 'poly1' || task === 'poly2' || task === 'poly3') {
+    const id = Number(task.slice(4)) as 1 | 2 | 3;
+    return {
+      // The reference's two-hidden-layer regression net (1 → 10 → 10 → 1, tanh).
+      model: mlp({ sizes: [1, 10, 10, 1], activation: 'tanh' }),
+      train: polynomialTask(id, { seed: 0 }),
+      test: polynomialTask(id, { seed: 1 }),
+      criterion: 'mse',
+      epochs: o.epochs ?? 500,
+      batchSize: 100,
+      lr: 1e-2,
+      // One batch per epoch: the reference's 20 epochs would be 20 steps.
+      sinkhornEpochs: 300,
+      steEpochs: 300,
+    };
+  }
+  const fashion = task === 'fashion-mlp';
+  const load = fashion ? loadFashionMnist : loadMnist;
+  const layout = task === 'mnist-vgg' ? 'chw' : 'flat';
+  // First 10k training images split 9000/1000 with seed 1, batch 1000, as the reference.
+  const full = load('train', { limit: 10000, layout, dataDir: o.dataDir });
+  const { train } = splitTrainVal(full, 1000, 1);
+  const test = limitTest(load('test', { layout, dataDir: o.dataDir }));
+  if (task === 'mnist-vgg') {
+    return { model: vggSmall({ inputShape: [1, 28, 28], numClasses: 10 }), train, test, criterion: 'ce', epochs: o.epochs ?? 10, batchSize: 1000, lr: 1e-2, sinkhornEpochs: 20, steEpochs: 5 };
+  }
+  return { model: mlp({ sizes: [784, 512, 512, 10] }), train, test, criterion: 'ce', epochs: o.epochs ?? 50, batchSize: 1000, lr: 1e-3, sinkhornEpochs: 20, steEpochs: 5 };
+}
+
+export interface LmcOptions {
+  tasks: LmcTask[];
+  methods: MethodName[];
+  seeds: number;
+  outDir: string;
+  points?: number;
+  bn?: BnMode;
+  epochs?: number;
+  testLimit?: number;
+  /** Epochs of Sinkhorn-Mid/Rnd (default: per task; the reference's 20 on MNIST). */
+  sinkhornEpochs?: number;
+  steEpochs?: number;
+  /** Retrain endpoints even when their checkpoints exist in outDir. */
+  retrain?: boolean;
+  dataDir?: string;
+  quiet?: boolean;
+}
+
+export interface LmcRow extends BarrierSummary {
+  task: string;
+  method: string;
+  seed: number;
+  seconds: number;
+}
+
+export interface LmcReport {
+  rows: LmcRow[];
+  curves: { task: string; method: string; seed: number; points: CurvePoint[] }[];
+  trainSeconds: number;
+  files: string[];
+}
+
+async function endpoint(setup: TaskSetup, path: string, seed: number, retrain: boolean, label: string, quiet: boolean): Promise<{ state: Params; seconds: number }> {
+  if (!retrain && existsSync(path)) {
+    const ck = await loadCheckpoint(path);
+    if (JSON.stringify(ck.model.config) === JSON.stringify(setup.model.config)) return { state: mergeState(ck.params, ck.buffers), seconds: 0 };
+  }
+  const t0 = performance.now();
+  const r = trainModel({ model: setup.model, data: setup.train, epochs: setup.epochs, batchSize: setup.batchSize, lr: setup.lr, seed, criterion: setup.criterion, progress: label, quiet });
+  const seconds = (performance.now() - t0) / 1000;
+  await saveCheckpoint(path, setup.model, r, { seed, epochs: setup.epochs });
+  return { state: mergeState(r.params, r.buffers), seconds };
+}
+
+export async function runLmc(o: LmcOptions): Promise<LmcReport> {
+  if (!(Number.isInteger(o.seeds) && o.seeds >= 1)) throw new Error(`lmc: seeds must be an integer ≥ 1, got ${o.seeds}`);
+  ensureDirSync(o.outDir);
+  const rows: LmcRow[] = [];
+  const curves: LmcReport['curves'] = [];
+  let trainSeconds = 0;
+  const progress = new Progress({ label: 'lmc', total: o.tasks.length * o.seeds * o.methods.length, quiet: o.quiet });
+  for (const task of o.tasks) {
+    const setup = taskSetup(task, { epochs: o.epochs, testLimit: o.testLimit, dataDir: o.dataDir });
+    const spec = setup.model.permutationSpec();
+    for (let seed = 0; seed < o.seeds; seed++) {
+      const dir = join(o.outDir, 'checkpoints', task);
+      ensureDirSync(dir);
+      const A = await endpoint(setup, join(dir, `seed${seed}-A.safetensors`), 2 * seed + 1, Boolean(o.retrain), `${task} A`, Boolean(o.quiet));
+      const B = await endpoint(setup, join(dir, `seed${seed}-B.safetensors`), 2 * seed + 2, Boolean(o.retrain), `${task} B`, Boolean(o.quiet));
+      trainSeconds += A.seconds + B.seconds;
+      for (const method of o.methods) {
+        progress.tick(0, `${task} seed ${seed}: ${method}…`);
+        const result = alignModels(method, { spec, a: A.state, b: B.state }, {
+          model: setup.model,
+          data: setup.train,
+          criterion: setup.criterion,
+          batchSize: setup.batchSize,
+          seed,
+          sinkhorn: { epochs: o.sinkhornEpochs ?? setup.sinkhornEpochs },
+          steEpochs: o.steEpochs ?? setup.steEpochs,
+        });
+        const points = interpolationCurve({ model: setup.model, a: A.state, b: result.aligned, data: setup.test, criterion: setup.criterion, points: o.points ?? 25, bn: o.bn, bnData: setup.train });
+        rows.push({ task, method, seed, seconds: result.seconds, ...barrier(points) });
+        curves.push({ task, method, seed, points });
+        progress.tick(1, `${task} seed ${seed}: ${method} barrier ${rows.at(-1)!.lossBarrier.toFixed(4)}`);
+      }
+    }
+  }
+  progress.finish();
+  const files = writeLmcOutputs(o, rows, curves);
+  return { rows, curves, trainSeconds, files };
+}
+
+function writeLmcOutputs(o: LmcOptions, rows: LmcRow[], curves: LmcReport['curves']): string[] {
+  const files: string[] = [];
+  const put = (name: string, text: string) => {
+    const p = join(o.outDir, name);
+    writeFileAtomicSync(p, text);
+    files.push(p);
+  };
+  put('lmc.json', JSON.stringify({ options: o, rows, curves }, null, 1) + '\n');
+  put('lmc.md', lmcMarkdown(o, rows));
+  for (const task of o.tasks) {
+    const seed0 = curves.filter((c) => c.task === task && c.seed === 0);
+    if (!seed0.length) continue;
+    put(`lmc-${task}.svg`, lmcPlot(task, seed0));
+  }
+  return files;
+}
+
+export function lmcPlot(task: string, curves: { method: string; points: CurvePoint[] }[]): string {
+  const panels: Panel[] = [{
+    title: `${task}: loss along the path`, xLabel: 'λ  (0 = model A, 1 = aligned B)', yLabel: 'loss',
+    series: curves.map((c) => ({ label: c.method, x: c.points.map((p) => p.lambda), y: c.points.map((p) => p.loss) })),
+  }];
+  if (curves.every((c) => c.points.every((p) => p.accuracy !== undefined))) {
+    panels.push({
+      title: `${task}: accuracy along the path`, xLabel: 'λ  (0 = model A, 1 = aligned B)', yLabel: 'accuracy',
+      series: curves.map((c) => ({ label: c.method, x: c.points.map((p) => p.lambda), y: c.points.map((p) => p.accuracy!) })),
+    });
+  }
+  return linePlots(panels, { cols: panels.length });
+}
+
+export function lmcMarkdown(o: LmcOptions, rows: LmcRow[]): string {
+  const header = ['task', 'method', 'loss barrier', 'loss AUC', 'acc barrier', 'endpoint loss A / B', 'endpoint acc A / B', 'seconds'];
+  const body: string[][] = [];
+  for (const task of o.tasks) {
+    for (const method of o.methods) {
+      const rs = rows.filter((r) => r.task === task && r.method === method);
+      if (!rs.length) continue;
+      const acc = rs.every((r) => r.accBarrier !== undefined);
+      body.push([
+        task, method,
+        fmtMeanStd(rs.map((r) => r.lossBarrier)),
+        fmtMeanStd(rs.map((r) => r.auc)),
+        acc ? fmtMeanStd(rs.map((r) => r.accBarrier!)) : '-',
+        `${fmtMeanStd(rs.map((r) => r.endpoints.lossA), 3)} / ${fmtMeanStd(rs.map((r) => r.endpoints.lossB), 3)}`,
+        acc ? `${fmtMeanStd(rs.map((r) => r.endpoints.accA!), 3)} / ${fmtMeanStd(rs.map((r) => r.endpoints.accB!), 3)}` : '-',
+        fmtMeanStd(rs.map((r) => r.seconds), 3),
+      ]);
+    }
+  }
+  return `# Linear mode connectivity\n\n${o.seeds} seed pair(s); ${o.points ?? 25} λ points; BN mode ${o.bn ?? 'interpolate'}. ` +
+    'Barrier = max over λ of the loss above the straight line between the endpoint losses (accuracy: below). Mean ± std over seeds.\n\n' +
+    markdownTable(header, body);
+}
