@@ -1,0 +1,243 @@
+/**
+ * Applying permutations to named tensors, following a PermutationSpec.
+ *
+ * Convention (Git Re-Basin): a permutation is an Int32Array `perm` with new unit i ← old unit
+ * perm[i]. As a matrix, P[i, perm[i]] = 1, so an output axis becomes P·W and an input axis W·Pᵀ;
+ * both are "left-multiply by P with that axis moved first", which is how every axis is handled.
+ */
+import { F, Tensor, zeros, type DType } from '../core/index.js';
+import type { Rng } from '../core/random.js';
+import { axisInner, axisPermId, type PermutationSpec } from './spec.js';
+
+/** Named tensors in PyTorch state_dict order. */
+export type Params = Map<string, Tensor>;
+export type Perms = Record<string, Int32Array>;
+
+// ---------------------------------------------------------------- single permutations
+
+/** Throws unless `perm` is a permutation of 0..n-1 (n = expected size when given). */
+export function checkPermutation(perm: ArrayLike<number>, n?: number, label = 'permutation'): void {
+  if (n !== undefined && perm.length !== n) throw new Error(`${label}: has length ${perm.length} but size ${n} is expected`);
+  const seen = new Uint8Array(perm.length);
+  for (let i = 0; i < perm.length; i++) {
+    const v = perm[i];
+    if (!Number.isInteger(v) || v < 0 || v >= perm.length) throw new Error(`${label}: entry ${i} is ${v}, outside [0, ${perm.length})`);
+    if (seen[v]) throw new Error(`${label}: value ${v} appears twice`);
+    seen[v] = 1;
+  }
+}
+
+/** inv with inv[perm[i]] = i: applying perm then inv restores the original order. */
+export function invertPermutation(perm: ArrayLike<number>): Int32Array {
+  checkPermutation(perm, undefined, 'invertPermutation');
+  const inv = new Int32Array(perm.length);
+  for (let i = 0; i < perm.length; i++) inv[perm[i]] = i;
+  return inv;
+}
+
+/**
+ * The single permutation equal to applying `first`, then `second`: x2[j] = x1[second[j]] =
+ * x0[first[second[j]]], so the result is first[second[j]] (as matrices, P_second · P_first).
+ */
+export function composePermutations(first: ArrayLike<number>, second: ArrayLike<number>): Int32Array {
+  if (first.length !== second.length) throw new Error(`composePermutations: sizes ${first.length} and ${second.length} differ`);
+  checkPermutation(first, undefined, 'composePermutations(first)');
+  checkPermutation(second, undefined, 'composePermutations(second)');
+  const out = new Int32Array(first.length);
+  for (let j = 0; j < out.length; j++) out[j] = first[second[j]];
+  return out;
+}
+
+/** The n×n 0/1 matrix with P[i, perm[i]] = 1. */
+export function permutationMatrix(perm: ArrayLike<number>, dtype: DType = 'float32'): Tensor {
+  checkPermutation(perm, undefined, 'permutationMatrix');
+  const n = perm.length;
+  const P = zeros([n, n], dtype);
+  for (let i = 0; i < n; i++) P.data[i * n + perm[i]] = 1;
+  return P;
+}
+
+/** Row-wise argmax of a (soft) n×n matrix: the hard reading used for BN running stats. */
+export function rowArgmax(P: Tensor): Int32Array {
+  if (P.ndim !== 2) throw new Error(`rowArgmax: expects a matrix, got [${P.shape.join(', ')}]`);
+  return F.argmax(P, 1);
+}
+
+// ---------------------------------------------------------------- permutation sets
+
+export function identityPerms(spec: PermutationSpec): Perms {
+  const out: Perms = {};
+  for (const [p, n] of Object.entries(spec.perms)) {
+    const a = new Int32Array(n);
+    for (let i = 0; i < n; i++) a[i] = i;
+    out[p] = a;
+  }
+  return out;
+}
+
+/** One uniformly random permutation per id, drawn in the spec's id order. */
+export function randomPerms(spec: PermutationSpec, rng: Rng): Perms {
+  const out: Perms = {};
+  for (const [p, n] of Object.entries(spec.perms)) out[p] = rng.permutation(n);
+  return out;
+}
+
+export function invertPerms(perms: Perms): Perms {
+  const out: Perms = {};
+  for (const [p, a] of Object.entries(perms)) out[p] = invertPermutation(a);
+  return out;
+}
+
+/** Per id, `first` then `second` (see composePermutations). */
+export function composePerms(first: Perms, second: Perms): Perms {
+  const out: Perms = {};
+  for (const p of Object.keys(first)) {
+    if (!second[p]) throw new Error(`composePerms: permutation "${p}" is missing from the second set`);
+    out[p] = composePermutations(first[p], second[p]);
+  }
+  for (const p of Object.keys(second)) if (!first[p]) throw new Error(`composePerms: permutation "${p}" is missing from the first set`);
+  return out;
+}
+
+/**
+ * Throws, listing every problem and naming the permutation id, unless `perms` holds exactly the
+ * spec's ids, each a permutation of the spec's size.
+ */
+export function validatePerms(spec: PermutationSpec, perms: Record<string, ArrayLike<number>>): void {
+  const problems: string[] = [];
+  for (const [p, n] of Object.entries(spec.perms)) {
+    const a = perms[p];
+    if (!a) {
+      problems.push(`permutation "${p}" (size ${n}) is missing`);
+      continue;
+    }
+    try {
+      checkPermutation(a, n, `permutation "${p}"`);
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+  }
+  for (const p of Object.keys(perms)) {
+    if (!Object.prototype.hasOwnProperty.call(spec.perms, p)) problems.push(`permutation "${p}" is not in the spec`);
+  }
+  if (problems.length) throw new Error(`invalid permutations:\n  - ${problems.join('\n  - ')}`);
+}
+
+// ---------------------------------------------------------------- applying
+
+function specEntries(spec: PermutationSpec, name: string, t: Tensor, fn: string) {
+  const entries = spec.axes[name];
+  if (!entries) throw new Error(`${fn}: tensor "${name}" has no entry in the permutation spec`);
+  if (entries.length !== t.ndim) {
+    throw new Error(`${fn}: tensor "${name}" has shape [${t.shape.join(', ')}] but the spec lists ${entries.length} axes`);
+  }
+  return entries;
+}
+
+function checkAxis(fn: string, name: string, t: Tensor, axis: number, p: string, n: number, inner: number): void {
+  if (t.shape[axis] !== n * inner) {
+    const what = inner === 1 ? `size ${n}` : `size ${n} × inner ${inner}`;
+    throw new Error(`${fn}: tensor "${name}" axis ${axis} has length ${t.shape[axis]} but permutation "${p}" has ${what}`);
+  }
+}
+
+/** Gathers `index` along `axis`, whose length is C·inner viewed as [C, inner]. */
+function gatherAxis(t: Tensor, axis: number, index: Int32Array, inner: number): Tensor {
+  if (inner === 1) return F.indexSelect(t, axis, index);
+  const split = [...t.shape.slice(0, axis), index.length, inner, ...t.shape.slice(axis + 1)];
+  return F.reshape(F.indexSelect(F.reshape(t, split), axis, index), t.shape);
+}
+
+/**
+ * Hard permutation of every tensor in `params` (parameters, buffers, or both) by gathers.
+ * Every tensor must be named in the spec; spec entries absent from `params` are skipped, so
+ * parameters and buffers may be permuted in separate calls. Differentiable w.r.t. the tensors.
+ */
+export function applyHard(spec: PermutationSpec, params: Params, perms: Record<string, ArrayLike<number>>): Params {
+  validatePerms(spec, perms);
+  const idx: Perms = {};
+  for (const [p, a] of Object.entries(perms)) idx[p] = a instanceof Int32Array ? a : Int32Array.from(a);
+  const out: Params = new Map();
+  for (const [name, t0] of params) {
+    const entries = specEntries(spec, name, t0, 'applyHard');
+    let t = t0;
+    entries.forEach((a, axis) => {
+      const p = axisPermId(a);
+      if (p === null) return;
+      const inner = axisInner(a);
+      checkAxis('applyHard', name, t0, axis, p, spec.perms[p], inner);
+      t = gatherAxis(t, axis, idx[p], inner);
+    });
+    out.set(name, t);
+  }
+  return out;
+}
+
+/** Moves `axis` first, groups it as [n, inner·rest], left-multiplies by P and restores the layout. */
+function leftMultiplyAxis(t: Tensor, axis: number, P: Tensor, inner: number): Tensor {
+  const n = P.shape[0];
+  const order = [axis, ...t.shape.map((_, i) => i).filter((i) => i !== axis)];
+  const moved = axis === 0 ? t : F.permute(t, order);
+  const y = F.matmul(P, F.reshape(moved, [n, -1]));
+  const back = F.reshape(y, moved.shape);
+  if (axis === 0) return back;
+  const inverse = new Array<number>(order.length);
+  order.forEach((a, i) => { inverse[a] = i; });
+  return F.permute(back, inverse);
+}
+
+export interface ApplySoftOptions {
+  /**
+   * Tensors permuted hard, by the row-wise argmax of P (default: BatchNorm running statistics,
+   * names ending in `running_mean` / `running_var`, as the reference does).
+   */
+  hard?: (name: string) => boolean;
+}
+
+const isRunningStat = (name: string) => /(^|\.)running_(mean|var)$/.test(name);
+
+/**
+ * Soft permutation by matrix products, differentiable w.r.t. the n×n matrices `P` (doubly
+ * stochastic during Sinkhorn training, 0/1 at evaluation) and the tensors: each permuted axis is
+ * left-multiplied by its P (W′ = P_out W P_inᵀ for a weight). Tensors selected by `opts.hard`
+ * are gathered by argmax(P, rows) instead. Same coverage rules as `applyHard`.
+ */
+export function applySoft(spec: PermutationSpec, params: Params, P: Record<string, Tensor>, opts: ApplySoftOptions = {}): Params {
+  const hard = opts.hard ?? isRunningStat;
+  const problems: string[] = [];
+  for (const [p, n] of Object.entries(spec.perms)) {
+    const m = P[p];
+    if (!m) problems.push(`matrix "${p}" (size ${n}) is missing`);
+    else if (m.ndim !== 2 || m.shape[0] !== n || m.shape[1] !== n) problems.push(`matrix "${p}" has shape [${m.shape.join(', ')}] but [${n}, ${n}] is expected`);
+  }
+  for (const p of Object.keys(P)) if (!Object.prototype.hasOwnProperty.call(spec.perms, p)) problems.push(`matrix "${p}" is not in the spec`);
+  if (problems.length) throw new Error(`applySoft: invalid permutation matrices:\n  - ${problems.join('\n  - ')}`);
+  const argmaxCache = new Map<string, Int32Array>();
+  const hardIndex = (p: string) => {
+    let a = argmaxCache.get(p);
+    if (!a) argmaxCache.set(p, (a = rowArgmax(P[p])));
+    return a;
+  };
+  const out: Params = new Map();
+  for (const [name, t0] of params) {
+    const entries = specEntries(spec, name, t0, 'applySoft');
+    const isHard = hard(name);
+    let t = t0;
+    entries.forEach((a, axis) => {
+      const p = axisPermId(a);
+      if (p === null) return;
+      const inner = axisInner(a);
+      checkAxis('applySoft', name, t0, axis, p, spec.perms[p], inner);
+      t = isHard ? gatherAxis(t, axis, hardIndex(p), inner) : leftMultiplyAxis(t, axis, P[p], inner);
+    });
+    out.set(name, t);
+  }
+  return out;
+}
+
+/** Permutation matrices for a whole set of hard permutations. */
+export function permutationMatrices(perms: Perms, dtype: DType = 'float32'): Record<string, Tensor> {
+  const out: Record<string, Tensor> = {};
+  for (const [p, a] of Object.entries(perms)) out[p] = permutationMatrix(a, dtype);
+  return out;
+}
