@@ -4,9 +4,10 @@
       "target_name": "rebasin_native",
       "sources": ["native/addon.c", "native/kernels.c", "native/conv.c", "native/lapack.c"],
       "include_dirs": ["/usr/include/x86_64-linux-gnu"],
-      "libraries": ["-lopenblas"],
-      "cflags": ["-O3", "-march=haswell", "-mfma", "-ffast-math", "-fno-finite-math-only", "-std=c11"],
-      "cflags_c": ["-O3", "-march=haswell", "-mfma", "-ffast-math", "-fno-finite-math-only", "-std=c11"]
+      "libraries": ["-lopenblas", "-lm", "-lpthread"],
+      "cflags!": ["-O2", "-O3", "-Os"],
+      "cflags_c": ["-std=c11", "-O3", "-march=haswell", "-mfma", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros", "-fassociative-math", "-ffp-contract=off",
+                   "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]
 }

@@ -1,0 +1,996 @@
+/*
+ * N-API glue: argument checking and dispatch to the compute files. Every exported function takes
+ * the same arguments as the matching method of the `Kernels` interface (src/core/backend/types.ts)
+ * and works on the caller's typed arrays in place (zero copy). Float arrays must be Float32Array
+ * (solve also takes Float64Array); anything malformed throws a TypeError or RangeError that names
+ * the kernel and the argument, before any memory is touched.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
+#include <math.h>
+#include <node_api.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rb.h"
+
+#define MAX_ARGS 20
+#define MAX_INDEX 9007199254740991.0 /* 2^53 - 1: exact in a JS number */
+
+typedef struct {
+  napi_env env;
+  const char *kernel;
+  size_t argc;
+  napi_value argv[MAX_ARGS];
+  bool failed;
+} call_t;
+
+static void fail(call_t *c, bool range, const char *fmt, ...) {
+  if (c->failed) return;
+  c->failed = true;
+  char msg[512];
+  int k = snprintf(msg, sizeof msg, "rebasin native %s: ", c->kernel);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg + k, sizeof msg - (size_t)k, fmt, ap);
+  va_end(ap);
+  bool pending = false;
+  napi_is_exception_pending(c->env, &pending);
+  if (pending) return;
+  if (range) napi_throw_range_error(c->env, NULL, msg);
+  else napi_throw_type_error(c->env, NULL, msg);
+}
+
+static bool begin(call_t *c, napi_env env, napi_callback_info info, const char *kernel, size_t want) {
+  c->env = env;
+  c->kernel = kernel;
+  c->failed = false;
+  c->argc = MAX_ARGS;
+  if (napi_get_cb_info(env, info, &c->argc, c->argv, NULL, NULL) != napi_ok) {
+    fail(c, false, "could not read arguments");
+    return false;
+  }
+  if (c->argc < want) {
+    fail(c, false, "expected %zu arguments, got %zu", want, c->argc);
+    return false;
+  }
+  return true;
+}
+
+static const char *typed_name(napi_typedarray_type t) {
+  switch (t) {
+  case napi_int8_array: return "Int8Array";
+  case napi_uint8_array: return "Uint8Array";
+  case napi_uint8_clamped_array: return "Uint8ClampedArray";
+  case napi_int16_array: return "Int16Array";
+  case napi_uint16_array: return "Uint16Array";
+  case napi_int32_array: return "Int32Array";
+  case napi_uint32_array: return "Uint32Array";
+  case napi_float32_array: return "Float32Array";
+  case napi_float64_array: return "Float64Array";
+  default: return "a typed array of another kind";
+  }
+}
+
+static const char *js_type_name(napi_env env, napi_value v) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok) return "unknown";
+  switch (t) {
+  case napi_undefined: return "undefined";
+  case napi_null: return "null";
+  case napi_boolean: return "boolean";
+  case napi_number: return "number";
+  case napi_string: return "string";
+  case napi_object: return "an object";
+  case napi_function: return "a function";
+  default: return "another type";
+  }
+}
+
+/* Returns the data of typed-array argument i if it has type `want`, else fails the call. */
+static void *get_typed(call_t *c, size_t i, const char *name, napi_typedarray_type want, size_t *len) {
+  *len = 0;
+  if (c->failed) return NULL;
+  napi_value v = c->argv[i];
+  bool is = false;
+  napi_is_typedarray(c->env, v, &is);
+  napi_typedarray_type t;
+  void *data = NULL;
+  size_t n = 0;
+  if (!is || napi_get_typedarray_info(c->env, v, &t, &n, &data, NULL, NULL) != napi_ok) {
+    fail(c, false, "argument '%s' must be a %s, got %s", name, typed_name(want), js_type_name(c->env, v));
+    return NULL;
+  }
+  if (t != want) {
+    fail(c, false, "argument '%s' must be a %s, got %s", name, typed_name(want), typed_name(t));
+    return NULL;
+  }
+  *len = n;
+  /* An empty or detached array may report a NULL pointer; hand out a valid one. */
+  static float empty[1];
+  return data ? data : (void *)empty;
+}
+
+static float *get_f32(call_t *c, size_t i, const char *name, size_t *len) {
+  return get_typed(c, i, name, napi_float32_array, len);
+}
+
+static bool is_nullish(call_t *c, size_t i) {
+  napi_valuetype t;
+  if (i >= c->argc) return true;
+  if (napi_typeof(c->env, c->argv[i], &t) != napi_ok) return false;
+  return t == napi_null || t == napi_undefined;
+}
+
+static float *get_f32_or_null(call_t *c, size_t i, const char *name, size_t *len) {
+  *len = 0;
+  if (c->failed || is_nullish(c, i)) return NULL;
+  return get_f32(c, i, name, len);
+}
+
+static int32_t *get_i32(call_t *c, size_t i, const char *name, size_t *len) {
+  return get_typed(c, i, name, napi_int32_array, len);
+}
+
+static double get_num(call_t *c, size_t i, const char *name) {
+  if (c->failed) return 0;
+  double d = 0;
+  if (napi_get_value_double(c->env, c->argv[i], &d) != napi_ok) {
+    fail(c, false, "argument '%s' must be a number, got %s", name, js_type_name(c->env, c->argv[i]));
+    return 0;
+  }
+  return d;
+}
+
+static int64_t get_int(call_t *c, size_t i, const char *name, double lo, double hi) {
+  double d = get_num(c, i, name);
+  if (c->failed) return 0;
+  if (!(d == floor(d)) || d < lo || d > hi) {
+    fail(c, true, "argument '%s' must be an integer in [%.0f, %.0f], got %g", name, lo, hi, d);
+    return 0;
+  }
+  return (int64_t)d;
+}
+
+/* Non-negative size/offset argument. */
+static int64_t get_size(call_t *c, size_t i, const char *name) { return get_int(c, i, name, 0, MAX_INDEX); }
+
+/* Dimension that reaches BLAS/LAPACK (32-bit integers there). */
+static int64_t get_dim(call_t *c, size_t i, const char *name) { return get_int(c, i, name, 0, 2147483647.0); }
+
+static bool get_bool(call_t *c, size_t i, const char *name) {
+  if (c->failed) return false;
+  bool b = false;
+  if (napi_get_value_bool(c->env, c->argv[i], &b) != napi_ok) {
+    fail(c, false, "argument '%s' must be a boolean, got %s", name, js_type_name(c->env, c->argv[i]));
+    return false;
+  }
+  return b;
+}
+
+static int get_enum(call_t *c, size_t i, const char *name, const char *const *names, int count) {
+  if (c->failed) return -1;
+  char buf[32];
+  size_t n = 0;
+  if (napi_get_value_string_utf8(c->env, c->argv[i], buf, sizeof buf, &n) != napi_ok) {
+    fail(c, false, "argument '%s' must be a string, got %s", name, js_type_name(c->env, c->argv[i]));
+    return -1;
+  }
+  for (int k = 0; k < count; k++)
+    if (strcmp(buf, names[k]) == 0) return k;
+  fail(c, true, "unknown %s '%s'", name, buf);
+  return -1;
+}
+
+/* Reads a JS array (or typed array) of integers; `neg` allows negative values (strides). */
+static int get_int_list(call_t *c, size_t i, const char *name, int64_t *out, bool neg) {
+  if (c->failed) return -1;
+  napi_value v = c->argv[i];
+  bool is = false;
+  uint32_t n = 0;
+  napi_is_array(c->env, v, &is);
+  if (is) {
+    napi_get_array_length(c->env, v, &n);
+  } else {
+    napi_is_typedarray(c->env, v, &is);
+    if (is) {
+      napi_typedarray_type t;
+      size_t len;
+      napi_get_typedarray_info(c->env, v, &t, &len, NULL, NULL, NULL);
+      n = (uint32_t)len;
+    }
+  }
+  if (!is) {
+    fail(c, false, "argument '%s' must be an array of integers, got %s", name, js_type_name(c->env, v));
+    return -1;
+  }
+  if (n > RB_MAXDIM) {
+    fail(c, true, "argument '%s' has %u entries; at most %d dimensions are supported", name, n, RB_MAXDIM);
+    return -1;
+  }
+  for (uint32_t k = 0; k < n; k++) {
+    napi_value e;
+    double d;
+    if (napi_get_element(c->env, v, k, &e) != napi_ok || napi_get_value_double(c->env, e, &d) != napi_ok) {
+      fail(c, false, "argument '%s'[%u] must be a number", name, k);
+      return -1;
+    }
+    if (!(d == floor(d)) || d > MAX_INDEX || d < (neg ? -MAX_INDEX : 0)) {
+      fail(c, true, "argument '%s'[%u] must be an integer%s, got %g", name, k, neg ? "" : " >= 0", d);
+      return -1;
+    }
+    out[k] = (int64_t)d;
+  }
+  return (int)n;
+}
+
+/* Product of non-negative sizes; fails on overflow past 2^53. */
+static int64_t prod(call_t *c, const char *what, int64_t a, int64_t b) {
+  if (c->failed) return 0;
+  if (a != 0 && b > (int64_t)MAX_INDEX / a) {
+    fail(c, true, "%s is too large", what);
+    return 0;
+  }
+  return a * b;
+}
+
+static void need_len(call_t *c, const char *name, size_t have, int64_t need) {
+  if (c->failed) return;
+  if ((int64_t)have < need) fail(c, true, "argument '%s' has length %zu, needs at least %lld", name, have, (long long)need);
+}
+
+static napi_value undefined(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+static napi_value number(napi_env env, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  return v;
+}
+
+static void oom(call_t *c) { fail(c, true, "out of memory"); }
+
+/* ------------------------------------------------------------------------------------------------
+ * Geometry objects
+ * ---------------------------------------------------------------------------------------------- */
+
+static int64_t geom_field(call_t *c, napi_value obj, const char *arg, const char *key, double lo) {
+  if (c->failed) return 0;
+  napi_value v;
+  double d = 0;
+  if (napi_get_named_property(c->env, obj, key, &v) != napi_ok || napi_get_value_double(c->env, v, &d) != napi_ok) {
+    fail(c, false, "argument '%s' must have a numeric field '%s'", arg, key);
+    return 0;
+  }
+  if (!(d == floor(d)) || d < lo || d > 2147483647.0) {
+    fail(c, true, "argument '%s': field '%s' must be an integer >= %.0f, got %g", arg, key, lo, d);
+    return 0;
+  }
+  return (int64_t)d;
+}
+
+static bool get_object(call_t *c, size_t i, const char *name, napi_value *obj) {
+  if (c->failed) return false;
+  napi_valuetype t;
+  napi_typeof(c->env, c->argv[i], &t);
+  if (t != napi_object) {
+    fail(c, false, "argument '%s' must be an object, got %s", name, js_type_name(c->env, c->argv[i]));
+    return false;
+  }
+  *obj = c->argv[i];
+  return true;
+}
+
+static void get_conv_geom(call_t *c, size_t i, rb_conv_geom *g) {
+  napi_value o;
+  if (!get_object(c, i, "g", &o)) return;
+  g->N = geom_field(c, o, "g", "N", 0);
+  g->C = geom_field(c, o, "g", "C", 1);
+  g->H = geom_field(c, o, "g", "H", 1);
+  g->W = geom_field(c, o, "g", "W", 1);
+  g->O = geom_field(c, o, "g", "O", 1);
+  g->KH = geom_field(c, o, "g", "KH", 1);
+  g->KW = geom_field(c, o, "g", "KW", 1);
+  g->stride = geom_field(c, o, "g", "stride", 1);
+  g->pad = geom_field(c, o, "g", "pad", 0);
+  g->OH = geom_field(c, o, "g", "OH", 1);
+  g->OW = geom_field(c, o, "g", "OW", 1);
+  if (c->failed) return;
+  int64_t oh = (g->H + 2 * g->pad - g->KH) / g->stride + 1, ow = (g->W + 2 * g->pad - g->KW) / g->stride + 1;
+  if (g->H + 2 * g->pad < g->KH || g->W + 2 * g->pad < g->KW || oh != g->OH || ow != g->OW)
+    fail(c, true, "geometry mismatch: with H=%lld W=%lld KH=%lld KW=%lld stride=%lld pad=%lld, OH/OW must be %lld/%lld, got %lld/%lld",
+         (long long)g->H, (long long)g->W, (long long)g->KH, (long long)g->KW, (long long)g->stride, (long long)g->pad,
+         (long long)oh, (long long)ow, (long long)g->OH, (long long)g->OW);
+  /* Every product the kernels form must stay in range. */
+  prod(c, "N*C*H*W", prod(c, "N*C*H*W", prod(c, "N*C*H*W", g->N, g->C), g->H), g->W);
+  prod(c, "N*O*OH*OW", prod(c, "N*O*OH*OW", prod(c, "N*O*OH*OW", g->N, g->O), g->OH), g->OW);
+  prod(c, "C*KH*KW*OH*OW", prod(c, "C*KH*KW*OH*OW", prod(c, "C*KH*KW", prod(c, "C*KH*KW", g->C, g->KH), g->KW), g->OH), g->OW);
+  prod(c, "O*C*KH*KW", prod(c, "O*C*KH*KW", g->O, g->C), g->KH * g->KW);
+}
+
+static void get_pool_geom(call_t *c, size_t i, rb_pool_geom *g) {
+  napi_value o;
+  if (!get_object(c, i, "g", &o)) return;
+  g->N = geom_field(c, o, "g", "N", 0);
+  g->C = geom_field(c, o, "g", "C", 1);
+  g->H = geom_field(c, o, "g", "H", 1);
+  g->W = geom_field(c, o, "g", "W", 1);
+  g->K = geom_field(c, o, "g", "K", 1);
+  g->stride = geom_field(c, o, "g", "stride", 1);
+  g->pad = geom_field(c, o, "g", "pad", 0);
+  g->OH = geom_field(c, o, "g", "OH", 1);
+  g->OW = geom_field(c, o, "g", "OW", 1);
+  if (c->failed) return;
+  int64_t oh = (g->H + 2 * g->pad - g->K) / g->stride + 1, ow = (g->W + 2 * g->pad - g->K) / g->stride + 1;
+  if (g->H + 2 * g->pad < g->K || g->W + 2 * g->pad < g->K || oh != g->OH || ow != g->OW)
+    fail(c, true, "geometry mismatch: with H=%lld W=%lld K=%lld stride=%lld pad=%lld, OH/OW must be %lld/%lld, got %lld/%lld",
+         (long long)g->H, (long long)g->W, (long long)g->K, (long long)g->stride, (long long)g->pad, (long long)oh,
+         (long long)ow, (long long)g->OH, (long long)g->OW);
+  prod(c, "N*C*H*W", prod(c, "N*C*H*W", prod(c, "N*C*H*W", g->N, g->C), g->H), g->W);
+  prod(c, "N*C*OH*OW", prod(c, "N*C*OH*OW", prod(c, "N*C*OH*OW", g->N, g->C), g->OH), g->OW);
+  if (!c->failed && g->H * g->W > 2147483647) fail(c, true, "H*W must fit in an Int32 argmax");
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * gemm / gemmStrided / solve
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Elements a (rows×cols, leading dimension ld) starting at off reaches: 0 if empty. */
+static int64_t extent(int64_t off, int64_t rows, int64_t cols, int64_t ld) {
+  if (rows == 0 || cols == 0) return 0;
+  return off + (rows - 1) * ld + cols;
+}
+
+static napi_value Gemm(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "gemm", 16)) return NULL;
+  bool ta = get_bool(&c, 0, "transA"), tb = get_bool(&c, 1, "transB");
+  int64_t M = get_dim(&c, 2, "M"), N = get_dim(&c, 3, "N"), K = get_dim(&c, 4, "K");
+  double alpha = get_num(&c, 5, "alpha");
+  size_t la, lb, lc;
+  float *A = get_f32(&c, 6, "A", &la);
+  int64_t aOff = get_size(&c, 7, "aOff"), lda = get_dim(&c, 8, "lda");
+  float *B = get_f32(&c, 9, "B", &lb);
+  int64_t bOff = get_size(&c, 10, "bOff"), ldb = get_dim(&c, 11, "ldb");
+  double beta = get_num(&c, 12, "beta");
+  float *C = get_f32(&c, 13, "C", &lc);
+  int64_t cOff = get_size(&c, 14, "cOff"), ldc = get_dim(&c, 15, "ldc");
+  if (c.failed) return NULL;
+  int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+  if (lda < (ac > 1 ? ac : 1)) fail(&c, true, "lda=%lld is less than the %lld columns of the stored A", (long long)lda, (long long)ac);
+  if (ldb < (bc > 1 ? bc : 1)) fail(&c, true, "ldb=%lld is less than the %lld columns of the stored B", (long long)ldb, (long long)bc);
+  if (ldc < (N > 1 ? N : 1)) fail(&c, true, "ldc=%lld is less than N=%lld", (long long)ldc, (long long)N);
+  if (M > 0 && N > 0 && K > 0) {
+    need_len(&c, "A", la, extent(aOff, ar, ac, lda));
+    need_len(&c, "B", lb, extent(bOff, br, bc, ldb));
+  }
+  need_len(&c, "C", lc, extent(cOff, M, N, ldc));
+  if (c.failed) return NULL;
+  rb_gemm_f32(ta, tb, M, N, K, (float)alpha, A + aOff, lda, B + bOff, ldb, (float)beta, C + cOff, ldc);
+  return undefined(env);
+}
+
+static napi_value GemmStrided(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "gemmStrided", 17)) return NULL;
+  bool ta = get_bool(&c, 0, "transA"), tb = get_bool(&c, 1, "transB");
+  int64_t M = get_dim(&c, 2, "M"), N = get_dim(&c, 3, "N"), K = get_dim(&c, 4, "K");
+  double alpha = get_num(&c, 5, "alpha");
+  size_t la, lb, lc;
+  float *A = get_f32(&c, 6, "A", &la);
+  int64_t aOff = get_size(&c, 7, "aOff"), sA = get_size(&c, 8, "strideA");
+  float *B = get_f32(&c, 9, "B", &lb);
+  int64_t bOff = get_size(&c, 10, "bOff"), sB = get_size(&c, 11, "strideB");
+  double beta = get_num(&c, 12, "beta");
+  float *C = get_f32(&c, 13, "C", &lc);
+  int64_t cOff = get_size(&c, 14, "cOff"), sC = get_size(&c, 15, "strideC");
+  int64_t count = get_size(&c, 16, "count");
+  if (c.failed) return NULL;
+  prod(&c, "M*N*count", prod(&c, "M*N", M, N), count);
+  prod(&c, "M*K", M, K);
+  prod(&c, "K*N", K, N);
+  if (count > 0 && M > 0 && N > 0) {
+    int64_t last = count - 1;
+    if (K > 0) {
+      need_len(&c, "A", la, aOff + prod(&c, "strideA*count", last, sA) + M * K);
+      need_len(&c, "B", lb, bOff + prod(&c, "strideB*count", last, sB) + K * N);
+    }
+    need_len(&c, "C", lc, cOff + prod(&c, "strideC*count", last, sC) + M * N);
+  }
+  if (c.failed) return NULL;
+  rb_gemm_strided_f32(ta, tb, M, N, K, (float)alpha, A + aOff, sA, B + bOff, sB, (float)beta, C + cOff, sC, count);
+  return undefined(env);
+}
+
+static napi_value Solve(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "solve", 4)) return NULL;
+  int64_t n = get_int(&c, 0, "n", 0, 46340); /* n*n must fit a 32-bit LAPACK index */
+  int64_t nrhs = get_dim(&c, 1, "nrhs");
+  if (c.failed) return NULL;
+  bool isA = false;
+  napi_typedarray_type ta = napi_float32_array;
+  napi_is_typedarray(env, c.argv[2], &isA);
+  if (isA) napi_get_typedarray_info(env, c.argv[2], &ta, NULL, NULL, NULL, NULL);
+  if (!isA || (ta != napi_float32_array && ta != napi_float64_array)) {
+    fail(&c, false, "argument 'A' must be a Float32Array or Float64Array, got %s",
+         isA ? typed_name(ta) : js_type_name(env, c.argv[2]));
+    return NULL;
+  }
+  size_t la, lb;
+  void *A = get_typed(&c, 2, "A", ta, &la);
+  void *B = get_typed(&c, 3, "B", ta, &lb); /* same dtype as A */
+  need_len(&c, "A", la, n * n);
+  need_len(&c, "B", lb, prod(&c, "n*nrhs", n, nrhs));
+  if (c.failed) return NULL;
+  int r = ta == napi_float32_array ? rb_solve_f32((int)n, (int)nrhs, A, B) : rb_solve_f64((int)n, (int)nrhs, A, B);
+  if (r == -1) { oom(&c); return NULL; }
+  if (r < 0) { fail(&c, true, "LAPACK reported an error"); return NULL; }
+  napi_value s;
+  napi_create_string_utf8(env, r == 0 ? "lu" : "lstsq", NAPI_AUTO_LENGTH, &s);
+  return s;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Reductions over [outer, len, inner]
+ * ---------------------------------------------------------------------------------------------- */
+
+static bool get_oli(call_t *c, size_t i, int64_t *outer, int64_t *len, int64_t *inner, int64_t *total) {
+  *outer = get_size(c, i, "outer");
+  *len = get_size(c, i + 1, "len");
+  *inner = get_size(c, i + 2, "inner");
+  *total = prod(c, "outer*len*inner", prod(c, "outer*len*inner", *outer, *len), *inner);
+  prod(c, "outer*inner", *outer, *inner);
+  return !c->failed;
+}
+
+static napi_value Logsumexp(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "logsumexp", 5)) return NULL;
+  size_t lx, lo;
+  float *x = get_f32(&c, 0, "x", &lx);
+  int64_t outer, len, inner, total;
+  get_oli(&c, 1, &outer, &len, &inner, &total);
+  float *out = get_f32(&c, 4, "out", &lo);
+  need_len(&c, "x", lx, total);
+  need_len(&c, "out", lo, outer * inner);
+  if (c.failed) return NULL;
+  if (rb_logsumexp_f32(x, (size_t)outer, (size_t)len, (size_t)inner, out) != 0) { oom(&c); return NULL; }
+  return undefined(env);
+}
+
+static napi_value SumAxis(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "sumAxis", 5)) return NULL;
+  size_t lx, lo;
+  float *x = get_f32(&c, 0, "x", &lx);
+  int64_t outer, len, inner, total;
+  get_oli(&c, 1, &outer, &len, &inner, &total);
+  float *out = get_f32(&c, 4, "out", &lo);
+  need_len(&c, "x", lx, total);
+  need_len(&c, "out", lo, outer * inner);
+  if (c.failed) return NULL;
+  if (rb_sum_axis_f32(x, (size_t)outer, (size_t)len, (size_t)inner, out) != 0) { oom(&c); return NULL; }
+  return undefined(env);
+}
+
+static napi_value MaxAxis(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "maxAxis", 6)) return NULL;
+  size_t lx, lo, la;
+  float *x = get_f32(&c, 0, "x", &lx);
+  int64_t outer, len, inner, total;
+  get_oli(&c, 1, &outer, &len, &inner, &total);
+  float *out = get_f32(&c, 4, "out", &lo);
+  int32_t *arg = get_i32(&c, 5, "argmax", &la);
+  if (!c.failed && len > 2147483647) fail(&c, true, "len must fit in Int32 argmax");
+  need_len(&c, "x", lx, total);
+  need_len(&c, "out", lo, outer * inner);
+  need_len(&c, "argmax", la, outer * inner);
+  if (c.failed) return NULL;
+  rb_max_axis_f32(x, (size_t)outer, (size_t)len, (size_t)inner, out, arg);
+  return undefined(env);
+}
+
+static napi_value SinkhornLog(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "sinkhornLog", 5)) return NULL;
+  size_t lp, la, lb;
+  float *P = get_f32(&c, 0, "logP", &lp);
+  int64_t batch = get_size(&c, 1, "batch"), m = get_size(&c, 2, "m"), n = get_size(&c, 3, "n");
+  int64_t iters = get_size(&c, 4, "iters");
+  float *logA = get_f32_or_null(&c, 5, "logA", &la);
+  float *logB = get_f32_or_null(&c, 6, "logB", &lb);
+  need_len(&c, "logP", lp, prod(&c, "batch*m*n", prod(&c, "batch*m*n", batch, m), n));
+  if (logA) need_len(&c, "logA", la, m);
+  if (logB) need_len(&c, "logB", lb, n);
+  if (c.failed) return NULL;
+  if (rb_sinkhorn_log_f32(P, (size_t)batch, (size_t)m, (size_t)n, (size_t)iters, logA, logB) != 0) { oom(&c); return NULL; }
+  return undefined(env);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Elementwise
+ * ---------------------------------------------------------------------------------------------- */
+
+static const char *const unary_names[RB_UNARY_COUNT] = {"neg", "exp", "log", "relu", "tanh", "sigmoid", "sqrt", "abs", "square"};
+static const char *const binary_names[RB_BINARY_COUNT] = {"add", "sub", "mul", "div", "max", "min"};
+
+static napi_value Unary(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "unary", 3)) return NULL;
+  int op = get_enum(&c, 0, "op", unary_names, RB_UNARY_COUNT);
+  size_t lx, lo;
+  float *x = get_f32(&c, 1, "x", &lx);
+  float *out = get_f32(&c, 2, "out", &lo);
+  need_len(&c, "out", lo, (int64_t)lx);
+  if (c.failed) return NULL;
+  rb_unary_f32(op, x, out, lx);
+  return undefined(env);
+}
+
+/* Range of element offsets a strided view reaches; fails if it leaves [0, len). */
+static void check_view(call_t *c, const char *name, size_t len, int64_t offset, const int64_t *shape,
+                       const int64_t *strides, int nd) {
+  if (c->failed) return;
+  int64_t lo = offset, hi = offset;
+  for (int d = 0; d < nd; d++) {
+    if (shape[d] == 0) return; /* empty: nothing is read */
+    int64_t span = (shape[d] - 1) * strides[d];
+    if (strides[d] != 0 && (shape[d] - 1) > (int64_t)MAX_INDEX / (strides[d] < 0 ? -strides[d] : strides[d])) {
+      fail(c, true, "argument '%s': strides reach too far", name);
+      return;
+    }
+    if (span < 0) lo += span;
+    else hi += span;
+  }
+  if (lo < 0 || hi >= (int64_t)len)
+    fail(c, true, "argument '%s': the strided view reaches elements %lld..%lld but the array has length %zu", name,
+         (long long)lo, (long long)hi, len);
+}
+
+static napi_value Binary(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "binary", 7)) return NULL;
+  int op = get_enum(&c, 0, "op", binary_names, RB_BINARY_COUNT);
+  size_t la, lb, lo;
+  int64_t as[RB_MAXDIM], bs[RB_MAXDIM], shape[RB_MAXDIM];
+  float *a = get_f32(&c, 1, "a", &la);
+  int na = get_int_list(&c, 2, "aStrides", as, true);
+  float *b = get_f32(&c, 3, "b", &lb);
+  int nb = get_int_list(&c, 4, "bStrides", bs, true);
+  float *out = get_f32(&c, 5, "out", &lo);
+  int nd = get_int_list(&c, 6, "shape", shape, false);
+  if (c.failed) return NULL;
+  if (na != nd || nb != nd) {
+    fail(&c, true, "aStrides (%d), bStrides (%d) and shape (%d) must have the same length", na, nb, nd);
+    return NULL;
+  }
+  int64_t total = 1;
+  for (int d = 0; d < nd; d++) total = prod(&c, "shape size", total, shape[d]);
+  need_len(&c, "out", lo, total);
+  check_view(&c, "a", la, 0, shape, as, nd);
+  check_view(&c, "b", lb, 0, shape, bs, nd);
+  if (c.failed) return NULL;
+  rb_binary_f32(op, a, as, b, bs, out, shape, nd);
+  return undefined(env);
+}
+
+static napi_value CopyStrided(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "copyStrided", 5)) return NULL;
+  size_t lx, lo;
+  int64_t st[RB_MAXDIM], shape[RB_MAXDIM];
+  float *x = get_f32(&c, 0, "x", &lx);
+  int64_t offset = get_size(&c, 1, "offset");
+  int ns = get_int_list(&c, 2, "strides", st, true);
+  float *out = get_f32(&c, 3, "out", &lo);
+  int nd = get_int_list(&c, 4, "shape", shape, false);
+  if (c.failed) return NULL;
+  if (ns != nd) {
+    fail(&c, true, "strides (%d) and shape (%d) must have the same length", ns, nd);
+    return NULL;
+  }
+  int64_t total = 1;
+  for (int d = 0; d < nd; d++) total = prod(&c, "shape size", total, shape[d]);
+  need_len(&c, "out", lo, total);
+  check_view(&c, "x", lx, offset, shape, st, nd);
+  if (c.failed) return NULL;
+  rb_copy_strided_f32(x, offset, st, out, shape, nd);
+  return undefined(env);
+}
+
+static napi_value Axpy(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "axpy", 3)) return NULL;
+  double alpha = get_num(&c, 0, "alpha");
+  size_t lx, ly;
+  float *x = get_f32(&c, 1, "x", &lx);
+  float *y = get_f32(&c, 2, "y", &ly);
+  need_len(&c, "y", ly, (int64_t)lx);
+  if (c.failed) return NULL;
+  rb_axpy_f32(alpha, x, y, lx);
+  return undefined(env);
+}
+
+static napi_value Affine(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "affine", 4)) return NULL;
+  size_t lx, lo;
+  float *x = get_f32(&c, 0, "x", &lx);
+  double alpha = get_num(&c, 1, "alpha"), beta = get_num(&c, 2, "beta");
+  float *out = get_f32(&c, 3, "out", &lo);
+  need_len(&c, "out", lo, (int64_t)lx);
+  if (c.failed) return NULL;
+  rb_affine_f32(x, alpha, beta, out, lx);
+  return undefined(env);
+}
+
+static napi_value ReluBackward(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "reluBackward", 3)) return NULL;
+  size_t lx, ly, ld;
+  float *x = get_f32(&c, 0, "x", &lx);
+  float *dy = get_f32(&c, 1, "dy", &ly);
+  float *dx = get_f32(&c, 2, "dx", &ld);
+  need_len(&c, "dy", ly, (int64_t)lx);
+  need_len(&c, "dx", ld, (int64_t)lx);
+  if (c.failed) return NULL;
+  rb_relu_backward_f32(x, dy, dx, lx);
+  return undefined(env);
+}
+
+static napi_value SumSquares(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "sumSquares", 1)) return NULL;
+  size_t lx;
+  float *x = get_f32(&c, 0, "x", &lx);
+  if (c.failed) return NULL;
+  return number(env, rb_sum_squares_f32(x, lx));
+}
+
+static void check_index(call_t *c, const int32_t *index, size_t k, int64_t len) {
+  if (c->failed) return;
+  for (size_t j = 0; j < k; j++) {
+    if (index[j] < 0 || index[j] >= len) {
+      fail(c, true, "index[%zu] = %d is out of range [0, %lld)", j, index[j], (long long)len);
+      return;
+    }
+  }
+}
+
+static napi_value Gather(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "gather", 6)) return NULL;
+  size_t lx, li, lo;
+  float *x = get_f32(&c, 0, "x", &lx);
+  int64_t outer, len, inner, total;
+  get_oli(&c, 1, &outer, &len, &inner, &total);
+  int32_t *index = get_i32(&c, 4, "index", &li);
+  float *out = get_f32(&c, 5, "out", &lo);
+  need_len(&c, "x", lx, total);
+  need_len(&c, "out", lo, prod(&c, "outer*k*inner", prod(&c, "outer*k*inner", outer, (int64_t)li), inner));
+  check_index(&c, index, li, len);
+  if (c.failed) return NULL;
+  rb_gather_f32(x, (size_t)outer, (size_t)len, (size_t)inner, index, li, out);
+  return undefined(env);
+}
+
+static napi_value ScatterAdd(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "scatterAdd", 6)) return NULL;
+  size_t ly, li, lx;
+  float *dy = get_f32(&c, 0, "dy", &ly);
+  int64_t outer, len, inner, total;
+  get_oli(&c, 1, &outer, &len, &inner, &total);
+  int32_t *index = get_i32(&c, 4, "index", &li);
+  float *dx = get_f32(&c, 5, "dx", &lx);
+  need_len(&c, "dx", lx, total);
+  need_len(&c, "dy", ly, prod(&c, "outer*k*inner", prod(&c, "outer*k*inner", outer, (int64_t)li), inner));
+  check_index(&c, index, li, len);
+  if (c.failed) return NULL;
+  rb_scatter_add_f32(dy, (size_t)outer, (size_t)len, (size_t)inner, index, li, dx);
+  return undefined(env);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Convolution and pooling
+ * ---------------------------------------------------------------------------------------------- */
+
+static napi_value Conv2dForward(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "conv2dForward", 5)) return NULL;
+  rb_conv_geom g;
+  get_conv_geom(&c, 4, &g);
+  size_t lx, lw, lb, lo;
+  float *x = get_f32(&c, 0, "x", &lx);
+  float *w = get_f32(&c, 1, "w", &lw);
+  float *bias = get_f32_or_null(&c, 2, "bias", &lb);
+  float *out = get_f32(&c, 3, "out", &lo);
+  if (c.failed) return NULL;
+  need_len(&c, "x", lx, g.N * g.C * g.H * g.W);
+  need_len(&c, "w", lw, g.O * g.C * g.KH * g.KW);
+  if (bias) need_len(&c, "bias", lb, g.O);
+  need_len(&c, "out", lo, g.N * g.O * g.OH * g.OW);
+  if (c.failed) return NULL;
+  if (rb_conv_fwd_f32(x, w, bias, out, &g) != 0) { oom(&c); return NULL; }
+  return undefined(env);
+}
+
+static napi_value Conv2dBackward(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "conv2dBackward", 7)) return NULL;
+  rb_conv_geom g;
+  get_conv_geom(&c, 6, &g);
+  size_t lx, lw, ly, ldx, ldw, ldb;
+  float *x = get_f32(&c, 0, "x", &lx);
+  float *w = get_f32(&c, 1, "w", &lw);
+  float *dy = get_f32(&c, 2, "dy", &ly);
+  float *dx = get_f32_or_null(&c, 3, "dx", &ldx);
+  float *dw = get_f32_or_null(&c, 4, "dw", &ldw);
+  float *db = get_f32_or_null(&c, 5, "db", &ldb);
+  if (c.failed) return NULL;
+  need_len(&c, "x", lx, g.N * g.C * g.H * g.W);
+  need_len(&c, "w", lw, g.O * g.C * g.KH * g.KW);
+  need_len(&c, "dy", ly, g.N * g.O * g.OH * g.OW);
+  if (dx) need_len(&c, "dx", ldx, g.N * g.C * g.H * g.W);
+  if (dw) need_len(&c, "dw", ldw, g.O * g.C * g.KH * g.KW);
+  if (db) need_len(&c, "db", ldb, g.O);
+  if (c.failed) return NULL;
+  if (rb_conv_bwd_f32(x, w, dy, dx, dw, db, &g) != 0) { oom(&c); return NULL; }
+  return undefined(env);
+}
+
+static napi_value Im2col(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "im2col", 4)) return NULL;
+  rb_conv_geom g;
+  get_conv_geom(&c, 3, &g);
+  size_t lx, lc;
+  float *x = get_f32(&c, 0, "x", &lx);
+  int64_t xOff = get_size(&c, 1, "xOff");
+  float *col = get_f32(&c, 2, "col", &lc);
+  if (c.failed) return NULL;
+  need_len(&c, "x", lx, xOff + g.C * g.H * g.W);
+  need_len(&c, "col", lc, g.C * g.KH * g.KW * g.OH * g.OW);
+  if (c.failed) return NULL;
+  rb_im2col_f32(x + xOff, col, &g);
+  return undefined(env);
+}
+
+static napi_value Col2im(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "col2im", 4)) return NULL;
+  rb_conv_geom g;
+  get_conv_geom(&c, 3, &g);
+  size_t lc, lx;
+  float *col = get_f32(&c, 0, "col", &lc);
+  float *dx = get_f32(&c, 1, "dx", &lx);
+  int64_t dxOff = get_size(&c, 2, "dxOff");
+  if (c.failed) return NULL;
+  need_len(&c, "col", lc, g.C * g.KH * g.KW * g.OH * g.OW);
+  need_len(&c, "dx", lx, dxOff + g.C * g.H * g.W);
+  if (c.failed) return NULL;
+  rb_col2im_f32(col, dx + dxOff, &g);
+  return undefined(env);
+}
+
+static napi_value MaxPool2dForward(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "maxPool2dForward", 4)) return NULL;
+  rb_pool_geom g;
+  get_pool_geom(&c, 3, &g);
+  size_t lx, lo, la;
+  float *x = get_f32(&c, 0, "x", &lx);
+  float *out = get_f32(&c, 1, "out", &lo);
+  int32_t *arg = get_i32(&c, 2, "argmax", &la);
+  if (c.failed) return NULL;
+  need_len(&c, "x", lx, g.N * g.C * g.H * g.W);
+  need_len(&c, "out", lo, g.N * g.C * g.OH * g.OW);
+  need_len(&c, "argmax", la, g.N * g.C * g.OH * g.OW);
+  if (c.failed) return NULL;
+  rb_maxpool_fwd_f32(x, out, arg, &g);
+  return undefined(env);
+}
+
+static napi_value MaxPool2dBackward(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "maxPool2dBackward", 4)) return NULL;
+  rb_pool_geom g;
+  get_pool_geom(&c, 3, &g);
+  size_t ly, la, lx;
+  float *dy = get_f32(&c, 0, "dy", &ly);
+  int32_t *arg = get_i32(&c, 1, "argmax", &la);
+  float *dx = get_f32(&c, 2, "dx", &lx);
+  if (c.failed) return NULL;
+  int64_t on = g.N * g.C * g.OH * g.OW;
+  need_len(&c, "dy", ly, on);
+  need_len(&c, "argmax", la, on);
+  need_len(&c, "dx", lx, g.N * g.C * g.H * g.W);
+  if (c.failed) return NULL;
+  /* A corrupt argmax would write outside its plane. */
+  int64_t plane = g.H * g.W;
+  for (int64_t i = 0; i < on; i++) {
+    if (arg[i] >= plane || arg[i] < -1) {
+      fail(&c, true, "argmax[%lld] = %d is outside the %lld-element input plane", (long long)i, arg[i], (long long)plane);
+      return NULL;
+    }
+  }
+  rb_maxpool_bwd_f32(dy, arg, dx, &g);
+  return undefined(env);
+}
+
+static napi_value AvgPool2dForward(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "avgPool2dForward", 3)) return NULL;
+  rb_pool_geom g;
+  get_pool_geom(&c, 2, &g);
+  size_t lx, lo;
+  float *x = get_f32(&c, 0, "x", &lx);
+  float *out = get_f32(&c, 1, "out", &lo);
+  if (c.failed) return NULL;
+  need_len(&c, "x", lx, g.N * g.C * g.H * g.W);
+  need_len(&c, "out", lo, g.N * g.C * g.OH * g.OW);
+  if (c.failed) return NULL;
+  rb_avgpool_fwd_f32(x, out, &g);
+  return undefined(env);
+}
+
+static napi_value AvgPool2dBackward(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "avgPool2dBackward", 3)) return NULL;
+  rb_pool_geom g;
+  get_pool_geom(&c, 2, &g);
+  size_t ly, lx;
+  float *dy = get_f32(&c, 0, "dy", &ly);
+  float *dx = get_f32(&c, 1, "dx", &lx);
+  if (c.failed) return NULL;
+  need_len(&c, "dy", ly, g.N * g.C * g.OH * g.OW);
+  need_len(&c, "dx", lx, g.N * g.C * g.H * g.W);
+  if (c.failed) return NULL;
+  rb_avgpool_bwd_f32(dy, dx, &g);
+  return undefined(env);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Loss and optimisers
+ * ---------------------------------------------------------------------------------------------- */
+
+static napi_value SoftmaxCrossEntropy(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "softmaxCrossEntropy", 5)) return NULL;
+  size_t ll, lb, lp;
+  float *logits = get_f32(&c, 0, "logits", &ll);
+  int32_t *labels = get_i32(&c, 1, "labels", &lb);
+  int64_t N = get_size(&c, 2, "N"), C = get_size(&c, 3, "C");
+  float *probs = get_f32(&c, 4, "probs", &lp);
+  int64_t NC = prod(&c, "N*C", N, C);
+  need_len(&c, "logits", ll, NC);
+  need_len(&c, "labels", lb, N);
+  need_len(&c, "probs", lp, NC);
+  if (c.failed) return NULL;
+  for (int64_t n = 0; n < N; n++) {
+    if (labels[n] < 0 || labels[n] >= C) {
+      fail(&c, true, "label %d of sample %lld is outside [0, %lld)", labels[n], (long long)n, (long long)C);
+      return NULL;
+    }
+  }
+  return number(env, rb_softmax_ce_f32(logits, labels, (size_t)N, (size_t)C, probs));
+}
+
+static napi_value Adamw(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "adamw", 10)) return NULL;
+  size_t lp, lg, lm, lv;
+  float *param = get_f32(&c, 0, "param", &lp);
+  float *grad = get_f32(&c, 1, "grad", &lg);
+  float *m = get_f32(&c, 2, "m", &lm);
+  float *v = get_f32(&c, 3, "v", &lv);
+  double lr = get_num(&c, 4, "lr"), b1 = get_num(&c, 5, "beta1"), b2 = get_num(&c, 6, "beta2");
+  double eps = get_num(&c, 7, "eps"), wd = get_num(&c, 8, "weightDecay"), step = get_num(&c, 9, "step");
+  need_len(&c, "grad", lg, (int64_t)lp);
+  need_len(&c, "m", lm, (int64_t)lp);
+  need_len(&c, "v", lv, (int64_t)lp);
+  if (c.failed) return NULL;
+  rb_adamw_f32(param, grad, m, v, lp, lr, b1, b2, eps, wd, step);
+  return undefined(env);
+}
+
+static napi_value Sgd(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "sgd", 9)) return NULL;
+  size_t lp, lg, lb;
+  float *param = get_f32(&c, 0, "param", &lp);
+  float *grad = get_f32(&c, 1, "grad", &lg);
+  float *buf = get_f32(&c, 2, "buf", &lb);
+  double lr = get_num(&c, 3, "lr"), mom = get_num(&c, 4, "momentum"), damp = get_num(&c, 5, "dampening");
+  bool nesterov = get_bool(&c, 6, "nesterov");
+  double wd = get_num(&c, 7, "weightDecay");
+  bool first = get_bool(&c, 8, "first");
+  need_len(&c, "grad", lg, (int64_t)lp);
+  if (mom != 0) need_len(&c, "buf", lb, (int64_t)lp);
+  if (c.failed) return NULL;
+  rb_sgd_f32(param, grad, buf, lp, lr, mom, damp, nesterov, wd, first);
+  return undefined(env);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Threads and build information
+ * ---------------------------------------------------------------------------------------------- */
+
+static napi_value SetThreads(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "setThreads", 1)) return NULL;
+  int64_t n = get_int(&c, 0, "n", 1, 64);
+  if (c.failed) return NULL;
+  openblas_set_num_threads((int)n);
+  return undefined(env);
+}
+
+static napi_value GetThreads(napi_env env, napi_callback_info info) {
+  (void)info;
+  return number(env, openblas_get_num_threads());
+}
+
+static napi_value Config(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value s;
+  const char *cfg = openblas_get_config();
+  napi_create_string_utf8(env, cfg ? cfg : "unknown", NAPI_AUTO_LENGTH, &s);
+  return s;
+}
+
+/* Benchmark hook: 0 auto, 1 our threads, 2 OpenBLAS threads; >= 100 sets the im2col chunk size. */
+static napi_value ConvTune(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "convTune", 1)) return NULL;
+  int64_t mode = get_int(&c, 0, "mode", 0, 1 << 26);
+  if (c.failed) return NULL;
+  rb_conv_set_mode((int)mode);
+  return undefined(env);
+}
+
+#define FN(name, f) {name, NULL, f, NULL, NULL, NULL, napi_enumerable, NULL}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+      FN("gemm", Gemm),
+      FN("gemmStrided", GemmStrided),
+      FN("solve", Solve),
+      FN("logsumexp", Logsumexp),
+      FN("sinkhornLog", SinkhornLog),
+      FN("sumAxis", SumAxis),
+      FN("maxAxis", MaxAxis),
+      FN("unary", Unary),
+      FN("binary", Binary),
+      FN("axpy", Axpy),
+      FN("affine", Affine),
+      FN("reluBackward", ReluBackward),
+      FN("gather", Gather),
+      FN("scatterAdd", ScatterAdd),
+      FN("copyStrided", CopyStrided),
+      FN("conv2dForward", Conv2dForward),
+      FN("conv2dBackward", Conv2dBackward),
+      FN("im2col", Im2col),
+      FN("col2im", Col2im),
+      FN("maxPool2dForward", MaxPool2dForward),
+      FN("maxPool2dBackward", MaxPool2dBackward),
+      FN("avgPool2dForward", AvgPool2dForward),
+      FN("avgPool2dBackward", AvgPool2dBackward),
+      FN("softmaxCrossEntropy", SoftmaxCrossEntropy),
+      FN("adamw", Adamw),
+      FN("sgd", Sgd),
+      FN("sumSquares", SumSquares),
+      FN("setThreads", SetThreads),
+      FN("getThreads", GetThreads),
+      FN("config", Config),
+      FN("convTune", ConvTune),
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  return exports;
+}

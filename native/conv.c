@@ -1,0 +1,328 @@
+/*
+ * gemm wrappers and 2-D convolution as im2col + sgemm, entirely in C so a whole batch is one call.
+ *
+ * A conv call is split over samples: each of our pool threads takes a slice of the batch and runs
+ * single-threaded sgemm on it (OpenBLAS is switched to 1 thread for the duration). Per-sample
+ * gemms of these CNN sizes are too small for OpenBLAS's own threading to scale well, and the
+ * im2col/col2im work parallelises for free this way. Within a sample the output rows are
+ * processed in chunks so the im2col buffer stays in L2 between being written and read by sgemm.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rb.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * gemm
+ * ---------------------------------------------------------------------------------------------- */
+
+static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
+  for (int64_t i = 0; i < M; i++) {
+    float *r = C + i * ldc;
+    if (beta == 0.0f) memset(r, 0, (size_t)N * sizeof(float));
+    else if (beta != 1.0f) for (int64_t j = 0; j < N; j++) r[j] *= beta;
+  }
+}
+
+void rb_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  /* BLAS rejects K = 0 leading dimensions in some builds; the result is just beta*C. */
+  if (K == 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return; }
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
+              (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
+typedef struct {
+  bool ta, tb;
+  int64_t M, N, K;
+  float alpha, beta;
+  const float *A, *B;
+  float *C;
+  int64_t sA, sB, sC, count;
+} gs_job;
+
+static void gemm_strided_task(void *p, int tid, int nth) {
+  gs_job *J = p;
+  int64_t lo = J->count * tid / nth, hi = J->count * (tid + 1) / nth;
+  int64_t lda = J->ta ? J->M : J->K, ldb = J->tb ? J->K : J->N;
+  for (int64_t b = lo; b < hi; b++)
+    rb_gemm_f32(J->ta, J->tb, J->M, J->N, J->K, J->alpha, J->A + b * J->sA, lda, J->B + b * J->sB, ldb, J->beta,
+                J->C + b * J->sC, J->N);
+}
+
+void rb_gemm_strided_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                         int64_t strideA, const float *B, int64_t strideB, float beta, float *C, int64_t strideC,
+                         int64_t count) {
+  if (count <= 0 || M == 0 || N == 0) return;
+  /* A batch of row blocks times one shared B is a single tall gemm (e.g. a linear layer over
+   * [batch, tokens, features]); one big call runs far faster than many small ones. */
+  if (!ta && strideB == 0 && strideA == M * K && strideC == M * N) {
+    rb_gemm_f32(false, tb, M * count, N, K, alpha, A, K, B, tb ? K : N, beta, C, N);
+    return;
+  }
+  gs_job J = {ta, tb, M, N, K, alpha, beta, A, B, C, strideA, strideB, strideC, count};
+  int nth = rb_threads();
+  double flops = 2.0 * (double)M * (double)N * (double)K;
+  /* Many small products: split the batch over our threads with single-threaded BLAS. Large ones:
+   * let OpenBLAS thread each product. */
+  if (nth > 1 && count >= 2 * nth && flops < 8e6) {
+    openblas_set_num_threads(1);
+    rb_parallel(nth, gemm_strided_task, &J);
+    openblas_set_num_threads(nth);
+  } else {
+    gemm_strided_task(&J, 0, 1);
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * im2col / col2im over output rows [oh0, oh1); col has (oh1-oh0)*OW columns.
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Output columns ow whose input column ow*s - pad + kw falls inside [0, W). */
+static inline void valid_ow(int64_t W, int64_t OW, int64_t s, int64_t pad, int64_t kw, int64_t *lo, int64_t *hi) {
+  int64_t a = pad - kw;
+  int64_t l = a <= 0 ? 0 : (a + s - 1) / s;
+  int64_t b = W - 1 + pad - kw;
+  int64_t h = b < 0 ? 0 : b / s + 1;
+  if (h > OW) h = OW;
+  if (l > h) l = h;
+  *lo = l;
+  *hi = h;
+}
+
+static void im2col_rows(const float *x, float *col, const rb_conv_geom *g, int64_t oh0, int64_t oh1) {
+  int64_t C = g->C, H = g->H, W = g->W, KH = g->KH, KW = g->KW, s = g->stride, pad = g->pad, OW = g->OW;
+  int64_t L = (oh1 - oh0) * OW;
+  for (int64_t c = 0; c < C; c++) {
+    const float *xc = x + c * H * W;
+    for (int64_t kh = 0; kh < KH; kh++) {
+      for (int64_t kw = 0; kw < KW; kw++) {
+        float *row = col + ((c * KH + kh) * KW + kw) * L;
+        int64_t lo, hi;
+        valid_ow(W, OW, s, pad, kw, &lo, &hi);
+        for (int64_t oh = oh0; oh < oh1; oh++) {
+          float *r = row + (oh - oh0) * OW;
+          int64_t ih = oh * s - pad + kh;
+          if (ih < 0 || ih >= H || lo == hi) { memset(r, 0, (size_t)OW * sizeof(float)); continue; }
+          const float *xr = xc + ih * W - pad + kw;
+          if (lo > 0) memset(r, 0, (size_t)lo * sizeof(float));
+          if (s == 1) memcpy(r + lo, xr + lo, (size_t)(hi - lo) * sizeof(float));
+          else for (int64_t ow = lo; ow < hi; ow++) r[ow] = xr[ow * s];
+          if (hi < OW) memset(r + hi, 0, (size_t)(OW - hi) * sizeof(float));
+        }
+      }
+    }
+  }
+}
+
+static void col2im_rows(const float *col, float *dx, const rb_conv_geom *g, int64_t oh0, int64_t oh1) {
+  int64_t C = g->C, H = g->H, W = g->W, KH = g->KH, KW = g->KW, s = g->stride, pad = g->pad, OW = g->OW;
+  int64_t L = (oh1 - oh0) * OW;
+  for (int64_t c = 0; c < C; c++) {
+    float *xc = dx + c * H * W;
+    for (int64_t kh = 0; kh < KH; kh++) {
+      for (int64_t kw = 0; kw < KW; kw++) {
+        const float *row = col + ((c * KH + kh) * KW + kw) * L;
+        int64_t lo, hi;
+        valid_ow(W, OW, s, pad, kw, &lo, &hi);
+        for (int64_t oh = oh0; oh < oh1; oh++) {
+          int64_t ih = oh * s - pad + kh;
+          if (ih < 0 || ih >= H) continue;
+          const float *r = row + (oh - oh0) * OW;
+          float *xr = xc + ih * W - pad + kw;
+          if (s == 1) for (int64_t ow = lo; ow < hi; ow++) xr[ow] += r[ow];
+          else for (int64_t ow = lo; ow < hi; ow++) xr[ow * s] += r[ow];
+        }
+      }
+    }
+  }
+}
+
+void rb_im2col_f32(const float *x, float *col, const rb_conv_geom *g) { im2col_rows(x, col, g, 0, g->OH); }
+void rb_col2im_f32(const float *col, float *dx, const rb_conv_geom *g) { col2im_rows(col, dx, g, 0, g->OH); }
+
+/* ------------------------------------------------------------------------------------------------
+ * Convolution
+ * ---------------------------------------------------------------------------------------------- */
+
+static int conv_mode = 0;             /* 0 auto, 1 our threads over samples, 2 OpenBLAS threads */
+static int64_t conv_chunk = 1 << 17; /* im2col floats per chunk (512 KiB, about half of L2) */
+
+void rb_conv_set_mode(int mode) {
+  if (mode >= 100) conv_chunk = mode; /* bench hook: values >= 100 set the chunk size */
+  else conv_mode = mode;
+}
+
+typedef struct {
+  const float *x, *w, *bias, *dy;
+  float *out, *dx, *dw, *db;
+  const rb_conv_geom *g;
+  int64_t rows;   /* output rows per im2col chunk */
+  float **col;    /* per thread: im2col buffer */
+  float **dwp;    /* per thread: partial dw (thread 0 may write dw itself) */
+  double **dbp;   /* per thread: partial db */
+} conv_job;
+
+static bool is_pointwise(const rb_conv_geom *g) {
+  return g->KH == 1 && g->KW == 1 && g->stride == 1 && g->pad == 0;
+}
+
+static void conv_fwd_task(void *p, int tid, int nth) {
+  conv_job *J = p;
+  const rb_conv_geom *g = J->g;
+  int64_t K = g->C * g->KH * g->KW, P = g->OH * g->OW, O = g->O, OW = g->OW;
+  int64_t n0 = g->N * tid / nth, n1 = g->N * (tid + 1) / nth;
+  float *col = J->col[tid];
+  for (int64_t n = n0; n < n1; n++) {
+    const float *xn = J->x + n * g->C * g->H * g->W;
+    float *on = J->out + n * O * P;
+    if (is_pointwise(g)) {
+      rb_gemm_f32(false, false, O, P, K, 1.0f, J->w, K, xn, P, 0.0f, on, P);
+    } else {
+      for (int64_t oh0 = 0; oh0 < g->OH; oh0 += J->rows) {
+        int64_t oh1 = oh0 + J->rows < g->OH ? oh0 + J->rows : g->OH;
+        int64_t L = (oh1 - oh0) * OW;
+        im2col_rows(xn, col, g, oh0, oh1);
+        rb_gemm_f32(false, false, O, L, K, 1.0f, J->w, K, col, L, 0.0f, on + oh0 * OW, P);
+      }
+    }
+    if (J->bias) {
+      for (int64_t o = 0; o < O; o++) {
+        float b = J->bias[o];
+        float *r = on + o * P;
+        for (int64_t q = 0; q < P; q++) r[q] += b;
+      }
+    }
+  }
+}
+
+static void conv_bwd_task(void *p, int tid, int nth) {
+  conv_job *J = p;
+  const rb_conv_geom *g = J->g;
+  int64_t K = g->C * g->KH * g->KW, P = g->OH * g->OW, O = g->O, OW = g->OW;
+  int64_t CHW = g->C * g->H * g->W;
+  int64_t n0 = g->N * tid / nth, n1 = g->N * (tid + 1) / nth;
+  float *col = J->col[tid];
+  float *dw = J->dw ? J->dwp[tid] : NULL;
+  double *db = J->db ? J->dbp[tid] : NULL;
+  if (dw) memset(dw, 0, (size_t)(O * K) * sizeof(float));
+  if (db) memset(db, 0, (size_t)O * sizeof(double));
+  for (int64_t n = n0; n < n1; n++) {
+    const float *xn = J->x + n * CHW;
+    const float *dyn = J->dy + n * O * P;
+    float *dxn = J->dx ? J->dx + n * CHW : NULL;
+    if (db) {
+      for (int64_t o = 0; o < O; o++) {
+        const float *r = dyn + o * P;
+        double s = 0;
+        for (int64_t q = 0; q < P; q++) s += r[q];
+        db[o] += s;
+      }
+    }
+    if (is_pointwise(g)) {
+      if (dw) rb_gemm_f32(false, true, O, K, P, 1.0f, dyn, P, xn, P, 1.0f, dw, K);
+      if (dxn) rb_gemm_f32(true, false, K, P, O, 1.0f, J->w, K, dyn, P, 0.0f, dxn, P);
+      continue;
+    }
+    if (dxn) memset(dxn, 0, (size_t)CHW * sizeof(float));
+    for (int64_t oh0 = 0; oh0 < g->OH; oh0 += J->rows) {
+      int64_t oh1 = oh0 + J->rows < g->OH ? oh0 + J->rows : g->OH;
+      int64_t L = (oh1 - oh0) * OW;
+      const float *dyc = dyn + oh0 * OW;
+      if (dw) {
+        im2col_rows(xn, col, g, oh0, oh1);
+        rb_gemm_f32(false, true, O, K, L, 1.0f, dyc, P, col, L, 1.0f, dw, K);
+      }
+      if (dxn) {
+        /* The same buffer now receives the column gradient: the im2col copy is no longer needed. */
+        rb_gemm_f32(true, false, K, L, O, 1.0f, J->w, K, dyc, P, 0.0f, col, L);
+        col2im_rows(col, dxn, g, oh0, oh1);
+      }
+    }
+  }
+}
+
+static int64_t chunk_rows(const rb_conv_geom *g) {
+  int64_t K = g->C * g->KH * g->KW;
+  int64_t rows = conv_chunk / (K * g->OW > 0 ? K * g->OW : 1);
+  if (rows < 1) rows = 1;
+  if (rows > g->OH) rows = g->OH;
+  return rows;
+}
+
+/* Picks thread counts, switches OpenBLAS to one thread while our threads split the batch, and
+ * allocates per-thread scratch. */
+static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
+  const rb_conv_geom *g = J->g;
+  int64_t K = g->C * g->KH * g->KW, O = g->O;
+  int blas = rb_threads();
+  int nth = blas;
+  if (conv_mode == 2 || g->N < 2) nth = 1;
+  if (nth > g->N) nth = (int)g->N;
+  J->rows = chunk_rows(g);
+  size_t colsz = (size_t)(K * J->rows * g->OW);
+  float *colbuf[RB_MAXDIM * 2], *dwbuf[RB_MAXDIM * 2];
+  double *dbbuf[RB_MAXDIM * 2];
+  if (nth > RB_MAXDIM * 2) nth = RB_MAXDIM * 2;
+  int ok = 1;
+  for (int t = 0; t < nth; t++) {
+    colbuf[t] = malloc(colsz * sizeof(float));
+    /* Thread 0 (or a lone thread) accumulates straight into dw; the others need partials. */
+    dwbuf[t] = (backward && J->dw) ? (t == 0 ? J->dw : malloc((size_t)(O * K) * sizeof(float))) : NULL;
+    dbbuf[t] = (backward && J->db) ? malloc((size_t)O * sizeof(double)) : NULL;
+    if (!colbuf[t] || (backward && J->dw && !dwbuf[t]) || (backward && J->db && !dbbuf[t])) ok = 0;
+  }
+  if (ok) {
+    J->col = colbuf;
+    J->dwp = dwbuf;
+    J->dbp = dbbuf;
+    if (nth > 1) {
+      openblas_set_num_threads(1);
+      rb_parallel(nth, fn, J);
+      openblas_set_num_threads(blas);
+    } else {
+      fn(J, 0, 1);
+    }
+    if (backward && J->dw) {
+      size_t sz = (size_t)(O * K);
+      for (int t = 1; t < nth; t++) {
+        float *src = dwbuf[t];
+        for (size_t i = 0; i < sz; i++) J->dw[i] += src[i];
+      }
+    }
+    if (backward && J->db) {
+      for (int64_t o = 0; o < O; o++) {
+        double s = 0;
+        for (int t = 0; t < nth; t++) s += dbbuf[t][o];
+        J->db[o] = (float)s;
+      }
+    }
+  }
+  for (int t = 0; t < nth; t++) {
+    free(colbuf[t]);
+    if (dwbuf[t] && dwbuf[t] != J->dw) free(dwbuf[t]);
+    free(dbbuf[t]);
+  }
+  return ok ? 0 : -1;
+}
+
+int rb_conv_fwd_f32(const float *x, const float *w, const float *bias, float *out, const rb_conv_geom *g) {
+  if (g->N == 0) return 0;
+  conv_job J = {x, w, bias, NULL, out, NULL, NULL, NULL, g, 0, NULL, NULL, NULL};
+  return conv_run(&J, conv_fwd_task, false);
+}
+
+int rb_conv_bwd_f32(const float *x, const float *w, const float *dy, float *dx, float *dw, float *db,
+                    const rb_conv_geom *g) {
+  int64_t K = g->C * g->KH * g->KW;
+  if (g->N == 0) {
+    if (dw) memset(dw, 0, (size_t)(g->O * K) * sizeof(float));
+    if (db) memset(db, 0, (size_t)g->O * sizeof(float));
+    return 0;
+  }
+  conv_job J = {x, w, NULL, dy, NULL, dx, dw, db, g, 0, NULL, NULL, NULL};
+  return conv_run(&J, conv_bwd_task, true);
+}

@@ -1,0 +1,811 @@
+/*
+ * Elementwise, reduction, Sinkhorn, pooling and optimiser kernels on float32, plus the small thread
+ * pool they (and conv.c) share. Semantics follow src/core/backend/js.ts (the reference) exactly,
+ * including NaN handling; arithmetic that js.ts does in float64 is done in double here too where
+ * it is cheap, so results agree to the last float32 ulp or so.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+#include "rb.h"
+#include "rb_math.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * Thread pool. Workers are created lazily and kept: creating pthreads per call costs ~30 µs,
+ * which matters for Sinkhorn and conv layers called many times per training step.
+ * ---------------------------------------------------------------------------------------------- */
+
+#define RB_POOL_MAX 64
+
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t work_cv, done_cv;
+  pthread_mutex_t busy; /* held by the one caller that owns the pool for a job */
+  int nworkers;
+  unsigned long gen;
+  rb_task_fn fn;
+  void *ctx;
+  int nthreads;
+  int pending;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_MUTEX_INITIALIZER, 0, 0, NULL, NULL, 0, 0};
+
+/* Generation current when each worker was created: a worker spawned by a dispatch must still see
+ * that dispatch as new, even though it only gets the lock after the generation was bumped. */
+static unsigned long start_gen[RB_POOL_MAX];
+
+static void *pool_worker(void *arg) {
+  int tid = (int)(intptr_t)arg;
+  pthread_mutex_lock(&pool.mu);
+  unsigned long seen = start_gen[tid];
+  for (;;) {
+    while (pool.gen == seen) pthread_cond_wait(&pool.work_cv, &pool.mu);
+    seen = pool.gen;
+    if (tid >= pool.nthreads) continue;
+    rb_task_fn fn = pool.fn;
+    void *ctx = pool.ctx;
+    int n = pool.nthreads;
+    pthread_mutex_unlock(&pool.mu);
+    fn(ctx, tid, n);
+    pthread_mutex_lock(&pool.mu);
+    if (--pool.pending == 0) pthread_cond_signal(&pool.done_cv);
+  }
+  return NULL;
+}
+
+int rb_threads(void) {
+  int n = openblas_get_num_threads();
+  if (n < 1) n = 1;
+  if (n > RB_POOL_MAX) n = RB_POOL_MAX;
+  return n;
+}
+
+void rb_parallel(int n, rb_task_fn fn, void *ctx) {
+  if (n > RB_POOL_MAX) n = RB_POOL_MAX;
+  /* A second caller (a JS worker thread using the addon concurrently) runs serially instead of
+   * waiting; every task must therefore be correct for any thread count, including 1. */
+  if (n <= 1 || pthread_mutex_trylock(&pool.busy) != 0) {
+    fn(ctx, 0, 1);
+    return;
+  }
+  pthread_mutex_lock(&pool.mu);
+  while (pool.nworkers < n - 1) {
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    start_gen[pool.nworkers + 1] = pool.gen;
+    int rc = pthread_create(&th, &attr, pool_worker, (void *)(intptr_t)(pool.nworkers + 1));
+    pthread_attr_destroy(&attr);
+    if (rc != 0) break;
+    pool.nworkers++;
+  }
+  if (pool.nworkers < n - 1) n = pool.nworkers + 1;
+  if (n <= 1) {
+    pthread_mutex_unlock(&pool.mu);
+    pthread_mutex_unlock(&pool.busy);
+    fn(ctx, 0, 1);
+    return;
+  }
+  pool.fn = fn;
+  pool.ctx = ctx;
+  pool.nthreads = n;
+  pool.pending = n - 1;
+  pool.gen++;
+  pthread_cond_broadcast(&pool.work_cv);
+  pthread_mutex_unlock(&pool.mu);
+  fn(ctx, 0, n);
+  pthread_mutex_lock(&pool.mu);
+  while (pool.pending > 0) pthread_cond_wait(&pool.done_cv, &pool.mu);
+  pthread_mutex_unlock(&pool.mu);
+  pthread_mutex_unlock(&pool.busy);
+}
+
+/* Spin barrier for phases inside one pool job; jobs are short (Sinkhorn phases are ~100 µs), so a
+ * futex sleep would cost more than the wait. Yields after a while in case cores are oversubscribed. */
+typedef struct {
+  atomic_int count;
+  atomic_int gen;
+} rb_barrier;
+
+static void rb_barrier_wait(rb_barrier *b, int n) {
+  if (n <= 1) return;
+  int g = atomic_load_explicit(&b->gen, memory_order_acquire);
+  if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == n - 1) {
+    atomic_store_explicit(&b->count, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&b->gen, 1, memory_order_release);
+    return;
+  }
+  for (long spins = 0; atomic_load_explicit(&b->gen, memory_order_acquire) == g; spins++) {
+    if (spins > 2000) sched_yield();
+#ifdef __AVX2__
+    else _mm_pause();
+#endif
+  }
+}
+
+static inline void split_range(size_t total, int tid, int n, size_t align, size_t *lo, size_t *hi) {
+  size_t chunks = (total + align - 1) / align;
+  size_t a = chunks * (size_t)tid / (size_t)n, b = chunks * (size_t)(tid + 1) / (size_t)n;
+  *lo = a * align < total ? a * align : total;
+  *hi = b * align < total ? b * align : total;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Reduction helpers
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Max ignoring NaN (matches `if (v > m) m = v` from -Inf). GCC will not vectorise that loop while
+ * NaNs are honoured, so it is written with intrinsics. */
+static float max_f32(const float *x, size_t n) {
+  size_t i = 0;
+  float m = -INFINITY;
+#ifdef __AVX2__
+  __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+  for (; i + 32 <= n; i += 32) {
+    /* max_ps(a, b) returns b when a is NaN, so NaNs in x are skipped. */
+    m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+    m1 = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), m1);
+    m2 = _mm256_max_ps(_mm256_loadu_ps(x + i + 16), m2);
+    m3 = _mm256_max_ps(_mm256_loadu_ps(x + i + 24), m3);
+  }
+  for (; i + 8 <= n; i += 8) m0 = _mm256_max_ps(_mm256_loadu_ps(x + i), m0);
+  m0 = _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3));
+  float lanes[8];
+  _mm256_storeu_ps(lanes, m0);
+  for (int k = 0; k < 8; k++) m = lanes[k] > m ? lanes[k] : m;
+#endif
+  for (; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+/* Σ exp(x[i] - shift): float partial sums in blocks (fast, vectorised), blocks added in double so
+ * long rows keep float64-like accuracy. */
+static double sumexp_f32(const float *x, size_t n, float shift) {
+  double total = 0;
+  for (size_t i0 = 0; i0 < n; i0 += 512) {
+    size_t i1 = i0 + 512 < n ? i0 + 512 : n;
+    float s = 0;
+    for (size_t i = i0; i < i1; i++) s += rb_expf(x[i] - shift);
+    total += s;
+  }
+  return total;
+}
+
+/* log Σ exp over a contiguous row, -Inf safe: an all -Inf row gives -Inf, a +Inf entry gives +Inf. */
+static double lse_row_f32(const float *x, size_t n) {
+  float m = max_f32(x, n);
+  if (!isfinite(m)) return m;
+  return (double)m + log(sumexp_f32(x, n, m));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Elementwise
+ * ---------------------------------------------------------------------------------------------- */
+
+void rb_unary_f32(int op, const float *x, float *out, size_t n) {
+  switch (op) {
+  case RB_NEG: for (size_t i = 0; i < n; i++) out[i] = -x[i]; break;
+  case RB_EXP: for (size_t i = 0; i < n; i++) out[i] = rb_expf(x[i]); break;
+  case RB_LOG: for (size_t i = 0; i < n; i++) out[i] = rb_logf(x[i]); break;
+  case RB_RELU: for (size_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
+  case RB_TANH: for (size_t i = 0; i < n; i++) out[i] = rb_tanhf(x[i]); break;
+  case RB_SIGMOID:
+    for (size_t i = 0; i < n; i++) {
+      /* exp of -|x| never overflows, and e/(1+e) keeps relative precision for large negative x. */
+      float v = x[i];
+      float e = rb_expf(-fabsf(v));
+      float r = 1.0f / (1.0f + e);
+      out[i] = v >= 0.0f ? r : (v != v ? v : e * r);
+    }
+    break;
+  case RB_SQRT: for (size_t i = 0; i < n; i++) out[i] = sqrtf(x[i]); break;
+  case RB_ABS: for (size_t i = 0; i < n; i++) out[i] = fabsf(x[i]); break;
+  case RB_SQUARE: for (size_t i = 0; i < n; i++) out[i] = x[i] * x[i]; break;
+  default: break;
+  }
+}
+
+/* max/min like js.ts: NaN in a propagates; NaN only in b propagates too (comparison fails). */
+#define RB_MAXF(x, y) (((x) >= (y) || (x) != (x)) ? (x) : (y))
+#define RB_MINF(x, y) (((x) <= (y) || (x) != (x)) ? (x) : (y))
+
+/* One strided inner loop per (op, stride pattern); the unit-stride and broadcast (stride 0) forms
+ * are separate so each vectorises. */
+#define RB_BIN_INNER(EXPR)                                                                   \
+  do {                                                                                       \
+    if (sa == 1 && sb == 1) {                                                                \
+      for (int64_t i = 0; i < len; i++) { float x = pa[i], y = pb[i]; po[i] = (EXPR); }      \
+    } else if (sa == 1 && sb == 0) {                                                         \
+      float y = pb[0];                                                                       \
+      for (int64_t i = 0; i < len; i++) { float x = pa[i]; po[i] = (EXPR); }                 \
+    } else if (sa == 0 && sb == 1) {                                                         \
+      float x = pa[0];                                                                       \
+      for (int64_t i = 0; i < len; i++) { float y = pb[i]; po[i] = (EXPR); }                 \
+    } else {                                                                                 \
+      for (int64_t i = 0; i < len; i++) { float x = pa[i * sa], y = pb[i * sb]; po[i] = (EXPR); } \
+    }                                                                                        \
+  } while (0)
+
+static void binary_inner(int op, const float *pa, int64_t sa, const float *pb, int64_t sb, float *po,
+                         int64_t len) {
+  switch (op) {
+  case RB_ADD: RB_BIN_INNER(x + y); break;
+  case RB_SUB: RB_BIN_INNER(x - y); break;
+  case RB_MUL: RB_BIN_INNER(x * y); break;
+  case RB_DIV: RB_BIN_INNER(x / y); break;
+  case RB_MAX: RB_BIN_INNER(RB_MAXF(x, y)); break;
+  case RB_MIN: RB_BIN_INNER(RB_MINF(x, y)); break;
+  default: break;
+  }
+}
+
+/* Drops size-1 axes and merges axes that are contiguous in every operand (out is packed), so the
+ * common cases (same shape, bias rows, per-row scalars) end up as one long inner loop. */
+static int collapse_dims(int nd, const int64_t *shape, const int64_t *s1, const int64_t *s2, int64_t *cs,
+                         int64_t *c1, int64_t *c2) {
+  int k = 0;
+  for (int d = 0; d < nd; d++) {
+    if (shape[d] == 1) continue;
+    if (k > 0 && c1[k - 1] == s1[d] * shape[d] && (!s2 || c2[k - 1] == s2[d] * shape[d])) {
+      cs[k - 1] *= shape[d];
+      c1[k - 1] = s1[d];
+      if (s2) c2[k - 1] = s2[d];
+      continue;
+    }
+    cs[k] = shape[d];
+    c1[k] = s1[d];
+    if (s2) c2[k] = s2[d];
+    k++;
+  }
+  return k;
+}
+
+void rb_binary_f32(int op, const float *a, const int64_t *aStr, const float *b, const int64_t *bStr,
+                   float *out, const int64_t *shape, int nd) {
+  int64_t cs[RB_MAXDIM], ca[RB_MAXDIM], cb[RB_MAXDIM];
+  for (int d = 0; d < nd; d++) if (shape[d] == 0) return;
+  int k = collapse_dims(nd, shape, aStr, bStr, cs, ca, cb);
+  if (k == 0) {
+    binary_inner(op, a, 1, b, 1, out, 1);
+    return;
+  }
+  int last = k - 1;
+  int64_t len = cs[last], sa = ca[last], sb = cb[last];
+  int64_t idx[RB_MAXDIM] = {0};
+  int64_t ao = 0, bo = 0, outer = 1;
+  for (int d = 0; d < last; d++) outer *= cs[d];
+  float *po = out;
+  for (int64_t r = 0; r < outer; r++) {
+    binary_inner(op, a + ao, sa, b + bo, sb, po, len);
+    po += len;
+    for (int d = last - 1; d >= 0; d--) {
+      ao += ca[d];
+      bo += cb[d];
+      if (++idx[d] < cs[d]) break;
+      ao -= ca[d] * cs[d];
+      bo -= cb[d] * cs[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+void rb_copy_strided_f32(const float *x, int64_t offset, const int64_t *strides, float *out,
+                         const int64_t *shape, int nd) {
+  int64_t cs[RB_MAXDIM], cx[RB_MAXDIM];
+  for (int d = 0; d < nd; d++) if (shape[d] == 0) return;
+  int k = collapse_dims(nd, shape, strides, NULL, cs, cx, NULL);
+  if (k == 0) {
+    out[0] = x[offset];
+    return;
+  }
+  int last = k - 1;
+  int64_t len = cs[last], s = cx[last];
+  int64_t idx[RB_MAXDIM] = {0};
+  int64_t xo = offset, outer = 1;
+  for (int d = 0; d < last; d++) outer *= cs[d];
+  float *po = out;
+  for (int64_t r = 0; r < outer; r++) {
+    const float *px = x + xo;
+    if (s == 1) memcpy(po, px, (size_t)len * sizeof(float));
+    else if (s == 0) { float v = px[0]; for (int64_t i = 0; i < len; i++) po[i] = v; }
+    else for (int64_t i = 0; i < len; i++) po[i] = px[i * s];
+    po += len;
+    for (int d = last - 1; d >= 0; d--) {
+      xo += cx[d];
+      if (++idx[d] < cs[d]) break;
+      xo -= cx[d] * cs[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+void rb_axpy_f32(double alpha, const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] = (float)((double)y[i] + alpha * (double)x[i]);
+}
+
+void rb_affine_f32(const float *x, double alpha, double beta, float *out, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = (float)(alpha * (double)x[i] + beta);
+}
+
+void rb_relu_backward_f32(const float *x, const float *dy, float *dx, size_t n) {
+  for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+double rb_sum_squares_f32(const float *x, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) { double v = x[i]; s += v * v; }
+  return s;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Reductions over the middle axis of [outer, len, inner]
+ * ---------------------------------------------------------------------------------------------- */
+
+int rb_logsumexp_f32(const float *x, size_t outer, size_t len, size_t inner, float *out) {
+  if (inner == 1) {
+    for (size_t o = 0; o < outer; o++) out[o] = (float)lse_row_f32(x + o * len, len);
+    return 0;
+  }
+  /* Vectorise across the inner axis: a running max row, then a row of exp sums. */
+  float *mx = malloc(inner * sizeof(float));
+  float *shift = malloc(inner * sizeof(float));
+  double *s = malloc(inner * sizeof(double));
+  if (!mx || !shift || !s) { free(mx); free(shift); free(s); return -1; }
+  for (size_t o = 0; o < outer; o++) {
+    const float *base = x + o * len * inner;
+    for (size_t i = 0; i < inner; i++) { mx[i] = -INFINITY; s[i] = 0; }
+    for (size_t l = 0; l < len; l++) {
+      const float *r = base + l * inner;
+      for (size_t i = 0; i < inner; i++) mx[i] = r[i] > mx[i] ? r[i] : mx[i];
+    }
+    for (size_t i = 0; i < inner; i++) shift[i] = isfinite(mx[i]) ? mx[i] : 0.0f;
+    for (size_t l = 0; l < len; l++) {
+      const float *r = base + l * inner;
+      for (size_t i = 0; i < inner; i++) s[i] += (double)rb_expf(r[i] - shift[i]);
+    }
+    float *po = out + o * inner;
+    for (size_t i = 0; i < inner; i++) po[i] = isfinite(mx[i]) ? (float)((double)mx[i] + log(s[i])) : mx[i];
+  }
+  free(mx); free(shift); free(s);
+  return 0;
+}
+
+int rb_sum_axis_f32(const float *x, size_t outer, size_t len, size_t inner, float *out) {
+  if (inner == 1) {
+    for (size_t o = 0; o < outer; o++) {
+      const float *r = x + o * len;
+      double s = 0;
+      for (size_t l = 0; l < len; l++) s += r[l];
+      out[o] = (float)s;
+    }
+    return 0;
+  }
+  double *acc = malloc(inner * sizeof(double));
+  if (!acc) return -1;
+  for (size_t o = 0; o < outer; o++) {
+    const float *base = x + o * len * inner;
+    for (size_t i = 0; i < inner; i++) acc[i] = 0;
+    for (size_t l = 0; l < len; l++) {
+      const float *r = base + l * inner;
+      for (size_t i = 0; i < inner; i++) acc[i] += r[i];
+    }
+    for (size_t i = 0; i < inner; i++) out[o * inner + i] = (float)acc[i];
+  }
+  free(acc);
+  return 0;
+}
+
+/* First maximum wins; the first NaN wins over everything (like PyTorch's max). */
+void rb_max_axis_f32(const float *x, size_t outer, size_t len, size_t inner, float *out, int32_t *argmax) {
+  for (size_t o = 0; o < outer; o++) {
+    const float *base = x + o * len * inner;
+    float *po = out + o * inner;
+    int32_t *pa = argmax + o * inner;
+    if (len == 0) {
+      for (size_t i = 0; i < inner; i++) { po[i] = -INFINITY; pa[i] = -1; }
+      continue;
+    }
+    if (inner == 1) {
+      float best = base[0];
+      int32_t arg = 0;
+      for (size_t l = 1; l < len && best == best; l++) {
+        float v = base[l];
+        if (v > best || v != v) { best = v; arg = (int32_t)l; }
+      }
+      po[0] = best;
+      pa[0] = arg;
+      continue;
+    }
+    for (size_t i = 0; i < inner; i++) { po[i] = base[i]; pa[i] = 0; }
+    for (size_t l = 1; l < len; l++) {
+      const float *r = base + l * inner;
+      int32_t li = (int32_t)l;
+      for (size_t i = 0; i < inner; i++) {
+        float v = r[i], b = po[i];
+        int upd = (v > b || v != v) && b == b;
+        po[i] = upd ? v : b;
+        pa[i] = upd ? li : pa[i];
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Log-domain Sinkhorn
+ *
+ * Per iteration two sweeps over the matrix: (A) column exp-sums over a slice of columns, using the
+ * column maxima gathered during the previous sweep; (B) per row: subtract the column LSEs,
+ * normalise the row (it sits in L1), and update the running column maxima for the next (A).
+ * With several threads, (A) splits columns and (B) splits rows, with a barrier between.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct {
+  float *P;
+  size_t m, n, iters;
+  const float *logA, *logB;
+  float *pmax;  /* [nthreads][n] partial column maxima */
+  float *clse;  /* [n] column LSE - logB */
+  rb_barrier bar;
+} sk_job;
+
+static void sk_run(sk_job *J, int tid, int nth) {
+  float *P = J->P;
+  size_t m = J->m, n = J->n;
+  size_t r0, r1, c0, c1;
+  split_range(m, tid, nth, 1, &r0, &r1);
+  split_range(n, tid, nth, 16, &c0, &c1); /* 64-byte column slices: no false sharing */
+  float *mymax = J->pmax + (size_t)tid * n;
+  float *clse = J->clse;
+
+  for (size_t j = 0; j < n; j++) mymax[j] = -INFINITY;
+  for (size_t i = r0; i < r1; i++) {
+    const float *row = P + i * n;
+    for (size_t j = 0; j < n; j++) mymax[j] = row[j] > mymax[j] ? row[j] : mymax[j];
+  }
+  rb_barrier_wait(&J->bar, nth);
+
+  float cmax[64], shift[64], fs[64];
+  double ds[64];
+  for (size_t it = 0; it < J->iters; it++) {
+    /* (A) columns [c0, c1) in blocks of 64 so the accumulators stay in registers/L1. */
+    for (size_t jb = c0; jb < c1; jb += 64) {
+      size_t bw = c1 - jb < 64 ? c1 - jb : 64;
+      for (size_t j = 0; j < bw; j++) {
+        float v = -INFINITY;
+        for (int t = 0; t < nth; t++) {
+          float u = J->pmax[(size_t)t * n + jb + j];
+          v = u > v ? u : v;
+        }
+        cmax[j] = v;
+        shift[j] = isfinite(v) ? v : 0.0f;
+        ds[j] = 0;
+      }
+      for (size_t i0 = 0; i0 < m; i0 += 256) {
+        size_t i1 = i0 + 256 < m ? i0 + 256 : m;
+        for (size_t j = 0; j < bw; j++) fs[j] = 0;
+        for (size_t i = i0; i < i1; i++) {
+          const float *row = P + i * n + jb;
+          for (size_t j = 0; j < bw; j++) fs[j] += rb_expf(row[j] - shift[j]);
+        }
+        for (size_t j = 0; j < bw; j++) ds[j] += fs[j];
+      }
+      for (size_t j = 0; j < bw; j++) {
+        double l = cmax[j] == -INFINITY ? -INFINITY : (double)shift[j] + log(ds[j]);
+        if (J->logB) l -= J->logB[jb + j];
+        clse[jb + j] = (float)l;
+      }
+    }
+    rb_barrier_wait(&J->bar, nth);
+    /* (B) rows [r0, r1). */
+    for (size_t j = 0; j < n; j++) mymax[j] = -INFINITY;
+    for (size_t i = r0; i < r1; i++) {
+      float *row = P + i * n;
+      for (size_t j = 0; j < n; j++) row[j] -= clse[j];
+      float mx = max_f32(row, n);
+      double l = mx == -INFINITY ? -INFINITY : (double)mx + log(sumexp_f32(row, n, mx));
+      if (J->logA) l -= J->logA[i];
+      float lf = (float)l;
+      for (size_t j = 0; j < n; j++) {
+        float v = row[j] - lf;
+        row[j] = v;
+        mymax[j] = v > mymax[j] ? v : mymax[j];
+      }
+    }
+    rb_barrier_wait(&J->bar, nth);
+  }
+}
+
+typedef struct {
+  float *logP;
+  size_t batch, m, n, iters;
+  const float *logA, *logB;
+  float *scratch; /* per thread: pmax [n] + clse [n] when matrices are split across threads */
+  sk_job single;  /* for the cooperative (batch < threads) mode */
+} sk_task;
+
+static void sk_batch_task(void *p, int tid, int nth) {
+  sk_task *T = p;
+  size_t b0, b1;
+  split_range(T->batch, tid, nth, 1, &b0, &b1);
+  float *scr = T->scratch + (size_t)tid * 2 * T->n;
+  for (size_t b = b0; b < b1; b++) {
+    sk_job J = {T->logP + b * T->m * T->n, T->m, T->n, T->iters, T->logA, T->logB, scr, scr + T->n,
+                {0, 0}};
+    sk_run(&J, 0, 1);
+  }
+}
+
+static void sk_coop_task(void *p, int tid, int nth) {
+  sk_task *T = p;
+  /* nth (not the requested count) sizes the barrier: the pool may have granted fewer threads. */
+  sk_run(&T->single, tid, nth);
+}
+
+int rb_sinkhorn_log_f32(float *logP, size_t batch, size_t m, size_t n, size_t iters, const float *logA,
+                        const float *logB) {
+  if (batch == 0 || m == 0 || n == 0 || iters == 0) return 0;
+  int nth = rb_threads();
+  /* Below ~64k entries per thread the barrier/wake-up cost outweighs the split. */
+  size_t work = batch * m * n;
+  if ((size_t)nth * 65536 > work) nth = (int)(work / 65536);
+  if (nth < 1) nth = 1;
+  sk_task T = {logP, batch, m, n, iters, logA, logB, NULL, {0}};
+  if (batch >= (size_t)nth) {
+    T.scratch = malloc((size_t)nth * 2 * n * sizeof(float));
+    if (!T.scratch) return -1;
+    rb_parallel(nth, sk_batch_task, &T);
+    free(T.scratch);
+    return 0;
+  }
+  /* Fewer matrices than threads: split each matrix across the threads. */
+  float *scratch = malloc(((size_t)nth + 1) * n * sizeof(float));
+  if (!scratch) return -1;
+  for (size_t b = 0; b < batch; b++) {
+    sk_job J = {logP + b * m * n, m, n, iters, logA, logB, scratch, scratch + (size_t)nth * n, {0, 0}};
+    atomic_init(&J.bar.count, 0);
+    atomic_init(&J.bar.gen, 0);
+    T.single = J;
+    rb_parallel(nth, sk_coop_task, &T);
+  }
+  free(scratch);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Gather / scatter (indices already validated by the caller)
+ * ---------------------------------------------------------------------------------------------- */
+
+void rb_gather_f32(const float *x, size_t outer, size_t len, size_t inner, const int32_t *index, size_t k,
+                   float *out) {
+  for (size_t o = 0; o < outer; o++) {
+    const float *xb = x + o * len * inner;
+    float *ob = out + o * k * inner;
+    if (inner == 1) {
+      for (size_t j = 0; j < k; j++) ob[j] = xb[index[j]];
+    } else {
+      for (size_t j = 0; j < k; j++) memcpy(ob + j * inner, xb + (size_t)index[j] * inner, inner * sizeof(float));
+    }
+  }
+}
+
+void rb_scatter_add_f32(const float *dy, size_t outer, size_t len, size_t inner, const int32_t *index,
+                        size_t k, float *dx) {
+  for (size_t o = 0; o < outer; o++) {
+    float *xb = dx + o * len * inner;
+    const float *yb = dy + o * k * inner;
+    if (inner == 1) {
+      for (size_t j = 0; j < k; j++) xb[index[j]] += yb[j];
+    } else {
+      for (size_t j = 0; j < k; j++) {
+        float *d = xb + (size_t)index[j] * inner;
+        const float *s = yb + j * inner;
+        for (size_t i = 0; i < inner; i++) d[i] += s[i];
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Pooling
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct {
+  const float *x;
+  float *out;
+  int32_t *arg;
+  const rb_pool_geom *g;
+} pool_job;
+
+static void maxpool_planes(const pool_job *J, size_t p0, size_t p1) {
+  const rb_pool_geom *g = J->g;
+  int64_t H = g->H, W = g->W, K = g->K, s = g->stride, pad = g->pad, OH = g->OH, OW = g->OW;
+  for (size_t p = p0; p < p1; p++) {
+    const float *xp = J->x + p * H * W;
+    float *op = J->out + p * OH * OW;
+    int32_t *ap = J->arg + p * OH * OW;
+    if (K == 2 && s == 2 && pad == 0) {
+      /* The CNN case; every window is fully inside. */
+      for (int64_t oh = 0; oh < OH; oh++) {
+        const float *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+        int32_t base = (int32_t)(2 * oh * W);
+        for (int64_t ow = 0; ow < OW; ow++) {
+          float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+          int32_t i0 = base + (int32_t)(2 * ow);
+          float best = a;
+          int32_t arg = i0;
+          if (b > best || b != b) { best = b; arg = i0 + 1; }
+          if (c > best || c != c) { best = c; arg = i0 + (int32_t)W; }
+          if (d > best || d != d) { best = d; arg = i0 + (int32_t)W + 1; }
+          op[oh * OW + ow] = best;
+          ap[oh * OW + ow] = arg;
+        }
+      }
+      continue;
+    }
+    for (int64_t oh = 0; oh < OH; oh++) {
+      int64_t h0 = oh * s - pad;
+      int64_t kh0 = h0 < 0 ? -h0 : 0, kh1 = h0 + K > H ? H - h0 : K;
+      for (int64_t ow = 0; ow < OW; ow++) {
+        int64_t w0 = ow * s - pad;
+        int64_t kw0 = w0 < 0 ? -w0 : 0, kw1 = w0 + K > W ? W - w0 : K;
+        float best = -INFINITY;
+        int32_t arg = -1;
+        for (int64_t kh = kh0; kh < kh1; kh++) {
+          const float *r = xp + (h0 + kh) * W;
+          for (int64_t kw = kw0; kw < kw1; kw++) {
+            float v = r[w0 + kw];
+            if (arg < 0 || v > best || v != v) { best = v; arg = (int32_t)((h0 + kh) * W + w0 + kw); }
+          }
+        }
+        op[oh * OW + ow] = best;
+        ap[oh * OW + ow] = arg;
+      }
+    }
+  }
+}
+
+static void maxpool_task(void *p, int tid, int nth) {
+  pool_job *J = p;
+  size_t lo, hi;
+  split_range((size_t)(J->g->N * J->g->C), tid, nth, 1, &lo, &hi);
+  maxpool_planes(J, lo, hi);
+}
+
+void rb_maxpool_fwd_f32(const float *x, float *out, int32_t *argmax, const rb_pool_geom *g) {
+  pool_job J = {x, out, argmax, g};
+  size_t total = (size_t)(g->N * g->C * g->OH * g->OW * g->K * g->K);
+  int nth = total >= (1u << 18) ? rb_threads() : 1;
+  rb_parallel(nth, maxpool_task, &J);
+}
+
+void rb_maxpool_bwd_f32(const float *dy, const int32_t *argmax, float *dx, const rb_pool_geom *g) {
+  size_t planes = (size_t)(g->N * g->C), in = (size_t)(g->H * g->W), on = (size_t)(g->OH * g->OW);
+  memset(dx, 0, planes * in * sizeof(float));
+  for (size_t p = 0; p < planes; p++) {
+    float *xp = dx + p * in;
+    const float *yp = dy + p * on;
+    const int32_t *ap = argmax + p * on;
+    for (size_t i = 0; i < on; i++) {
+      int32_t a = ap[i];
+      if (a >= 0) xp[a] += yp[i];
+    }
+  }
+}
+
+void rb_avgpool_fwd_f32(const float *x, float *out, const rb_pool_geom *g) {
+  int64_t H = g->H, W = g->W, K = g->K, s = g->stride, pad = g->pad, OH = g->OH, OW = g->OW;
+  double inv = 1.0 / (double)(K * K);
+  size_t planes = (size_t)(g->N * g->C);
+  for (size_t p = 0; p < planes; p++) {
+    const float *xp = x + p * H * W;
+    float *op = out + p * OH * OW;
+    for (int64_t oh = 0; oh < OH; oh++) {
+      int64_t h0 = oh * s - pad;
+      int64_t kh0 = h0 < 0 ? -h0 : 0, kh1 = h0 + K > H ? H - h0 : K;
+      for (int64_t ow = 0; ow < OW; ow++) {
+        int64_t w0 = ow * s - pad;
+        int64_t kw0 = w0 < 0 ? -w0 : 0, kw1 = w0 + K > W ? W - w0 : K;
+        double acc = 0;
+        for (int64_t kh = kh0; kh < kh1; kh++) {
+          const float *r = xp + (h0 + kh) * W + w0;
+          for (int64_t kw = kw0; kw < kw1; kw++) acc += r[kw];
+        }
+        op[oh * OW + ow] = (float)(acc * inv);
+      }
+    }
+  }
+}
+
+void rb_avgpool_bwd_f32(const float *dy, float *dx, const rb_pool_geom *g) {
+  int64_t H = g->H, W = g->W, K = g->K, s = g->stride, pad = g->pad, OH = g->OH, OW = g->OW;
+  double inv = 1.0 / (double)(K * K);
+  size_t planes = (size_t)(g->N * g->C);
+  memset(dx, 0, planes * (size_t)(H * W) * sizeof(float));
+  for (size_t p = 0; p < planes; p++) {
+    float *xp = dx + p * H * W;
+    const float *yp = dy + p * OH * OW;
+    for (int64_t oh = 0; oh < OH; oh++) {
+      int64_t h0 = oh * s - pad;
+      int64_t kh0 = h0 < 0 ? -h0 : 0, kh1 = h0 + K > H ? H - h0 : K;
+      for (int64_t ow = 0; ow < OW; ow++) {
+        int64_t w0 = ow * s - pad;
+        int64_t kw0 = w0 < 0 ? -w0 : 0, kw1 = w0 + K > W ? W - w0 : K;
+        double d = (double)yp[oh * OW + ow] * inv;
+        for (int64_t kh = kh0; kh < kh1; kh++) {
+          float *r = xp + (h0 + kh) * W + w0;
+          for (int64_t kw = kw0; kw < kw1; kw++) r[kw] = (float)((double)r[kw] + d);
+        }
+      }
+    }
+  }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Loss and optimisers
+ * ---------------------------------------------------------------------------------------------- */
+
+double rb_softmax_ce_f32(const float *logits, const int32_t *labels, size_t N, size_t C, float *probs) {
+  double loss = 0;
+  for (size_t r = 0; r < N; r++) {
+    const float *l = logits + r * C;
+    float *p = probs + r * C;
+    float m = max_f32(l, C);
+    double s = 0;
+    for (size_t i0 = 0; i0 < C; i0 += 512) {
+      size_t i1 = i0 + 512 < C ? i0 + 512 : C;
+      float fs = 0;
+      for (size_t c = i0; c < i1; c++) { float e = rb_expf(l[c] - m); p[c] = e; fs += e; }
+      s += fs;
+    }
+    double inv = 1.0 / s;
+    for (size_t c = 0; c < C; c++) p[c] = (float)((double)p[c] * inv);
+    loss += (double)m + log(s) - (double)l[labels[r]];
+  }
+  return loss;
+}
+
+void rb_adamw_f32(float *param, const float *grad, float *m, float *v, size_t n, double lr, double beta1,
+                  double beta2, double eps, double wd, double step) {
+  double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
+  double stepSize = lr / bc1, bc2Sqrt = sqrt(bc2), decay = 1.0 - lr * wd;
+  double omb1 = 1.0 - beta1, omb2 = 1.0 - beta2;
+  for (size_t i = 0; i < n; i++) {
+    double g = grad[i];
+    float p = (float)((double)param[i] * decay);
+    float mi = (float)(beta1 * (double)m[i] + omb1 * g);
+    float vi = (float)(beta2 * (double)v[i] + omb2 * g * g);
+    m[i] = mi;
+    v[i] = vi;
+    param[i] = (float)((double)p - stepSize * (double)mi / (sqrt((double)vi) / bc2Sqrt + eps));
+  }
+}
+
+void rb_sgd_f32(float *param, const float *grad, float *buf, size_t n, double lr, double momentum,
+                double dampening, bool nesterov, double wd, bool first) {
+  if (momentum == 0) {
+    for (size_t i = 0; i < n; i++) {
+      double g = (double)grad[i] + wd * (double)param[i];
+      param[i] = (float)((double)param[i] - lr * g);
+    }
+    return;
+  }
+  double omd = 1.0 - dampening;
+  for (size_t i = 0; i < n; i++) {
+    double g = (double)grad[i] + wd * (double)param[i];
+    double b = first ? g : momentum * (double)buf[i] + omd * g;
+    buf[i] = (float)b;
+    g = nesterov ? g + momentum * b : b;
+    param[i] = (float)((double)param[i] - lr * g);
+  }
+}

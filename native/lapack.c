@@ -1,0 +1,137 @@
+/*
+ * Dense solve A X = B for row-major A (n×n) and B (n×nrhs) through OpenBLAS's LAPACK.
+ *
+ * LAPACK is column-major, so the row-major A it sees is Aᵀ: we factor that and solve with
+ * getrs('T'), which needs no copy of A. B is transposed in and out when nrhs > 1 (a row-major
+ * n×1 vector already is column-major). When A is singular, numerically singular (reciprocal
+ * condition number below machine epsilon) or the solve produces non-finite values, we fall back
+ * to the minimum-norm least-squares solution from gelsd (SVD), which needs the original A:
+ * its transpose is saved before factoring, in the column-major layout gelsd wants.
+ *
+ * Debian's OpenBLAS exports the Fortran symbols only (no LAPACKE), so the prototypes are declared
+ * here. Character arguments carry a hidden length argument in the gfortran ABI.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rb.h"
+
+typedef blasint lp_int;
+
+extern void sgetrf_(const lp_int *m, const lp_int *n, float *a, const lp_int *lda, lp_int *ipiv, lp_int *info);
+extern void dgetrf_(const lp_int *m, const lp_int *n, double *a, const lp_int *lda, lp_int *ipiv, lp_int *info);
+extern void sgetrs_(const char *trans, const lp_int *n, const lp_int *nrhs, const float *a, const lp_int *lda,
+                    const lp_int *ipiv, float *b, const lp_int *ldb, lp_int *info, size_t trans_len);
+extern void dgetrs_(const char *trans, const lp_int *n, const lp_int *nrhs, const double *a, const lp_int *lda,
+                    const lp_int *ipiv, double *b, const lp_int *ldb, lp_int *info, size_t trans_len);
+extern void sgecon_(const char *norm, const lp_int *n, const float *a, const lp_int *lda, const float *anorm,
+                    float *rcond, float *work, lp_int *iwork, lp_int *info, size_t norm_len);
+extern void dgecon_(const char *norm, const lp_int *n, const double *a, const lp_int *lda, const double *anorm,
+                    double *rcond, double *work, lp_int *iwork, lp_int *info, size_t norm_len);
+extern void sgelsd_(const lp_int *m, const lp_int *n, const lp_int *nrhs, float *a, const lp_int *lda, float *b,
+                    const lp_int *ldb, float *s, const float *rcond, lp_int *rank, float *work, const lp_int *lwork,
+                    lp_int *iwork, lp_int *info);
+extern void dgelsd_(const lp_int *m, const lp_int *n, const lp_int *nrhs, double *a, const lp_int *lda, double *b,
+                    const lp_int *ldb, double *s, const double *rcond, lp_int *rank, double *work,
+                    const lp_int *lwork, lp_int *iwork, lp_int *info);
+
+/* The float and double versions are the same algorithm; a macro keeps them from drifting apart. */
+#define RB_DEFINE_SOLVE(NAME, T, GETRF, GETRS, GECON, GELSD, EPS)                                      \
+  static void NAME##_transpose(const T *src, T *dst, int rows, int cols) {                             \
+    /* dst (cols×rows) = srcᵀ, in 32×32 tiles to stay in cache. */                                     \
+    for (int i0 = 0; i0 < rows; i0 += 32)                                                              \
+      for (int j0 = 0; j0 < cols; j0 += 32) {                                                          \
+        int i1 = i0 + 32 < rows ? i0 + 32 : rows, j1 = j0 + 32 < cols ? j0 + 32 : cols;                \
+        for (int i = i0; i < i1; i++)                                                                  \
+          for (int j = j0; j < j1; j++) dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];         \
+      }                                                                                                \
+  }                                                                                                    \
+                                                                                                       \
+  static int NAME##_all_finite(const T *x, size_t n) {                                                 \
+    int ok = 1;                                                                                        \
+    for (size_t i = 0; i < n; i++) ok &= isfinite(x[i]) ? 1 : 0;                                       \
+    return ok;                                                                                         \
+  }                                                                                                    \
+                                                                                                       \
+  /* Minimum-norm least squares on column-major Acm (destroyed) and Bcm (n×nrhs, overwritten). */     \
+  static int NAME##_lstsq(lp_int n, lp_int nrhs, T *Acm, T *Bcm) {                                     \
+    T *sv = malloc((size_t)n * sizeof(T));                                                             \
+    if (!sv) return -1;                                                                                \
+    /* Singular values below n·eps·σ_max count as zero, as in numpy.linalg.lstsq. */                   \
+    T rcond = (T)n * EPS;                                                                              \
+    lp_int rank = 0, info = 0, lwork = -1, iwq = 0;                                                    \
+    T wq = 0;                                                                                          \
+    GELSD(&n, &n, &nrhs, Acm, &n, Bcm, &n, sv, &rcond, &rank, &wq, &lwork, &iwq, &info);               \
+    lwork = (lp_int)wq + 1;                                                                            \
+    lp_int liwork = iwq > 1 ? iwq : 1;                                                                 \
+    T *work = malloc((size_t)lwork * sizeof(T));                                                       \
+    lp_int *iwork = malloc((size_t)liwork * sizeof(lp_int));                                           \
+    if (!work || !iwork) { free(sv); free(work); free(iwork); return -1; }                             \
+    GELSD(&n, &n, &nrhs, Acm, &n, Bcm, &n, sv, &rcond, &rank, work, &lwork, iwork, &info);             \
+    free(sv); free(work); free(iwork);                                                                 \
+    return info == 0 ? 1 : -2;                                                                         \
+  }                                                                                                    \
+                                                                                                       \
+  int NAME(int n_, int nrhs_, T *A, T *B) {                                                            \
+    if (n_ == 0 || nrhs_ == 0) return 0;                                                               \
+    lp_int n = n_, nrhs = nrhs_, info = 0;                                                             \
+    size_t nn = (size_t)n * n, nb = (size_t)n * nrhs;                                                  \
+    T *Acm = malloc(nn * sizeof(T));                                                                   \
+    T *Bcm = malloc(nb * sizeof(T));                                                                   \
+    lp_int *ipiv = malloc((size_t)n * sizeof(lp_int));                                                 \
+    T *cwork = malloc((size_t)4 * n * sizeof(T));                                                      \
+    lp_int *ciwork = malloc((size_t)n * sizeof(lp_int));                                               \
+    int result = -1;                                                                                   \
+    if (!Acm || !Bcm || !ipiv || !cwork || !ciwork) goto done;                                         \
+    NAME##_transpose(A, Acm, n, n);                                                                    \
+    /* 1-norm of the stored matrix (Aᵀ): the largest absolute row sum of the row-major A. */           \
+    T anorm = 0;                                                                                       \
+    for (lp_int i = 0; i < n; i++) {                                                                   \
+      T s = 0;                                                                                         \
+      const T *r = A + (size_t)i * n;                                                                  \
+      for (lp_int j = 0; j < n; j++) s += fabs(r[j]);                                                  \
+      anorm = s > anorm ? s : anorm;                                                                   \
+    }                                                                                                  \
+    int singular = !isfinite(anorm);                                                                   \
+    if (!singular) {                                                                                   \
+      GETRF(&n, &n, A, &n, ipiv, &info);                                                               \
+      if (info < 0) { result = -2; goto done; }                                                        \
+      singular = info > 0;                                                                             \
+    }                                                                                                  \
+    if (!singular) {                                                                                   \
+      T rc = 0;                                                                                        \
+      GECON("1", &n, A, &n, &anorm, &rc, cwork, ciwork, &info, 1);                                     \
+      singular = info != 0 || !(rc >= EPS);                                                            \
+    }                                                                                                  \
+    if (!singular) {                                                                                   \
+      T *rhs = Bcm;                                                                                    \
+      if (nrhs == 1) memcpy(Bcm, B, nb * sizeof(T));                                                   \
+      else NAME##_transpose(B, Bcm, n, nrhs);                                                          \
+      GETRS("T", &n, &nrhs, A, &n, ipiv, rhs, &n, &info, 1);                                           \
+      if (info != 0) { result = -2; goto done; }                                                       \
+      if (NAME##_all_finite(Bcm, nb)) {                                                                \
+        if (nrhs == 1) memcpy(B, Bcm, nb * sizeof(T));                                                 \
+        else NAME##_transpose(Bcm, B, nrhs, n);                                                        \
+        result = 0;                                                                                    \
+        goto done;                                                                                     \
+      }                                                                                                \
+    }                                                                                                  \
+    /* B is still the original right-hand side here. */                                               \
+    if (nrhs == 1) memcpy(Bcm, B, nb * sizeof(T));                                                     \
+    else NAME##_transpose(B, Bcm, n, nrhs);                                                            \
+    result = NAME##_lstsq(n, nrhs, Acm, Bcm);                                                          \
+    if (result == 1) {                                                                                 \
+      if (nrhs == 1) memcpy(B, Bcm, nb * sizeof(T));                                                   \
+      else NAME##_transpose(Bcm, B, nrhs, n);                                                          \
+    }                                                                                                  \
+  done:                                                                                                \
+    free(Acm); free(Bcm); free(ipiv); free(cwork); free(ciwork);                                       \
+    return result;                                                                                     \
+  }
+
+RB_DEFINE_SOLVE(rb_solve_f32, float, sgetrf_, sgetrs_, sgecon_, sgelsd_, FLT_EPSILON)
+RB_DEFINE_SOLVE(rb_solve_f64, double, dgetrf_, dgetrs_, dgecon_, dgelsd_, DBL_EPSILON)

@@ -1,0 +1,82 @@
+/*
+ * Internal interface between the N-API glue (addon.c) and the compute files. Everything here works
+ * on raw pointers whose bounds addon.c has already checked; these functions never touch N-API.
+ */
+#ifndef RB_H
+#define RB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+  int64_t N, C, H, W, O, KH, KW, stride, pad, OH, OW;
+} rb_conv_geom;
+
+typedef struct {
+  int64_t N, C, H, W, K, stride, pad, OH, OW;
+} rb_pool_geom;
+
+enum rb_unary { RB_NEG, RB_EXP, RB_LOG, RB_RELU, RB_TANH, RB_SIGMOID, RB_SQRT, RB_ABS, RB_SQUARE, RB_UNARY_COUNT };
+enum rb_binary { RB_ADD, RB_SUB, RB_MUL, RB_DIV, RB_MAX, RB_MIN, RB_BINARY_COUNT };
+
+#define RB_MAXDIM 32
+
+/* ---- threads (kernels.c) ---- */
+typedef void (*rb_task_fn)(void *ctx, int tid, int nthreads);
+/* Runs fn(ctx, t, n) for t in [0, n): t = 0 on the caller, the rest on fresh pthreads. */
+void rb_parallel(int nthreads, rb_task_fn fn, void *ctx);
+/* How many threads our own C loops may use: follows OpenBLAS's setting so setThreads(1) means one. */
+int rb_threads(void);
+
+/* ---- elementwise and reductions (kernels.c) ---- */
+void rb_unary_f32(int op, const float *x, float *out, size_t n);
+/* shape/aStr/bStr have nd entries; out is packed. Returns 0 or -1 on allocation failure. */
+void rb_binary_f32(int op, const float *a, const int64_t *aStr, const float *b, const int64_t *bStr,
+                   float *out, const int64_t *shape, int nd);
+void rb_copy_strided_f32(const float *x, int64_t offset, const int64_t *strides, float *out,
+                         const int64_t *shape, int nd);
+void rb_axpy_f32(double alpha, const float *x, float *y, size_t n);
+void rb_affine_f32(const float *x, double alpha, double beta, float *out, size_t n);
+void rb_relu_backward_f32(const float *x, const float *dy, float *dx, size_t n);
+double rb_sum_squares_f32(const float *x, size_t n);
+int rb_logsumexp_f32(const float *x, size_t outer, size_t len, size_t inner, float *out);
+int rb_sum_axis_f32(const float *x, size_t outer, size_t len, size_t inner, float *out);
+void rb_max_axis_f32(const float *x, size_t outer, size_t len, size_t inner, float *out, int32_t *argmax);
+int rb_sinkhorn_log_f32(float *logP, size_t batch, size_t m, size_t n, size_t iters,
+                        const float *logA, const float *logB);
+void rb_gather_f32(const float *x, size_t outer, size_t len, size_t inner, const int32_t *index, size_t k,
+                   float *out);
+void rb_scatter_add_f32(const float *dy, size_t outer, size_t len, size_t inner, const int32_t *index,
+                        size_t k, float *dx);
+void rb_maxpool_fwd_f32(const float *x, float *out, int32_t *argmax, const rb_pool_geom *g);
+void rb_maxpool_bwd_f32(const float *dy, const int32_t *argmax, float *dx, const rb_pool_geom *g);
+void rb_avgpool_fwd_f32(const float *x, float *out, const rb_pool_geom *g);
+void rb_avgpool_bwd_f32(const float *dy, float *dx, const rb_pool_geom *g);
+double rb_softmax_ce_f32(const float *logits, const int32_t *labels, size_t N, size_t C, float *probs);
+void rb_adamw_f32(float *param, const float *grad, float *m, float *v, size_t n, double lr, double beta1,
+                  double beta2, double eps, double wd, double step);
+void rb_sgd_f32(float *param, const float *grad, float *buf, size_t n, double lr, double momentum,
+                double dampening, bool nesterov, double wd, bool first);
+
+/* ---- gemm and convolution (conv.c) ---- */
+void rb_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void rb_gemm_strided_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                         int64_t strideA, const float *B, int64_t strideB, float beta, float *C, int64_t strideC,
+                         int64_t count);
+void rb_im2col_f32(const float *x, float *col, const rb_conv_geom *g);
+void rb_col2im_f32(const float *col, float *dx, const rb_conv_geom *g);
+/* Return 0, or -1 when scratch memory could not be allocated. */
+int rb_conv_fwd_f32(const float *x, const float *w, const float *bias, float *out, const rb_conv_geom *g);
+int rb_conv_bwd_f32(const float *x, const float *w, const float *dy, float *dx, float *dw, float *db,
+                    const rb_conv_geom *g);
+/* Conv strategy for benchmarking: 0 = auto, 1 = our pthreads over samples, 2 = OpenBLAS threads. */
+void rb_conv_set_mode(int mode);
+
+/* ---- LAPACK (lapack.c) ---- */
+/* Return 0 = LU, 1 = least squares, -1 = allocation failure, -2 = LAPACK error. */
+int rb_solve_f32(int n, int nrhs, float *A, float *B);
+int rb_solve_f64(int n, int nrhs, double *A, double *B);
+
+#endif

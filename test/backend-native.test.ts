@@ -1,0 +1,596 @@
+/**
+ * The native (C/OpenBLAS) kernels against the pure-TypeScript reference kernels, kernel by kernel,
+ * in float32 on seeded random inputs plus the edge cases (transposes, offsets, zero strides,
+ * padding, -Inf, singular systems, malformed arguments). Skips when the addon is not built.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { blasThreads, loadNativeKernels, nativeAddon, setBlasThreads } from '../src/core/backend/native.js';
+import { jsKernels } from '../src/core/backend/js.js';
+import type { ConvGeometry, FloatArray, Kernels, PoolGeometry } from '../src/core/backend/types.js';
+import { Rng } from '../src/core/random.js';
+
+const loaded = loadNativeKernels();
+const nk: Kernels | null = 'kernels' in loaded ? loaded.kernels : null;
+const skip: string | false = nk ? false : `native addon not available: ${'error' in loaded ? loaded.error : ''}`;
+const js = jsKernels;
+/** Non-null accessor for use inside (skipped-when-null) tests. */
+function N(): Kernels {
+  if (!nk) throw new Error('unreachable: test should have been skipped');
+  return nk;
+}
+
+function randn(n: number, rng: Rng, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.normal() * scale;
+  return a;
+}
+
+function randu(n: number, rng: Rng, lo: number, hi: number): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = lo + (hi - lo) * rng.uniform();
+  return a;
+}
+
+/** |a - e| <= atol + rtol |e| elementwise; NaN must match NaN and infinities must match exactly. */
+function close(actual: ArrayLike<number>, expected: ArrayLike<number>, rtol: number, atol: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i];
+    const e = expected[i];
+    if (Number.isNaN(e) || !Number.isFinite(e)) {
+      if (!Object.is(a, e) && !(Number.isNaN(a) && Number.isNaN(e))) {
+        assert.fail(`${what}[${i}]: got ${a}, expected ${e}`);
+      }
+      continue;
+    }
+    const err = Math.abs(a - e) - (atol + rtol * Math.abs(e));
+    if (!(err <= worst)) { worst = Number.isNaN(err) ? Infinity : err; at = i; }
+  }
+  if (at >= 0) assert.fail(`${what}[${at}]: got ${actual[at]}, expected ${expected[at]} (rtol ${rtol}, atol ${atol})`);
+}
+
+function exact(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string): void {
+  close(actual, expected, 0, 0, what);
+}
+
+// ------------------------------------------------------------------------------------------------
+
+test('native: loads and reports OpenBLAS', { skip }, () => {
+  assert.ok('info' in loaded);
+  assert.equal(loaded.info.name, 'native');
+  assert.match(loaded.info.detail, /OpenBLAS/);
+  assert.ok(loaded.info.blasThreads >= 1);
+  assert.equal(N().name, 'native');
+  // Loading the addon must not switch the process to flush-to-zero (a -ffast-math link side effect).
+  assert.ok(5e-324 > 0 && 2.2250738585072014e-308 / 4 > 0);
+  const d = new Float32Array([-100]);
+  N().unary('exp', d, d);
+  assert.ok(d[0] > 0 && d[0] < 1.2e-38, `exp(-100) should be a float32 subnormal, got ${d[0]}`);
+});
+
+test('native: setBlasThreads / blasThreads round-trip', { skip }, () => {
+  const prev = blasThreads();
+  setBlasThreads(1);
+  assert.equal(blasThreads(), 1);
+  setBlasThreads(prev);
+  assert.equal(blasThreads(), prev);
+  assert.throws(() => setBlasThreads(0), RangeError);
+});
+
+test('native: gemm, all transposes, offsets, padded leading dimensions', { skip }, () => {
+  const rng = new Rng(1);
+  const M = 37, Nn = 29, K = 45;
+  for (const tA of [false, true]) {
+    for (const tB of [false, true]) {
+      for (const [alpha, beta] of [[1, 0], [0.7, 0.3], [-1.5, 1]]) {
+        const lda = (tA ? M : K) + 3, ldb = (tB ? K : Nn) + 1, ldc = Nn + 5;
+        const aOff = 7, bOff = 2, cOff = 11;
+        const A = randn(aOff + (tA ? K : M) * lda, rng);
+        const B = randn(bOff + (tB ? Nn : K) * ldb, rng);
+        const C0 = randn(cOff + M * ldc, rng);
+        const Cn = C0.slice(), Cj = C0.slice();
+        N().gemm(tA, tB, M, Nn, K, alpha, A, aOff, lda, B, bOff, ldb, beta, Cn, cOff, ldc);
+        js.gemm(tA, tB, M, Nn, K, alpha, A, aOff, lda, B, bOff, ldb, beta, Cj, cOff, ldc);
+        close(Cn, Cj, 1e-5, 2e-5 * Math.sqrt(K), `gemm tA=${tA} tB=${tB} alpha=${alpha} beta=${beta}`);
+      }
+    }
+  }
+  // K = 0 leaves beta*C; M = 0 touches nothing.
+  const C = new Float32Array([1, 2, 3, 4]);
+  N().gemm(false, false, 2, 2, 0, 1, new Float32Array(0), 0, 1, new Float32Array(0), 0, 2, 0.5, C, 0, 2);
+  exact(C, [0.5, 1, 1.5, 2], 'gemm K=0');
+  N().gemm(false, false, 0, 2, 2, 1, new Float32Array(0), 0, 2, new Float32Array(4), 0, 2, 0, C, 0, 2);
+  exact(C, [0.5, 1, 1.5, 2], 'gemm M=0');
+});
+
+test('native: gemmStrided, including broadcast (stride 0) and the fused tall-gemm case', { skip }, () => {
+  const rng = new Rng(2);
+  const M = 6, Nn = 7, K = 5, count = 9;
+  for (const tA of [false, true]) {
+    for (const tB of [false, true]) {
+      for (const [sA, sB] of [[M * K, K * Nn], [0, K * Nn], [M * K, 0], [M * K + 3, K * Nn + 1]]) {
+        const A = randn(4 + count * Math.max(sA, M * K), rng);
+        const B = randn(3 + count * Math.max(sB, K * Nn), rng);
+        const sC = M * Nn + 2;
+        const C0 = randn(1 + count * sC, rng);
+        const Cn = C0.slice(), Cj = C0.slice();
+        N().gemmStrided(tA, tB, M, Nn, K, 0.9, A, 4, sA, B, 3, sB, 0.5, Cn, 1, sC, count);
+        js.gemmStrided(tA, tB, M, Nn, K, 0.9, A, 4, sA, B, 3, sB, 0.5, Cj, 1, sC, count);
+        close(Cn, Cj, 1e-5, 1e-5, `gemmStrided tA=${tA} tB=${tB} sA=${sA} sB=${sB}`);
+      }
+      // Packed C and shared B: the path that runs as one tall gemm.
+      const A = randn(count * M * K, rng), B = randn(K * Nn, rng);
+      const Cn = new Float32Array(count * M * Nn), Cj = new Float32Array(count * M * Nn);
+      N().gemmStrided(tA, tB, M, Nn, K, 1, A, 0, M * K, B, 0, 0, 0, Cn, 0, M * Nn, count);
+      js.gemmStrided(tA, tB, M, Nn, K, 1, A, 0, M * K, B, 0, 0, 0, Cj, 0, M * Nn, count);
+      close(Cn, Cj, 1e-5, 1e-5, `gemmStrided packed tA=${tA} tB=${tB}`);
+    }
+  }
+  // Many small products: the batch is split over threads.
+  const cnt = 64, A = randn(cnt * 16 * 16, rng), B = randn(cnt * 16 * 16, rng);
+  const Cn = new Float32Array(cnt * 256), Cj = new Float32Array(cnt * 256);
+  N().gemmStrided(false, true, 16, 16, 16, 1, A, 0, 256, B, 0, 256, 0, Cn, 0, 256, cnt);
+  js.gemmStrided(false, true, 16, 16, 16, 1, A, 0, 256, B, 0, 256, 0, Cj, 0, 256, cnt);
+  close(Cn, Cj, 1e-5, 1e-5, 'gemmStrided many small');
+});
+
+function wellConditioned(n: number, rng: Rng, Ctor: typeof Float32Array | typeof Float64Array): FloatArray {
+  const A = new Ctor(n * n);
+  for (let i = 0; i < n * n; i++) A[i] = rng.normal() / Math.sqrt(n);
+  for (let i = 0; i < n; i++) A[i * n + i] += 2;
+  return A;
+}
+
+test('native: solve (LU) in float32 and float64, one and several right-hand sides', { skip }, () => {
+  const rng = new Rng(3);
+  for (const Ctor of [Float32Array, Float64Array]) {
+    for (const nrhs of [1, 3]) {
+      const n = 40;
+      const A = wellConditioned(n, rng, Ctor);
+      const B = new Ctor(n * nrhs);
+      for (let i = 0; i < B.length; i++) B[i] = rng.normal();
+      const An = A.slice(), Bn = B.slice(), Aj = A.slice(), Bj = B.slice();
+      assert.equal(N().solve(n, nrhs, An, Bn), 'lu');
+      assert.equal(js.solve(n, nrhs, Aj, Bj), 'lu');
+      const tol = Ctor === Float32Array ? 2e-5 : 1e-12;
+      close(Bn, Bj, tol, tol, `solve ${Ctor.name} nrhs=${nrhs}`);
+      // Residual of the native answer against the original system.
+      for (let i = 0; i < n; i++) {
+        for (let r = 0; r < nrhs; r++) {
+          let s = 0;
+          for (let k = 0; k < n; k++) s += A[i * n + k] * Bn[k * nrhs + r];
+          assert.ok(Math.abs(s - B[i * nrhs + r]) < 10 * tol, `residual ${s - B[i * nrhs + r]}`);
+        }
+      }
+    }
+  }
+});
+
+test('native: singular solve falls back to minimum-norm least squares', { skip }, () => {
+  const rng = new Rng(4);
+  for (const Ctor of [Float32Array, Float64Array]) {
+    for (const nrhs of [1, 2]) {
+      // Rank 3 of 5: A = U V with U 5×3, V 3×5, built from small integers so it is exactly singular.
+      const n = 5, r = 3;
+      const U = Array.from({ length: n * r }, () => rng.int(5) - 2);
+      const V = Array.from({ length: r * n }, () => rng.int(5) - 2);
+      const A = new Ctor(n * n);
+      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let k = 0; k < r; k++) s += U[i * r + k] * V[k * n + j];
+        A[i * n + j] = s;
+      }
+      const B = new Ctor(n * nrhs);
+      for (let i = 0; i < B.length; i++) B[i] = rng.normal();
+      const An = A.slice(), Bn = B.slice();
+      assert.equal(N().solve(n, nrhs, An, Bn), 'lstsq', `${Ctor.name} nrhs=${nrhs}`);
+      const Aj = A.slice(), Bj = B.slice();
+      assert.equal(js.solve(n, nrhs, Aj, Bj), 'lstsq');
+      const tol = Ctor === Float32Array ? 2e-4 : 1e-7;
+      // Residual-minimising: Aᵀ (A X - B) = 0.
+      for (let c = 0; c < nrhs; c++) {
+        const res = new Float64Array(n);
+        for (let i = 0; i < n; i++) {
+          let s = -B[i * nrhs + c];
+          for (let k = 0; k < n; k++) s += A[i * n + k] * Bn[k * nrhs + c];
+          res[i] = s;
+        }
+        for (let j = 0; j < n; j++) {
+          let g = 0;
+          for (let i = 0; i < n; i++) g += A[i * n + j] * res[i];
+          assert.ok(Math.abs(g) < tol * 50, `normal equations ${Ctor.name}: ${g}`);
+        }
+      }
+      // Minimum norm: the reference's ridge-regularised solve approaches the same answer (its
+      // ridge bias is ~1e-7 relative, hence the looser float64 tolerance here).
+      close(Bn, Bj, Math.max(tol, 1e-5), Math.max(tol, 1e-5), `lstsq vs js ${Ctor.name} nrhs=${nrhs}`);
+    }
+  }
+  // The zero matrix: x = 0.
+  const b = new Float32Array([3]);
+  assert.equal(N().solve(1, 1, new Float32Array([0]), b), 'lstsq');
+  exact(b, [0], 'solve 0x0');
+});
+
+test('native: logsumexp with -Inf rows, +Inf and NaN, inner = 1 and > 1', { skip }, () => {
+  const rng = new Rng(5);
+  for (const [outer, len, inner] of [[3, 50, 1], [2, 7, 13], [1, 1000, 1], [4, 1, 3]]) {
+    const x = randn(outer * len * inner, rng, 5);
+    // An all -Inf slice, a partially -Inf slice, a +Inf and a NaN.
+    for (let l = 0; l < len; l++) x[l * inner] = -Infinity;
+    if (len > 2) x[(outer - 1) * len * inner + inner] = -Infinity;
+    if (outer > 2) x[2 * len * inner] = Infinity;
+    if (outer > 1 && inner > 1) x[len * inner + 1] = NaN;
+    const on = new Float32Array(outer * inner), oj = new Float32Array(outer * inner);
+    N().logsumexp(x, outer, len, inner, on);
+    js.logsumexp(x, outer, len, inner, oj);
+    close(on, oj, 1e-6, 1e-6, `logsumexp ${outer}x${len}x${inner}`);
+    assert.equal(on[0], -Infinity);
+  }
+});
+
+test('native: sinkhornLog matches the reference (batched, threaded, marginals, masked entries)', { skip }, () => {
+  const rng = new Rng(6);
+  const cases: [number, number, number, number, boolean][] = [
+    [3, 7, 9, 10, true], [2, 16, 16, 20, false], [1, 300, 450, 5, true], [2, 256, 260, 3, false], [1, 1, 5, 2, true],
+  ];
+  for (const [batch, m, n, iters, marg] of cases) {
+    const P = randn(batch * m * n, rng, 2);
+    for (let i = 0; i < P.length; i += 17) P[i] = -Infinity; // masked entries stay -Inf
+    let logA: Float32Array | null = null, logB: Float32Array | null = null;
+    if (marg) {
+      // Marginals with equal total mass n: a_i = n/m · u_i / mean(u), b_j likewise with total n.
+      const a = randu(m, rng, 0.5, 1.5), b = randu(n, rng, 0.5, 1.5);
+      const sa = a.reduce((p, c) => p + c, 0), sb = b.reduce((p, c) => p + c, 0);
+      logA = a.map((v) => Math.log((v * n) / sa));
+      logB = b.map((v) => Math.log((v * n) / sb));
+    }
+    const Pn = P.slice(), Pj = P.slice();
+    N().sinkhornLog(Pn, batch, m, n, iters, logA, logB);
+    js.sinkhornLog(Pj, batch, m, n, iters, logA, logB);
+    close(Pn, Pj, 2e-5, 2e-4, `sinkhorn ${batch}x${m}x${n} it=${iters}`);
+  }
+});
+
+test('native: sumAxis and maxAxis (ties, NaN, inner = 1 and > 1)', { skip }, () => {
+  const rng = new Rng(7);
+  for (const [outer, len, inner] of [[4, 33, 1], [3, 9, 17], [1, 1, 5], [2, 0, 3]]) {
+    const x = randn(outer * len * inner, rng);
+    // Ties: round to a coarse grid.
+    for (let i = 0; i < x.length; i += 2) x[i] = Math.round(x[i]);
+    if (x.length > 20) { x[5] = NaN; x[x.length - 3] = NaN; }
+    const sn = new Float32Array(outer * inner), sj = new Float32Array(outer * inner);
+    N().sumAxis(x, outer, len, inner, sn);
+    js.sumAxis(x, outer, len, inner, sj);
+    close(sn, sj, 1e-5, 1e-5, `sumAxis ${outer}x${len}x${inner}`);
+    if (len === 0) continue;
+    const mn = new Float32Array(outer * inner), mj = new Float32Array(outer * inner);
+    const an = new Int32Array(outer * inner), aj = new Int32Array(outer * inner);
+    N().maxAxis(x, outer, len, inner, mn, an);
+    js.maxAxis(x, outer, len, inner, mj, aj);
+    exact(mn, mj, `maxAxis ${outer}x${len}x${inner}`);
+    exact(an, aj, `argmax ${outer}x${len}x${inner}`);
+  }
+});
+
+test('native: unary ops, including specials and aliasing', { skip }, () => {
+  const rng = new Rng(8);
+  const specials = [0, -0, 1, -1, Infinity, -Infinity, NaN, 1e-30, -1e-30, 1e-40, 88.7, 89, -87.5, -104, 1e-4, -1e-4, 0.6, -0.65, 20, -20];
+  const x = new Float32Array(2000 + specials.length);
+  x.set(randn(2000, rng, 4));
+  x.set(specials, 2000);
+  const tol: Record<string, number> = { exp: 3e-7, log: 3e-7, tanh: 3e-7, sigmoid: 4e-7 };
+  for (const op of ['neg', 'exp', 'log', 'relu', 'tanh', 'sigmoid', 'sqrt', 'abs', 'square'] as const) {
+    const on = new Float32Array(x.length), oj = new Float32Array(x.length);
+    N().unary(op, x, on);
+    js.unary(op, x, oj);
+    close(on, oj, tol[op] ?? 0, 1e-45, `unary ${op}`);
+    const alias = x.slice();
+    N().unary(op, alias, alias);
+    exact(alias, on, `unary ${op} in place`);
+  }
+});
+
+test('native: binary broadcasting (same shape, row/column broadcast, scalar, general strides)', { skip }, () => {
+  const rng = new Rng(9);
+  type Case = { shape: number[]; as: number[]; bs: number[]; la: number; lb: number };
+  const cases: Case[] = [
+    { shape: [4, 5], as: [5, 1], bs: [5, 1], la: 20, lb: 20 },
+    { shape: [4, 5], as: [5, 1], bs: [0, 1], la: 20, lb: 5 }, // bias row
+    { shape: [4, 5], as: [5, 1], bs: [1, 0], la: 20, lb: 4 }, // per-row scalar
+    { shape: [4, 5], as: [0, 0], bs: [5, 1], la: 1, lb: 20 }, // scalar a
+    { shape: [3, 4, 5], as: [1, 3, 12], bs: [20, 5, 1], la: 60, lb: 60 }, // transposed a
+    { shape: [3, 4, 5], as: [20, 0, 1], bs: [0, 1, 0], la: 60, lb: 4 }, // middle-axis broadcast
+    { shape: [2, 1, 3, 1], as: [3, 0, 1, 0], bs: [0, 0, 0, 0], la: 6, lb: 1 }, // size-1 axes
+    { shape: [], as: [], bs: [], la: 1, lb: 1 }, // 0-d
+    { shape: [0, 3], as: [3, 1], bs: [3, 1], la: 0, lb: 0 }, // empty
+    { shape: [6, 2], as: [1, 6], bs: [2, 1], la: 12, lb: 12 }, // short strided inner axis
+  ];
+  for (const c of cases) {
+    const a = randn(c.la, rng), b = randn(c.lb, rng);
+    if (c.la > 3) { a[1] = NaN; a[2] = 0.25; }
+    if (c.lb > 3) { b[2] = 0.25; b[3] = NaN; }
+    const total = c.shape.reduce((p, d) => p * d, 1);
+    for (const op of ['add', 'sub', 'mul', 'div', 'max', 'min'] as const) {
+      const on = new Float32Array(total), oj = new Float32Array(total);
+      N().binary(op, a, c.as, b, c.bs, on, c.shape);
+      js.binary(op, a, c.as, b, c.bs, oj, c.shape);
+      exact(on, oj, `binary ${op} shape=[${c.shape}] as=[${c.as}] bs=[${c.bs}]`);
+    }
+  }
+});
+
+test('native: axpy, affine (in place), reluBackward, sumSquares', { skip }, () => {
+  const rng = new Rng(10);
+  const x = randn(1001, rng), y = randn(1001, rng);
+  const yn = y.slice(), yj = y.slice();
+  N().axpy(0.37, x, yn);
+  js.axpy(0.37, x, yj);
+  exact(yn, yj, 'axpy');
+  const an = x.slice(), aj = new Float32Array(x.length);
+  N().affine(an, -1.3, 0.2, an);
+  js.affine(x, -1.3, 0.2, aj);
+  exact(an, aj, 'affine');
+  const dn = new Float32Array(x.length), dj = new Float32Array(x.length);
+  N().reluBackward(x, y, dn);
+  js.reluBackward(x, y, dj);
+  exact(dn, dj, 'reluBackward');
+  const sn = N().sumSquares(x), sj = js.sumSquares(x);
+  assert.ok(Math.abs(sn - sj) <= 1e-12 * sj, `sumSquares ${sn} vs ${sj}`);
+});
+
+test('native: gather and scatterAdd (repeated indices), index range checks', { skip }, () => {
+  const rng = new Rng(11);
+  for (const [outer, len, inner] of [[3, 10, 1], [2, 6, 7]]) {
+    const x = randn(outer * len * inner, rng);
+    const index = new Int32Array([3, 0, 5, 5, 1, 3, 3]);
+    const k = index.length;
+    const gn = new Float32Array(outer * k * inner), gj = new Float32Array(outer * k * inner);
+    N().gather(x, outer, len, inner, index, gn);
+    js.gather(x, outer, len, inner, index, gj);
+    exact(gn, gj, `gather inner=${inner}`);
+    const dy = randn(outer * k * inner, rng);
+    const d0 = randn(outer * len * inner, rng);
+    const dn = d0.slice(), dj = d0.slice();
+    N().scatterAdd(dy, outer, len, inner, index, dn);
+    js.scatterAdd(dy, outer, len, inner, index, dj);
+    close(dn, dj, 1e-6, 1e-6, `scatterAdd inner=${inner}`);
+    assert.throws(() => N().gather(x, outer, len, inner, new Int32Array([len]), gn), RangeError);
+    assert.throws(() => N().scatterAdd(dy, outer, len, inner, new Int32Array([-1]), dn), RangeError);
+  }
+});
+
+test('native: copyStrided (transpose, negative strides, broadcast, 0-d)', { skip }, () => {
+  const rng = new Rng(12);
+  const x = randn(120, rng);
+  const cases: [number, number[], number[]][] = [
+    [0, [1, 4, 20], [4, 5, 6]], // permuted axes
+    [119, [-20, -1], [6, 20]], // reversed
+    [7, [0, 3, 1], [5, 4, 3]], // broadcast leading axis
+    [10, [2], [30]], // strided 1-d
+    [5, [], []], // 0-d
+    [0, [20, 1], [6, 20]], // contiguous
+  ];
+  for (const [off, strides, shape] of cases) {
+    const total = shape.reduce((p, d) => p * d, 1);
+    const on = new Float32Array(total), oj = new Float32Array(total);
+    N().copyStrided(x, off, strides, on, shape);
+    js.copyStrided(x, off, strides, oj, shape);
+    exact(on, oj, `copyStrided off=${off} strides=[${strides}]`);
+  }
+  assert.throws(() => N().copyStrided(x, 100, [1], new Float32Array(30), [30]), RangeError);
+  assert.throws(() => N().copyStrided(x, 0, [-1], new Float32Array(2), [2]), RangeError);
+});
+
+function convGeom(N_: number, C: number, H: number, W: number, O: number, KH: number, KW: number, stride: number, pad: number): ConvGeometry {
+  return {
+    N: N_, C, H, W, O, KH, KW, stride, pad,
+    OH: Math.floor((H + 2 * pad - KH) / stride) + 1, OW: Math.floor((W + 2 * pad - KW) / stride) + 1,
+  };
+}
+
+test('native: conv2d forward/backward (stride 2, padding, 1×1, rectangular kernels, partial grads)', { skip }, () => {
+  const rng = new Rng(13);
+  const geoms = [
+    convGeom(3, 3, 9, 8, 4, 3, 3, 1, 1),
+    convGeom(4, 2, 11, 10, 5, 3, 3, 2, 1),
+    convGeom(2, 6, 5, 7, 3, 1, 1, 1, 0),
+    convGeom(3, 4, 8, 9, 2, 2, 3, 2, 0),
+    convGeom(1, 2, 6, 6, 3, 5, 5, 1, 2),
+    convGeom(5, 3, 7, 7, 4, 3, 3, 3, 2),
+  ];
+  for (const g of geoms) {
+    const label = JSON.stringify(g);
+    const K = g.C * g.KH * g.KW;
+    const x = randn(g.N * g.C * g.H * g.W, rng), w = randn(g.O * K, rng), bias = randn(g.O, rng);
+    for (const b of [bias, null]) {
+      const on = new Float32Array(g.N * g.O * g.OH * g.OW), oj = on.slice();
+      N().conv2dForward(x, w, b, on, g);
+      js.conv2dForward(x, w, b, oj, g);
+      close(on, oj, 1e-5, 1e-5 * Math.sqrt(K), `conv fwd ${label} bias=${b !== null}`);
+    }
+    const dy = randn(g.N * g.O * g.OH * g.OW, rng);
+    const mk = () => ({ dx: randn(x.length, rng), dw: randn(w.length, rng), db: randn(g.O, rng) }); // garbage: must be overwritten
+    const n = mk(), j = mk();
+    N().conv2dBackward(x, w, dy, n.dx, n.dw, n.db, g);
+    js.conv2dBackward(x, w, dy, j.dx, j.dw, j.db, g);
+    const tol = 1e-5 * Math.sqrt(g.N * g.OH * g.OW);
+    close(n.dx, j.dx, 1e-5, 1e-5 * Math.sqrt(g.O * g.KH * g.KW), `conv dx ${label}`);
+    close(n.dw, j.dw, 1e-5, tol, `conv dw ${label}`);
+    close(n.db, j.db, 1e-5, tol, `conv db ${label}`);
+    // Only some gradients requested.
+    const dw2 = new Float32Array(w.length);
+    N().conv2dBackward(x, w, dy, null, dw2, null, g);
+    close(dw2, j.dw, 1e-5, tol, `conv dw only ${label}`);
+    const dx2 = new Float32Array(x.length);
+    N().conv2dBackward(x, w, dy, dx2, null, null, g);
+    close(dx2, j.dx, 1e-5, 1e-5 * Math.sqrt(g.O * g.KH * g.KW), `conv dx only ${label}`);
+  }
+});
+
+test('native: conv2d gives the same answer with 1 and 2 BLAS threads', { skip }, () => {
+  const rng = new Rng(14);
+  const g = convGeom(8, 16, 12, 12, 24, 3, 3, 1, 1);
+  const x = randn(g.N * g.C * g.H * g.W, rng), w = randn(g.O * g.C * 9, rng), dy = randn(g.N * g.O * g.OH * g.OW, rng);
+  const prev = blasThreads();
+  const run = (t: number) => {
+    setBlasThreads(t);
+    const out = new Float32Array(dy.length), dx = new Float32Array(x.length), dw = new Float32Array(w.length), db = new Float32Array(g.O);
+    N().conv2dForward(x, w, null, out, g);
+    N().conv2dBackward(x, w, dy, dx, dw, db, g);
+    return { out, dx, dw, db };
+  };
+  const a = run(1), b = run(2);
+  setBlasThreads(prev);
+  exact(a.out, b.out, 'conv out 1 vs 2 threads');
+  exact(a.dx, b.dx, 'conv dx 1 vs 2 threads');
+  close(a.dw, b.dw, 1e-5, 1e-4, 'conv dw 1 vs 2 threads');
+  close(a.db, b.db, 1e-6, 1e-5, 'conv db 1 vs 2 threads');
+});
+
+test('native: im2col / col2im with offsets', { skip }, () => {
+  const rng = new Rng(15);
+  for (const g of [convGeom(1, 3, 7, 6, 1, 3, 3, 2, 1), convGeom(1, 2, 5, 5, 1, 2, 2, 1, 0)]) {
+    const L = g.C * g.KH * g.KW * g.OH * g.OW;
+    const x = randn(9 + g.C * g.H * g.W, rng);
+    const cn = new Float32Array(L), cj = new Float32Array(L);
+    N().im2col(x, 9, cn, g);
+    js.im2col(x, 9, cj, g);
+    exact(cn, cj, 'im2col');
+    const d0 = randn(4 + g.C * g.H * g.W, rng);
+    const dn = d0.slice(), dj = d0.slice();
+    N().col2im(cn, dn, 4, g);
+    js.col2im(cj, dj, 4, g);
+    close(dn, dj, 1e-6, 1e-6, 'col2im');
+  }
+});
+
+function poolGeom(N_: number, C: number, H: number, W: number, K: number, stride: number, pad: number): PoolGeometry {
+  return { N: N_, C, H, W, K, stride, pad, OH: Math.floor((H + 2 * pad - K) / stride) + 1, OW: Math.floor((W + 2 * pad - K) / stride) + 1 };
+}
+
+test('native: max and average pooling with padding, ties and NaN', { skip }, () => {
+  const rng = new Rng(16);
+  for (const g of [poolGeom(2, 3, 8, 8, 2, 2, 0), poolGeom(2, 2, 7, 9, 2, 2, 0), poolGeom(1, 3, 7, 6, 3, 2, 1),
+    poolGeom(2, 1, 5, 5, 3, 1, 1), poolGeom(1, 2, 4, 4, 2, 2, 1), poolGeom(1, 1, 3, 3, 3, 3, 2)]) {
+    const label = JSON.stringify(g);
+    const x = randn(g.N * g.C * g.H * g.W, rng);
+    for (let i = 0; i < x.length; i += 3) x[i] = Math.round(x[i]); // ties
+    x[4] = NaN;
+    const on = g.N * g.C * g.OH * g.OW;
+    const mn = new Float32Array(on), mj = new Float32Array(on), an = new Int32Array(on), aj = new Int32Array(on);
+    N().maxPool2dForward(x, mn, an, g);
+    js.maxPool2dForward(x, mj, aj, g);
+    exact(mn, mj, `maxpool ${label}`);
+    exact(an, aj, `maxpool argmax ${label}`);
+    const dy = randn(on, rng);
+    const dxn = randn(x.length, rng), dxj = randn(x.length, rng);
+    N().maxPool2dBackward(dy, an, dxn, g);
+    js.maxPool2dBackward(dy, aj, dxj, g);
+    close(dxn, dxj, 1e-6, 1e-6, `maxpool bwd ${label}`);
+    const xa = randn(x.length, rng);
+    const pn = new Float32Array(on), pj = new Float32Array(on);
+    N().avgPool2dForward(xa, pn, g);
+    js.avgPool2dForward(xa, pj, g);
+    close(pn, pj, 1e-6, 1e-6, `avgpool ${label}`);
+    const vn = randn(x.length, rng), vj = randn(x.length, rng);
+    N().avgPool2dBackward(dy, vn, g);
+    js.avgPool2dBackward(dy, vj, g);
+    close(vn, vj, 1e-6, 1e-6, `avgpool bwd ${label}`);
+  }
+});
+
+test('native: softmaxCrossEntropy', { skip }, () => {
+  const rng = new Rng(17);
+  const n = 33, c = 10;
+  const logits = randn(n * c, rng, 3);
+  logits[5] = -Infinity;
+  const labels = new Int32Array(n);
+  for (let i = 0; i < n; i++) labels[i] = rng.int(c);
+  const pn = new Float32Array(n * c), pj = new Float32Array(n * c);
+  const ln = N().softmaxCrossEntropy(logits, labels, n, c, pn);
+  const lj = js.softmaxCrossEntropy(logits, labels, n, c, pj);
+  assert.ok(Math.abs(ln - lj) <= 1e-6 * Math.abs(lj), `loss ${ln} vs ${lj}`);
+  close(pn, pj, 1e-6, 1e-9, 'softmax probs');
+  labels[3] = c;
+  assert.throws(() => N().softmaxCrossEntropy(logits, labels, n, c, pn), RangeError);
+});
+
+test('native: adamw and sgd steps (PyTorch semantics)', { skip }, () => {
+  const rng = new Rng(18);
+  const n = 777;
+  const p0 = randn(n, rng);
+  const st = { pn: p0.slice(), pj: p0.slice(), mn: new Float32Array(n), mj: new Float32Array(n), vn: new Float32Array(n), vj: new Float32Array(n) };
+  for (let step = 1; step <= 5; step++) {
+    const g = randn(n, rng);
+    N().adamw(st.pn, g, st.mn, st.vn, 1e-2, 0.9, 0.999, 1e-8, 0.05, step);
+    js.adamw(st.pj, g, st.mj, st.vj, 1e-2, 0.9, 0.999, 1e-8, 0.05, step);
+  }
+  close(st.pn, st.pj, 1e-6, 1e-7, 'adamw param');
+  close(st.mn, st.mj, 1e-6, 1e-8, 'adamw m');
+  close(st.vn, st.vj, 1e-6, 1e-10, 'adamw v');
+  for (const [mom, damp, nest, wd] of [[0, 0, false, 0], [0.9, 0, false, 1e-3], [0.9, 0.1, false, 0], [0.8, 0, true, 5e-4]] as const) {
+    const pn = p0.slice(), pj = p0.slice(), bn = new Float32Array(n), bj = new Float32Array(n);
+    for (let s = 0; s < 4; s++) {
+      const g = randn(n, rng);
+      N().sgd(pn, g, bn, 0.1, mom, damp, nest, wd, s === 0);
+      js.sgd(pj, g, bj, 0.1, mom, damp, nest, wd, s === 0);
+    }
+    close(pn, pj, 1e-6, 1e-7, `sgd mom=${mom} nesterov=${nest}`);
+    close(bn, bj, 1e-6, 1e-7, `sgd buf mom=${mom}`);
+  }
+});
+
+test('native: float64 arrays are served by the JS kernels (solve by LAPACK)', { skip }, () => {
+  const rng = new Rng(19);
+  const x = Float64Array.from(randn(50, rng));
+  const on = new Float64Array(50), oj = new Float64Array(50);
+  N().unary('tanh', x, on);
+  js.unary('tanh', x, oj);
+  exact(on, oj, 'float64 unary');
+  const g = convGeom(2, 2, 5, 5, 3, 3, 3, 1, 1);
+  const xc = Float64Array.from(randn(2 * 2 * 25, rng)), w = Float64Array.from(randn(3 * 18, rng));
+  const cn = new Float64Array(2 * 3 * 25), cj = new Float64Array(2 * 3 * 25);
+  N().conv2dForward(xc, w, null, cn, g);
+  js.conv2dForward(xc, w, null, cj, g);
+  exact(cn, cj, 'float64 conv');
+});
+
+test('native: malformed arguments throw TypeError / RangeError naming kernel and argument', { skip }, () => {
+  const f = new Float32Array(16), d = new Float64Array(16);
+  const raw = nativeAddon();
+  assert.ok(raw);
+  const expectErr = (fn: () => unknown, type: typeof TypeError | typeof RangeError, re: RegExp) => {
+    assert.throws(fn, (e: unknown) => e instanceof type && re.test((e as Error).message));
+  };
+  // Mixed dtypes, wrong kinds, missing arguments.
+  expectErr(() => N().gemm(false, false, 2, 2, 2, 1, f, 0, 2, f, 0, 2, 0, d, 0, 2), TypeError, /gemm.*'C'.*Float32Array.*Float64Array/);
+  expectErr(() => N().axpy(1, f, d), TypeError, /axpy.*'y'/);
+  expectErr(() => raw.unary('exp', [1, 2, 3] as unknown as Float32Array, f), TypeError, /unary.*'x'/);
+  expectErr(() => (raw.sumSquares as unknown as () => number)(), TypeError, /sumSquares.*expected 1 arguments/);
+  expectErr(() => raw.gemm('yes' as unknown as boolean, false, 2, 2, 2, 1, f, 0, 2, f, 0, 2, 0, f, 0, 2), TypeError, /gemm.*'transA'.*boolean/);
+  expectErr(() => N().solve(2, 1, new Int32Array(4) as unknown as Float32Array, f), TypeError, /solve.*'A'/);
+  expectErr(() => N().solve(2, 1, new Float32Array(4), new Float64Array(2)), TypeError, /solve.*'B'/);
+  // Sizes and ranges.
+  expectErr(() => N().gemm(false, false, 4, 4, 4, 1, f, 1, 4, f, 0, 4, 0, f, 0, 4), RangeError, /gemm.*'A'.*length 16/);
+  expectErr(() => N().gemm(false, false, 2, 2, 3, 1, f, 0, 2, f, 0, 2, 0, f, 0, 2), RangeError, /gemm.*lda/);
+  expectErr(() => N().gemm(false, false, 2.5, 2, 2, 1, f, 0, 2, f, 0, 2, 0, f, 0, 2), RangeError, /gemm.*'M'/);
+  expectErr(() => N().unary('cube' as 'exp', f, f), RangeError, /unary.*unknown op 'cube'/);
+  expectErr(() => N().unary('exp', f, new Float32Array(3)), RangeError, /unary.*'out'/);
+  expectErr(() => N().binary('add', f, [4, 1], f, [4], f, [4, 4]), RangeError, /binary.*same length/);
+  expectErr(() => N().binary('add', f, [4, 1], f, [5, 1], f, [4, 4]), RangeError, /binary.*'b'.*strided view/);
+  expectErr(() => N().logsumexp(f, 2, 9, 1, f), RangeError, /logsumexp.*'x'/);
+  expectErr(() => N().sinkhornLog(f, 1, 4, 4, 1, new Float32Array(3), null), RangeError, /sinkhornLog.*'logA'/);
+  const g = convGeom(1, 1, 4, 4, 1, 3, 3, 1, 0);
+  expectErr(() => N().conv2dForward(f, f, null, f, { ...g, OH: 3 }), RangeError, /conv2dForward.*geometry/);
+  expectErr(() => N().conv2dForward(f, f, null, f, { ...g, stride: 0 }), RangeError, /conv2dForward.*'stride'/);
+  expectErr(() => N().conv2dForward(f, f, d as unknown as Float32Array, f, g), TypeError, /conv2dForward.*'bias'/);
+  expectErr(() => raw.conv2dForward(f, f, null, f, null as unknown as ConvGeometry), TypeError, /conv2dForward.*'g'/);
+  expectErr(() => N().maxPool2dForward(f, f, new Int32Array(1), poolGeom(1, 1, 4, 4, 2, 2, 0)), RangeError, /maxPool2dForward.*'argmax'/);
+  expectErr(() => N().maxPool2dBackward(f, new Int32Array(4).fill(16), f, poolGeom(1, 1, 4, 4, 2, 2, 0)), RangeError, /maxPool2dBackward.*argmax/);
+  expectErr(() => N().sgd(f, new Float32Array(3), f, 0.1, 0, 0, false, 0, true), RangeError, /sgd.*'grad'/);
+  expectErr(() => N().maxAxis(f, 2, 8, 1, f, new Float32Array(2) as unknown as Int32Array), TypeError, /maxAxis.*'argmax'.*Int32Array/);
+});
