@@ -239,7 +239,7 @@ export function backward(root: Tensor, grad?: Tensor): void {
   if (!root.requiresGrad) throw new Error('backward(): the tensor does not require grad (no trainable input reached it)');
   let seed: FloatArray;
   if (grad) {
-    if (grad.size !== root.size) throw new Error(`backward(): gradient shape ${shapeStr(grad.shape)} does not match ${shapeStr(root.shape)}`);
+    if (grad.ndim !== root.ndim || grad.shape.some((d, i) => d !== root.shape[i])) throw new Error(`backward(): gradient shape ${shapeStr(grad.shape)} does not match ${shapeStr(root.shape)}`);
     seed = allocLike(root.dtype, root.size);
     seed.set(grad.data);
   } else {

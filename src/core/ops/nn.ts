@@ -18,7 +18,7 @@ export function conv2d(x: Tensor, w: Tensor, b: Tensor | null = null, opts: Conv
   if (x.ndim !== 4 || w.ndim !== 4) throw new Error(`conv2d: expects x [N,C,H,W] and w [O,C,KH,KW], got ${shapeStr(x.shape)} and ${shapeStr(w.shape)}`);
   const [N, C, H, W] = x.shape;
   const [O, C2, KH, KW] = w.shape;
-  if (C !== C2) throw new Error(`conv2d: input has ${C} channels but weight ${shapeStr(w.shape)} expects ${C2}`);
+  if (C !== C2) throw new Error(`conv2d: input ${shapeStr(x.shape)} has ${C} channels but weight ${shapeStr(w.shape)} expects ${C2}`);
   if (b && (b.ndim !== 1 || b.shape[0] !== O)) throw new Error(`conv2d: bias ${shapeStr(b.shape)} does not match ${O} output channels`);
   if (!(stride >= 1 && Number.isInteger(stride)) || !(pad >= 0 && Number.isInteger(pad))) throw new Error(`conv2d: invalid stride ${stride} or padding ${pad}`);
   const OH = Math.floor((H + 2 * pad - KH) / stride) + 1;

@@ -6,6 +6,10 @@ import { normAxis } from './reduce.js';
 /** Same data, new shape; one dimension may be -1. */
 export function reshape(x: Tensor, shape: Shape): Tensor {
   const dims = [...shape];
+  // At most one -1; every other entry a non-negative integer (else the -1 inference goes wrong).
+  if (dims.filter((d) => d === -1).length > 1 || dims.some((d) => d !== -1 && !(Number.isInteger(d) && d >= 0))) {
+    throw new Error(`reshape: invalid target shape ${shapeStr(shape)} for ${shapeStr(x.shape)}`);
+  }
   const neg = dims.indexOf(-1);
   if (neg >= 0) {
     const rest = numel(dims.filter((_, i) => i !== neg));

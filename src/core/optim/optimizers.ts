@@ -8,6 +8,11 @@ import { allocLike, Tensor } from '../tensor.js';
 
 export interface OptimizerState {
   step: number;
+  /**
+   * Updates each parameter has received (a parameter without .grad is skipped, as in PyTorch, so its
+   * bias correction / momentum start at its own first update). Absent: every parameter has `step`.
+   */
+  paramSteps?: number[];
   /** Per-parameter buffers, in parameter order (momentum for SGD; m and v for AdamW). */
   buffers: number[][][];
 }
@@ -30,6 +35,12 @@ function checkParams(name: string, params: Tensor[]): void {
 
 function checkLr(name: string, lr: number): void {
   if (!(lr >= 0) || !Number.isFinite(lr)) throw new Error(`${name}: learning rate must be a finite number ≥ 0, got ${lr}`);
+}
+
+function loadParamSteps(name: string, params: Tensor[], s: OptimizerState): number[] {
+  if (!s.paramSteps) return params.map(() => s.step);
+  if (s.paramSteps.length !== params.length) throw new Error(`${name}.setState: state has ${s.paramSteps.length} step counts, optimiser has ${params.length} parameters`);
+  return [...s.paramSteps];
 }
 
 function saveBuffers(bufs: FloatArray[][]): number[][][] {
@@ -65,6 +76,7 @@ export class SGD implements Optimizer {
   readonly nesterov: boolean;
   readonly weightDecay: number;
   private steps = 0;
+  private paramSteps: number[];
   private bufs: FloatArray[];
 
   constructor(params: Tensor[], opts: SGDOptions) {
@@ -79,14 +91,16 @@ export class SGD implements Optimizer {
     if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) throw new Error('SGD: nesterov needs momentum > 0 and dampening = 0');
     if (this.momentum < 0 || this.weightDecay < 0) throw new Error('SGD: momentum and weightDecay must be ≥ 0');
     this.bufs = params.map((p) => allocLike(p.dtype, this.momentum ? p.size : 0));
+    this.paramSteps = params.map(() => 0);
   }
 
   step(): void {
     const k = kernels();
-    const first = this.steps === 0;
     this.params.forEach((p, i) => {
       if (!p.grad) return;
-      k.sgd(p.data, p.grad.data, this.bufs[i], this.lr, this.momentum, this.dampening, this.nesterov, this.weightDecay, first);
+      // The momentum buffer starts at this parameter's own first update (PyTorch's per-param state).
+      k.sgd(p.data, p.grad.data, this.bufs[i], this.lr, this.momentum, this.dampening, this.nesterov, this.weightDecay, this.paramSteps[i] === 0);
+      this.paramSteps[i]++;
     });
     this.steps++;
   }
@@ -96,12 +110,14 @@ export class SGD implements Optimizer {
   }
 
   getState(): OptimizerState {
-    return { step: this.steps, buffers: saveBuffers(this.bufs.map((b) => [b])) };
+    return { step: this.steps, paramSteps: [...this.paramSteps], buffers: saveBuffers(this.bufs.map((b) => [b])) };
   }
 
   setState(s: OptimizerState): void {
-    this.steps = s.step;
+    const paramSteps = loadParamSteps('SGD', this.params, s);
     if (this.momentum) this.bufs = loadBuffers('SGD', this.params, s.buffers, 1).map((b) => b[0]);
+    this.steps = s.step;
+    this.paramSteps = paramSteps;
   }
 }
 
@@ -120,6 +136,7 @@ export class AdamW implements Optimizer {
   readonly eps: number;
   readonly weightDecay: number;
   private steps = 0;
+  private paramSteps: number[];
   private m: FloatArray[];
   private v: FloatArray[];
 
@@ -132,6 +149,9 @@ export class AdamW implements Optimizer {
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0.01;
     if (!(this.beta1 >= 0 && this.beta1 < 1 && this.beta2 >= 0 && this.beta2 < 1)) throw new Error(`AdamW: betas must be in [0, 1), got [${this.beta1}, ${this.beta2}]`);
+    if (!(this.eps >= 0) || !Number.isFinite(this.eps)) throw new Error(`AdamW: eps must be a finite number ≥ 0, got ${this.eps}`);
+    if (!(this.weightDecay >= 0) || !Number.isFinite(this.weightDecay)) throw new Error(`AdamW: weightDecay must be a finite number ≥ 0, got ${this.weightDecay}`);
+    this.paramSteps = params.map(() => 0);
     this.m = params.map((p) => allocLike(p.dtype, p.size));
     this.v = params.map((p) => allocLike(p.dtype, p.size));
   }
@@ -141,7 +161,8 @@ export class AdamW implements Optimizer {
     const k = kernels();
     this.params.forEach((p, i) => {
       if (!p.grad) return;
-      k.adamw(p.data, p.grad.data, this.m[i], this.v[i], this.lr, this.beta1, this.beta2, this.eps, this.weightDecay, this.steps);
+      // Bias correction counts this parameter's own updates (PyTorch's per-param state['step']).
+      k.adamw(p.data, p.grad.data, this.m[i], this.v[i], this.lr, this.beta1, this.beta2, this.eps, this.weightDecay, ++this.paramSteps[i]);
     });
   }
 
@@ -150,11 +171,12 @@ export class AdamW implements Optimizer {
   }
 
   getState(): OptimizerState {
-    return { step: this.steps, buffers: saveBuffers(this.params.map((_, i) => [this.m[i], this.v[i]])) };
+    return { step: this.steps, paramSteps: [...this.paramSteps], buffers: saveBuffers(this.params.map((_, i) => [this.m[i], this.v[i]])) };
   }
 
   setState(s: OptimizerState): void {
     const b = loadBuffers('AdamW', this.params, s.buffers, 2);
+    this.paramSteps = loadParamSteps('AdamW', this.params, s);
     this.steps = s.step;
     this.m = b.map((x) => x[0]);
     this.v = b.map((x) => x[1]);
