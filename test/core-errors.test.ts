@@ -1,7 +1,7 @@
 /** Error paths: messages name the op and the offending shapes/values, so users can find their bug. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { jsKernels, setKernels } from '../src/core/backend/index.js';
+import { jsKernels, nativeKernels, setKernels } from '../src/core/backend/index.js';
 import * as F from '../src/core/ops/index.js';
 import { AdamW, clipGradValue, SGD } from '../src/core/optim/optimizers.js';
 import { Rng } from '../src/core/random.js';
@@ -78,6 +78,18 @@ test('losses: labels out of range, wrong counts, shape mismatches', () => {
   assert.throws(() => F.crossEntropy(logits, Int32Array.from([0, 1])), /crossEntropy: 2 labels for 3 rows/);
   assert.throws(() => F.crossEntropy(t([3]), Int32Array.from([0, 1, 2])), /crossEntropy.*\[3\]/);
   assert.throws(() => F.mse(t([2, 3]), t([3, 3])), /mse.*\[2, 3\].*\[3, 3\]/);
+});
+
+// The label check lives in the kernel: the native one must throw too, never read out of bounds.
+test('crossEntropy rejects out-of-range labels on the native backend too', { skip: nativeKernels() ? false : 'native backend not available' }, () => {
+  const prev = setKernels(nativeKernels()!);
+  try {
+    const logits = zeros([3, 4]);
+    assert.throws(() => F.crossEntropy(logits, Int32Array.from([0, 4, 1])), /label 4.*\[0, 4\)/);
+    assert.throws(() => F.crossEntropy(logits, Int32Array.from([-1, 0, 1])), /label -1/);
+  } finally {
+    setKernels(prev);
+  }
 });
 
 test('batchNorm and dropout: bad shapes and options', () => {
