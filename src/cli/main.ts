@@ -5,6 +5,7 @@
  */
 import { CheckFailedError, EXIT, InputError } from '../errors.js';
 import { formatHelp, parseArgs, UsageError, type CommandSpec, type Parsed } from './args.js';
+import { align, alignSpec, interpolate, interpolateSpec, merge, mergeSpec } from './align.js';
 import { doctor, doctorSpec } from './doctor.js';
 import { experimentRecovery, recoverySpec } from './experiment-recovery.js';
 import { demo, demoSpec, experimentLmc, lmcSpec } from './experiment-lmc.js';
@@ -17,7 +18,10 @@ interface Command {
 
 /** Commands by name; sub-commands are "group name" (e.g. "experiment recovery"). */
 const commands: Record<string, Command> = {
+  align: { spec: alignSpec, run: align },
   demo: { spec: demoSpec, run: demo },
+  interpolate: { spec: interpolateSpec, run: interpolate },
+  merge: { spec: mergeSpec, run: merge },
   doctor: { spec: doctorSpec, run: doctor },
   'experiment lmc': { spec: lmcSpec, run: experimentLmc },
   train: { spec: trainSpec, run: train },

@@ -1,0 +1,258 @@
+/**
+ * Checkpoint commands: `align` (permute B into A's basin), `interpolate` (models along the path)
+ * and `merge` (align several models to the first, then average). Outputs are safetensors written
+ * atomically; align and merge end with the equivalence check of every permuted model.
+ */
+import { dirname, join, resolve } from 'node:path';
+import { barrier, interpolationCurve } from '../analysis/lmc.js';
+import { noGrad } from '../core/tensor.js';
+import { CheckFailedError, InputError } from '../errors.js';
+import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
+import { alignModels, METHODS, needsData, type MethodName } from '../methods/registry.js';
+import type { AlignResult } from '../methods/types.js';
+import { assertCompatible } from '../methods/validate.js';
+import { lerpState, weightedAverage } from '../models/state.js';
+import { applyHard, invertPerms, type Params } from '../permutation/apply.js';
+import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
+import { Progress } from '../report/progress.js';
+import { linePlots } from '../report/svg.js';
+import { UsageError, type CommandSpec, type Parsed } from './args.js';
+import { equivalenceCheck, parseModelConfig, readDataset, readModelFile, resolveSpec, writeModelFile, type EquivalenceReport, type ModelFile } from './model-files.js';
+
+const common = {
+  spec: { type: 'string', help: 'permutation spec JSON (default: derived from a rebasin checkpoint\'s model)' },
+  'model-config': { type: 'string', help: 'model definition as JSON or a JSON file, e.g. {"arch":"mlp","sizes":[784,512,10]} (enables the functional check and data-driven methods for plain weights)' },
+  data: { type: 'string', help: 'training data for am/ste/sinkhorn-mid/sinkhorn-rnd: mnist, fashion-mnist or an .npz with x and y' },
+  'data-dir': { type: 'string', help: 'folder with the MNIST/Fashion-MNIST IDX files' },
+  'data-limit': { type: 'int', help: 'use only the first N training samples' },
+  seed: { type: 'int', help: 'random seed', default: 0 },
+  quiet: { type: 'boolean', help: 'no progress output' },
+  json: { type: 'boolean', help: 'print one JSON object on stdout' },
+} as const;
+
+const methodOptions = {
+  method: { type: 'string', help: 'alignment method', choices: METHODS, default: 'wm' },
+  steps: { type: 'int', help: 'Sinkhorn steps (weight costs) ' },
+  epochs: { type: 'int', help: 'epochs over --data for sinkhorn-mid/rnd (default 20) and ste (default 5)' },
+  tau: { type: 'number', help: 'Sinkhorn temperature τ' },
+  lr: { type: 'number', help: 'learning rate of the Sinkhorn matrices / STE' },
+  'batch-size': { type: 'int', help: 'mini-batch size for the data-driven methods', default: 1000 },
+} as const;
+
+export const alignSpec: CommandSpec = {
+  name: 'align',
+  summary: 'Permute model B into model A\'s basin and write the aligned B (same function as B).',
+  usage: 'rebasin align A.safetensors B.safetensors [--spec spec.json] [--method wm|am|ste|sinkhorn-l2|sinkhorn-mid|sinkhorn-rnd] [--data mnist] -o B_aligned.safetensors',
+  positionals: ['A', 'B'],
+  options: {
+    out: { type: 'string', alias: 'o', help: 'output safetensors for the aligned B' },
+    'perms-out': { type: 'string', help: 'also write the permutations as JSON' },
+    ...methodOptions,
+    ...common,
+  },
+};
+
+interface Loaded {
+  files: ModelFile[];
+  spec: PermutationSpec;
+}
+
+async function loadModels(cmd: string, paths: string[], o: Parsed['options']): Promise<Loaded> {
+  const config = o['model-config'] ? parseModelConfig(o['model-config'] as string) : undefined;
+  const files = await Promise.all(paths.map((p) => readModelFile(resolve(p), config)));
+  const spec = resolveSpec(o.spec as string | undefined, files[0].model, cmd);
+  try {
+    assertValidSpec(spec, files[0].state);
+  } catch (e) {
+    throw new InputError(`${cmd}: the spec does not match ${files[0].path}: ${(e as Error).message}`);
+  }
+  for (const f of files.slice(1)) assertCompatible(files[0].state, f.state);
+  return { files, spec };
+}
+
+function checkMethodOptions(cmd: string, o: Parsed['options']): MethodName {
+  const method = o.method as MethodName;
+  for (const k of ['steps', 'epochs', 'batch-size', 'data-limit']) {
+    if (o[k] !== undefined && !((o[k] as number) >= 1)) throw new UsageError(`${cmd}: --${k} must be ≥ 1`);
+  }
+  if (o.tau !== undefined && !((o.tau as number) > 0)) throw new UsageError(`${cmd}: --tau must be > 0`);
+  if (o.lr !== undefined && !((o.lr as number) > 0)) throw new UsageError(`${cmd}: --lr must be > 0`);
+  if (needsData(method) && !o.data) throw new UsageError(`${cmd}: --method ${method} needs --data (and a model definition: a rebasin checkpoint or --model-config)`);
+  return method;
+}
+
+async function runMethod(cmd: string, method: MethodName, spec: PermutationSpec, a: ModelFile, b: ModelFile, o: Parsed['options']): Promise<AlignResult> {
+  const model = a.model ?? b.model;
+  if (needsData(method) && !model) throw new UsageError(`${cmd}: --method ${method} needs a model definition: use rebasin checkpoints or pass --model-config`);
+  const data = o.data ? await readDataset(o.data as string, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model }) : undefined;
+  const progress = new Progress({ label: `${cmd} ${method}`, total: 1, quiet: Boolean(o.quiet || o.json) });
+  const result = alignModels(method, { spec, a: a.state, b: b.state }, {
+    model, data, seed: o.seed as number, batchSize: o['batch-size'] as number,
+    sinkhorn: {
+      ...(o.steps !== undefined ? { steps: o.steps as number } : {}),
+      ...(o.epochs !== undefined ? { epochs: o.epochs as number } : {}),
+      ...(o.tau !== undefined ? { tau: o.tau as number } : {}),
+      ...(o.lr !== undefined ? { lr: o.lr as number } : {}),
+    },
+    steEpochs: o.epochs as number | undefined,
+    steLr: o.lr as number | undefined,
+    onStep: (e) => { progress.tick(0, `step ${e.step} cost ${e.cost.toPrecision(4)}${e.hardCost !== undefined ? ` hard ${e.hardCost.toPrecision(4)}` : ''}`); },
+  });
+  progress.finish(`${result.steps} steps, ${result.seconds.toFixed(1)} s`);
+  return result;
+}
+
+function checkOrThrow(what: string, r: EquivalenceReport, quiet: boolean): void {
+  if (!quiet) {
+    process.stderr.write(r.kind === 'functional'
+      ? `${what}: equivalence check: max |output difference| ${r.maxAbsDiff.toExponential(2)} (outputs up to ${r.maxAbsOutput!.toExponential(2)}) ${r.passed ? 'OK' : 'FAILED'}\n`
+      : `${what}: ${r.note}: max difference ${r.maxAbsDiff} ${r.passed ? 'OK' : 'FAILED'}\n`);
+  }
+  if (!r.passed) throw new CheckFailedError(`${what}: the permuted model does not compute the same function (max |difference| ${r.maxAbsDiff}); the spec probably does not describe this architecture — nothing was written`);
+}
+
+function permsJson(perms: Record<string, Int32Array>): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(perms).map(([k, v]) => [k, Array.from(v)]))) + '\n';
+}
+
+export async function align(args: Parsed): Promise<number> {
+  const o = args.options;
+  if (args.positionals.length !== 2) throw new UsageError(`align: expects two model files A and B, got ${args.positionals.length}`);
+  if (!o.out) throw new UsageError('align: -o/--out is required');
+  const method = checkMethodOptions('align', o);
+  const { files: [a, b], spec } = await loadModels('align', args.positionals, o);
+  const result = await runMethod('align', method, spec, a, b, o);
+  const check = equivalenceCheck(a.model ?? b.model, b.state, result.aligned, () => noGrad(() => applyHard(spec, result.aligned, invertPerms(result.perms))));
+  checkOrThrow('align', check, Boolean(o.json));
+  const out = resolve(o.out as string);
+  await writeModelFile(out, result.aligned, b.metadata, { rebasin_aligned_to: a.path, rebasin_method: method });
+  if (o['perms-out']) {
+    const p = resolve(o['perms-out'] as string);
+    ensureDirSync(dirname(p));
+    writeFileAtomicSync(p, permsJson(result.perms));
+  }
+  const summary = {
+    method, output: out, steps: result.steps, seconds: result.seconds,
+    finalCost: result.log.at(-1)?.cost ?? null, hardCost: result.log.at(-1)?.hardCost ?? null,
+    equivalence: check,
+    permutations: Object.fromEntries(Object.entries(result.perms).map(([k, p]) => [k, { size: p.length, moved: p.filter((v, i) => v !== i).length }])),
+  };
+  if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
+  else {
+    process.stdout.write(`aligned ${b.path} to ${a.path} with ${method} in ${result.seconds.toFixed(2)} s (${result.steps} steps)\n`);
+    for (const [k, v] of Object.entries(summary.permutations)) process.stdout.write(`  ${k}: ${v.moved}/${v.size} units moved\n`);
+    process.stdout.write(`wrote ${out}\n`);
+  }
+  return 0;
+}
+
+export const interpolateSpec: CommandSpec = {
+  name: 'interpolate',
+  summary: 'Write models along the linear path (1−α)·A + α·B; with a model definition and --data, also print and plot the loss curve.',
+  usage: 'rebasin interpolate A.safetensors B.safetensors [--alphas 0,0.25,0.5,0.75,1] -o DIR [--data mnist]',
+  positionals: ['A', 'B'],
+  options: {
+    out: { type: 'string', alias: 'o', help: 'output directory' },
+    alphas: { type: 'list', help: 'interpolation weights in [0, 1]', default: ['0', '0.25', '0.5', '0.75', '1'] },
+    points: { type: 'int', help: 'λ points of the evaluated curve (with --data)', default: 25 },
+    'no-files': { type: 'boolean', help: 'only evaluate the curve; write no interpolated models' },
+    ...common,
+  },
+};
+
+export async function interpolate(args: Parsed): Promise<number> {
+  const o = args.options;
+  if (args.positionals.length !== 2) throw new UsageError(`interpolate: expects two model files A and B, got ${args.positionals.length}`);
+  if (!o.out) throw new UsageError('interpolate: -o/--out DIR is required');
+  const alphas = (o.alphas as string[]).map((s) => {
+    const v = Number(s);
+    if (!(v >= 0 && v <= 1)) throw new UsageError(`interpolate: --alphas: "${s}" is not a number in [0, 1]`);
+    return v;
+  });
+  const config = o['model-config'] ? parseModelConfig(o['model-config'] as string) : undefined;
+  const [a, b] = await Promise.all(args.positionals.map((p) => readModelFile(resolve(p), config)));
+  assertCompatible(a.state, b.state);
+  const dir = resolve(o.out as string);
+  ensureDirSync(dir);
+  const written: string[] = [];
+  if (!o['no-files']) {
+    for (const alpha of alphas) {
+      const p = join(dir, `interp-${alpha.toFixed(3)}.safetensors`);
+      await writeModelFile(p, noGrad(() => lerpState(a.state, b.state, alpha)), a.metadata, { rebasin_interpolation: JSON.stringify({ a: a.path, b: b.path, alpha }) });
+      written.push(p);
+    }
+  }
+  const model = a.model ?? b.model;
+  let curve: ReturnType<typeof interpolationCurve> | null = null;
+  if (o.data) {
+    if (!model) throw new UsageError('interpolate: evaluating a curve needs a model definition: rebasin checkpoints or --model-config');
+    const data = await readDataset(o.data as string, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model });
+    const progress = new Progress({ label: 'interpolate', total: o.points as number, quiet: Boolean(o.quiet || o.json) });
+    curve = interpolationCurve({ model, a: a.state, b: b.state, data, criterion: data.y instanceof Int32Array ? 'ce' : 'mse', points: o.points as number, onPoint: () => progress.tick() });
+    progress.finish();
+    const svg = join(dir, 'curve.svg');
+    const panels = [{ title: 'loss along (1−λ)·A + λ·B', xLabel: 'λ', yLabel: 'loss', series: [{ label: 'loss', x: curve.map((p) => p.lambda), y: curve.map((p) => p.loss) }] }];
+    if (curve.every((p) => p.accuracy !== undefined)) panels.push({ title: 'accuracy', xLabel: 'λ', yLabel: 'accuracy', series: [{ label: 'accuracy', x: curve.map((p) => p.lambda), y: curve.map((p) => p.accuracy!) }] });
+    writeFileAtomicSync(svg, linePlots(panels, { cols: panels.length }));
+    written.push(svg);
+  }
+  const summary = curve ? barrier(curve) : null;
+  if (o.json) process.stdout.write(JSON.stringify({ files: written, curve, barrier: summary }) + '\n');
+  else {
+    if (curve) {
+      process.stdout.write('  λ      loss      accuracy\n');
+      for (const p of curve) process.stdout.write(`  ${p.lambda.toFixed(3)}  ${p.loss.toFixed(5)}  ${p.accuracy !== undefined ? (100 * p.accuracy).toFixed(2) + '%' : '-'}\n`);
+      process.stdout.write(`loss barrier ${summary!.lossBarrier.toFixed(5)} at λ = ${summary!.lossBarrierAt.toFixed(3)}; AUC ${summary!.auc.toFixed(5)}\n`);
+    }
+    process.stdout.write(`wrote ${written.length} file(s) to ${dir}\n`);
+  }
+  return 0;
+}
+
+export const mergeSpec: CommandSpec = {
+  name: 'merge',
+  summary: 'Align every model to the first one, then average them (optionally weighted).',
+  usage: 'rebasin merge M1.safetensors M2.safetensors [M3 ...] [--weights 0.5,0.3,0.2] [--method wm] -o merged.safetensors',
+  positionals: ['M1', 'M2', '...'],
+  options: {
+    out: { type: 'string', alias: 'o', help: 'output safetensors for the merged model' },
+    weights: { type: 'list', help: 'averaging weights, one per model (normalised to sum to 1)' },
+    ...methodOptions,
+    ...common,
+  },
+};
+
+export async function merge(args: Parsed): Promise<number> {
+  const o = args.options;
+  if (args.positionals.length < 2) throw new UsageError(`merge: expects at least two model files, got ${args.positionals.length}`);
+  if (!o.out) throw new UsageError('merge: -o/--out is required');
+  const method = checkMethodOptions('merge', o);
+  let weights: number[] | undefined;
+  if (o.weights) {
+    const w = (o.weights as string[]).map(Number);
+    if (w.length !== args.positionals.length || w.some((v) => !(v >= 0)) || !(w.reduce((s, v) => s + v, 0) > 0)) {
+      throw new UsageError(`merge: --weights needs ${args.positionals.length} non-negative numbers with a positive sum`);
+    }
+    const total = w.reduce((s, v) => s + v, 0);
+    weights = w.map((v) => v / total);
+  }
+  const { files, spec } = await loadModels('merge', args.positionals, o);
+  const reference = files[0];
+  const aligned: Params[] = [reference.state];
+  const checks: EquivalenceReport[] = [];
+  for (const f of files.slice(1)) {
+    const r = await runMethod(`merge ${f.path}`, method, spec, reference, f, o);
+    const check = equivalenceCheck(reference.model ?? f.model, f.state, r.aligned, () => noGrad(() => applyHard(spec, r.aligned, invertPerms(r.perms))));
+    checkOrThrow(`merge ${f.path}`, check, Boolean(o.json));
+    checks.push(check);
+    aligned.push(r.aligned);
+  }
+  const merged = weightedAverage(aligned, weights);
+  const out = resolve(o.out as string);
+  await writeModelFile(out, merged, reference.metadata, { rebasin_merged: JSON.stringify({ models: files.map((f) => f.path), weights: weights ?? null, method }) });
+  if (o.json) process.stdout.write(JSON.stringify({ output: out, method, models: files.map((f) => f.path), weights: weights ?? files.map(() => 1 / files.length), equivalence: checks }) + '\n');
+  else process.stdout.write(`merged ${files.length} models (aligned to ${reference.path} with ${method}); wrote ${out}\n`);
+  return 0;
+}
+
+

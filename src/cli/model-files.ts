@@ -1,0 +1,163 @@
+/**
+ * Loading what the checkpoint commands work on: model files (rebasin checkpoints, plain
+ * safetensors/npz), the model definition when one is known, the permutation spec, and data sets
+ * for the data-driven methods. Every failure is an InputError naming the file or option.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { Rng } from '../core/random.js';
+import { Tensor } from '../core/tensor.js';
+import { loadFashionMnist, loadMnist, type Dataset } from '../data/index.js';
+import { InputError } from '../errors.js';
+import { ensureDirSync } from '../io/atomic.js';
+import { CHECKPOINT_FORMAT, loadCheckpoint, loadState, recordsToState, stateToRecords } from '../io/checkpoint.js';
+import { readNpz } from '../io/npy.js';
+import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import type { Model, ModelConfig } from '../models/model.js';
+import { createModel } from '../models/registry.js';
+import { splitState } from '../models/state.js';
+import type { Params } from '../permutation/apply.js';
+import { checkEquivalence } from '../permutation/equivalence.js';
+import { specFromJSON, type PermutationSpec } from '../permutation/spec.js';
+
+export interface ModelFile {
+  path: string;
+  /** All tensors (weights and BN statistics), by name. */
+  state: Params;
+  /** Known when the file is a rebasin checkpoint or a config was given. */
+  model?: Model;
+  metadata: Record<string, string>;
+}
+
+function describe(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Reads a rebasin checkpoint, a plain safetensors file or an .npz archive. */
+export async function readModelFile(path: string, config?: ModelConfig): Promise<ModelFile> {
+  if (!existsSync(path)) throw new InputError(`${path}: no such file`);
+  if (path.endsWith('.safetensors')) {
+    const { tensors, metadata } = await readSafetensors(path);
+    if (metadata.format === CHECKPOINT_FORMAT && !config) {
+      const ck = await loadCheckpoint(path);
+      return { path, state: new Map([...ck.params, ...ck.buffers]), model: ck.model, metadata };
+    }
+    const state = recordsToState(tensors);
+    dropBatchCounters(state);
+    return { path, state, model: config ? modelFor(config, path) : undefined, metadata };
+  }
+  const state = await loadState(path);
+  dropBatchCounters(state);
+  return { path, state, model: config ? modelFor(config, path) : undefined, metadata: {} };
+}
+
+function dropBatchCounters(state: Params): void {
+  for (const k of [...state.keys()]) if (/(^|\.)num_batches_tracked$/.test(k)) state.delete(k);
+}
+
+function modelFor(config: ModelConfig, source: string): Model {
+  try {
+    return createModel(config);
+  } catch (e) {
+    throw new InputError(`${source}: the model config does not describe a model: ${describe(e)}`);
+  }
+}
+
+/** A model config from inline JSON or a JSON file (e.g. {"arch": "mlp", "sizes": [784, 512, 10]}). */
+export function parseModelConfig(value: string): ModelConfig {
+  const text = value.trim().startsWith('{') ? value : (() => {
+    if (!existsSync(value)) throw new InputError(`--model-config: ${value} is neither JSON nor an existing file`);
+    return readFileSync(value, 'utf8');
+  })();
+  try {
+    return JSON.parse(text) as ModelConfig;
+  } catch (e) {
+    throw new InputError(`--model-config: invalid JSON (${describe(e)})`);
+  }
+}
+
+export function readSpecFile(path: string): PermutationSpec {
+  if (!existsSync(path)) throw new InputError(`${path}: no such spec file`);
+  try {
+    return specFromJSON(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new InputError(`${path}: ${describe(e)}`);
+  }
+}
+
+/** The spec from --spec, else the one derived from a known model definition. */
+export function resolveSpec(specPath: string | undefined, model: Model | undefined, what: string): PermutationSpec {
+  if (specPath) return readSpecFile(specPath);
+  if (model) return model.permutationSpec();
+  throw new InputError(`${what}: no permutation spec: pass --spec spec.json (see \`rebasin spec infer\`), or use rebasin checkpoints / --model-config so the spec can be derived`);
+}
+
+/**
+ * A data set by name (mnist, fashion-mnist) or an .npz with arrays `x` [N, ...] and `y` [N]
+ * (integer class labels) or [N, k] (regression targets).
+ */
+export async function readDataset(spec: string, opts: { dataDir?: string; limit?: number; model?: Model }): Promise<Dataset> {
+  const layout = opts.model && opts.model.inputShape.length === 1 ? 'flat' : 'chw';
+  if (spec === 'mnist') return loadMnist('train', { limit: opts.limit, layout, dataDir: opts.dataDir });
+  if (spec === 'fashion-mnist') return loadFashionMnist('train', { limit: opts.limit, layout, dataDir: opts.dataDir });
+  if (!spec.endsWith('.npz')) throw new InputError(`--data: expected mnist, fashion-mnist or an .npz file with arrays x and y, got "${spec}"`);
+  const arrays = await readNpz(spec);
+  const x = arrays.get('x');
+  const y = arrays.get('y');
+  if (!x || !y) throw new InputError(`${spec}: needs arrays "x" and "y" (has ${[...arrays.keys()].join(', ') || 'none'})`);
+  const n = x.shape[0];
+  if (y.shape[0] !== n) throw new InputError(`${spec}: x has ${n} samples but y has ${y.shape[0]}`);
+  const limit = Math.min(n, opts.limit ?? n);
+  const d = x.data.length / Math.max(n, 1);
+  const classes = y.shape.length === 1 && y.data.every((v) => Number.isInteger(v) && v >= 0);
+  return {
+    name: spec,
+    x: x.data.subarray(0, limit * d),
+    sampleShape: x.shape.slice(1),
+    y: classes ? Int32Array.from(y.data.subarray(0, limit)) : y.data.subarray(0, limit * (y.data.length / n)),
+    n: limit,
+    ...(classes ? { numClasses: Math.max(...Array.from(y.data.subarray(0, limit))) + 1 } : {}),
+  };
+}
+
+export interface EquivalenceReport {
+  kind: 'functional' | 'structural';
+  maxAbsDiff: number;
+  maxAbsOutput?: number;
+  passed: boolean;
+  note?: string;
+}
+
+/**
+ * Does the permuted B compute the same function as B? With a model definition: both run on
+ * `inputs` (or 64 seeded N(0, 1) samples) and the outputs are compared. Without one, only the
+ * permutation itself can be checked: undoing it must restore B exactly.
+ */
+export function equivalenceCheck(model: Model | undefined, b: Params, alignedB: Params, undo: () => Params, inputs?: Tensor): EquivalenceReport {
+  if (!model) {
+    const restored = undo();
+    let maxAbsDiff = 0;
+    for (const [name, t] of b) {
+      const r = restored.get(name)!;
+      for (let i = 0; i < t.size; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(r.data[i] - t.data[i]));
+    }
+    return { kind: 'structural', maxAbsDiff, passed: maxAbsDiff === 0, note: 'no model definition: checked that the permutation is exactly invertible; pass --model-config for a functional check' };
+  }
+  const x = inputs ?? (() => {
+    const rng = new Rng(12345);
+    const t = new Tensor(new Float32Array(64 * model.inputShape.reduce((p, c) => p * c, 1)), [64, ...model.inputShape]);
+    rng.fillNormal(t.data);
+    return t;
+  })();
+  const sb = splitState(b);
+  const sa = splitState(alignedB);
+  const r = checkEquivalence(model, sb.params, sb.buffers, sa.params, sa.buffers, x, { training: false });
+  const tol = 1e-4 * Math.max(1, r.maxAbsOutput);
+  return { kind: 'functional', maxAbsDiff: r.maxAbsDiff, maxAbsOutput: r.maxAbsOutput, passed: r.maxAbsDiff <= tol };
+}
+
+/** Writes a state as safetensors (atomically), keeping the source's metadata (e.g. the model config). */
+export async function writeModelFile(path: string, state: Params, metadata: Record<string, string>, extra: Record<string, string> = {}): Promise<void> {
+  ensureDirSync(dirname(path));
+  await writeSafetensors(path, stateToRecords(state), { dtype: 'F32', metadata: { ...metadata, ...extra } });
+}
