@@ -169,17 +169,75 @@ static float max_f32(const float *x, size_t n) {
   return m;
 }
 
-/* Σ exp(x[i] - shift): float partial sums in blocks (fast, vectorised), blocks added in double so
- * long rows keep float64-like accuracy. */
-static double sumexp_f32(const float *x, size_t n, float shift) {
+#ifdef __AVX2__
+static inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+/* Σ exp(x[i] - shift), also storing the exps when out != NULL: float partial sums in blocks of
+ * 512 (vectorised), blocks added in double so long rows keep float64-like accuracy. */
+static double exp_shift_sum(const float *x, size_t n, float shift, float *out) {
   double total = 0;
-  for (size_t i0 = 0; i0 < n; i0 += 512) {
-    size_t i1 = i0 + 512 < n ? i0 + 512 : n;
-    float s = 0;
-    for (size_t i = i0; i < i1; i++) s += rb_expf(x[i] - shift);
-    total += s;
+  size_t i = 0;
+#ifdef __AVX2__
+  __m256 sh = _mm256_set1_ps(shift);
+  while (i + 8 <= n) {
+    size_t end = i + 512 < n ? i + 512 : n;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (; i + 16 <= end; i += 16) {
+      __m256 e0 = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
+      __m256 e1 = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), sh));
+      if (out) { _mm256_storeu_ps(out + i, e0); _mm256_storeu_ps(out + i + 8, e1); }
+      a0 = _mm256_add_ps(a0, e0);
+      a1 = _mm256_add_ps(a1, e1);
+    }
+    for (; i + 8 <= end; i += 8) {
+      __m256 e0 = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
+      if (out) _mm256_storeu_ps(out + i, e0);
+      a0 = _mm256_add_ps(a0, e0);
+    }
+    total += hsum256(_mm256_add_ps(a0, a1));
   }
-  return total;
+#endif
+  float s = 0;
+  for (; i < n; i++) {
+    float e = rb_expf(x[i] - shift);
+    if (out) out[i] = e;
+    s += e;
+  }
+  return total + s;
+}
+
+static double sumexp_f32(const float *x, size_t n, float shift) { return exp_shift_sum(x, n, shift, NULL); }
+
+/* row[j] -= c[j], returning the new row's max (NaN skipped, like max_f32). */
+static float sub_max_f32(float *row, const float *c, size_t n) {
+  size_t j = 0;
+  float m = -INFINITY;
+#ifdef __AVX2__
+  __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
+  for (; j + 16 <= n; j += 16) {
+    __m256 v0 = _mm256_sub_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(c + j));
+    __m256 v1 = _mm256_sub_ps(_mm256_loadu_ps(row + j + 8), _mm256_loadu_ps(c + j + 8));
+    _mm256_storeu_ps(row + j, v0);
+    _mm256_storeu_ps(row + j + 8, v1);
+    m0 = _mm256_max_ps(v0, m0);
+    m1 = _mm256_max_ps(v1, m1);
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, _mm256_max_ps(m0, m1));
+  for (int k = 0; k < 8; k++) m = lanes[k] > m ? lanes[k] : m;
+#endif
+  for (; j < n; j++) {
+    float v = row[j] - c[j];
+    row[j] = v;
+    m = v > m ? v : m;
+  }
+  return m;
 }
 
 /* log Σ exp over a contiguous row, -Inf safe: an all -Inf row gives -Inf, a +Inf entry gives +Inf. */
@@ -196,12 +254,30 @@ static double lse_row_f32(const float *x, size_t n) {
 void rb_unary_f32(int op, const float *x, float *out, size_t n) {
   switch (op) {
   case RB_NEG: for (size_t i = 0; i < n; i++) out[i] = -x[i]; break;
-  case RB_EXP: for (size_t i = 0; i < n; i++) out[i] = rb_expf(x[i]); break;
+  case RB_EXP: {
+    size_t i = 0;
+#ifdef __AVX2__
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, rb_exp256(_mm256_loadu_ps(x + i)));
+#endif
+    for (; i < n; i++) out[i] = rb_expf(x[i]);
+    break;
+  }
   case RB_LOG: for (size_t i = 0; i < n; i++) out[i] = rb_logf(x[i]); break;
   case RB_RELU: for (size_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
   case RB_TANH: for (size_t i = 0; i < n; i++) out[i] = rb_tanhf(x[i]); break;
-  case RB_SIGMOID:
-    for (size_t i = 0; i < n; i++) {
+  case RB_SIGMOID: {
+    size_t i = 0;
+#ifdef __AVX2__
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+      __m256 v = _mm256_loadu_ps(x + i);
+      __m256 e = rb_exp256(_mm256_or_ps(v, sign)); /* exp(-|v|) */
+      __m256 r = _mm256_div_ps(one, _mm256_add_ps(one, e));
+      __m256 res = _mm256_blendv_ps(_mm256_mul_ps(e, r), r, _mm256_cmp_ps(v, zero, _CMP_GE_OQ));
+      _mm256_storeu_ps(out + i, _mm256_blendv_ps(res, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    }
+#endif
+    for (; i < n; i++) {
       /* exp of -|x| never overflows, and e/(1+e) keeps relative precision for large negative x. */
       float v = x[i];
       float e = rb_expf(-fabsf(v));
@@ -209,6 +285,7 @@ void rb_unary_f32(int op, const float *x, float *out, size_t n) {
       out[i] = v >= 0.0f ? r : (v != v ? v : e * r);
     }
     break;
+  }
   case RB_SQRT: for (size_t i = 0; i < n; i++) out[i] = sqrtf(x[i]); break;
   case RB_ABS: for (size_t i = 0; i < n; i++) out[i] = fabsf(x[i]); break;
   case RB_SQUARE: for (size_t i = 0; i < n; i++) out[i] = x[i] * x[i]; break;
@@ -444,20 +521,67 @@ void rb_max_axis_f32(const float *x, size_t outer, size_t len, size_t inner, flo
 /* ------------------------------------------------------------------------------------------------
  * Log-domain Sinkhorn
  *
- * Per iteration two sweeps over the matrix: (A) column exp-sums over a slice of columns, using the
- * column maxima gathered during the previous sweep; (B) per row: subtract the column LSEs,
- * normalise the row (it sits in L1), and update the running column maxima for the next (A).
- * With several threads, (A) splits columns and (B) splits rows, with a barrier between.
+ * One exp per entry per iteration and one sweep over the matrix: the row step computes
+ * e_ij = exp(P_ij - max_i) for its log-sum-exp anyway, and after the row is normalised
+ * exp(P'_ij) = e_ij · a_i / Σ_j e_ij, so the column sums the next column step needs are
+ * accumulated during the row sweep. The column step then only takes logs of n sums.
+ * Columns whose accumulated sum is tiny (their entries underflow in the linear domain) are
+ * recomputed from the matrix with a max shift, and so is every column in the first iteration or
+ * after a row that produced a non-finite value, so results stay -Inf/NaN-exact like js.ts.
+ * With several threads the row sweep splits rows (each thread accumulates its own column sums)
+ * and the column step splits columns, with a barrier between.
  * ---------------------------------------------------------------------------------------------- */
 
 typedef struct {
   float *P;
   size_t m, n, iters;
   const float *logA, *logB;
-  float *pmax;  /* [nthreads][n] partial column maxima */
+  double *acc;  /* [nthreads][n] column sums of exp(P) from the last row sweep */
   float *clse;  /* [n] column LSE - logB */
+  float *ebuf;  /* [nthreads][n] exps of the current row */
+  float *fbuf;  /* [nthreads][n] float partial column sums, flushed into acc */
+  atomic_int robust[2]; /* per-iteration parity: some row went non-finite */
   rb_barrier bar;
 } sk_job;
+
+/* Column LSEs of columns [c0, c1) straight from P, max-shifted. Blocks of 64 columns keep the
+ * accumulators in registers/L1 while walking down the rows. */
+static void sk_cols_from_matrix(sk_job *J, size_t c0, size_t c1) {
+  const float *P = J->P;
+  size_t m = J->m, n = J->n;
+  float cmax[64], shift[64], fs[64];
+  double ds[64];
+  for (size_t jb = c0; jb < c1; jb += 64) {
+    size_t bw = c1 - jb < 64 ? c1 - jb : 64;
+    for (size_t j = 0; j < bw; j++) { cmax[j] = -INFINITY; ds[j] = 0; }
+    for (size_t i = 0; i < m; i++) {
+      const float *row = P + i * n + jb;
+      for (size_t j = 0; j < bw; j++) cmax[j] = row[j] > cmax[j] ? row[j] : cmax[j];
+    }
+    for (size_t j = 0; j < bw; j++) shift[j] = isfinite(cmax[j]) ? cmax[j] : 0.0f;
+    for (size_t i0 = 0; i0 < m; i0 += 256) {
+      size_t i1 = i0 + 256 < m ? i0 + 256 : m;
+      for (size_t j = 0; j < bw; j++) fs[j] = 0;
+      for (size_t i = i0; i < i1; i++) {
+        const float *row = P + i * n + jb;
+        size_t j = 0;
+#ifdef __AVX2__
+        for (; j + 8 <= bw; j += 8) {
+          __m256 e = rb_exp256(_mm256_sub_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(shift + j)));
+          _mm256_storeu_ps(fs + j, _mm256_add_ps(_mm256_loadu_ps(fs + j), e));
+        }
+#endif
+        for (; j < bw; j++) fs[j] += rb_expf(row[j] - shift[j]);
+      }
+      for (size_t j = 0; j < bw; j++) ds[j] += fs[j];
+    }
+    for (size_t j = 0; j < bw; j++) {
+      double l = cmax[j] == -INFINITY ? -INFINITY : (double)shift[j] + log(ds[j]);
+      if (J->logB) l -= J->logB[jb + j];
+      J->clse[jb + j] = (float)l;
+    }
+  }
+}
 
 static void sk_run(sk_job *J, int tid, int nth) {
   float *P = J->P;
@@ -465,64 +589,55 @@ static void sk_run(sk_job *J, int tid, int nth) {
   size_t r0, r1, c0, c1;
   split_range(m, tid, nth, 1, &r0, &r1);
   split_range(n, tid, nth, 16, &c0, &c1); /* 64-byte column slices: no false sharing */
-  float *mymax = J->pmax + (size_t)tid * n;
+  double *acc = J->acc + (size_t)tid * n;
+  float *e = J->ebuf + (size_t)tid * n;
+  float *fs = J->fbuf + (size_t)tid * n;
   float *clse = J->clse;
-
-  for (size_t j = 0; j < n; j++) mymax[j] = -INFINITY;
-  for (size_t i = r0; i < r1; i++) {
-    const float *row = P + i * n;
-    for (size_t j = 0; j < n; j++) mymax[j] = row[j] > mymax[j] ? row[j] : mymax[j];
-  }
-  rb_barrier_wait(&J->bar, nth);
-
-  float cmax[64], shift[64], fs[64];
-  double ds[64];
+  bool robust = true;
   for (size_t it = 0; it < J->iters; it++) {
-    /* (A) columns [c0, c1) in blocks of 64 so the accumulators stay in registers/L1. */
-    for (size_t jb = c0; jb < c1; jb += 64) {
-      size_t bw = c1 - jb < 64 ? c1 - jb : 64;
-      for (size_t j = 0; j < bw; j++) {
-        float v = -INFINITY;
-        for (int t = 0; t < nth; t++) {
-          float u = J->pmax[(size_t)t * n + jb + j];
-          v = u > v ? u : v;
-        }
-        cmax[j] = v;
-        shift[j] = isfinite(v) ? v : 0.0f;
-        ds[j] = 0;
-      }
-      for (size_t i0 = 0; i0 < m; i0 += 256) {
-        size_t i1 = i0 + 256 < m ? i0 + 256 : m;
-        for (size_t j = 0; j < bw; j++) fs[j] = 0;
-        for (size_t i = i0; i < i1; i++) {
-          const float *row = P + i * n + jb;
-          for (size_t j = 0; j < bw; j++) fs[j] += rb_expf(row[j] - shift[j]);
-        }
-        for (size_t j = 0; j < bw; j++) ds[j] += fs[j];
-      }
-      for (size_t j = 0; j < bw; j++) {
-        double l = cmax[j] == -INFINITY ? -INFINITY : (double)shift[j] + log(ds[j]);
-        if (J->logB) l -= J->logB[jb + j];
-        clse[jb + j] = (float)l;
+    /* Column step over [c0, c1). */
+    if (tid == 0) atomic_store_explicit(&J->robust[it & 1], 0, memory_order_relaxed);
+    if (robust) {
+      sk_cols_from_matrix(J, c0, c1);
+    } else {
+      for (size_t j = c0; j < c1; j++) {
+        double s = 0;
+        for (int t = 0; t < nth; t++) s += J->acc[(size_t)t * n + j];
+        /* Below 1e-30 the float terms behind s have lost precision (or s is 0): recompute. */
+        if (!(s >= 1e-30) || !isfinite(s)) { sk_cols_from_matrix(J, j, j + 1); continue; }
+        double l = log(s);
+        if (J->logB) l -= J->logB[j];
+        clse[j] = (float)l;
       }
     }
     rb_barrier_wait(&J->bar, nth);
-    /* (B) rows [r0, r1). */
-    for (size_t j = 0; j < n; j++) mymax[j] = -INFINITY;
+    /* Row step over [r0, r1), accumulating the next column sums. */
+    bool bad = false;
+    for (size_t j = 0; j < n; j++) { acc[j] = 0; fs[j] = 0; }
     for (size_t i = r0; i < r1; i++) {
       float *row = P + i * n;
-      for (size_t j = 0; j < n; j++) row[j] -= clse[j];
-      float mx = max_f32(row, n);
-      double l = mx == -INFINITY ? -INFINITY : (double)mx + log(sumexp_f32(row, n, mx));
-      if (J->logA) l -= J->logA[i];
-      float lf = (float)l;
-      for (size_t j = 0; j < n; j++) {
-        float v = row[j] - lf;
-        row[j] = v;
-        mymax[j] = v > mymax[j] ? v : mymax[j];
+      float mx = sub_max_f32(row, clse, n);
+      double l, s = 0;
+      if (mx == -INFINITY) {
+        l = -INFINITY;
+      } else {
+        s = exp_shift_sum(row, n, mx, e);
+        l = (double)mx + log(s);
       }
+      double la = J->logA ? (double)J->logA[i] : 0.0;
+      l -= la;
+      float lf = (float)l;
+      for (size_t j = 0; j < n; j++) row[j] -= lf;
+      if (!isfinite(l)) { bad = true; continue; }
+      /* exp(new row) = e · a_i / s */
+      float f = (float)(exp(la) / s);
+      for (size_t j = 0; j < n; j++) fs[j] += e[j] * f;
+      if (((i - r0) & 63) == 63) for (size_t j = 0; j < n; j++) { acc[j] += fs[j]; fs[j] = 0; }
     }
+    for (size_t j = 0; j < n; j++) acc[j] += fs[j];
+    if (bad) atomic_store_explicit(&J->robust[it & 1], 1, memory_order_relaxed);
     rb_barrier_wait(&J->bar, nth);
+    robust = atomic_load_explicit(&J->robust[it & 1], memory_order_relaxed) != 0;
   }
 }
 
@@ -530,18 +645,27 @@ typedef struct {
   float *logP;
   size_t batch, m, n, iters;
   const float *logA, *logB;
-  float *scratch; /* per thread: pmax [n] + clse [n] when matrices are split across threads */
-  sk_job single;  /* for the cooperative (batch < threads) mode */
+  float *scratch; /* per thread, batch mode: acc (2n floats' worth) + clse + ebuf + fbuf */
+  sk_job *single; /* cooperative mode: one matrix shared by all threads */
 } sk_task;
+
+/* floats per thread: acc as n doubles, clse, ebuf, fbuf; even so the next thread's doubles stay aligned */
+#define SK_SCRATCH_PER_THREAD(n) ((5 * (n) + 5) & ~(size_t)1)
 
 static void sk_batch_task(void *p, int tid, int nth) {
   sk_task *T = p;
   size_t b0, b1;
   split_range(T->batch, tid, nth, 1, &b0, &b1);
-  float *scr = T->scratch + (size_t)tid * 2 * T->n;
+  float *scr = T->scratch + (size_t)tid * SK_SCRATCH_PER_THREAD(T->n);
   for (size_t b = b0; b < b1; b++) {
-    sk_job J = {T->logP + b * T->m * T->n, T->m, T->n, T->iters, T->logA, T->logB, scr, scr + T->n,
-                {0, 0}};
+    sk_job J;
+    memset(&J, 0, sizeof J);
+    J.P = T->logP + b * T->m * T->n;
+    J.m = T->m; J.n = T->n; J.iters = T->iters; J.logA = T->logA; J.logB = T->logB;
+    J.acc = (double *)(void *)scr;
+    J.clse = scr + 2 * T->n;
+    J.ebuf = scr + 3 * T->n;
+    J.fbuf = scr + 4 * T->n;
     sk_run(&J, 0, 1);
   }
 }
@@ -549,7 +673,7 @@ static void sk_batch_task(void *p, int tid, int nth) {
 static void sk_coop_task(void *p, int tid, int nth) {
   sk_task *T = p;
   /* nth (not the requested count) sizes the barrier: the pool may have granted fewer threads. */
-  sk_run(&T->single, tid, nth);
+  sk_run(T->single, tid, nth);
 }
 
 int rb_sinkhorn_log_f32(float *logP, size_t batch, size_t m, size_t n, size_t iters, const float *logA,
@@ -560,25 +684,36 @@ int rb_sinkhorn_log_f32(float *logP, size_t batch, size_t m, size_t n, size_t it
   size_t work = batch * m * n;
   if ((size_t)nth * 65536 > work) nth = (int)(work / 65536);
   if (nth < 1) nth = 1;
-  sk_task T = {logP, batch, m, n, iters, logA, logB, NULL, {0}};
+  sk_task T = {logP, batch, m, n, iters, logA, logB, NULL, NULL};
   if (batch >= (size_t)nth) {
-    T.scratch = malloc((size_t)nth * 2 * n * sizeof(float));
+    /* aligned_alloc-free: malloc is 16-byte aligned, enough for the double view at offset 0. */
+    T.scratch = malloc((size_t)nth * SK_SCRATCH_PER_THREAD(n) * sizeof(float));
     if (!T.scratch) return -1;
     rb_parallel(nth, sk_batch_task, &T);
     free(T.scratch);
     return 0;
   }
   /* Fewer matrices than threads: split each matrix across the threads. */
-  float *scratch = malloc(((size_t)nth + 1) * n * sizeof(float));
-  if (!scratch) return -1;
+  double *acc = malloc((size_t)nth * n * sizeof(double));
+  float *fl = malloc(((size_t)2 * nth + 1) * n * sizeof(float));
+  if (!acc || !fl) { free(acc); free(fl); return -1; }
   for (size_t b = 0; b < batch; b++) {
-    sk_job J = {logP + b * m * n, m, n, iters, logA, logB, scratch, scratch + (size_t)nth * n, {0, 0}};
+    sk_job J;
+    memset(&J, 0, sizeof J);
+    J.P = logP + b * m * n;
+    J.m = m; J.n = n; J.iters = iters; J.logA = logA; J.logB = logB;
+    J.acc = acc;
+    J.clse = fl;
+    J.ebuf = fl + n;
+    J.fbuf = fl + n + (size_t)nth * n;
+    atomic_init(&J.robust[0], 0);
+    atomic_init(&J.robust[1], 0);
     atomic_init(&J.bar.count, 0);
     atomic_init(&J.bar.gen, 0);
-    T.single = J;
+    T.single = &J;
     rb_parallel(nth, sk_coop_task, &T);
   }
-  free(scratch);
+  free(acc); free(fl);
   return 0;
 }
 
@@ -761,13 +896,7 @@ double rb_softmax_ce_f32(const float *logits, const int32_t *labels, size_t N, s
     const float *l = logits + r * C;
     float *p = probs + r * C;
     float m = max_f32(l, C);
-    double s = 0;
-    for (size_t i0 = 0; i0 < C; i0 += 512) {
-      size_t i1 = i0 + 512 < C ? i0 + 512 : C;
-      float fs = 0;
-      for (size_t c = i0; c < i1; c++) { float e = rb_expf(l[c] - m); p[c] = e; fs += e; }
-      s += fs;
-    }
+    double s = exp_shift_sum(l, C, m, p);
     double inv = 1.0 / s;
     for (size_t c = 0; c < C; c++) p[c] = (float)((double)p[c] * inv);
     loss += (double)m + log(s) - (double)l[labels[r]];

@@ -3,10 +3,16 @@
  *
  * LAPACK is column-major, so the row-major A it sees is Aᵀ: we factor that and solve with
  * getrs('T'), which needs no copy of A. B is transposed in and out when nrhs > 1 (a row-major
- * n×1 vector already is column-major). When A is singular, numerically singular (reciprocal
- * condition number below machine epsilon) or the solve produces non-finite values, we fall back
- * to the minimum-norm least-squares solution from gelsd (SVD), which needs the original A:
- * its transpose is saved before factoring, in the column-major layout gelsd wants.
+ * n×1 vector already is column-major).
+ *
+ * A is treated as singular when a pivot is not above max|A| times a tolerance (float32:
+ * FLT_EPSILON; float64: n·1e-14, js.ts's rule), when the smallest pivot is merely suspicious
+ * (below sqrt(eps)·max|A|) and gecon's reciprocal condition number is under 10·eps (so the LU
+ * answer would have no correct digits), or when A or the solution has non-finite values. The
+ * condition estimate costs ~25% of a solve, hence only for suspicious pivots. Then the
+ * minimum-norm least-squares solution comes from gelsd (SVD). That
+ * path needs the original A, which getrf overwrote: rather than copying A before every solve
+ * (~8% of the solve at 1023²), the rare fallback rebuilds it as P·L·U (trmm + laswp).
  *
  * Debian's OpenBLAS exports the Fortran symbols only (no LAPACKE), so the prototypes are declared
  * here. Character arguments carry a hidden length argument in the gfortran ABI.
@@ -32,6 +38,10 @@ extern void sgecon_(const char *norm, const lp_int *n, const float *a, const lp_
                     float *rcond, float *work, lp_int *iwork, lp_int *info, size_t norm_len);
 extern void dgecon_(const char *norm, const lp_int *n, const double *a, const lp_int *lda, const double *anorm,
                     double *rcond, double *work, lp_int *iwork, lp_int *info, size_t norm_len);
+extern void slaswp_(const lp_int *n, float *a, const lp_int *lda, const lp_int *k1, const lp_int *k2,
+                    const lp_int *ipiv, const lp_int *incx);
+extern void dlaswp_(const lp_int *n, double *a, const lp_int *lda, const lp_int *k1, const lp_int *k2,
+                    const lp_int *ipiv, const lp_int *incx);
 extern void sgelsd_(const lp_int *m, const lp_int *n, const lp_int *nrhs, float *a, const lp_int *lda, float *b,
                     const lp_int *ldb, float *s, const float *rcond, lp_int *rank, float *work, const lp_int *lwork,
                     lp_int *iwork, lp_int *info);
@@ -39,8 +49,15 @@ extern void dgelsd_(const lp_int *m, const lp_int *n, const lp_int *nrhs, double
                     const lp_int *ldb, double *s, const double *rcond, lp_int *rank, double *work,
                     const lp_int *lwork, lp_int *iwork, lp_int *info);
 
+static void s_trmm_lower_unit(lp_int n, const float *L, float *M) {
+  cblas_strmm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, n, n, 1.0f, L, n, M, n);
+}
+static void d_trmm_lower_unit(lp_int n, const double *L, double *M) {
+  cblas_dtrmm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, n, n, 1.0, L, n, M, n);
+}
+
 /* The float and double versions are the same algorithm; a macro keeps them from drifting apart. */
-#define RB_DEFINE_SOLVE(NAME, T, GETRF, GETRS, GECON, GELSD, EPS)                                      \
+#define RB_DEFINE_SOLVE(NAME, T, GETRF, GETRS, GECON, TRMM, LASWP, GELSD, EPS, TOL)                                      \
   static void NAME##_transpose(const T *src, T *dst, int rows, int cols) {                             \
     /* dst (cols×rows) = srcᵀ, in 32×32 tiles to stay in cache. */                                     \
     for (int i0 = 0; i0 < rows; i0 += 32)                                                              \
@@ -80,38 +97,45 @@ extern void dgelsd_(const lp_int *m, const lp_int *n, const lp_int *nrhs, double
     if (n_ == 0 || nrhs_ == 0) return 0;                                                               \
     lp_int n = n_, nrhs = nrhs_, info = 0;                                                             \
     size_t nn = (size_t)n * n, nb = (size_t)n * nrhs;                                                  \
-    T *Acm = malloc(nn * sizeof(T));                                                                   \
     T *Bcm = malloc(nb * sizeof(T));                                                                   \
     lp_int *ipiv = malloc((size_t)n * sizeof(lp_int));                                                 \
-    T *cwork = malloc((size_t)4 * n * sizeof(T));                                                      \
-    lp_int *ciwork = malloc((size_t)n * sizeof(lp_int));                                               \
+    T *Acm = NULL;                                                                                     \
     int result = -1;                                                                                   \
-    if (!Acm || !Bcm || !ipiv || !cwork || !ciwork) goto done;                                         \
-    NAME##_transpose(A, Acm, n, n);                                                                    \
-    /* 1-norm of the stored matrix (Aᵀ): the largest absolute row sum of the row-major A. */           \
-    T anorm = 0;                                                                                       \
+    if (!Bcm || !ipiv) goto done;                                                                      \
+    /* max|A| and the 1-norm of the stored matrix (Aᵀ): the largest absolute row sum of A. */          \
+    T amax = 0, anorm = 0;                                                                             \
     for (lp_int i = 0; i < n; i++) {                                                                   \
-      T s = 0;                                                                                         \
       const T *r = A + (size_t)i * n;                                                                  \
-      for (lp_int j = 0; j < n; j++) s += fabs(r[j]);                                                  \
-      anorm = s > anorm ? s : anorm;                                                                   \
+      T rs = 0, rm = 0;                                                                                \
+      for (lp_int j = 0; j < n; j++) { T v = fabs(r[j]); rs += v; rm = v > rm ? v : rm; }              \
+      anorm = rs > anorm ? rs : anorm;                                                                 \
+      amax = rm > amax ? rm : amax;                                                                    \
     }                                                                                                  \
-    int singular = !isfinite(anorm);                                                                   \
+    int finite = isfinite(anorm);                                                                      \
+    int factored = 0, singular = !finite;                                                              \
     if (!singular) {                                                                                   \
       GETRF(&n, &n, A, &n, ipiv, &info);                                                               \
       if (info < 0) { result = -2; goto done; }                                                        \
-      singular = info > 0;                                                                             \
+      factored = 1;                                                                                    \
+      T pmin = INFINITY;                                                                               \
+      for (lp_int k = 0; k < n; k++) {                                                                 \
+        T u = fabs(A[(size_t)k * n + k]);                                                              \
+        pmin = u < pmin ? u : pmin;                                                                    \
+      }                                                                                                \
+      singular = info > 0 || !(pmin > amax * (TOL));                                                   \
+      if (!singular && pmin < amax * sqrt(EPS)) {                                                      \
+        T rc = 0, *cw = malloc((size_t)4 * n * sizeof(T));                                             \
+        lp_int *ciw = malloc((size_t)n * sizeof(lp_int));                                              \
+        if (!cw || !ciw) { free(cw); free(ciw); goto done; }                                           \
+        GECON("1", &n, A, &n, &anorm, &rc, cw, ciw, &info, 1);                                         \
+        free(cw); free(ciw);                                                                           \
+        singular = info != 0 || !(rc >= 10 * EPS);                                                     \
+      }                                                                                                \
     }                                                                                                  \
     if (!singular) {                                                                                   \
-      T rc = 0;                                                                                        \
-      GECON("1", &n, A, &n, &anorm, &rc, cwork, ciwork, &info, 1);                                     \
-      singular = info != 0 || !(rc >= EPS);                                                            \
-    }                                                                                                  \
-    if (!singular) {                                                                                   \
-      T *rhs = Bcm;                                                                                    \
       if (nrhs == 1) memcpy(Bcm, B, nb * sizeof(T));                                                   \
       else NAME##_transpose(B, Bcm, n, nrhs);                                                          \
-      GETRS("T", &n, &nrhs, A, &n, ipiv, rhs, &n, &info, 1);                                           \
+      GETRS("T", &n, &nrhs, A, &n, ipiv, Bcm, &n, &info, 1);                                           \
       if (info != 0) { result = -2; goto done; }                                                       \
       if (NAME##_all_finite(Bcm, nb)) {                                                                \
         if (nrhs == 1) memcpy(B, Bcm, nb * sizeof(T));                                                 \
@@ -120,7 +144,20 @@ extern void dgelsd_(const lp_int *m, const lp_int *n, const lp_int *nrhs, double
         goto done;                                                                                     \
       }                                                                                                \
     }                                                                                                  \
-    /* B is still the original right-hand side here. */                                               \
+    /* Least squares. Rebuild the stored matrix (Aᵀ, column-major) as P·L·U if getrf ran. */          \
+    Acm = malloc(nn * sizeof(T));                                                                      \
+    if (!Acm) goto done;                                                                               \
+    if (factored) {                                                                                    \
+      T *M = Acm;                                                                                      \
+      for (lp_int j = 0; j < n; j++) /* column j of U, zero below the diagonal */                     \
+        for (lp_int i = 0; i < n; i++) M[(size_t)j * n + i] = i <= j ? A[(size_t)j * n + i] : 0;       \
+      TRMM(n, A, M);                                                                                   \
+      lp_int k1 = 1, k2 = n, back = -1;                                                                \
+      LASWP(&n, M, &n, &k1, &k2, ipiv, &back);                                                         \
+      memcpy(A, M, nn * sizeof(T));                                                                    \
+    }                                                                                                  \
+    /* A now holds the original row-major matrix; gelsd wants it column-major. */                     \
+    NAME##_transpose(A, Acm, n, n);                                                                    \
     if (nrhs == 1) memcpy(Bcm, B, nb * sizeof(T));                                                     \
     else NAME##_transpose(B, Bcm, n, nrhs);                                                            \
     result = NAME##_lstsq(n, nrhs, Acm, Bcm);                                                          \
@@ -129,9 +166,9 @@ extern void dgelsd_(const lp_int *m, const lp_int *n, const lp_int *nrhs, double
       else NAME##_transpose(Bcm, B, nrhs, n);                                                          \
     }                                                                                                  \
   done:                                                                                                \
-    free(Acm); free(Bcm); free(ipiv); free(cwork); free(ciwork);                                       \
+    free(Acm); free(Bcm); free(ipiv);                                                                  \
     return result;                                                                                     \
   }
 
-RB_DEFINE_SOLVE(rb_solve_f32, float, sgetrf_, sgetrs_, sgecon_, sgelsd_, FLT_EPSILON)
-RB_DEFINE_SOLVE(rb_solve_f64, double, dgetrf_, dgetrs_, dgecon_, dgelsd_, DBL_EPSILON)
+RB_DEFINE_SOLVE(rb_solve_f32, float, sgetrf_, sgetrs_, sgecon_, s_trmm_lower_unit, slaswp_, sgelsd_, FLT_EPSILON, FLT_EPSILON)
+RB_DEFINE_SOLVE(rb_solve_f64, double, dgetrf_, dgetrs_, dgecon_, d_trmm_lower_unit, dlaswp_, dgelsd_, DBL_EPSILON, (double)n * 1e-14)

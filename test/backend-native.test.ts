@@ -209,6 +209,38 @@ test('native: singular solve falls back to minimum-norm least squares', { skip }
       close(Bn, Bj, Math.max(tol, 1e-5), Math.max(tol, 1e-5), `lstsq vs js ${Ctor.name} nrhs=${nrhs}`);
     }
   }
+  // Numerically singular: a rank-50 product of Gaussians, 60×60, whose float32 rounding leaves
+  // it just barely full-rank. The answer must still minimise the residual (no blow-up).
+  for (const Ctor of [Float32Array, Float64Array]) {
+    const n = 60, r = 50, nrhs = 3;
+    const U = randn(n * r, rng), V = randn(r * n, rng);
+    const A = new Ctor(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let k = 0; k < r; k++) s += U[i * r + k] * V[k * n + j];
+      A[i * n + j] = s;
+    }
+    const B = new Ctor(n * nrhs);
+    for (let i = 0; i < B.length; i++) B[i] = rng.normal();
+    const An = A.slice(), Bn = B.slice();
+    assert.equal(N().solve(n, nrhs, An, Bn), 'lstsq', `near-singular ${Ctor.name}`);
+    let xnorm = 0;
+    for (let c = 0; c < nrhs; c++) {
+      const res = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        let s = -B[i * nrhs + c];
+        for (let k = 0; k < n; k++) s += A[i * n + k] * Bn[k * nrhs + c];
+        res[i] = s;
+      }
+      for (let j = 0; j < n; j++) {
+        let g = 0;
+        for (let i = 0; i < n; i++) g += A[i * n + j] * res[i];
+        assert.ok(Math.abs(g) < (Ctor === Float32Array ? 2e-2 : 1e-8), `near-singular normal equations ${Ctor.name}: ${g}`);
+      }
+      for (let k = 0; k < n; k++) xnorm = Math.max(xnorm, Math.abs(Bn[k * nrhs + c]));
+    }
+    assert.ok(xnorm < 10, `minimum-norm answer stays small, got max |x| = ${xnorm}`);
+  }
   // The zero matrix: x = 0.
   const b = new Float32Array([3]);
   assert.equal(N().solve(1, 1, new Float32Array([0]), b), 'lstsq');
