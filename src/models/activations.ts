@@ -1,0 +1,166 @@
+/**
+ * Reading a model's hidden activations, per permutation group, for activation matching
+ * (Git Re-Basin §3.1, method.md §8.3).
+ *
+ * Where a permutation's activations are read is derived from the ModelGraph and the spec, not
+ * listed per model. Each node's output carries the permutation of the linear/conv that opened its
+ * channel space (the spec's entry for that weight's axis 0); channel-wise ops (BN, activation,
+ * dropout, pooling) pass it on, `add` keeps its inputs' shared one, and a flatten with h·w > 1
+ * ends it (the flattened vector mixes positions into the feature axis). Among the nodes of one
+ * permutation, the activations read are:
+ *   1. the outputs of every relu/tanh node (post-nonlinearity, as Git Re-Basin);
+ *   2. else of every residual `add` (a stream with no nonlinearity after the sum);
+ *   3. else of the last node (e.g. a linear network).
+ * A residual-stream permutation thus reads every point of the stream: the stem's ReLU and each
+ * block's output after add+ReLU. All of them are samples of the same unit vector, so activation
+ * matching pools their statistics (a sum of cross-moment matrices is still one LAP).
+ */
+import { F, Tensor } from '../core/index.js';
+import { InputError } from '../errors.js';
+import { sampleSize, type Dataset } from '../data/dataset.js';
+import { axisPermId, type PermutationSpec } from '../permutation/spec.js';
+import { graphTensors, runGraph, type GraphNode, type ModelGraph, type RunContext } from './graph.js';
+import type { Model, Params } from './model.js';
+
+/** Permutation id → the ids of the nodes whose outputs are that permutation's activations. */
+export function activationPoints(graph: ModelGraph, spec: PermutationSpec): Record<string, string[]> {
+  // Per node: the permutation its output channels carry (null: none), and whether it is flattened.
+  const carried = new Map<string, { perm: string | null; flat: boolean }>();
+  const byPerm = new Map<string, GraphNode[]>();
+  for (const n of graph.nodes) {
+    let c: { perm: string | null; flat: boolean };
+    switch (n.op) {
+      case 'input': case 'output': c = { perm: null, flat: false }; break;
+      case 'linear': case 'conv2d': {
+        const e = spec.axes[n.weight]?.[0];
+        c = { perm: e === undefined ? null : axisPermId(e), flat: false };
+        break;
+      }
+      case 'add': {
+        const ins = n.inputs.map((id) => carried.get(id)!);
+        c = ins.find((i) => i.perm !== null) ?? ins[0];
+        break;
+      }
+      case 'flatten': {
+        const i = carried.get(n.input)!;
+        c = { perm: i.perm, flat: i.flat || n.inner !== 1 };
+        break;
+      }
+      default: c = carried.get(n.input)!;
+    }
+    carried.set(n.id, c);
+    if (c.perm !== null && !c.flat) {
+      let list = byPerm.get(c.perm);
+      if (!list) byPerm.set(c.perm, (list = []));
+      list.push(n);
+    }
+  }
+  const out: Record<string, string[]> = {};
+  for (const p of Object.keys(spec.perms)) {
+    const nodes = byPerm.get(p) ?? [];
+    const acts = nodes.filter((n) => n.op === 'relu' || n.op === 'tanh');
+    const adds = nodes.filter((n) => n.op === 'add');
+    out[p] = (acts.length ? acts : adds.length ? adds : nodes.slice(-1)).map((n) => n.id);
+  }
+  return out;
+}
+
+/** Index of the last node that reads each node's output, for freeing values after their last use. */
+function lastUses(graph: ModelGraph): Map<string, number> {
+  const last = new Map<string, number>();
+  graph.nodes.forEach((n, k) => {
+    if ('inputs' in n) for (const id of n.inputs) last.set(id, k);
+    else if ('input' in n) last.set(n.input, k);
+  });
+  return last;
+}
+
+/**
+ * Forward pass that also returns the outputs of the nodes in `record`. It runs the graph one node
+ * at a time, each as a one-node graph through `runGraph`, so every op keeps the forward pass's
+ * exact semantics (BN modes, dropout, input reshape) without a hook in graph.ts.
+ */
+export function forwardRecording(graph: ModelGraph, params: Params, x: Tensor, ctx: RunContext, record: Iterable<string>): { output: Tensor; values: Map<string, Tensor> } {
+  const want = new Set(record);
+  const known = new Set(graph.nodes.map((n) => n.id));
+  for (const id of want) if (!known.has(id)) throw new Error(`forwardRecording: the graph has no node "${id}"`);
+  const last = lastUses(graph);
+  const vals = new Map<string, Tensor>();
+  const values = new Map<string, Tensor>();
+  let output: Tensor | null = null;
+  graph.nodes.forEach((n, k) => {
+    let y: Tensor;
+    if (n.op === 'input') {
+      y = runGraph({ nodes: [n, { op: 'output', id: `${n.id}#out`, input: n.id }] }, params, x, ctx);
+    } else if (n.op === 'add') {
+      y = n.inputs.map((id) => vals.get(id)!).reduce((s, v) => F.add(s, v));
+    } else if (n.op === 'output') {
+      y = vals.get(n.input)!;
+      output = y;
+    } else {
+      const v = vals.get(n.input)!;
+      const inId = `${n.id}#in`;
+      const one: ModelGraph = {
+        nodes: [{ op: 'input', id: inId, shape: v.shape.slice(1) }, { ...n, input: inId } as GraphNode, { op: 'output', id: `${n.id}#out`, input: n.id }],
+      };
+      y = runGraph(one, params, v, ctx);
+    }
+    vals.set(n.id, y);
+    if (want.has(n.id)) values.set(n.id, y);
+    // Drop inputs no later node reads (activations of big conv nets add up).
+    const ins = 'inputs' in n ? n.inputs : 'input' in n ? [n.input] : [];
+    for (const id of ins) if (last.get(id) === k) vals.delete(id);
+  });
+  if (!output) throw new Error('forwardRecording: the graph has no output node');
+  return { output, values };
+}
+
+/**
+ * A node's output as a row-major [rows, C] matrix: [N, C] as is, [N, C, h, w] as (N·h·w, C)
+ * (every spatial position of every sample is one sample of the C-vector).
+ */
+export function activationRows(t: Tensor): { rows: number; channels: number; data: Float32Array } {
+  if (t.ndim < 2) throw new Error(`activationRows: expects [N, C, ...], got [${t.shape.join(', ')}]`);
+  const [N, C] = t.shape;
+  const inner = t.size / (N * C);
+  const src = t.data;
+  if (inner === 1) return { rows: N, channels: C, data: src instanceof Float32Array ? src : Float32Array.from(src) };
+  const out = new Float32Array(t.size);
+  for (let s = 0; s < N; s++) {
+    for (let c = 0; c < C; c++) {
+      const from = (s * C + c) * inner;
+      const to = s * inner * C + c;
+      for (let p = 0; p < inner; p++) out[to + p * C] = src[from + p];
+    }
+  }
+  return { rows: N * inner, channels: C, data: out };
+}
+
+/** Throws an InputError unless the dataset's samples fit the model input (same size; [1,28,28] into [784] is fine, as in runGraph). */
+export function assertDataFitsModel(model: Model, data: Dataset, who: string): void {
+  const want = model.inputShape.reduce((p, d) => p * d, 1);
+  if (sampleSize(data) !== want) {
+    throw new InputError(`${who}: data "${data.name}" has samples of shape [${data.sampleShape.join(', ')}] but model ${model.name} expects [${model.inputShape.join(', ')}]`);
+  }
+  if (!(data.n >= 1)) throw new InputError(`${who}: data "${data.name}" is empty`);
+}
+
+/**
+ * Throws an InputError unless `state` holds every weight of the model with the model's shape
+ * (BN running statistics may be absent altogether: BN then uses batch statistics). The forward
+ * pass itself reads shapes off the tensors, so a state of another width would run silently.
+ */
+export function assertStateFitsModel(model: Model, state: Params, who: string, label: string): void {
+  const problems: string[] = [];
+  const infos = graphTensors(model.graph());
+  const anyBuffer = infos.some((t) => t.buffer && state.has(t.name));
+  for (const t of infos) {
+    const x = state.get(t.name);
+    if (!x) {
+      if (!t.buffer || anyBuffer) problems.push(`"${t.name}" is missing`);
+    } else if (x.shape.length !== t.shape.length || x.shape.some((d, i) => d !== t.shape[i])) {
+      problems.push(`"${t.name}" has shape [${x.shape.join(', ')}], the model needs [${t.shape.join(', ')}]`);
+    }
+  }
+  if (problems.length) throw new InputError(`${who}: ${label} does not fit model ${model.name}: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? ` (and ${problems.length - 5} more)` : ''}`);
+}
