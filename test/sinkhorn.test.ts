@@ -259,6 +259,11 @@ test('unrolled gradient is exact for the truncated map; implicit and unrolled ag
   const ro = { iters: 4, backward: 'unrolled' as const };
   assert.ok(relErr(analyticGrad(rect, [4, 5], Wr, ro), finiteDiff(rect, [4, 5], Wr, ro)) < 1e-7);
 
+  // Both backward modes run the same forward.
+  const Su = sinkhorn(mat(x, [n, n], true), { tau: 0.5, backward: 'unrolled' });
+  const Si = sinkhorn(mat(x, [n, n], true), { tau: 0.5 });
+  assert.ok(relErr(Su.data, Si.data) < 1e-14);
+
   const many = { tau: 0.5, iters: 2000 };
   const gi = analyticGrad(x, [n, n], W, many);
   const gu = analyticGrad(x, [n, n], W, { ...many, backward: 'unrolled' });

@@ -112,7 +112,6 @@ export function sinkhorn(X: Tensor, opts: SinkhornOptions = {}): Tensor {
   const m = X.shape[X.ndim - 2];
   const n = X.shape[X.ndim - 1];
   if (m === 0 || n === 0) throw new Error(`sinkhorn: X must not be empty, got ${shapeStr(X.shape)}`);
-  const mn = m * n;
   const factor = o.scale / o.tau;
 
   // logP = scale·X/τ by the backend; the detailed (slow) check only runs when something is not finite.
