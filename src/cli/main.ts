@@ -7,6 +7,7 @@ import { CheckFailedError, EXIT, InputError } from '../errors.js';
 import { formatHelp, parseArgs, UsageError, type CommandSpec, type Parsed } from './args.js';
 import { align, alignSpec, interpolate, interpolateSpec, merge, mergeSpec } from './align.js';
 import { doctor, doctorSpec } from './doctor.js';
+import { continualSpec, experimentContinual } from './experiment-continual.js';
 import { experimentRecovery, recoverySpec } from './experiment-recovery.js';
 import { demo, demoSpec, experimentLmc, lmcSpec } from './experiment-lmc.js';
 import { train, trainSpec } from './train.js';
@@ -26,6 +27,7 @@ const commands: Record<string, Command> = {
   'experiment lmc': { spec: lmcSpec, run: experimentLmc },
   train: { spec: trainSpec, run: train },
   'experiment recovery': { spec: recoverySpec, run: experimentRecovery },
+  'experiment continual': { spec: continualSpec, run: experimentContinual },
 };
 
 function topHelp(): string {

@@ -1,0 +1,232 @@
+/**
+ * `rebasin train`: trains one model and writes it as a rebasin checkpoint (safetensors with
+ * PyTorch names). Defaults reproduce the reference's MNIST LMC setup (method.md §2.7): MLP
+ * 784-512-512-10, first 10k MNIST train images split 9000/1000 with seed 1, batch 1000, AdamW
+ * lr 1e-3, 50 epochs.
+ */
+import { resolve } from 'node:path';
+import { loadFashionMnist, loadMnist } from '../data/mnist.js';
+import { makeBlobs } from '../data/synthetic.js';
+import { polynomialTask } from '../data/polynomial.js';
+import { splitTrainVal, type Dataset } from '../data/dataset.js';
+import { InputError } from '../errors.js';
+import { saveCheckpoint } from '../io/checkpoint.js';
+import { createModel, type Model, type ModelConfig } from '../models/index.js';
+import { evaluate } from '../training/evaluate.js';
+import { trainModel, type Criterion } from '../training/train.js';
+import { UsageError, type CommandSpec, type Parsed } from './args.js';
+
+const MODELS = ['mlp', 'vgg-small', 'vgg11', 'resnet20'] as const;
+const DATASETS = ['mnist', 'fashion-mnist', 'blobs', 'poly1', 'poly2', 'poly3'] as const;
+type ModelName = (typeof MODELS)[number];
+type DatasetName = (typeof DATASETS)[number];
+
+export const trainSpec: CommandSpec = {
+  name: 'train',
+  summary: 'Train a model (MLP, small VGG, VGG11, ResNet-20) and save it as a safetensors checkpoint.',
+  usage: 'rebasin train [--model mlp] [--dataset mnist] [--epochs N] [--seed N] ... -o model.safetensors',
+  options: {
+    model: { type: 'string', help: 'architecture', choices: MODELS, default: 'mlp' },
+    dataset: { type: 'string', help: 'training data (blobs: 4 Gaussian classes in 8-D; polyK: the reference\'s polynomial regression task K)', choices: DATASETS, default: 'mnist' },
+    width: { type: 'number', help: 'MLP hidden width (default 512; 32 for blobs/poly), or the channel multiplier of vgg-small/vgg11/resnet20 (default 1)' },
+    'hidden-layers': { type: 'int', help: 'MLP hidden layers', default: 2 },
+    activation: { type: 'string', help: 'MLP activation', choices: ['relu', 'tanh'], default: 'relu' },
+    dropout: { type: 'number', help: 'MLP dropout after each hidden activation (the reference\'s model B uses 0.25)', default: 0 },
+    epochs: { type: 'int', help: 'epochs (default 50; 500 for poly)' },
+    'batch-size': { type: 'int', help: 'mini-batch size (default 1000; 10 for poly)' },
+    optimizer: { type: 'string', help: 'optimiser', choices: ['adamw', 'sgd'], default: 'adamw' },
+    lr: { type: 'number', help: 'learning rate (default 1e-3; 1e-2 for vgg-small, as the reference, and for poly)' },
+    'weight-decay': { type: 'number', help: 'AdamW decoupled weight decay (default 0.01) or SGD L2 penalty (default 0)' },
+    momentum: { type: 'number', help: 'SGD momentum', default: 0 },
+    seed: { type: 'int', help: 'seed of the initialisation, shuffling and dropout', default: 0 },
+    limit: { type: 'int', help: 'samples to use (default 10000 first MNIST images; 2000 blobs; 100 poly points)' },
+    val: { type: 'int', help: 'samples held out for validation (default 1000; 200 blobs; 0 poly)' },
+    'split-seed': { type: 'int', help: 'seed of the train/validation split (the reference uses 1)', default: 1 },
+    'data-dir': { type: 'string', help: 'folder with the (Fashion-)MNIST IDX files (default: the bundled/system copy)' },
+    test: { type: 'boolean', help: 'also evaluate on the 10k test split ((fashion-)MNIST)' },
+    output: { type: 'string', alias: 'o', help: 'checkpoint to write (.safetensors)' },
+    json: { type: 'boolean', help: 'print the result as one JSON object on stdout' },
+    quiet: { type: 'boolean', help: 'no progress bar' },
+  },
+};
+
+interface Resolved {
+  model: ModelName;
+  dataset: DatasetName;
+  width: number;
+  hiddenLayers: number;
+  activation: 'relu' | 'tanh';
+  dropout: number;
+  epochs: number;
+  batchSize: number;
+  optimizer: 'adamw' | 'sgd';
+  lr: number;
+  weightDecay?: number;
+  momentum: number;
+  seed: number;
+  limit: number;
+  val: number;
+  splitSeed: number;
+  dataDir?: string;
+  test: boolean;
+  output: string;
+}
+
+const isPoly = (d: DatasetName) => d.startsWith('poly');
+const isImage = (d: DatasetName) => d === 'mnist' || d === 'fashion-mnist';
+
+/** Fills dataset/model dependent defaults and rejects impossible combinations. */
+function resolveOptions(o: Parsed['options']): Resolved {
+  const model = o.model as ModelName;
+  const dataset = o.dataset as DatasetName;
+  const poly = isPoly(dataset);
+  const fail = (msg: string) => new UsageError(`train: ${msg}`);
+  if (typeof o.output !== 'string' || o.output === '') throw fail('-o/--output <file.safetensors> is required');
+  if (model !== 'mlp' && !isImage(dataset)) throw fail(`--model ${model} needs image data (mnist or fashion-mnist); ${dataset} is vector data, use --model mlp`);
+  if (model !== 'mlp' && (o.dropout as number) !== 0) throw fail('--dropout applies to --model mlp only');
+  const r: Resolved = {
+    model,
+    dataset,
+    width: (o.width as number | undefined) ?? (model !== 'mlp' ? 1 : isImage(dataset) ? 512 : 32),
+    hiddenLayers: o['hidden-layers'] as number,
+    activation: o.activation as 'relu' | 'tanh',
+    dropout: o.dropout as number,
+    epochs: (o.epochs as number | undefined) ?? (poly ? 500 : 50),
+    batchSize: (o['batch-size'] as number | undefined) ?? (poly ? 10 : 1000),
+    optimizer: o.optimizer as 'adamw' | 'sgd',
+    lr: (o.lr as number | undefined) ?? (model === 'vgg-small' || poly ? 1e-2 : 1e-3),
+    weightDecay: o['weight-decay'] as number | undefined,
+    momentum: o.momentum as number,
+    seed: o.seed as number,
+    limit: (o.limit as number | undefined) ?? (poly ? 100 : dataset === 'blobs' ? 2000 : 10000),
+    val: (o.val as number | undefined) ?? (poly ? 0 : dataset === 'blobs' ? 200 : 1000),
+    splitSeed: o['split-seed'] as number,
+    dataDir: o['data-dir'] as string | undefined,
+    test: Boolean(o.test),
+    output: resolve(o.output),
+  };
+  if (!(r.width > 0)) throw fail(`--width must be positive, got ${r.width}`);
+  if (model === 'mlp' && !Number.isInteger(r.width)) throw fail(`--width of an MLP is a whole number of units, got ${r.width}`);
+  if (r.hiddenLayers < 0) throw fail(`--hidden-layers must be ≥ 0, got ${r.hiddenLayers}`);
+  if (!(r.dropout >= 0 && r.dropout < 1)) throw fail(`--dropout must be in [0, 1), got ${r.dropout}`);
+  if (r.epochs < 1) throw fail(`--epochs must be ≥ 1, got ${r.epochs}`);
+  if (r.batchSize < 1) throw fail(`--batch-size must be ≥ 1, got ${r.batchSize}`);
+  if (!(r.lr > 0)) throw fail(`--lr must be > 0, got ${r.lr}`);
+  if (r.weightDecay !== undefined && !(r.weightDecay >= 0)) throw fail(`--weight-decay must be ≥ 0, got ${r.weightDecay}`);
+  if (!(r.momentum >= 0 && r.momentum < 1)) throw fail(`--momentum must be in [0, 1), got ${r.momentum}`);
+  if (r.optimizer !== 'sgd' && o.momentum !== 0) throw fail('--momentum applies to --optimizer sgd only');
+  if (r.limit < 2) throw fail(`--limit must be ≥ 2, got ${r.limit}`);
+  if (r.val < 0 || r.val >= r.limit) throw fail(`--val must be in [0, ${r.limit - 1}] (fewer than --limit ${r.limit}), got ${r.val}`);
+  if (r.test && !isImage(dataset)) throw fail('--test needs (fashion-)mnist');
+  if (r.dataDir !== undefined && !isImage(dataset)) throw fail('--data-dir applies to (fashion-)mnist only');
+  return r;
+}
+
+/** Zero-pads 28×28 images to 32×32 (VGG11's five 2×2 pools need ≥ 32 pixels; LeNet did the same). */
+function padTo32(ds: Dataset): Dataset {
+  const [c, h, w] = ds.sampleShape;
+  const x = new Float32Array(ds.n * c * 32 * 32);
+  const oy = (32 - h) >> 1;
+  const ox = (32 - w) >> 1;
+  for (let i = 0; i < ds.n * c; i++) {
+    for (let r = 0; r < h; r++) x.set(ds.x.subarray((i * h + r) * w, (i * h + r + 1) * w), i * 1024 + (r + oy) * 32 + ox);
+  }
+  return { ...ds, name: `${ds.name}-pad32`, x, sampleShape: [c, 32, 32] };
+}
+
+function loadData(r: Resolved): { all: Dataset; test?: Dataset; criterion: Criterion } {
+  try {
+    if (isImage(r.dataset)) {
+      const load = r.dataset === 'mnist' ? loadMnist : loadFashionMnist;
+      let all = load('train', { dataDir: r.dataDir, limit: r.limit });
+      let test = r.test ? load('test', { dataDir: r.dataDir }) : undefined;
+      if (all.n < r.limit) throw new InputError(`train: --limit ${r.limit} but ${r.dataset} has only ${all.n} training images`);
+      if (r.model === 'vgg11') {
+        all = padTo32(all);
+        if (test) test = padTo32(test);
+      }
+      return { all, test, criterion: 'ce' };
+    }
+    if (r.dataset === 'blobs') return { all: makeBlobs({ n: r.limit, dim: 8, classes: 4, seed: 0 }), criterion: 'ce' };
+    const task = Number(r.dataset.slice(4)) as 1 | 2 | 3;
+    return { all: polynomialTask(task, { n: r.limit, seed: 0 }), criterion: 'mse' };
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw new InputError((e as Error).message);
+  }
+}
+
+function buildConfig(r: Resolved, data: Dataset, outputs: number): ModelConfig {
+  const inputShape = data.sampleShape as [number, number, number];
+  switch (r.model) {
+    case 'mlp': {
+      const inputs = data.sampleShape.reduce((a, b) => a * b, 1);
+      return { arch: 'mlp', sizes: [inputs, ...Array<number>(r.hiddenLayers).fill(r.width), outputs], activation: r.activation, dropout: r.dropout };
+    }
+    case 'vgg-small': {
+      const ch = [8, 32, 64, 128].map((c) => Math.max(1, Math.round(c * r.width))) as [number, number, number, number];
+      return { arch: 'vgg-small', channels: ch, numClasses: outputs, batchNorm: true, inputShape };
+    }
+    case 'vgg11':
+      return { arch: 'vgg', depth: 11, batchNorm: true, inputShape, numClasses: outputs, widthMultiplier: r.width };
+    case 'resnet20':
+      return { arch: 'resnet20', widthMultiplier: r.width, numClasses: outputs, inputShape };
+  }
+}
+
+const pct = (a: number | undefined) => (a === undefined ? '' : `  acc ${(100 * a).toFixed(2)}%`);
+
+export async function train(args: Parsed): Promise<number> {
+  if (args.positionals.length > 0) throw new UsageError(`train: unexpected argument "${args.positionals[0]}"`);
+  const r = resolveOptions(args.options);
+  const quiet = Boolean(args.options.quiet);
+  const { all, test, criterion } = loadData(r);
+  const split = r.val > 0 ? splitTrainVal(all, r.val, r.splitSeed) : null;
+  const trainData = split ? split.train : all;
+  const valData = split?.val;
+  const outputs = criterion === 'ce' ? (all.numClasses ?? 10) : all.y.length / all.n;
+  let model: Model;
+  try {
+    model = createModel(buildConfig(r, all, outputs));
+  } catch (e) {
+    throw new UsageError(`train: cannot build --model ${r.model} for ${r.dataset}: ${(e as Error).message}`);
+  }
+  const t0 = performance.now();
+  const result = trainModel({
+    model, data: trainData, val: valData, epochs: r.epochs, batchSize: r.batchSize, optimizer: r.optimizer, lr: r.lr,
+    weightDecay: r.weightDecay, momentum: r.momentum, seed: r.seed, criterion, quiet, progress: `train ${model.name}`,
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  const state = { params: result.params, buffers: result.buffers };
+  const evalOpts = { batchSize: Math.max(r.batchSize, 1000), criterion };
+  const trainEval = evaluate(model, state, trainData, evalOpts);
+  const valEval = valData ? evaluate(model, state, valData, evalOpts) : undefined;
+  const testEval = test ? evaluate(model, state, test, evalOpts) : undefined;
+  const training = {
+    dataset: r.dataset, samples: r.limit, val: r.val, splitSeed: r.splitSeed, epochs: r.epochs, batchSize: r.batchSize,
+    optimizer: r.optimizer, lr: r.lr, weightDecay: r.weightDecay ?? (r.optimizer === 'adamw' ? 0.01 : 0),
+    ...(r.optimizer === 'sgd' ? { momentum: r.momentum } : {}), seed: r.seed, criterion,
+  };
+  const summary = {
+    train: { loss: trainEval.loss, accuracy: trainEval.accuracy },
+    ...(valEval ? { val: { loss: valEval.loss, accuracy: valEval.accuracy } } : {}),
+    ...(testEval ? { test: { loss: testEval.loss, accuracy: testEval.accuracy } } : {}),
+  };
+  await saveCheckpoint(r.output, model, state, { training, results: summary, history: result.history });
+  if (args.options.json) {
+    process.stdout.write(JSON.stringify({
+      output: r.output, model: model.name, config: model.config, ...training, nTrain: trainData.n, nVal: valData?.n ?? 0,
+      seconds, ...summary,
+    }) + '\n');
+  } else {
+    const lines = [
+      `trained ${model.name} on ${r.dataset} (${trainData.n} train / ${valData?.n ?? 0} val) for ${r.epochs} epochs in ${seconds.toFixed(1)} s`,
+      `  train  loss ${trainEval.loss.toFixed(4)}${pct(trainEval.accuracy)}`,
+      ...(valEval ? [`  val    loss ${valEval.loss.toFixed(4)}${pct(valEval.accuracy)}`] : []),
+      ...(testEval ? [`  test   loss ${testEval.loss.toFixed(4)}${pct(testEval.accuracy)}`] : []),
+      `wrote ${r.output}`,
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+  }
+  return 0;
+}
