@@ -166,6 +166,29 @@ test('large random problems carry a valid optimality certificate', () => {
   }
 });
 
+test('structured matrices (long searches, ties everywhere) also carry a valid certificate', () => {
+  const rng = new Rng(5);
+  const a = Float64Array.from({ length: 300 }, () => rng.normal());
+  const b = Float64Array.from({ length: 300 }, () => rng.normal());
+  const cases: Array<[string, number, number, (i: number, j: number) => number]> = [
+    ['i·j', 250, 250, (i, j) => i * j],
+    ['rank one', 300, 300, (i, j) => a[i] * b[j]],
+    ['rank one, wide', 200, 300, (i, j) => a[i] * b[j]],
+    ['i + j', 300, 300, (i, j) => i + j],
+    ['zeros', 300, 300, () => 0],
+    ['|i − j| mod 7, tall', 300, 220, (i, j) => Math.abs(i - j) % 7],
+  ];
+  for (const [name, rows, cols, f] of cases) {
+    const cost = new Float64Array(rows * cols);
+    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) cost[i * cols + j] = f(i, j);
+    for (const maximize of [false, true]) {
+      const r = linearSumAssignment(cost, rows, cols, { maximize });
+      checkStructure(r, cost, rows, cols);
+      assert.doesNotThrow(() => checkDuals(r, cost, rows, cols, maximize, 1e-7), name);
+    }
+  }
+});
+
 test('a planted permutation (−P + small noise) is recovered exactly', () => {
   const rng = new Rng(3);
   for (const n of [300, 500]) {

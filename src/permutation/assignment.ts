@@ -38,8 +38,9 @@ const FN = 'linearSumAssignment';
  * D. F. Crouse, "On implementing 2D rectangular assignment algorithms", IEEE TAES 52(4), 2016.
  * Square finite matrices get the LAPJV initialisation (column reduction, reduction transfer,
  * two rounds of augmenting row reduction), which leaves few rows for the Dijkstra phase.
- * Rectangular matrices (more rows than columns are transposed first) start from zero column
- * potentials so that unmatched columns keep potential 0, as the rectangular duals require.
+ * Rectangular matrices (more rows than columns are transposed first) and matrices with forbidden
+ * entries start from zero column potentials, so unmatched columns keep potential 0 as the
+ * rectangular duals require. The result carries those duals (u, v) as an optimality certificate.
  */
 export function linearSumAssignment(
   cost: Float64Array | Float32Array,
@@ -193,14 +194,46 @@ function infeasible(): never {
   throw new Error(`${FN}: cost matrix is infeasible (no assignment with a finite total exists)`);
 }
 
+// The phases below are split into small functions with one hot loop each. V8 optimises a long
+// loop mid-run (on-stack replacement); if the optimised function then reaches code that has never
+// run, it deoptimises and starts over in the interpreter, which made first calls several times slower.
+
 /**
  * LAPJV initialisation for a square all-finite matrix. Leaves a partial assignment in which every
- * matched row sits on a minimum of its reduced costs c_ij − w_j; returns the free rows.
+ * matched row sits on a minimum of its reduced costs c_ij − w_j; returns the number of free rows,
+ * listed in `free`.
  */
 function initSquare(c: Float64Array, n: number, x: Int32Array, y: Int32Array, w: Float64Array, free: Int32Array): number {
-  // Column reduction: w_j = min_i c_ij. Scanned row by row so memory is read sequentially.
   const argmin = new Int32Array(n);
-  w.set(c.subarray(0, n));
+  columnMinima(c, n, w, argmin);
+  // A row that is the minimum of several columns keeps one of them; the others stay unmatched.
+  const matches = new Int32Array(n);
+  for (let j = n - 1; j >= 0; j--) {
+    const i = argmin[j];
+    if (matches[i]++ === 0) {
+      x[i] = j;
+      y[j] = i;
+    }
+  }
+  // Reduction transfer: a row matched once hands its slack to its column (lowering the column's
+  // potential), which makes that column dearer for the rows competing for it later.
+  let numFree = 0;
+  for (let i = 0; i < n; i++) {
+    if (matches[i] === 0) {
+      free[numFree++] = i;
+    } else if (matches[i] === 1 && n > 1) {
+      const j1 = x[i];
+      w[j1] -= minReducedExcept(c, i * n, n, w, j1);
+    }
+  }
+  // Augmenting row reduction, two passes (LAPJV).
+  for (let pass = 0; pass < 2 && numFree > 0; pass++) numFree = augmentingRowReduction(c, n, x, y, w, free, numFree);
+  return numFree;
+}
+
+/** Column reduction w_j = min_i c_ij, scanned row by row so memory is read sequentially. */
+function columnMinima(c: Float64Array, n: number, w: Float64Array, argmin: Int32Array): void {
+  for (let j = 0; j < n; j++) w[j] = c[j];
   for (let i = 1; i < n; i++) {
     const off = i * n;
     for (let j = 0; j < n; j++) {
@@ -211,89 +244,110 @@ function initSquare(c: Float64Array, n: number, x: Int32Array, y: Int32Array, w:
       }
     }
   }
-  // A row that is the minimum of several columns keeps one of them; the others stay unmatched.
-  const matches = new Int32Array(n);
-  for (let j = n - 1; j >= 0; j--) {
-    const i = argmin[j];
-    if (matches[i]++ === 0) {
-      x[i] = j;
-      y[j] = i;
+}
+
+/** min over j ≠ skip of c[off + j] − w_j. */
+function minReducedExcept(c: Float64Array, off: number, n: number, w: Float64Array, skip: number): number {
+  let mn = Infinity;
+  for (let j = 0; j < n; j++) {
+    const h = c[off + j] - w[j];
+    if (h < mn && j !== skip) mn = h;
+  }
+  return mn;
+}
+
+/** Cheapest and second cheapest column of a row under reduced costs, set by twoSmallest. */
+const pick = new Int32Array(2);
+
+/** pick = [j1, j2]: columns of the smallest and second smallest c[off + j] − w_j (j1 first on ties). */
+function twoSmallest(c: Float64Array, off: number, n: number, w: Float64Array): void {
+  let u1 = c[off] - w[0];
+  let j1 = 0;
+  let u2 = Infinity;
+  let j2 = -1;
+  for (let j = 1; j < n; j++) {
+    const h = c[off + j] - w[j];
+    if (h < u2) {
+      if (h >= u1) {
+        u2 = h;
+        j2 = j;
+      } else {
+        u2 = u1;
+        j2 = j1;
+        u1 = h;
+        j1 = j;
+      }
     }
   }
+  pick[0] = j1;
+  pick[1] = j2;
+}
 
-  // Reduction transfer: a row matched once can hand its slack to its column, making that column
-  // cheaper for rows that compete for it later.
+/** First unmatched column whose reduced cost in the row equals `u`, or −1. */
+function freeColumnAt(c: Float64Array, off: number, n: number, w: Float64Array, y: Int32Array, u: number): number {
+  for (let j = 0; j < n; j++) if (y[j] < 0 && c[off + j] - w[j] === u) return j;
+  return -1;
+}
+
+/**
+ * One pass of augmenting row reduction: each free row takes its cheapest column, lowering that
+ * column's potential by the gap to its second cheapest so that the row it ousts (if any) is pushed
+ * elsewhere. ARR can cycle a few rows through long runs of tiny decrements, so a pass is capped at
+ * a dozen steps per free row, which keeps its cost near that of the Dijkstra searches it saves
+ * (measured best between 8 and 16); stopping early is always safe, leftover rows go to Dijkstra.
+ * Returns the new number of free rows (listed in `free`).
+ */
+function augmentingRowReduction(
+  c: Float64Array,
+  n: number,
+  x: Int32Array,
+  y: Int32Array,
+  w: Float64Array,
+  free: Int32Array,
+  prevFree: number,
+): number {
+  let k = 0;
   let numFree = 0;
-  for (let i = 0; i < n; i++) {
-    if (matches[i] === 0) {
-      free[numFree++] = i;
-    } else if (matches[i] === 1) {
-      const j1 = x[i];
-      const off = i * n;
-      let mn = Infinity;
-      for (let j = 0; j < n; j++) {
-        if (j === j1) continue;
-        const h = c[off + j] - w[j];
-        if (h < mn) mn = h;
-      }
-      if (mn < Infinity) w[j1] -= mn; // mn is infinite only when n = 1
+  let steps = 0;
+  const budget = 12 * prevFree;
+  while (k < prevFree) {
+    if (++steps > budget) {
+      // Keep the rows not yet processed in the free list.
+      while (k < prevFree) free[numFree++] = free[k++];
+      break;
     }
-  }
-
-  // Augmenting row reduction, two passes: a free row takes its cheapest column, lowering that
-  // column's potential by the gap to its second cheapest so the ousted row is pushed elsewhere.
-  // ARR can cycle a few rows through long runs of tiny decrements; a budget of a dozen steps per
-  // free row keeps its cost near that of the Dijkstra searches it saves (measured best at 8–16).
-  // Stopping early is always safe: the rows left over go to the Dijkstra phase.
-  for (let pass = 0; pass < 2 && numFree > 0; pass++) {
-    let k = 0;
-    const prevFree = numFree;
-    numFree = 0;
-    let steps = 0;
-    const budget = 12 * prevFree;
-    while (k < prevFree) {
-      if (++steps > budget) {
-        // Keep the rows not yet processed in the free list.
-        while (k < prevFree) free[numFree++] = free[k++];
-        break;
-      }
-      const i = free[k++];
-      const off = i * n;
-      let u1 = c[off] - w[0];
-      let j1 = 0;
-      let u2 = Infinity;
-      let j2 = -1;
-      for (let j = 1; j < n; j++) {
-        const h = c[off + j] - w[j];
-        if (h < u2) {
-          if (h >= u1) {
-            u2 = h;
-            j2 = j;
-          } else {
-            u2 = u1;
-            j2 = j1;
-            u1 = h;
-            j1 = j;
-          }
+    const i = free[k++];
+    const off = i * n;
+    twoSmallest(c, off, n, w);
+    let j1 = pick[0];
+    const j2 = pick[1];
+    const u1 = c[off + j1] - w[j1];
+    const u2 = j2 < 0 ? Infinity : c[off + j2] - w[j2]; // j2 < 0 only when n = 1
+    let i0 = y[j1];
+    const strict = u1 < u2;
+    if (strict) {
+      if (u2 < Infinity) w[j1] -= u2 - u1;
+    } else if (i0 >= 0) {
+      // Tie: the second column is just as cheap, so take it rather than oust the first one's row.
+      j1 = j2;
+      i0 = y[j2];
+      if (i0 >= 0) {
+        // Both taken: look for a free column at the same minimum before ousting anyone. Without
+        // this, matrices with many ties (integer costs, constant blocks) shuffle rows in vain.
+        const jf = freeColumnAt(c, off, n, w, y, u1);
+        if (jf >= 0) {
+          j1 = jf;
+          i0 = -1;
         }
       }
-      let i0 = y[j1];
-      const strict = u1 < u2;
-      if (strict) {
-        if (u2 < Infinity) w[j1] -= u2 - u1; // u2 is infinite only when n = 1
-      } else if (i0 >= 0) {
-        // Tie: the second column is just as cheap, so take it rather than oust the first one's row.
-        j1 = j2;
-        i0 = y[j2];
-      }
-      x[i] = j1;
-      y[j1] = i;
-      if (i0 >= 0) {
-        x[i0] = -1;
-        // After a strict decrease the ousted row is retried at once (its best column just got dearer).
-        if (strict) free[--k] = i0;
-        else free[numFree++] = i0;
-      }
+    }
+    x[i] = j1;
+    y[j1] = i;
+    if (i0 >= 0) {
+      x[i0] = -1;
+      // After a strict decrease the ousted row is retried at once (its best column just got dearer).
+      if (strict) free[--k] = i0;
+      else free[numFree++] = i0;
     }
   }
   return numFree;
@@ -303,16 +357,7 @@ function initSquare(c: Float64Array, n: number, x: Int32Array, y: Int32Array, w:
 function initRect(c: Float64Array, n: number, m: number, x: Int32Array, y: Int32Array, free: Int32Array): number {
   let numFree = 0;
   for (let i = 0; i < n; i++) {
-    const off = i * m;
-    let best = Infinity;
-    let jb = -1;
-    for (let j = 0; j < m; j++) {
-      const h = c[off + j];
-      if (h < best) {
-        best = h;
-        jb = j;
-      }
-    }
+    const jb = argminRow(c, i * m, m);
     if (jb < 0) infeasible(); // the whole row is +Infinity
     if (y[jb] < 0) {
       x[i] = jb;
@@ -324,13 +369,28 @@ function initRect(c: Float64Array, n: number, m: number, x: Int32Array, y: Int32
   return numFree;
 }
 
+/** Column of the smallest finite entry of a row (first on ties), or −1 if all are +∞. */
+function argminRow(c: Float64Array, off: number, m: number): number {
+  let best = Infinity;
+  let jb = -1;
+  for (let j = 0; j < m; j++) {
+    const h = c[off + j];
+    if (h < best) {
+      best = h;
+      jb = j;
+    }
+  }
+  return jb;
+}
+
 /**
  * Dijkstra phase: for each free row, grow shortest paths over reduced costs c_ij − w_j until an
  * unmatched column is settled, lower the potentials of the settled columns, and flip the path.
- * Relaxation and the search for the next closest column share one pass over the cost row, in
- * column order so the row streams from memory. A settled column is masked by setting its potential
- * to −∞ (its reduced cost becomes +∞) rather than removed from a list: a search settles few columns
- * on average, and the direct indexing is much faster than gathering through an index list.
+ * Relaxation and the search for the next closest column share one sweep over the cost row.
+ * A search usually settles few columns, so settled columns are only masked (potential −∞ makes
+ * their reduced cost +∞) and rows are swept directly in column order, which streams from memory
+ * and beats gathering through an index list. Long searches (a quarter of the columns settled, as
+ * on structured matrices) switch to an ascending list of the open columns so each sweep shrinks.
  */
 function augmentAll(
   c: Float64Array,
@@ -348,26 +408,17 @@ function augmentAll(
   const setCol = new Int32Array(m); // settled columns in order,
   const setDist = new Float64Array(m); // their distances
   const setW = new Float64Array(m); // and their real potentials
+  const open = new Int32Array(m); // open columns, in list mode
+  const listFrom = Math.max(32, m >> 2);
   for (let f = 0; f < numFree; f++) {
     const start = free[f];
-    let off = start * m;
-    let lowest = Infinity;
-    let best = -1;
-    for (let j = 0; j < m; j++) {
-      const h = c[off + j] - w[j];
-      d[j] = h;
-      pred[j] = start;
-      // Among equally close columns prefer an unmatched one: it ends the search.
-      if (h <= lowest && (h < lowest || y[j] < 0)) {
-        lowest = h;
-        best = j;
-      }
-    }
+    let best = sweepFirst(c, start * m, m, w, d, pred, y, start);
     let settled = 0;
+    let nOpen = -1; // < 0: direct mode
     let min = 0;
     let j1 = -1;
     for (;;) {
-      min = lowest;
+      min = d[best];
       if (min === Infinity) infeasible();
       j1 = best;
       const i = y[j1];
@@ -379,24 +430,18 @@ function augmentAll(
       settled++;
       w[j1] = -Infinity;
       d[j1] = Infinity;
-      // Relax the open columns through row i, the row matched to the column just settled.
-      off = i * m;
-      const h0 = c[off + j1] - wj1 - min;
-      lowest = Infinity;
-      best = -1;
-      for (let j = 0; j < m; j++) {
-        const h = c[off + j] - w[j] - h0;
-        let dj = d[j];
-        if (h < dj) {
-          d[j] = h;
-          pred[j] = i;
-          dj = h;
-        }
-        if (dj <= lowest && (dj < lowest || y[j] < 0)) {
-          lowest = dj;
-          best = j;
-        }
+      if (nOpen >= 0) {
+        // Keep the list ascending (a memmove) so the sweeps still read rows in address order.
+        const at = open.indexOf(j1, 0);
+        open.copyWithin(at, at + 1, nOpen--);
+      } else if (settled >= listFrom) {
+        nOpen = 0;
+        for (let j = 0; j < m; j++) if (w[j] !== -Infinity) open[nOpen++] = j;
       }
+      // Relax the open columns through row i, the row matched to the column just settled.
+      const off = i * m;
+      const h0 = c[off + j1] - wj1 - min;
+      best = nOpen < 0 ? sweep(c, off, m, w, d, pred, y, i, h0) : sweepList(c, off, open, nOpen, w, d, pred, y, i, h0);
     }
     // Settled columns lower their potentials by how much closer than the end they were.
     for (let k = 0; k < settled; k++) w[setCol[k]] = setW[k] + (setDist[k] - min);
@@ -411,4 +456,92 @@ function augmentAll(
       j = prev;
     }
   }
+}
+
+/** Starts a search from free row `start`: d_j = c_start,j − w_j; returns the closest column. */
+function sweepFirst(
+  c: Float64Array,
+  off: number,
+  m: number,
+  w: Float64Array,
+  d: Float64Array,
+  pred: Int32Array,
+  y: Int32Array,
+  start: number,
+): number {
+  let lowest = Infinity;
+  let best = -1;
+  for (let j = 0; j < m; j++) {
+    const h = c[off + j] - w[j];
+    d[j] = h;
+    pred[j] = start;
+    // Among equally close columns prefer an unmatched one: it ends the search.
+    if (h <= lowest && (h < lowest || y[j] < 0)) {
+      lowest = h;
+      best = j;
+    }
+  }
+  return best;
+}
+
+/** Relaxes every column through row i (settled ones are masked); returns the closest open column. */
+function sweep(
+  c: Float64Array,
+  off: number,
+  m: number,
+  w: Float64Array,
+  d: Float64Array,
+  pred: Int32Array,
+  y: Int32Array,
+  i: number,
+  h0: number,
+): number {
+  let lowest = Infinity;
+  let best = -1;
+  for (let j = 0; j < m; j++) {
+    const h = c[off + j] - w[j] - h0;
+    let dj = d[j];
+    if (h < dj) {
+      d[j] = h;
+      pred[j] = i;
+      dj = h;
+    }
+    if (dj <= lowest && (dj < lowest || y[j] < 0)) {
+      lowest = dj;
+      best = j;
+    }
+  }
+  return best;
+}
+
+/** sweep over the listed open columns only. */
+function sweepList(
+  c: Float64Array,
+  off: number,
+  open: Int32Array,
+  nOpen: number,
+  w: Float64Array,
+  d: Float64Array,
+  pred: Int32Array,
+  y: Int32Array,
+  i: number,
+  h0: number,
+): number {
+  let lowest = Infinity;
+  let best = -1;
+  for (let t = 0; t < nOpen; t++) {
+    const j = open[t];
+    const h = c[off + j] - w[j] - h0;
+    let dj = d[j];
+    if (h < dj) {
+      d[j] = h;
+      pred[j] = i;
+      dj = h;
+    }
+    if (dj <= lowest && (dj < lowest || y[j] < 0)) {
+      lowest = dj;
+      best = j;
+    }
+  }
+  return best;
 }
