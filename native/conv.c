@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -157,92 +158,112 @@ void rb_conv_set_mode(int mode) {
   else conv_mode = mode;
 }
 
+/* dw/db are summed per fixed block of samples, then over blocks in order, so the rounding (and so
+ * the result) is the same whatever the thread count and whichever thread ran which block. */
+#define CONV_BLOCKS 8
+
 typedef struct {
   const float *x, *w, *bias, *dy;
   float *out, *dx, *dw, *db;
   const rb_conv_geom *g;
   int64_t rows;   /* output rows per im2col chunk */
   float **col;    /* per thread: im2col buffer */
-  float **dwp;    /* per thread: partial dw (thread 0 may write dw itself) */
-  double **dbp;   /* per thread: partial db */
+  float *dwblk;   /* [nblk][O*K] partial dw (dw itself when nblk == 1) */
+  double *dbblk;  /* [nblk][O] partial db */
+  int64_t nblk;
+  atomic_llong next; /* next sample (forward) or block (backward) to take: dynamic scheduling
+                        keeps both cores busy when one is slowed by other processes */
 } conv_job;
 
 static bool is_pointwise(const rb_conv_geom *g) {
   return g->KH == 1 && g->KW == 1 && g->stride == 1 && g->pad == 0;
 }
 
-static void conv_fwd_task(void *p, int tid, int nth) {
-  conv_job *J = p;
+static void conv_fwd_sample(const conv_job *J, float *col, int64_t n) {
   const rb_conv_geom *g = J->g;
   int64_t K = g->C * g->KH * g->KW, P = g->OH * g->OW, O = g->O, OW = g->OW;
-  int64_t n0 = g->N * tid / nth, n1 = g->N * (tid + 1) / nth;
-  float *col = J->col[tid];
-  for (int64_t n = n0; n < n1; n++) {
-    const float *xn = J->x + n * g->C * g->H * g->W;
-    float *on = J->out + n * O * P;
-    if (is_pointwise(g)) {
-      rb_gemm_f32(false, false, O, P, K, 1.0f, J->w, K, xn, P, 0.0f, on, P);
-    } else {
-      for (int64_t oh0 = 0; oh0 < g->OH; oh0 += J->rows) {
-        int64_t oh1 = oh0 + J->rows < g->OH ? oh0 + J->rows : g->OH;
-        int64_t L = (oh1 - oh0) * OW;
-        im2col_rows(xn, col, g, oh0, oh1);
-        rb_gemm_f32(false, false, O, L, K, 1.0f, J->w, K, col, L, 0.0f, on + oh0 * OW, P);
-      }
+  const float *xn = J->x + n * g->C * g->H * g->W;
+  float *on = J->out + n * O * P;
+  if (is_pointwise(g)) {
+    rb_gemm_f32(false, false, O, P, K, 1.0f, J->w, K, xn, P, 0.0f, on, P);
+  } else {
+    for (int64_t oh0 = 0; oh0 < g->OH; oh0 += J->rows) {
+      int64_t oh1 = oh0 + J->rows < g->OH ? oh0 + J->rows : g->OH;
+      int64_t L = (oh1 - oh0) * OW;
+      im2col_rows(xn, col, g, oh0, oh1);
+      rb_gemm_f32(false, false, O, L, K, 1.0f, J->w, K, col, L, 0.0f, on + oh0 * OW, P);
     }
-    if (J->bias) {
-      for (int64_t o = 0; o < O; o++) {
-        float b = J->bias[o];
-        float *r = on + o * P;
-        for (int64_t q = 0; q < P; q++) r[q] += b;
-      }
+  }
+  if (J->bias) {
+    for (int64_t o = 0; o < O; o++) {
+      float b = J->bias[o];
+      float *r = on + o * P;
+      for (int64_t q = 0; q < P; q++) r[q] += b;
+    }
+  }
+}
+
+static void conv_fwd_task(void *p, int tid, int nth) {
+  conv_job *J = p;
+  (void)nth;
+  for (;;) {
+    int64_t n = atomic_fetch_add_explicit(&J->next, 1, memory_order_relaxed);
+    if (n >= J->g->N) break;
+    conv_fwd_sample(J, J->col[tid], n);
+  }
+}
+
+static void conv_bwd_sample(const conv_job *J, float *col, float *dw, double *db, int64_t n) {
+  const rb_conv_geom *g = J->g;
+  int64_t K = g->C * g->KH * g->KW, P = g->OH * g->OW, O = g->O, OW = g->OW;
+  int64_t CHW = g->C * g->H * g->W;
+  const float *xn = J->x + n * CHW;
+  const float *dyn = J->dy + n * O * P;
+  float *dxn = J->dx ? J->dx + n * CHW : NULL;
+  if (db) {
+    for (int64_t o = 0; o < O; o++) {
+      const float *r = dyn + o * P;
+      double s = 0;
+      for (int64_t q = 0; q < P; q++) s += r[q];
+      db[o] += s;
+    }
+  }
+  if (is_pointwise(g)) {
+    if (dw) rb_gemm_f32(false, true, O, K, P, 1.0f, dyn, P, xn, P, 1.0f, dw, K);
+    if (dxn) rb_gemm_f32(true, false, K, P, O, 1.0f, J->w, K, dyn, P, 0.0f, dxn, P);
+    return;
+  }
+  if (dxn) memset(dxn, 0, (size_t)CHW * sizeof(float));
+  for (int64_t oh0 = 0; oh0 < g->OH; oh0 += J->rows) {
+    int64_t oh1 = oh0 + J->rows < g->OH ? oh0 + J->rows : g->OH;
+    int64_t L = (oh1 - oh0) * OW;
+    const float *dyc = dyn + oh0 * OW;
+    if (dw) {
+      im2col_rows(xn, col, g, oh0, oh1);
+      rb_gemm_f32(false, true, O, K, L, 1.0f, dyc, P, col, L, 1.0f, dw, K);
+    }
+    if (dxn) {
+      /* The same buffer now receives the column gradient: the im2col copy is no longer needed. */
+      rb_gemm_f32(true, false, K, L, O, 1.0f, J->w, K, dyc, P, 0.0f, col, L);
+      col2im_rows(col, dxn, g, oh0, oh1);
     }
   }
 }
 
 static void conv_bwd_task(void *p, int tid, int nth) {
   conv_job *J = p;
+  (void)nth;
   const rb_conv_geom *g = J->g;
-  int64_t K = g->C * g->KH * g->KW, P = g->OH * g->OW, O = g->O, OW = g->OW;
-  int64_t CHW = g->C * g->H * g->W;
-  int64_t n0 = g->N * tid / nth, n1 = g->N * (tid + 1) / nth;
-  float *col = J->col[tid];
-  float *dw = J->dw ? J->dwp[tid] : NULL;
-  double *db = J->db ? J->dbp[tid] : NULL;
-  if (dw) memset(dw, 0, (size_t)(O * K) * sizeof(float));
-  if (db) memset(db, 0, (size_t)O * sizeof(double));
-  for (int64_t n = n0; n < n1; n++) {
-    const float *xn = J->x + n * CHW;
-    const float *dyn = J->dy + n * O * P;
-    float *dxn = J->dx ? J->dx + n * CHW : NULL;
-    if (db) {
-      for (int64_t o = 0; o < O; o++) {
-        const float *r = dyn + o * P;
-        double s = 0;
-        for (int64_t q = 0; q < P; q++) s += r[q];
-        db[o] += s;
-      }
-    }
-    if (is_pointwise(g)) {
-      if (dw) rb_gemm_f32(false, true, O, K, P, 1.0f, dyn, P, xn, P, 1.0f, dw, K);
-      if (dxn) rb_gemm_f32(true, false, K, P, O, 1.0f, J->w, K, dyn, P, 0.0f, dxn, P);
-      continue;
-    }
-    if (dxn) memset(dxn, 0, (size_t)CHW * sizeof(float));
-    for (int64_t oh0 = 0; oh0 < g->OH; oh0 += J->rows) {
-      int64_t oh1 = oh0 + J->rows < g->OH ? oh0 + J->rows : g->OH;
-      int64_t L = (oh1 - oh0) * OW;
-      const float *dyc = dyn + oh0 * OW;
-      if (dw) {
-        im2col_rows(xn, col, g, oh0, oh1);
-        rb_gemm_f32(false, true, O, K, L, 1.0f, dyc, P, col, L, 1.0f, dw, K);
-      }
-      if (dxn) {
-        /* The same buffer now receives the column gradient: the im2col copy is no longer needed. */
-        rb_gemm_f32(true, false, K, L, O, 1.0f, J->w, K, dyc, P, 0.0f, col, L);
-        col2im_rows(col, dxn, g, oh0, oh1);
-      }
-    }
+  int64_t OK = g->O * g->C * g->KH * g->KW;
+  for (;;) {
+    int64_t b = atomic_fetch_add_explicit(&J->next, 1, memory_order_relaxed);
+    if (b >= J->nblk) break;
+    float *dw = J->dw ? J->dwblk + b * OK : NULL;
+    double *db = J->db ? J->dbblk + b * g->O : NULL;
+    if (dw) memset(dw, 0, (size_t)OK * sizeof(float));
+    if (db) memset(db, 0, (size_t)g->O * sizeof(double));
+    int64_t n0 = g->N * b / J->nblk, n1 = g->N * (b + 1) / J->nblk;
+    for (int64_t n = n0; n < n1; n++) conv_bwd_sample(J, J->col[tid], dw, db, n);
   }
 }
 
@@ -287,10 +308,10 @@ static void scratch_put(void *p, bool cached) {
 static size_t round64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
 /* Picks thread counts, switches OpenBLAS to one thread while our threads split the batch, and
- * hands each thread its scratch. */
+ * hands out scratch. */
 static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
   const rb_conv_geom *g = J->g;
-  int64_t K = g->C * g->KH * g->KW, O = g->O;
+  int64_t OK = g->O * g->C * g->KH * g->KW, O = g->O;
   int blas = rb_threads();
   int nth = blas;
   if (conv_mode == 2 || g->N < 2) nth = 1;
@@ -298,25 +319,20 @@ static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
   if (nth > RB_MAXDIM * 2) nth = RB_MAXDIM * 2;
   J->rows = chunk_rows(g);
   bool need_dw = backward && J->dw, need_db = backward && J->db;
-  size_t col_b = round64((size_t)(K * J->rows * g->OW) * sizeof(float));
-  size_t dw_b = need_dw ? round64((size_t)(O * K) * sizeof(float)) : 0;
-  size_t db_b = need_db ? round64((size_t)O * sizeof(double)) : 0;
-  size_t per = col_b + dw_b + db_b;
+  J->nblk = g->N < CONV_BLOCKS ? g->N : CONV_BLOCKS;
+  bool direct_dw = J->nblk == 1; /* a single block accumulates straight into dw */
+  size_t col_b = round64((size_t)(g->C * g->KH * g->KW * J->rows * g->OW) * sizeof(float));
+  size_t dw_b = need_dw && !direct_dw ? round64((size_t)(J->nblk * OK) * sizeof(float)) : 0;
+  size_t db_b = need_db ? round64((size_t)(J->nblk * O) * sizeof(double)) : 0;
   bool cached;
-  char *base = scratch_get(per * (size_t)nth, &cached);
+  char *base = scratch_get(col_b * (size_t)nth + dw_b + db_b, &cached);
   if (!base) return -1;
-  float *colbuf[RB_MAXDIM * 2], *dwbuf[RB_MAXDIM * 2];
-  double *dbbuf[RB_MAXDIM * 2];
-  for (int t = 0; t < nth; t++) {
-    char *p = base + per * (size_t)t;
-    colbuf[t] = (float *)(void *)p;
-    /* Thread 0 (or a lone thread) accumulates straight into dw; the others need partials. */
-    dwbuf[t] = need_dw ? (t == 0 ? J->dw : (float *)(void *)(p + col_b)) : NULL;
-    dbbuf[t] = need_db ? (double *)(void *)(p + col_b + dw_b) : NULL;
-  }
+  float *colbuf[RB_MAXDIM * 2];
+  for (int t = 0; t < nth; t++) colbuf[t] = (float *)(void *)(base + col_b * (size_t)t);
   J->col = colbuf;
-  J->dwp = dwbuf;
-  J->dbp = dbbuf;
+  J->dwblk = need_dw ? (direct_dw ? J->dw : (float *)(void *)(base + col_b * (size_t)nth)) : NULL;
+  J->dbblk = need_db ? (double *)(void *)(base + col_b * (size_t)nth + dw_b) : NULL;
+  atomic_init(&J->next, 0);
   if (nth > 1) {
     openblas_set_num_threads(1);
     rb_parallel(nth, fn, J);
@@ -324,17 +340,17 @@ static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
   } else {
     fn(J, 0, 1);
   }
-  if (need_dw) {
-    size_t sz = (size_t)(O * K);
-    for (int t = 1; t < nth; t++) {
-      float *src = dwbuf[t];
-      for (size_t i = 0; i < sz; i++) J->dw[i] += src[i];
+  if (need_dw && !direct_dw) {
+    memcpy(J->dw, J->dwblk, (size_t)OK * sizeof(float));
+    for (int64_t b = 1; b < J->nblk; b++) {
+      const float *src = J->dwblk + b * OK;
+      for (int64_t i = 0; i < OK; i++) J->dw[i] += src[i];
     }
   }
   if (need_db) {
     for (int64_t o = 0; o < O; o++) {
       double s = 0;
-      for (int t = 0; t < nth; t++) s += dbbuf[t][o];
+      for (int64_t b = 0; b < J->nblk; b++) s += J->dbblk[b * O + o];
       J->db[o] = (float)s;
     }
   }
@@ -344,7 +360,9 @@ static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
 
 int rb_conv_fwd_f32(const float *x, const float *w, const float *bias, float *out, const rb_conv_geom *g) {
   if (g->N == 0) return 0;
-  conv_job J = {x, w, bias, NULL, out, NULL, NULL, NULL, g, 0, NULL, NULL, NULL};
+  conv_job J;
+  memset(&J, 0, sizeof J);
+  J.x = x; J.w = w; J.bias = bias; J.out = out; J.g = g;
   return conv_run(&J, conv_fwd_task, false);
 }
 
@@ -356,6 +374,8 @@ int rb_conv_bwd_f32(const float *x, const float *w, const float *dy, float *dx, 
     if (db) memset(db, 0, (size_t)g->O * sizeof(float));
     return 0;
   }
-  conv_job J = {x, w, NULL, dy, NULL, dx, dw, db, g, 0, NULL, NULL, NULL};
+  conv_job J;
+  memset(&J, 0, sizeof J);
+  J.x = x; J.w = w; J.dy = dy; J.dx = dx; J.dw = dw; J.db = db; J.g = g;
   return conv_run(&J, conv_bwd_task, true);
 }
