@@ -63,16 +63,20 @@ export function linearSumAssignment(
   const u = new Float64Array(rows);
   const v = new Float64Array(cols);
 
-  // Work on a float64 minimisation matrix with n ≤ m: the input itself when it already is one,
-  // else a negated / transposed / widened copy, checked for NaN and bad infinities on the way.
+  // The solver minimises sg·c over a float64 matrix c with n ≤ m. A float64 input that needs no
+  // transposing is used in place, maximising through sg = −1: callers (weight matching) maximise
+  // square float64 similarities over and over, and a fresh n×m copy costs a pass plus page faults,
+  // more than the multiply (≈5% on the hot loops). Anything else is copied, negated as needed.
   let c: Float64Array;
   let hasInf: boolean;
-  if (!transpose && !maximize && cost instanceof Float64Array) {
+  let sg = maximize ? -1 : 1;
+  if (!transpose && cost instanceof Float64Array) {
     c = cost;
     hasInf = checkEntries(cost, cols, maximize);
   } else {
     c = new Float64Array(n * m);
     hasInf = copyEntries(cost, rows, cols, maximize, transpose, c);
+    sg = 1;
   }
   if (n === 0) return { rowInd: new Int32Array(0), colInd: new Int32Array(0), total: 0, u, v };
 
@@ -82,11 +86,11 @@ export function linearSumAssignment(
   const free = new Int32Array(n);
   let numFree: number;
   if (n === m && !hasInf) {
-    numFree = initSquare(c, n, x, y, w, free);
+    numFree = initSquare(c, sg, n, x, y, w, free);
   } else {
-    numFree = initRect(c, n, m, x, y, free);
+    numFree = initRect(c, sg, n, m, x, y, free);
   }
-  augmentAll(c, n, m, x, y, w, free, numFree);
+  augmentAll(c, sg, n, m, x, y, w, free, numFree);
 
   // Row potentials follow from complementary slackness on the matched entries.
   const sign = maximize ? -1 : 1;
@@ -99,7 +103,7 @@ export function linearSumAssignment(
       rowInd[i] = i;
       colInd[i] = j;
       total += cost[i * cols + j];
-      u[i] = sign * (c[i * m + j] - w[j]);
+      u[i] = sign * (sg * c[i * m + j] - w[j]);
     }
     for (let j = 0; j < m; j++) v[j] = sign * w[j];
   } else {
@@ -107,7 +111,7 @@ export function linearSumAssignment(
     const colOfRow = new Int32Array(m).fill(-1);
     for (let q = 0; q < n; q++) {
       colOfRow[x[q]] = q;
-      v[q] = sign * (c[q * m + x[q]] - w[x[q]]);
+      v[q] = sign * (sg * c[q * m + x[q]] - w[x[q]]);
     }
     for (let r = 0; r < m; r++) u[r] = sign * w[r];
     let k = 0;
@@ -194,18 +198,28 @@ function infeasible(): never {
   throw new Error(`${FN}: cost matrix is infeasible (no assignment with a finite total exists)`);
 }
 
-// The phases below are split into small functions with one hot loop each. V8 optimises a long
-// loop mid-run (on-stack replacement); if the optimised function then reaches code that has never
-// run, it deoptimises and starts over in the interpreter, which made first calls several times slower.
+// Below, every function reads the cost as sg·c (sg = ±1, see linearSumAssignment), and c_ij in the
+// comments means that product. The phases are split into small functions with one hot loop each:
+// V8 optimises a long loop mid-run (on-stack replacement), and if the optimised function then
+// reaches code that has never run, it deoptimises and starts over in the interpreter, which made
+// first calls several times slower.
 
 /**
  * LAPJV initialisation for a square all-finite matrix. Leaves a partial assignment in which every
  * matched row sits on a minimum of its reduced costs c_ij − w_j; returns the number of free rows,
  * listed in `free`.
  */
-function initSquare(c: Float64Array, n: number, x: Int32Array, y: Int32Array, w: Float64Array, free: Int32Array): number {
+function initSquare(
+  c: Float64Array,
+  sg: number,
+  n: number,
+  x: Int32Array,
+  y: Int32Array,
+  w: Float64Array,
+  free: Int32Array,
+): number {
   const argmin = new Int32Array(n);
-  columnMinima(c, n, w, argmin);
+  columnMinima(c, sg, n, w, argmin);
   // A row that is the minimum of several columns keeps one of them; the others stay unmatched.
   const matches = new Int32Array(n);
   for (let j = n - 1; j >= 0; j--) {
@@ -223,21 +237,23 @@ function initSquare(c: Float64Array, n: number, x: Int32Array, y: Int32Array, w:
       free[numFree++] = i;
     } else if (matches[i] === 1 && n > 1) {
       const j1 = x[i];
-      w[j1] -= minReducedExcept(c, i * n, n, w, j1);
+      w[j1] -= minReducedExcept(c, sg, i * n, n, w, j1);
     }
   }
   // Augmenting row reduction, two passes (LAPJV).
-  for (let pass = 0; pass < 2 && numFree > 0; pass++) numFree = augmentingRowReduction(c, n, x, y, w, free, numFree);
+  for (let pass = 0; pass < 2 && numFree > 0; pass++) {
+    numFree = augmentingRowReduction(c, sg, n, x, y, w, free, numFree);
+  }
   return numFree;
 }
 
 /** Column reduction w_j = min_i c_ij, scanned row by row so memory is read sequentially. */
-function columnMinima(c: Float64Array, n: number, w: Float64Array, argmin: Int32Array): void {
-  for (let j = 0; j < n; j++) w[j] = c[j];
+function columnMinima(c: Float64Array, sg: number, n: number, w: Float64Array, argmin: Int32Array): void {
+  for (let j = 0; j < n; j++) w[j] = sg * c[j];
   for (let i = 1; i < n; i++) {
     const off = i * n;
     for (let j = 0; j < n; j++) {
-      const h = c[off + j];
+      const h = sg * c[off + j];
       if (h < w[j]) {
         w[j] = h;
         argmin[j] = i;
@@ -247,10 +263,10 @@ function columnMinima(c: Float64Array, n: number, w: Float64Array, argmin: Int32
 }
 
 /** min over j ≠ skip of c[off + j] − w_j. */
-function minReducedExcept(c: Float64Array, off: number, n: number, w: Float64Array, skip: number): number {
+function minReducedExcept(c: Float64Array, sg: number, off: number, n: number, w: Float64Array, skip: number): number {
   let mn = Infinity;
   for (let j = 0; j < n; j++) {
-    const h = c[off + j] - w[j];
+    const h = sg * c[off + j] - w[j];
     if (h < mn && j !== skip) mn = h;
   }
   return mn;
@@ -260,13 +276,13 @@ function minReducedExcept(c: Float64Array, off: number, n: number, w: Float64Arr
 const pick = new Int32Array(2);
 
 /** pick = [j1, j2]: columns of the smallest and second smallest c[off + j] − w_j (j1 first on ties). */
-function twoSmallest(c: Float64Array, off: number, n: number, w: Float64Array): void {
-  let u1 = c[off] - w[0];
+function twoSmallest(c: Float64Array, sg: number, off: number, n: number, w: Float64Array): void {
+  let u1 = sg * c[off] - w[0];
   let j1 = 0;
   let u2 = Infinity;
   let j2 = -1;
   for (let j = 1; j < n; j++) {
-    const h = c[off + j] - w[j];
+    const h = sg * c[off + j] - w[j];
     if (h < u2) {
       if (h >= u1) {
         u2 = h;
@@ -284,8 +300,16 @@ function twoSmallest(c: Float64Array, off: number, n: number, w: Float64Array): 
 }
 
 /** First unmatched column whose reduced cost in the row equals `u`, or −1. */
-function freeColumnAt(c: Float64Array, off: number, n: number, w: Float64Array, y: Int32Array, u: number): number {
-  for (let j = 0; j < n; j++) if (y[j] < 0 && c[off + j] - w[j] === u) return j;
+function freeColumnAt(
+  c: Float64Array,
+  sg: number,
+  off: number,
+  n: number,
+  w: Float64Array,
+  y: Int32Array,
+  u: number,
+): number {
+  for (let j = 0; j < n; j++) if (y[j] < 0 && sg * c[off + j] - w[j] === u) return j;
   return -1;
 }
 
@@ -299,6 +323,7 @@ function freeColumnAt(c: Float64Array, off: number, n: number, w: Float64Array, 
  */
 function augmentingRowReduction(
   c: Float64Array,
+  sg: number,
   n: number,
   x: Int32Array,
   y: Int32Array,
@@ -318,11 +343,11 @@ function augmentingRowReduction(
     }
     const i = free[k++];
     const off = i * n;
-    twoSmallest(c, off, n, w);
+    twoSmallest(c, sg, off, n, w);
     let j1 = pick[0];
     const j2 = pick[1];
-    const u1 = c[off + j1] - w[j1];
-    const u2 = j2 < 0 ? Infinity : c[off + j2] - w[j2]; // j2 < 0 only when n = 1
+    const u1 = sg * c[off + j1] - w[j1];
+    const u2 = j2 < 0 ? Infinity : sg * c[off + j2] - w[j2]; // j2 < 0 only when n = 1
     let i0 = y[j1];
     const strict = u1 < u2;
     if (strict) {
@@ -334,7 +359,7 @@ function augmentingRowReduction(
       if (i0 >= 0) {
         // Both taken: look for a free column at the same minimum before ousting anyone. Without
         // this, matrices with many ties (integer costs, constant blocks) shuffle rows in vain.
-        const jf = freeColumnAt(c, off, n, w, y, u1);
+        const jf = freeColumnAt(c, sg, off, n, w, y, u1);
         if (jf >= 0) {
           j1 = jf;
           i0 = -1;
@@ -354,10 +379,18 @@ function augmentingRowReduction(
 }
 
 /** Zero potentials; each row takes its cheapest column if still free. */
-function initRect(c: Float64Array, n: number, m: number, x: Int32Array, y: Int32Array, free: Int32Array): number {
+function initRect(
+  c: Float64Array,
+  sg: number,
+  n: number,
+  m: number,
+  x: Int32Array,
+  y: Int32Array,
+  free: Int32Array,
+): number {
   let numFree = 0;
   for (let i = 0; i < n; i++) {
-    const jb = argminRow(c, i * m, m);
+    const jb = argminRow(c, sg, i * m, m);
     if (jb < 0) infeasible(); // the whole row is +Infinity
     if (y[jb] < 0) {
       x[i] = jb;
@@ -370,11 +403,11 @@ function initRect(c: Float64Array, n: number, m: number, x: Int32Array, y: Int32
 }
 
 /** Column of the smallest finite entry of a row (first on ties), or −1 if all are +∞. */
-function argminRow(c: Float64Array, off: number, m: number): number {
+function argminRow(c: Float64Array, sg: number, off: number, m: number): number {
   let best = Infinity;
   let jb = -1;
   for (let j = 0; j < m; j++) {
-    const h = c[off + j];
+    const h = sg * c[off + j];
     if (h < best) {
       best = h;
       jb = j;
@@ -394,6 +427,7 @@ function argminRow(c: Float64Array, off: number, m: number): number {
  */
 function augmentAll(
   c: Float64Array,
+  sg: number,
   n: number,
   m: number,
   x: Int32Array,
@@ -412,7 +446,7 @@ function augmentAll(
   const listFrom = Math.max(32, m >> 2);
   for (let f = 0; f < numFree; f++) {
     const start = free[f];
-    let best = sweepFirst(c, start * m, m, w, d, pred, y, start);
+    let best = sweepFirst(c, sg, start * m, m, w, d, pred, y, start);
     let settled = 0;
     let nOpen = -1; // < 0: direct mode
     let min = 0;
@@ -440,8 +474,10 @@ function augmentAll(
       }
       // Relax the open columns through row i, the row matched to the column just settled.
       const off = i * m;
-      const h0 = c[off + j1] - wj1 - min;
-      best = nOpen < 0 ? sweep(c, off, m, w, d, pred, y, i, h0) : sweepList(c, off, open, nOpen, w, d, pred, y, i, h0);
+      const h0 = sg * c[off + j1] - wj1 - min;
+      best = nOpen < 0
+        ? sweep(c, sg, off, m, w, d, pred, y, i, h0)
+        : sweepList(c, sg, off, open, nOpen, w, d, pred, y, i, h0);
     }
     // Settled columns lower their potentials by how much closer than the end they were.
     for (let k = 0; k < settled; k++) w[setCol[k]] = setW[k] + (setDist[k] - min);
@@ -461,6 +497,7 @@ function augmentAll(
 /** Starts a search from free row `start`: d_j = c_start,j − w_j; returns the closest column. */
 function sweepFirst(
   c: Float64Array,
+  sg: number,
   off: number,
   m: number,
   w: Float64Array,
@@ -472,7 +509,7 @@ function sweepFirst(
   let lowest = Infinity;
   let best = -1;
   for (let j = 0; j < m; j++) {
-    const h = c[off + j] - w[j];
+    const h = sg * c[off + j] - w[j];
     d[j] = h;
     pred[j] = start;
     // Among equally close columns prefer an unmatched one: it ends the search.
@@ -487,6 +524,7 @@ function sweepFirst(
 /** Relaxes every column through row i (settled ones are masked); returns the closest open column. */
 function sweep(
   c: Float64Array,
+  sg: number,
   off: number,
   m: number,
   w: Float64Array,
@@ -499,7 +537,7 @@ function sweep(
   let lowest = Infinity;
   let best = -1;
   for (let j = 0; j < m; j++) {
-    const h = c[off + j] - w[j] - h0;
+    const h = sg * c[off + j] - w[j] - h0;
     let dj = d[j];
     if (h < dj) {
       d[j] = h;
@@ -517,6 +555,7 @@ function sweep(
 /** sweep over the listed open columns only. */
 function sweepList(
   c: Float64Array,
+  sg: number,
   off: number,
   open: Int32Array,
   nOpen: number,
@@ -531,7 +570,7 @@ function sweepList(
   let best = -1;
   for (let t = 0; t < nOpen; t++) {
     const j = open[t];
-    const h = c[off + j] - w[j] - h0;
+    const h = sg * c[off + j] - w[j] - h0;
     let dj = d[j];
     if (h < dj) {
       d[j] = h;
