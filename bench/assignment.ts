@@ -33,7 +33,7 @@ export async function run(ctx: BenchContext, torch?: { lapMs?: Record<string, nu
     const cost = uniform(n, n);
     const reps = ctx.quick ? (n >= 2048 ? 1 : 3) : n >= 2048 ? 5 : 9;
     // Small sizes need a few more calls before V8 has fully optimised the solver.
-    const warmup = ctx.quick ? 1 : n <= 512 ? 8 : 2;
+    const warmup = n <= 512 ? (ctx.quick ? 4 : 8) : ctx.quick ? 1 : 2;
     const ms = await timeMedian(() => linearSumAssignment(cost, n, n, { maximize }), reps, warmup);
     ctx.log(`assignment: uniform ${n}×${n} ${ms.toFixed(2)} ms`);
     rows.push({
