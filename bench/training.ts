@@ -12,6 +12,8 @@ export interface TorchFigures {
   cnnStepsPerSec?: number;
   sinkhorn1024x20Ms?: number;
   lapMs?: Record<string, number>;
+  /** End-to-end MNIST LMC workloads (bench/torch_ref.py --rebasin). */
+  rebasin?: { trainTwoSec?: number; wmSec?: number; midSec?: number; l2Sec?: number; lmcSweepSec?: number };
 }
 
 function kaiming(shape: number[], fanIn: number, rng: Rng): Tensor {

@@ -12,7 +12,7 @@ import { eye, noGrad, Tensor } from '../core/tensor.js';
 import type { Params } from '../permutation/apply.js';
 import { linearSumAssignment } from '../permutation/assignment.js';
 import { applyHard, applySoft } from '../permutation/apply.js';
-import { sinkhorn } from '../permutation/sinkhorn.js';
+import { sinkhorn, type CgWarmStart } from '../permutation/sinkhorn.js';
 import { assertValidSpec } from '../permutation/spec.js';
 import { weightCost, type WeightCostKind } from './costs.js';
 import type { AlignInput, AlignResult, StepCallback, StepLog } from './types.js';
@@ -76,13 +76,15 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
     X[id] = x.requireGrad();
   }
   const opt = new AdamW(Object.values(X), { lr });
+  // The KKT solutions change little between steps: each permutation warm-starts its own CG.
+  const warm: Record<string, CgWarmStart> = Object.fromEntries(Object.keys(X).map((id) => [id, { db: null }]));
   const log: StepLog[] = [];
   const t0 = performance.now();
   let perms = hardPermutations(X);
   let done = 0;
   for (let step = 1; step <= steps; step++) {
     const S: Record<string, Tensor> = {};
-    for (const [id, x] of Object.entries(X)) S[id] = sinkhorn(x, { tau, scale, iters, kkt: opts.kkt });
+    for (const [id, x] of Object.entries(X)) S[id] = sinkhorn(x, { tau, scale, iters, kkt: opts.kkt, warmStart: warm[id] });
     const loss = costFn(applySoft(spec, b, S), step);
     opt.zeroGrad();
     loss.backward();
