@@ -11,6 +11,7 @@ import { continualSpec, experimentContinual } from './experiment-continual.js';
 import { experimentRecovery, recoverySpec } from './experiment-recovery.js';
 import { demo, demoSpec, experimentLmc, lmcSpec } from './experiment-lmc.js';
 import { train, trainSpec } from './train.js';
+import { specCheck, specCheckSpec, specInfer, specInferSpec } from './spec.js';
 
 interface Command {
   spec: CommandSpec;
@@ -26,6 +27,8 @@ const commands: Record<string, Command> = {
   doctor: { spec: doctorSpec, run: doctor },
   'experiment lmc': { spec: lmcSpec, run: experimentLmc },
   train: { spec: trainSpec, run: train },
+  'spec infer': { spec: specInferSpec, run: specInfer },
+  'spec check': { spec: specCheckSpec, run: specCheck },
   'experiment recovery': { spec: recoverySpec, run: experimentRecovery },
   'experiment continual': { spec: continualSpec, run: experimentContinual },
 };
