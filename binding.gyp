@@ -6,7 +6,7 @@
       "include_dirs": ["/usr/include/x86_64-linux-gnu"],
       "libraries": ["-lopenblas", "-lm", "-lpthread"],
       "cflags!": ["-O2", "-O3", "-Os"],
-      "cflags_c": ["-std=c11", "-O3", "-march=haswell", "-mfma", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros", "-fassociative-math", "-ffp-contract=off",
+      "cflags_c": ["-std=c11", "-O3", "-march=haswell", "-mfma", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
                    "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]

@@ -222,10 +222,7 @@ static void conv_bwd_sample(const conv_job *J, float *col, float *dw, double *db
   float *dxn = J->dx ? J->dx + n * CHW : NULL;
   if (db) {
     for (int64_t o = 0; o < O; o++) {
-      const float *r = dyn + o * P;
-      double s = 0;
-      for (int64_t q = 0; q < P; q++) s += r[q];
-      db[o] += s;
+      db[o] += rb_sum_f32(dyn + o * P, (size_t)P);
     }
   }
   if (is_pointwise(g)) {

@@ -3,6 +3,9 @@
  * pool they (and conv.c) share. Semantics follow src/core/backend/js.ts (the reference) exactly,
  * including NaN handling; arithmetic that js.ts does in float64 is done in double here too where
  * it is cheap, so results agree to the last float32 ulp or so.
+ *
+ * Built without -ffast-math/-fassociative-math (see binding.gyp), so the compiler never reorders
+ * float arithmetic: reductions that need several vector accumulators are written with intrinsics.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
@@ -176,7 +179,49 @@ static inline float hsum256(__m256 v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+
+static inline double hsum256d(__m256d v) {
+  __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
 #endif
+
+double rb_sum_f32(const float *x, size_t n) {
+  size_t i = 0;
+  double s = 0;
+#ifdef __AVX2__
+  __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm_loadu_ps(x + i)));
+    a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4)));
+    a2 = _mm256_add_pd(a2, _mm256_cvtps_pd(_mm_loadu_ps(x + i + 8)));
+    a3 = _mm256_add_pd(a3, _mm256_cvtps_pd(_mm_loadu_ps(x + i + 12)));
+  }
+  s = hsum256d(_mm256_add_pd(_mm256_add_pd(a0, a1), _mm256_add_pd(a2, a3)));
+#endif
+  for (; i < n; i++) s += x[i];
+  return s;
+}
+
+static double sum_squares(const float *x, size_t n) {
+  size_t i = 0;
+  double s = 0;
+#ifdef __AVX2__
+  __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+  for (; i + 16 <= n; i += 16) {
+    __m256d v0 = _mm256_cvtps_pd(_mm_loadu_ps(x + i)), v1 = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4));
+    __m256d v2 = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 8)), v3 = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 12));
+    /* Separate multiply and add, not FMA: the same rounding as js.ts's s += x*x. */
+    a0 = _mm256_add_pd(a0, _mm256_mul_pd(v0, v0));
+    a1 = _mm256_add_pd(a1, _mm256_mul_pd(v1, v1));
+    a2 = _mm256_add_pd(a2, _mm256_mul_pd(v2, v2));
+    a3 = _mm256_add_pd(a3, _mm256_mul_pd(v3, v3));
+  }
+  s = hsum256d(_mm256_add_pd(_mm256_add_pd(a0, a1), _mm256_add_pd(a2, a3)));
+#endif
+  for (; i < n; i++) { double v = x[i]; s += v * v; }
+  return s;
+}
 
 /* Σ exp(x[i] - shift), also storing the exps when out != NULL: float partial sums in blocks of
  * 512 (vectorised), blocks added in double so long rows keep float64-like accuracy. */
@@ -214,15 +259,26 @@ static double exp_shift_sum(const float *x, size_t n, float shift, float *out) {
 
 static double sumexp_f32(const float *x, size_t n, float shift) { return exp_shift_sum(x, n, shift, NULL); }
 
-/* row[j] -= c[j], returning the new row's max (NaN skipped, like max_f32). */
-static float sub_max_f32(float *row, const float *c, size_t n) {
+/* A double c carried as two floats hi + lo (lo = the rounding error of hi), so float code can
+ * subtract it with double-like accuracy: (x - hi) - lo is within ~1 ulp of the exact x - c, where
+ * x - (float)c would be off by up to ulp(|c|), large when log-values are large (small temperatures).
+ * Needs strict float semantics (no reassociation), which binding.gyp's flags guarantee. */
+static inline void split_hi_lo(double c, float *hi, float *lo) {
+  float h = (float)c;
+  *hi = h;
+  *lo = isfinite(h) ? (float)(c - (double)h) : 0.0f;
+}
+
+/* row[j] = (row[j] - hi[j]) - lo[j], returning the new row's max (NaN skipped, like max_f32). */
+static float sub_max_f32(float *row, const float *hi, const float *lo, size_t n) {
   size_t j = 0;
   float m = -INFINITY;
 #ifdef __AVX2__
   __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
   for (; j + 16 <= n; j += 16) {
-    __m256 v0 = _mm256_sub_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(c + j));
-    __m256 v1 = _mm256_sub_ps(_mm256_loadu_ps(row + j + 8), _mm256_loadu_ps(c + j + 8));
+    __m256 v0 = _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(hi + j)), _mm256_loadu_ps(lo + j));
+    __m256 v1 = _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(row + j + 8), _mm256_loadu_ps(hi + j + 8)),
+                              _mm256_loadu_ps(lo + j + 8));
     _mm256_storeu_ps(row + j, v0);
     _mm256_storeu_ps(row + j + 8, v1);
     m0 = _mm256_max_ps(v0, m0);
@@ -233,7 +289,7 @@ static float sub_max_f32(float *row, const float *c, size_t n) {
   for (int k = 0; k < 8; k++) m = lanes[k] > m ? lanes[k] : m;
 #endif
   for (; j < n; j++) {
-    float v = row[j] - c[j];
+    float v = (row[j] - hi[j]) - lo[j];
     row[j] = v;
     m = v > m ? v : m;
   }
@@ -419,11 +475,7 @@ void rb_relu_backward_f32(const float *x, const float *dy, float *dx, size_t n) 
   for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
 }
 
-double rb_sum_squares_f32(const float *x, size_t n) {
-  double s = 0;
-  for (size_t i = 0; i < n; i++) { double v = x[i]; s += v * v; }
-  return s;
-}
+double rb_sum_squares_f32(const float *x, size_t n) { return sum_squares(x, n); }
 
 /* ------------------------------------------------------------------------------------------------
  * Reductions over the middle axis of [outer, len, inner]
@@ -461,10 +513,7 @@ int rb_logsumexp_f32(const float *x, size_t outer, size_t len, size_t inner, flo
 int rb_sum_axis_f32(const float *x, size_t outer, size_t len, size_t inner, float *out) {
   if (inner == 1) {
     for (size_t o = 0; o < outer; o++) {
-      const float *r = x + o * len;
-      double s = 0;
-      for (size_t l = 0; l < len; l++) s += r[l];
-      out[o] = (float)s;
+      out[o] = (float)rb_sum_f32(x + o * len, len);
     }
     return 0;
   }
@@ -537,7 +586,7 @@ typedef struct {
   size_t m, n, iters;
   const float *logA, *logB;
   double *acc;  /* [nthreads][n] column sums of exp(P) from the last row sweep */
-  float *clse;  /* [n] column LSE - logB */
+  float *clse;  /* [2n] column LSE - logB as hi (first n) + lo (next n), see split_hi_lo */
   float *ebuf;  /* [nthreads][n] exps of the current row */
   float *fbuf;  /* [nthreads][n] float partial column sums, flushed into acc */
   atomic_int robust[2]; /* per-iteration parity: some row went non-finite */
@@ -578,7 +627,7 @@ static void sk_cols_from_matrix(sk_job *J, size_t c0, size_t c1) {
     for (size_t j = 0; j < bw; j++) {
       double l = cmax[j] == -INFINITY ? -INFINITY : (double)shift[j] + log(ds[j]);
       if (J->logB) l -= J->logB[jb + j];
-      J->clse[jb + j] = (float)l;
+      split_hi_lo(l, &J->clse[jb + j], &J->clse[n + jb + j]);
     }
   }
 }
@@ -592,7 +641,7 @@ static void sk_run(sk_job *J, int tid, int nth) {
   double *acc = J->acc + (size_t)tid * n;
   float *e = J->ebuf + (size_t)tid * n;
   float *fs = J->fbuf + (size_t)tid * n;
-  float *clse = J->clse;
+  float *chi = J->clse, *clo = J->clse + n;
   bool robust = true;
   for (size_t it = 0; it < J->iters; it++) {
     /* Column step over [c0, c1). */
@@ -607,7 +656,7 @@ static void sk_run(sk_job *J, int tid, int nth) {
         if (!(s >= 1e-30) || !isfinite(s)) { sk_cols_from_matrix(J, j, j + 1); continue; }
         double l = log(s);
         if (J->logB) l -= J->logB[j];
-        clse[j] = (float)l;
+        split_hi_lo(l, &chi[j], &clo[j]);
       }
     }
     rb_barrier_wait(&J->bar, nth);
@@ -616,7 +665,7 @@ static void sk_run(sk_job *J, int tid, int nth) {
     for (size_t j = 0; j < n; j++) { acc[j] = 0; fs[j] = 0; }
     for (size_t i = r0; i < r1; i++) {
       float *row = P + i * n;
-      float mx = sub_max_f32(row, clse, n);
+      float mx = sub_max_f32(row, chi, clo, n);
       double l, s = 0;
       if (mx == -INFINITY) {
         l = -INFINITY;
@@ -626,8 +675,9 @@ static void sk_run(sk_job *J, int tid, int nth) {
       }
       double la = J->logA ? (double)J->logA[i] : 0.0;
       l -= la;
-      float lf = (float)l;
-      for (size_t j = 0; j < n; j++) row[j] -= lf;
+      float lh, ll;
+      split_hi_lo(l, &lh, &ll);
+      for (size_t j = 0; j < n; j++) row[j] = (row[j] - lh) - ll;
       if (!isfinite(l)) { bad = true; continue; }
       /* exp(new row) = e · a_i / s */
       float f = (float)(exp(la) / s);
@@ -649,8 +699,8 @@ typedef struct {
   sk_job *single; /* cooperative mode: one matrix shared by all threads */
 } sk_task;
 
-/* floats per thread: acc as n doubles, clse, ebuf, fbuf; even so the next thread's doubles stay aligned */
-#define SK_SCRATCH_PER_THREAD(n) ((5 * (n) + 5) & ~(size_t)1)
+/* floats per thread: acc and clse as n doubles each, ebuf, fbuf */
+#define SK_SCRATCH_PER_THREAD(n) (6 * (size_t)(n))
 
 static void sk_batch_task(void *p, int tid, int nth) {
   sk_task *T = p;
@@ -664,8 +714,8 @@ static void sk_batch_task(void *p, int tid, int nth) {
     J.m = T->m; J.n = T->n; J.iters = T->iters; J.logA = T->logA; J.logB = T->logB;
     J.acc = (double *)(void *)scr;
     J.clse = scr + 2 * T->n;
-    J.ebuf = scr + 3 * T->n;
-    J.fbuf = scr + 4 * T->n;
+    J.ebuf = scr + 4 * T->n;
+    J.fbuf = scr + 5 * T->n;
     sk_run(&J, 0, 1);
   }
 }
@@ -695,7 +745,7 @@ int rb_sinkhorn_log_f32(float *logP, size_t batch, size_t m, size_t n, size_t it
   }
   /* Fewer matrices than threads: split each matrix across the threads. */
   double *acc = malloc((size_t)nth * n * sizeof(double));
-  float *fl = malloc(((size_t)2 * nth + 1) * n * sizeof(float));
+  float *fl = malloc(((size_t)2 * nth + 2) * n * sizeof(float));
   if (!acc || !fl) { free(acc); free(fl); return -1; }
   for (size_t b = 0; b < batch; b++) {
     sk_job J;
@@ -704,8 +754,8 @@ int rb_sinkhorn_log_f32(float *logP, size_t batch, size_t m, size_t n, size_t it
     J.m = m; J.n = n; J.iters = iters; J.logA = logA; J.logB = logB;
     J.acc = acc;
     J.clse = fl;
-    J.ebuf = fl + n;
-    J.fbuf = fl + n + (size_t)nth * n;
+    J.ebuf = fl + 2 * n;
+    J.fbuf = fl + 2 * n + (size_t)nth * n;
     atomic_init(&J.robust[0], 0);
     atomic_init(&J.robust[1], 0);
     atomic_init(&J.bar.count, 0);

@@ -30,8 +30,10 @@ void rb_parallel(int nthreads, rb_task_fn fn, void *ctx);
 int rb_threads(void);
 
 /* ---- elementwise and reductions (kernels.c) ---- */
+/* Σ x[i] accumulated in double, vectorised without relying on -fassociative-math. */
+double rb_sum_f32(const float *x, size_t n);
 void rb_unary_f32(int op, const float *x, float *out, size_t n);
-/* shape/aStr/bStr have nd entries; out is packed. Returns 0 or -1 on allocation failure. */
+/* shape/aStr/bStr have nd entries; out is packed. */
 void rb_binary_f32(int op, const float *a, const int64_t *aStr, const float *b, const int64_t *bStr,
                    float *out, const int64_t *shape, int nd);
 void rb_copy_strided_f32(const float *x, int64_t offset, const int64_t *strides, float *out,
@@ -71,7 +73,7 @@ void rb_col2im_f32(const float *col, float *dx, const rb_conv_geom *g);
 int rb_conv_fwd_f32(const float *x, const float *w, const float *bias, float *out, const rb_conv_geom *g);
 int rb_conv_bwd_f32(const float *x, const float *w, const float *dy, float *dx, float *dw, float *db,
                     const rb_conv_geom *g);
-/* Conv strategy for benchmarking: 0 = auto, 1 = our pthreads over samples, 2 = OpenBLAS threads. */
+/* Bench hook: 0 = auto, 1 = our threads over samples, 2 = OpenBLAS threads; >= 100 sets the im2col chunk (floats). */
 void rb_conv_set_mode(int mode);
 
 /* ---- LAPACK (lapack.c) ---- */
