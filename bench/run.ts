@@ -45,7 +45,7 @@ function runTorch(quick: boolean): TorchFigures | undefined {
   const py = '/usr/bin/python3';
   if (!existsSync(py)) return undefined;
   process.stderr.write('bench: timing the PyTorch/scipy reference workloads…\n');
-  const r = spawnSync(py, [script, ...(quick ? ['--quick'] : [])], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  const r = spawnSync(py, [script, '--rebasin', ...(quick ? ['--quick'] : [])], { encoding: 'utf8', maxBuffer: 1 << 20 });
   if (r.status !== 0) {
     process.stderr.write(`bench: --vs-torch needs Debian's python3-torch and python3-scipy (apt-get install python3-torch python3-scipy); the reference run failed:\n${r.stderr.slice(-800)}\n`);
     return undefined;
