@@ -781,16 +781,17 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
     const i = ref.axis - off;
     return i < 0 || i >= s.length || s[i] === 1;
   };
+  /** Fixes every input group; returns those not fixed before (the ones worth a warning). */
   const fixAll = (node: OnnxNode, reason: string) => {
-    const touched: number[] = [];
+    const fresh: number[] = [];
     for (const name of node.inputs) {
       const v = name ? vals.get(name) : undefined;
       if (v?.ref) {
-        touched.push(v.ref.space);
+        if (!flow.isFixed(v.ref.space)) fresh.push(v.ref.space);
         flow.fix(v.ref.space, reason);
       }
     }
-    return touched;
+    return fresh;
   };
   /** An op the inference does not understand: fix every group it touches; outputs get fixed spaces. */
   const unknown = (node: OnnxNode, why?: string) => {
@@ -810,10 +811,9 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
       if (!activation) return set(node, i, { shape: null, ref: null });
       const s = flow.newSpace(NaN, null);
       flow.fix(s, reason);
-      touched.push(s);
       set(node, i, { shape: null, ref: { space: s, inner: 1, axis: 1 } });
     });
-    if (activation) flow.warnIfMatters(`${reason}: the channel groups it touches are left unpermuted`, touched);
+    if (touched.length) flow.warnIfMatters(`${reason}: the channel groups it touches are left unpermuted`, touched);
   };
   /** The activation must carry its channels on `axis`; otherwise its group is fixed. */
   const needAxis = (node: OnnxNode, ref: ChanRef, axis: number, what: string): boolean => {

@@ -455,14 +455,15 @@ export function inferSpecFromTfjs(model: { topology: KerasTopology; tensors: Rea
 
   const unknown = (c: Call, ins: KVal[], why?: string): KVal => {
     const reason = `layer "${c.layer.name}" (${c.layer.className}): ${why ?? 'not known to be channel-wise'}`;
-    const touched: number[] = [];
+    // Only groups this layer is the first to fix deserve a warning (no cascades after another one).
+    const fresh: number[] = [];
     for (const v of ins) if (v.ref) {
-      touched.push(v.ref.space);
+      if (!flow.isFixed(v.ref.space)) fresh.push(v.ref.space);
       flow.fix(v.ref.space, reason);
     }
     const s = flow.newSpace(NaN, null);
     flow.fix(s, reason);
-    flow.warnIfMatters(`${reason}: the channel groups it touches are left unpermuted`, [...touched, s]);
+    if (fresh.length) flow.warnIfMatters(`${reason}: the channel groups it touches are left unpermuted`, fresh);
     return { shape: null, ref: { space: s, inner: 1, axis: 1 } };
   };
   const copyParam = (layer: KerasLayer, p: string, pytorch: string, axes: (ChanRef | null)[] | null, where: string) => {
