@@ -13,7 +13,7 @@ import { InputError } from '../errors.js';
 import { graphTensors, type TensorInfo } from '../models/graph.js';
 import type { Model, ModelConfig } from '../models/model.js';
 import { createModel } from '../models/registry.js';
-import { isBufferName } from '../models/state.js';
+import { splitState } from '../models/state.js';
 import type { Params } from '../permutation/apply.js';
 import { parseNpz } from './npy.js';
 import type { StateDict } from './records.js';
@@ -148,11 +148,5 @@ export async function loadState(path: string): Promise<Params> {
 
 /** Splits loaded named tensors into weights and BN statistics, dropping num_batches_tracked. */
 export function splitLoadedState(state: Params): { params: Params; buffers: Params } {
-  const params: Params = new Map();
-  const buffers: Params = new Map();
-  for (const [k, v] of state) {
-    if (isBatchCounter(k)) continue;
-    (isBufferName(k) ? buffers : params).set(k, v);
-  }
-  return { params, buffers };
+  return splitState(new Map([...state].filter(([k]) => !isBatchCounter(k))));
 }

@@ -5,12 +5,12 @@
  * ℒ is softmax cross-entropy or MSE. The interpolated network normalises with batch statistics
  * (its running statistics would be meaningless), and runs without dropout.
  */
-import { F, type Tensor } from '../core/index.js';
+import type { Tensor } from '../core/index.js';
 import { Rng } from '../core/random.js';
 import type { Model } from '../models/model.js';
 import { lerpState, splitState } from '../models/state.js';
 import type { Params } from '../permutation/apply.js';
-import type { Criterion } from '../training/common.js';
+import { batchLoss, type Criterion } from '../training/common.js';
 import type { RebasinCost } from './sinkhorn-rebasin.js';
 
 export type { Criterion };
@@ -22,12 +22,9 @@ export interface Batch {
 }
 
 export function criterionLoss(criterion: Criterion, out: Tensor, y: Int32Array | Tensor): Tensor {
-  if (criterion === 'ce') {
-    if (!(y instanceof Int32Array)) throw new Error('cross-entropy needs integer class labels');
-    return F.crossEntropy(out, y);
-  }
-  if (y instanceof Int32Array) throw new Error('mse needs a target tensor');
-  return F.mse(out, y.shape.length === out.shape.length ? y : F.reshape(y, out.shape));
+  if (criterion === 'ce' && !(y instanceof Int32Array)) throw new Error('cross-entropy needs integer class labels');
+  if (criterion === 'mse' && y instanceof Int32Array) throw new Error('mse needs a target tensor');
+  return batchLoss(criterion, out, y instanceof Int32Array ? y : Float32Array.from(y.data), out.shape[0]);
 }
 
 /** Loss of the model at state `state` on one batch (batch statistics for BN). */
