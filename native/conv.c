@@ -314,7 +314,8 @@ static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
   if (conv_mode == 2 || g->N < 2) nth = 1;
   if (nth > g->N) nth = (int)g->N;
   if (nth > RB_MAXDIM * 2) nth = RB_MAXDIM * 2;
-  J->rows = chunk_rows(g);
+  /* With OpenBLAS threading each gemm, bigger gemms thread better: take whole samples. */
+  J->rows = nth == 1 && blas > 1 ? g->OH : chunk_rows(g);
   bool need_dw = backward && J->dw, need_db = backward && J->db;
   J->nblk = g->N < CONV_BLOCKS ? g->N : CONV_BLOCKS;
   bool direct_dw = J->nblk == 1; /* a single block accumulates straight into dw */
