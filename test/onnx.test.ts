@@ -496,6 +496,31 @@ describe('real PyTorch exports (test/fixtures, torch.onnx.export)', () => {
     });
   }
 
+  // Beyond our builders (function preservation checked in PyTorch by make_onnx_fixtures.py --verify).
+  test('ops_mix.onnx: SiLU, depthwise conv, channel Concat (fixed, warned), Resize, ReduceMean', async () => {
+    const r = inferSpecFromOnnx(await readOnnx(`${FIXTURES}ops_mix.onnx`), { names: 'pytorch' });
+    assert.deepEqual(r.spec.perms, { P_c1: 8, P_pw: 6, P_head: 5 });
+    assert.deepEqual(r.spec.axes['dw.weight'], ['P_c1', null, null, null]);
+    assert.deepEqual(r.spec.axes['bn.running_var'], ['P_c1']);
+    assert.deepEqual(r.spec.axes['c2.weight'], [null, 'P_pw', null, null]);
+    assert.deepEqual(r.spec.axes['head.weight'], ['P_head', null, null, null]);
+    assert.deepEqual(r.spec.axes['fc.weight'], [null, 'P_head']);
+    assert.equal(r.warnings.length, 1);
+    assert.match(r.warnings[0], /node "\/Concat" \(Concat\): concatenation along the channel axis/);
+  });
+
+  for (const f of ['token_mlp_ln', 'token_mlp_ln13']) {
+    test(`${f}.onnx: tokens through MatMul, LayerNorm ${f.endsWith('13') ? 'decomposed (ReduceMean/Sub/Pow/Div)' : 'op'}, GELU, residual`, async () => {
+      const r = inferSpecFromOnnx(await readOnnx(`${FIXTURES}${f}.onnx`), { names: 'pytorch' });
+      assert.deepEqual(r.warnings, []);
+      assert.deepEqual(r.spec.perms, { P_inp: 16, P_fc1: 32 });
+      assert.deepEqual(r.spec.axes['inp.weight'], ['P_inp', null]);
+      assert.deepEqual(r.spec.axes['ln.weight'], ['P_inp']);
+      assert.deepEqual(r.spec.axes['fc2.weight'], ['P_inp', 'P_fc1']);
+      assert.deepEqual(r.spec.axes['out.weight'], [null, 'P_inp']);
+    });
+  }
+
   test('vgg_small_fused.onnx: BN folded by the exporter, names recovered from node scopes', async () => {
     const onnx = await readOnnx(`${FIXTURES}vgg_small_fused.onnx`);
     const r = inferSpecFromOnnx(onnx, { names: 'pytorch' });

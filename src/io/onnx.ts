@@ -463,7 +463,7 @@ export class SpecFlow {
       t.axes.forEach((a, i) => {
         if (!a) return;
         const n = this.size(a.space);
-        if (Number.isFinite(n) && t.shape[i] !== n * a.inner) {
+        if (!this.isFixed(a.space) && Number.isFinite(n) && t.shape[i] !== n * a.inner) {
           this.fix(a.space, `tensor "${name}" axis ${i} has length ${t.shape[i]}, not ${n} channels × ${a.inner}`, true);
         }
       });
@@ -591,6 +591,7 @@ const UNARY = new Set([
 ]);
 const BINARY = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Sum', 'Mean', 'PRelu', 'Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'And', 'Or', 'Xor', 'Mod']);
 const POOL = new Set(['MaxPool', 'AveragePool', 'LpPool']);
+const REDUCE = new Set(['ReduceMean', 'ReduceSum', 'ReduceMax', 'ReduceMin', 'ReduceProd', 'ReduceL1', 'ReduceL2', 'ReduceLogSum', 'ReduceLogSumExp', 'ReduceSumSquare']);
 const GLOBAL_POOL = new Set(['GlobalAveragePool', 'GlobalMaxPool', 'GlobalLpPool']);
 
 /**
@@ -632,6 +633,22 @@ function prodDims(ds: readonly Dim[]): number | null {
     p *= d;
   }
   return p;
+}
+
+/** Numpy-style broadcast of static shapes (unknown dims stay unknown unless the other side says). */
+function broadcastShapes(shapes: Dim[][]): Dim[] {
+  const rank = Math.max(0, ...shapes.map((s) => s.length));
+  const out: Dim[] = [];
+  for (let j = 0; j < rank; j++) {
+    let d: Dim = 1;
+    for (const s of shapes) {
+      const e = s[j - (rank - s.length)];
+      if (e === undefined || e === 1) continue;
+      d = d === 1 ? e : dimEq(d, e) ? d : d ?? e;
+    }
+    out.push(d);
+  }
+  return out;
 }
 
 /**
@@ -724,10 +741,14 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
     // Unnamed dynamic dims get a token so equal dims still compare equal downstream.
     const shape = given ? given.map((d, i) => (d === null ? `?${inp.name}:${i}` : d)) : null;
     const rank = shape?.length ?? 2;
-    const size = shape && rank >= 2 && typeof shape[1] === 'number' ? shape[1] : NaN;
+    // Images (N, C, …) carry channels on axis 1, sequences (N, T, D) into MatMul on the last;
+    // the input group is fixed either way, this only makes the report name the right size.
+    const firstUse = model.nodes.find((n) => n.inputs.includes(inp.name));
+    const axis = rank === 3 && firstUse && firstUse.opType !== 'Conv' ? 2 : rank >= 2 ? 1 : 0;
+    const size = shape && typeof shape[axis] === 'number' ? shape[axis] as number : NaN;
     const s = flow.newSpace(size, null);
     flow.fix(s, 'network input');
-    vals.set(inp.name, { shape, ref: { space: s, inner: 1, axis: rank >= 2 ? 1 : 0 } });
+    vals.set(inp.name, { shape, ref: { space: s, inner: 1, axis } });
   }
 
   const opaque: Val = { shape: null, ref: null };
@@ -794,7 +815,7 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
     return fresh;
   };
   /** An op the inference does not understand: fix every group it touches; outputs get fixed spaces. */
-  const unknown = (node: OnnxNode, why?: string) => {
+  const unknown = (node: OnnxNode, why?: string, out?: { shape: Dim[] | null; axis: number }) => {
     const reason = `node ${node.label}: ${why ?? `op ${node.domain ? node.domain + '.' : ''}${node.opType} is not known to be channel-wise`}`;
     const touched = fixAll(node, reason);
     let activation = false;
@@ -809,9 +830,10 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
     }
     node.outputs.forEach((_, i) => {
       if (!activation) return set(node, i, { shape: null, ref: null });
-      const s = flow.newSpace(NaN, null);
+      const size = out?.shape && i === 0 && typeof out.shape[out.axis] === 'number' ? (out.shape[out.axis] as number) : NaN;
+      const s = flow.newSpace(size, null);
       flow.fix(s, reason);
-      set(node, i, { shape: null, ref: { space: s, inner: 1, axis: 1 } });
+      set(node, i, { shape: i === 0 ? out?.shape ?? null : null, ref: { space: s, inner: 1, axis: i === 0 ? out?.axis ?? 1 : 1 } });
     });
     if (touched.length) flow.warnIfMatters(`${reason}: the channel groups it touches are left unpermuted`, touched);
   };
@@ -1029,14 +1051,17 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
       let axis = attrI(node, 'axis', 0);
       const rank = shapes[0]?.length;
       if (axis < 0 && rank !== undefined) axis += rank;
-      if (!r0 || refs.some((r) => !r || r.axis !== r0.axis) || axis === r0.axis || axis < 0) return unknown(node, 'concatenation along the channel axis (or of non-activations)');
-      for (const r of refs.slice(1)) flow.unionRefs(r0, r!, `node ${node.label}`);
       let shape: Dim[] | null = null;
-      if (shapes.every((s) => s && s.length === rank)) {
+      if (rank !== undefined && axis >= 0 && shapes.every((s) => s && s.length === rank)) {
         shape = [...shapes[0]!];
         const parts = shapes.map((s) => s![axis]);
         shape[axis] = parts.every((d) => typeof d === 'number') ? (parts as number[]).reduce((p, q) => p + q, 0) : null;
       }
+      if (!r0 || refs.some((r) => !r || r.axis !== r0.axis) || axis === r0.axis || axis < 0) {
+        // Channel concatenation would need block permutations: fix, but keep the shape flowing.
+        return unknown(node, 'concatenation along the channel axis (or of non-activations)', r0 ? { shape, axis: r0.axis } : undefined);
+      }
+      for (const r of refs.slice(1)) flow.unionRefs(r0, r!, `node ${node.label}`);
       set(node, 0, { shape, ref: r0 });
     },
     Shape(node) {
@@ -1082,7 +1107,9 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
       let shape: Dim[] | null = null;
       if (t) {
         shape = [...t.dims];
-        if (t.ints && t.ints.length <= 64) konst = { dims: [...t.dims], values: [...t.ints] };
+        // Small constants only: integers drive shape arithmetic, floats Resize scales.
+        const v = t.ints ?? (t.data ? [...t.data] : null);
+        if (v && v.length <= 64) konst = { dims: [...t.dims], values: v };
       } else if (at.get('value_int')) {
         shape = [];
         konst = { dims: [], values: [at.get('value_int')!.i ?? 0] };
@@ -1099,6 +1126,8 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
       const n = x.shape ? prodDims(x.shape) : null;
       set(node, 0, { shape: [], ref: null, konst: n === null ? undefined : { dims: [], values: [n] } });
     },
+    Resize(node) { resize(node, node.inputs[2], node.inputs[3]); },
+    Upsample(node) { resize(node, node.inputs[1] ?? undefined, undefined); },
     Dropout(node) {
       set(node, 0, get(node.inputs[0], node));
       setRest(node, 1);
@@ -1175,12 +1204,16 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
     if (acts.length === 0) {
       // Shape arithmetic on known integers (e.g. h // 2); anything else is an opaque constant.
       const ks = ins.map((v) => v?.konst);
-      if (ks.length === 2 && ks[0] && ks[1] && ['Add', 'Sub', 'Mul', 'Div'].includes(node.opType) && ks[0].values.length === ks[1].values.length) {
+      const integral = (k: Konst | undefined) => !!k && k.values.every((v) => typeof v !== 'number' || Number.isInteger(v));
+      if (ks.length === 2 && integral(ks[0]) && integral(ks[1]) && ['Add', 'Sub', 'Mul', 'Div'].includes(node.opType) && ks[0]!.values.length === ks[1]!.values.length) {
         const f = { Add: (p: number, q: number) => p + q, Sub: (p: number, q: number) => p - q, Mul: (p: number, q: number) => p * q, Div: (p: number, q: number) => Math.trunc(p / q) }[node.opType as 'Add']!;
-        const values = ks[0].values.map((v, i) => (typeof v === 'number' && typeof ks[1]!.values[i] === 'number' ? f(v, ks[1]!.values[i] as number) : null));
-        return set(node, 0, { shape: [...ks[0].dims], ref: null, konst: { dims: [...ks[0].dims], values } });
+        const values = ks[0]!.values.map((v, i) => (typeof v === 'number' && typeof ks[1]!.values[i] === 'number' ? f(v, ks[1]!.values[i] as number) : null));
+        return set(node, 0, { shape: [...ks[0]!.dims], ref: null, konst: { dims: [...ks[0]!.dims], values } });
       }
-      return set(node, 0, { shape: null, ref: null });
+      // Values without channels (constants, statistics reduced over the channels) keep their
+      // shape, so broadcasting them against activations can be checked later.
+      const ss = node.inputs.map((n, i) => (ins[i] ? shapeOf(n, ins[i]!) : null));
+      return set(node, 0, { shape: ss.every((x) => x) ? broadcastShapes(ss as Dim[][]) : null, ref: null });
     }
     const shapes = node.inputs.map((n, i) => (ins[i] ? shapeOf(n, ins[i]!) : null));
     const rankOf = (i: number) => shapes[i]?.length ?? (ins[i]?.ref ? ins[i]!.ref!.axis + 1 : 0);
@@ -1195,20 +1228,7 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
       if (v.param) broadcastParam(node, v, first, outRank, node.opType === 'PRelu' ? 'weight' : node.opType === 'Add' && inits.get(v.param.init)!.dims.length === 1 ? 'bias' : 'other');
       else if (!constOperandOk(v, first, outRank)) flow.fix(first.space, `node ${node.label}: operand ${i} is a per-channel constant that is not an initializer`, true);
     });
-    let shape: Dim[] | null = null;
-    if (shapes.every((s, i) => s || !ins[i])) {
-      shape = [];
-      for (let j = 0; j < outRank; j++) {
-        let d: Dim = 1;
-        shapes.forEach((s) => {
-          if (!s) return;
-          const e = s[j - (outRank - s.length)];
-          if (e === undefined || e === 1) return;
-          d = d === 1 ? e : dimEq(d, e) ? d : d ?? e;
-        });
-        shape.push(d);
-      }
-    }
+    const shape = shapes.every((s, i) => s || !ins[i]) ? broadcastShapes(shapes.filter((x): x is Dim[] => !!x)) : null;
     set(node, 0, { shape, ref: first });
   }
 
@@ -1229,6 +1249,56 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
     setRest(node, 1);
   }
 
+  /**
+   * Reductions. Over non-channel axes they are channel-wise. Over the channel axis the result is
+   * invariant under permuting the channels (a symmetric function of them, e.g. LayerNorm's mean
+   * and variance when exported as ReduceMean/Sub/Pow/…): it carries no channels and may be
+   * broadcast back against them.
+   */
+  function reduce(node: OnnxNode): void {
+    const x = get(node.inputs[0], node);
+    const xs = shapeOf(node.inputs[0], x);
+    const keep = attrI(node, 'keepdims', 1) === 1;
+    const given = node.inputs[1] ? konstOf(node.inputs[1], node) : attrInts(node, 'axes');
+    const rank = xs?.length;
+    if (rank === undefined || (given && given.some((d) => typeof d !== 'number'))) {
+      if (x.ref) return unknown(node, 'reduction over unknown axes');
+      return set(node, 0, { shape: null, ref: null });
+    }
+    let axes = (given as number[] | undefined)?.map((d) => (d < 0 ? d + rank : d));
+    if (!axes || axes.length === 0) axes = attrI(node, 'noop_with_empty_axes', 0) === 1 ? [] : [...Array(rank).keys()];
+    const shape = keep ? xs!.map((d, i) => (axes!.includes(i) ? 1 : d)) : xs!.filter((_, i) => !axes!.includes(i));
+    if (!x.ref || axes.includes(x.ref.axis)) return set(node, 0, { shape, ref: null });
+    const axis = keep ? x.ref.axis : x.ref.axis - axes.filter((a) => a < x.ref!.axis).length;
+    set(node, 0, { shape, ref: { ...x.ref, axis } });
+  }
+
+  /** Resize/Upsample: channel-wise when the batch and channel scales are 1 (or the sizes keep them). */
+  function resize(node: OnnxNode, scalesName: string | undefined, sizesName: string | undefined): void {
+    const x = get(node.inputs[0], node);
+    if (!x.ref) return unknown(node, 'input is not an activation');
+    const xs = shapeOf(node.inputs[0], x);
+    const numbers = (name: string | undefined): number[] | null => {
+      if (!name) return null;
+      const k = konstOf(name, node);
+      if (k) return k.every((d) => typeof d === 'number') ? (k as number[]) : null;
+      const t = inits.get(name);
+      return t?.data && t.data.length <= 16 ? [...t.data] : null;
+    };
+    const scales = numbers(scalesName) ?? (node.attributes.get('scales')?.floats ?? null);
+    const sizes = numbers(sizesName);
+    const a = x.ref.axis;
+    let shape: Dim[] | null = null;
+    if (scales && scales.length > 0) {
+      if (scales[0] !== 1 || scales[a] !== 1) return unknown(node, 'resizes the batch or channel axis');
+      shape = xs ? xs.map((d, i) => (typeof d === 'number' ? Math.floor(d * scales[i]) : i === 0 ? d : null)) : null;
+    } else if (sizes && xs) {
+      if (sizes[a] !== xs[a] || (typeof xs[0] === 'number' && sizes[0] !== xs[0])) return unknown(node, 'resizes the batch or channel axis');
+      shape = sizes.map((d, i) => (i === 0 ? xs[0] : d));
+    } else return unknown(node, 'scales/sizes unknown');
+    set(node, 0, { shape, ref: x.ref });
+  }
+
   for (const node of topoOrder(model.nodes)) {
     const h = node.domain === '' || node.domain === 'ai.onnx' ? handlers[node.opType] : undefined;
     if (h) h(node);
@@ -1238,7 +1308,7 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
       if (node.opType === 'Identity' && x.param) set(node, 0, { ...x, param: { init: x.param.init, alias: node.outputs[0] } });
       else if (x.ref) set(node, 0, { shape: shapeOf(node.inputs[0], x), ref: x.ref });
       else if ((node.opType === 'Cast' || node.opType === 'Identity') && x.konst) set(node, 0, x);
-      else set(node, 0, { shape: null, ref: null });
+      else set(node, 0, { shape: node.inputs[0] ? shapeOf(node.inputs[0], x) : null, ref: null });
       // Clip's min/max and similar scalar operands: nothing to permute.
       for (let i = 1; i < node.inputs.length; i++) {
         const v = node.inputs[i] ? vals.get(node.inputs[i]) : undefined;
@@ -1246,6 +1316,7 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
       }
     } else if (BINARY.has(node.opType)) elementwise(node);
     else if (POOL.has(node.opType)) pool(node, false);
+    else if (REDUCE.has(node.opType)) reduce(node);
     else if (GLOBAL_POOL.has(node.opType)) pool(node, true);
     else unknown(node);
   }
