@@ -1332,6 +1332,19 @@ export function inferSpecFromOnnx(model: OnnxModel, opts: OnnxInferOptions = {})
   const result = flow.finish();
   const { nameMap, pytorchSpec } = mapNames(model, result.spec, result.owners, uses, opts.checkpoint, result.warnings);
   const names = opts.names ?? (opts.checkpoint ? 'pytorch' : 'initializer');
+  if (names === 'pytorch') {
+    // Report groups under the names the spec uses (`layers.0.weight[1]`, not `onnx::MatMul_12[0]`).
+    const byInit = new Map<string, OnnxNameMapping>();
+    for (const m of nameMap) if (!byInit.has(m.initializer)) byInit.set(m.initializer, m);
+    const rename = (ref: string) => {
+      const k = ref.lastIndexOf('[');
+      const m = byInit.get(ref.slice(0, k));
+      if (!m) return ref;
+      const axis = Number(ref.slice(k + 1, -1));
+      return `${m.name}[${m.transposed ? 1 - axis : axis}]`;
+    };
+    for (const g of [...result.groups, ...result.fixed]) g.axes = g.axes.map(rename);
+  }
   return { ...result, names, spec: names === 'pytorch' ? pytorchSpec : result.spec, initializerSpec: result.spec, pytorchSpec, nameMap };
 }
 
