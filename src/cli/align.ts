@@ -60,7 +60,7 @@ interface Loaded {
 async function loadModels(cmd: string, paths: string[], o: Parsed['options']): Promise<Loaded> {
   const config = o['model-config'] ? parseModelConfig(o['model-config'] as string) : undefined;
   const files = await Promise.all(paths.map((p) => readModelFile(resolve(p), config)));
-  const spec = resolveSpec(o.spec as string | undefined, files[0].model, cmd);
+  const spec = await resolveSpec(o.spec as string | undefined, files[0].model, cmd);
   try {
     assertValidSpec(spec, files[0].state);
   } catch (e) {

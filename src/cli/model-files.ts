@@ -10,15 +10,16 @@ import { Tensor } from '../core/tensor.js';
 import { loadFashionMnist, loadMnist, type Dataset } from '../data/index.js';
 import { InputError } from '../errors.js';
 import { ensureDirSync } from '../io/atomic.js';
-import { CHECKPOINT_FORMAT, loadCheckpoint, loadState, recordsToState, stateToRecords } from '../io/checkpoint.js';
+import { CHECKPOINT_FORMAT, loadCheckpoint, stateToRecords } from '../io/checkpoint.js';
+import { loadSpecFile, loadTensors } from '../io/load-any.js';
 import { readNpz } from '../io/npy.js';
-import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
+import { writeSafetensors } from '../io/safetensors.js';
 import type { Model, ModelConfig } from '../models/model.js';
 import { createModel } from '../models/registry.js';
 import { splitState } from '../models/state.js';
 import type { Params } from '../permutation/apply.js';
 import { checkEquivalence } from '../permutation/equivalence.js';
-import { specFromJSON, type PermutationSpec } from '../permutation/spec.js';
+import type { PermutationSpec } from '../permutation/spec.js';
 
 export interface ModelFile {
   path: string;
@@ -33,22 +34,19 @@ function describe(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-/** Reads a rebasin checkpoint, a plain safetensors file or an .npz archive. */
+/**
+ * Reads a rebasin checkpoint (model definition included) or plain weights: safetensors, .npz,
+ * .npy, a TF.js model.json (converted to PyTorch names and layouts) or ONNX initializers.
+ */
 export async function readModelFile(path: string, config?: ModelConfig): Promise<ModelFile> {
   if (!existsSync(path)) throw new InputError(`${path}: no such file`);
-  if (path.endsWith('.safetensors')) {
-    const { tensors, metadata } = await readSafetensors(path);
-    if (metadata.format === CHECKPOINT_FORMAT && !config) {
-      const ck = await loadCheckpoint(path);
-      return { path, state: new Map([...ck.params, ...ck.buffers]), model: ck.model, metadata };
-    }
-    const state = recordsToState(tensors);
-    dropBatchCounters(state);
-    return { path, state, model: config ? modelFor(config, path) : undefined, metadata };
+  const loaded = await loadTensors(path);
+  if (loaded.format === 'safetensors' && loaded.metadata.format === CHECKPOINT_FORMAT && !config) {
+    const ck = await loadCheckpoint(path);
+    return { path, state: new Map([...ck.params, ...ck.buffers]), model: ck.model, metadata: loaded.metadata };
   }
-  const state = await loadState(path);
-  dropBatchCounters(state);
-  return { path, state, model: config ? modelFor(config, path) : undefined, metadata: {} };
+  dropBatchCounters(loaded.tensors);
+  return { path, state: loaded.tensors, model: config ? modelFor(config, path) : undefined, metadata: loaded.format === 'safetensors' ? loaded.metadata : {} };
 }
 
 function dropBatchCounters(state: Params): void {
@@ -76,18 +74,9 @@ export function parseModelConfig(value: string): ModelConfig {
   }
 }
 
-export function readSpecFile(path: string): PermutationSpec {
-  if (!existsSync(path)) throw new InputError(`${path}: no such spec file`);
-  try {
-    return specFromJSON(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new InputError(`${path}: ${describe(e)}`);
-  }
-}
-
 /** The spec from --spec, else the one derived from a known model definition. */
-export function resolveSpec(specPath: string | undefined, model: Model | undefined, what: string): PermutationSpec {
-  if (specPath) return readSpecFile(specPath);
+export async function resolveSpec(specPath: string | undefined, model: Model | undefined, what: string): Promise<PermutationSpec> {
+  if (specPath) return loadSpecFile(specPath);
   if (model) return model.permutationSpec();
   throw new InputError(`${what}: no permutation spec: pass --spec spec.json (see \`rebasin spec infer\`), or use rebasin checkpoints / --model-config so the spec can be derived`);
 }

@@ -1,0 +1,64 @@
+/**
+ * rebasin: align neural networks by permuting hidden units (re-basin), analyse linear mode
+ * connectivity, merge models and learn continually — on Node.js, no Python.
+ *
+ * The public API, grouped as the source tree is: numeric core → permutations → methods →
+ * analysis → models, data, training, checkpoints → experiments.
+ */
+
+// Numeric core: tensors, autodiff, ops (as F), optimisers, RNG, backends.
+export * from './core/index.js';
+
+// Permutations: specs, applying them, linear assignment, Sinkhorn.
+export * from './permutation/spec.js';
+export { UnionFind } from './permutation/union-find.js';
+export {
+  applyHard, applySoft, checkPermutation, composePermutations, composePerms, identityPerms, invertPermutation,
+  invertPerms, permutationMatrices, permutationMatrix, randomPerms, rowArgmax, validatePerms,
+  type ApplySoftOptions, type Params, type Perms,
+} from './permutation/apply.js';
+export { linearSumAssignment, permutationFromAssignment, type Assignment, type AssignmentOptions } from './permutation/assignment.js';
+export { sinkhorn, sinkhornDiagnostics, resetSinkhornDiagnostics, type SinkhornOptions, type CgWarmStart } from './permutation/sinkhorn.js';
+export { checkEquivalence, type EquivalenceResult } from './permutation/equivalence.js';
+
+// Methods.
+export type { AlignInput, AlignResult, StepLog, StepCallback } from './methods/types.js';
+export { weightMatching, type WeightMatchingOptions } from './methods/weight-matching.js';
+export { activationMatching, type ActivationMatchingOptions, type ActivationStatistic } from './methods/activation-matching.js';
+export { straightThroughEstimator, type SteOptions } from './methods/ste.js';
+export { naive } from './methods/naive.js';
+export { sinkhornRebasin, hardPermutations, type SinkhornRebasinOptions, type RebasinCost } from './methods/sinkhorn-rebasin.js';
+export { weightCost, WEIGHT_COSTS, type WeightCostKind } from './methods/costs.js';
+export { midpointCost, randomPointCost, stateLoss, type Batch, type DataCostOptions } from './methods/data-costs.js';
+export { alignModels, METHODS, needsData, type MethodName, type MethodContext } from './methods/registry.js';
+
+// Analysis.
+export { interpolationCurve, barrier, lambdas, type CurvePoint, type BarrierSummary, type BnMode, type CurveOptions } from './analysis/lmc.js';
+
+// Models and model states.
+export * from './models/index.js';
+export { lerpState, weightedAverage, splitState, mergeState, cloneState, isBufferName } from './models/state.js';
+
+// Data, training.
+export * from './data/index.js';
+export { trainModel, type TrainOptions, type TrainResult, type EpochStats } from './training/train.js';
+export { evaluate, reestimateBatchNorm, type EvalOptions, type EvalResult } from './training/evaluate.js';
+export type { Criterion } from './training/common.js';
+
+// Checkpoints and formats.
+export * from './io/safetensors.js';
+export * from './io/npy.js';
+export { FormatError } from './io/errors.js';
+export { writeFileAtomic, writeFileAtomicSync } from './io/atomic.js';
+export { saveCheckpoint, loadCheckpoint, loadState, stateToRecords, recordsToState, type Checkpoint } from './io/checkpoint.js';
+export { loadTensors, loadSpecFile, type LoadedTensors, type TensorFileFormat } from './io/load-any.js';
+export { readOnnx, parseOnnx, inferSpecFromOnnx, type OnnxModel, type OnnxSpecResult } from './io/onnx.js';
+export { readTfjs, writeTfjs, tfjsToPytorchLayout, pytorchToTfjsLayout, inferSpecFromTfjs } from './io/tfjs.js';
+export type { ArrayRecord, StateDict } from './io/records.js';
+
+// Continual learning and experiments.
+export * as continual from './continual/index.js';
+export { runRecovery, type RecoveryOptions, type RecoveryRow } from './experiments/recovery.js';
+export { runLmc, taskSetup, type LmcOptions, type LmcRow } from './experiments/lmc.js';
+
+export { InputError, CheckFailedError } from './errors.js';
