@@ -73,7 +73,8 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
   return [
     {
       section: 'continual', name: label, value: total / 60, unit: 'min', higherIsBetter: false, goal: `≤ ${GOAL_MINUTES} min`,
-      note: ran === tasks ? `average accuracy ${(100 * m.averageAccuracy).toFixed(2)}% (paper 78.14%)` : `first ${ran} tasks: mean accuracy on seen tasks ${(100 * R[ran - 1].slice(0, ran).reduce((a, b) => a + b, 0) / ran).toFixed(2)}%`,
+      note: (ran === tasks ? `average accuracy ${(100 * m.averageAccuracy).toFixed(2)}% (paper 78.14%)` : `first ${ran} tasks: mean accuracy on seen tasks ${(100 * R[ran - 1].slice(0, ran).reduce((a, b) => a + b, 0) / ran).toFixed(2)}%`)
+        + `; hidden units moved by the hard P per task: ${s.movedUnits.join(',')}`,
     },
     { section: 'continual', name: `RebasinIL re-basin step (batch 500 + replay, tasks 2–${ran})`, value: perStep * 1000, unit: 'ms', higherIsBetter: false },
     { section: 'continual', name: 'evaluation on the 20 test sets (200k images)', value: evalMean, unit: 's', higherIsBetter: false },

@@ -152,8 +152,13 @@ export async function runContinual(o: ContinualOptions): Promise<ContinualReport
         const diff = configDifference(saved.config, config);
         if (diff) throw new InputError(`cannot resume ${method} from ${path}: it was written with other options (${diff}); use another --out or drop --resume to start over`);
         if (saved.unitsDone > strategy.units) throw new InputError(`cannot resume ${method} from ${path}: it has ${saved.unitsDone} units done but the run has ${strategy.units}`);
-        strategy.restore(saved.snapshot);
-        rng.setState(saved.rng);
+        try {
+          strategy.restore(saved.snapshot);
+          rng.setState(saved.rng);
+        } catch (e) {
+          throw new InputError(`continual state file ${path} does not fit this run (${(e as Error).message}); delete it to start ${method} over`);
+        }
+        if (saved.R.length > saved.unitsDone) throw new InputError(`continual state file ${path} is inconsistent: ${saved.R.length} accuracy rows for ${saved.unitsDone} units`);
         R = saved.R;
         unitSeconds = saved.unitSeconds;
         done = saved.unitsDone;

@@ -4,6 +4,8 @@
  * whatever else it keeps (EWC's per-task Fisher and θ_k); the "__metadata__" holds JSON: the run
  * configuration (checked on resume), units done, the accuracy rows so far, per-unit seconds, the
  * method's RNG state (Rng.getState) and the strategy's own JSON (replay/A-GEM memory indices…).
+ * Nothing else needs saving at a task boundary: RebasinIL's X and Δ and every optimiser are fresh
+ * per task, and LwF's "old model" is the saved θ itself.
  */
 import { existsSync } from 'node:fs';
 import { Tensor } from '../core/index.js';
