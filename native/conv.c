@@ -184,22 +184,26 @@ static void conv_fwd_sample(const conv_job *J, float *col, int64_t n) {
   int64_t K = g->C * g->KH * g->KW, P = g->OH * g->OW, O = g->O, OW = g->OW;
   const float *xn = J->x + n * g->C * g->H * g->W;
   float *on = J->out + n * O * P;
-  if (is_pointwise(g)) {
-    rb_gemm_f32(false, false, O, P, K, 1.0f, J->w, K, xn, P, 0.0f, on, P);
-  } else {
-    for (int64_t oh0 = 0; oh0 < g->OH; oh0 += J->rows) {
-      int64_t oh1 = oh0 + J->rows < g->OH ? oh0 + J->rows : g->OH;
-      int64_t L = (oh1 - oh0) * OW;
-      im2col_rows(xn, col, g, oh0, oh1);
-      rb_gemm_f32(false, false, O, L, K, 1.0f, J->w, K, col, L, 0.0f, on + oh0 * OW, P);
-    }
-  }
+  /* Bias goes in first and sgemm accumulates onto it (beta = 1): that replaces both OpenBLAS's
+   * zeroing pass over C (beta = 0) and a separate bias pass. */
+  float beta = 0.0f;
   if (J->bias) {
     for (int64_t o = 0; o < O; o++) {
       float b = J->bias[o];
       float *r = on + o * P;
-      for (int64_t q = 0; q < P; q++) r[q] += b;
+      for (int64_t q = 0; q < P; q++) r[q] = b;
     }
+    beta = 1.0f;
+  }
+  if (is_pointwise(g)) {
+    rb_gemm_f32(false, false, O, P, K, 1.0f, J->w, K, xn, P, beta, on, P);
+    return;
+  }
+  for (int64_t oh0 = 0; oh0 < g->OH; oh0 += J->rows) {
+    int64_t oh1 = oh0 + J->rows < g->OH ? oh0 + J->rows : g->OH;
+    int64_t L = (oh1 - oh0) * OW;
+    im2col_rows(xn, col, g, oh0, oh1);
+    rb_gemm_f32(false, false, O, L, K, 1.0f, J->w, K, col, L, beta, on + oh0 * OW, P);
   }
 }
 
