@@ -1,6 +1,7 @@
 /** `rebasin experiment recovery`: recover planted permutations with WM and Sinkhorn-L2. */
 import { resolve } from 'node:path';
-import { RECOVERY_METHODS, RECOVERY_MODELS, RECOVERY_SINKHORN, runRecovery, type RecoveryMethod } from '../experiments/recovery.js';
+import { RECOVERY_METHODS, RECOVERY_MODELS, runRecovery, type RecoveryMethod } from '../experiments/recovery.js';
+import { WEIGHT_COST_DEFAULTS } from '../methods/sinkhorn-rebasin.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
 export const recoverySpec: CommandSpec = {
@@ -14,9 +15,9 @@ export const recoverySpec: CommandSpec = {
     out: { type: 'string', help: 'output directory', default: './rebasin-out/recovery' },
     'mlp-width': { type: 'int', help: 'hidden width of the MLPs (784 inputs, 10 outputs)', default: 512 },
     'vgg-width': { type: 'number', help: 'width multiplier of the VGGs (1 = 64…512 channels)', default: 1 },
-    tau: { type: 'number', help: 'Sinkhorn temperature τ', default: RECOVERY_SINKHORN.tau },
-    lr: { type: 'number', help: 'AdamW learning rate on the Sinkhorn matrices', default: RECOVERY_SINKHORN.lr },
-    steps: { type: 'int', help: 'maximum Sinkhorn steps (stops at hard cost 0)', default: RECOVERY_SINKHORN.steps },
+    tau: { type: 'number', help: 'Sinkhorn temperature τ', default: WEIGHT_COST_DEFAULTS.tau },
+    lr: { type: 'number', help: 'AdamW learning rate on the Sinkhorn matrices', default: WEIGHT_COST_DEFAULTS.lr },
+    steps: { type: 'int', help: 'maximum Sinkhorn steps (stops at hard cost 0)', default: WEIGHT_COST_DEFAULTS.steps },
     quiet: { type: 'boolean', help: 'no progress bar' },
     json: { type: 'boolean', help: 'print the rows as JSON on stdout' },
   },

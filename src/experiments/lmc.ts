@@ -144,7 +144,7 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
           criterion: setup.criterion,
           batchSize: setup.batchSize,
           seed,
-          sinkhorn: { epochs: o.sinkhornEpochs ?? setup.sinkhornEpochs },
+          sinkhornEpochs: o.sinkhornEpochs ?? setup.sinkhornEpochs,
           steEpochs: o.steEpochs ?? setup.steEpochs,
         });
         const points = interpolationCurve({ model: setup.model, a: A.state, b: result.aligned, data: setup.test, criterion: setup.criterion, points: o.points ?? 25, bn: o.bn, bnData: setup.train });

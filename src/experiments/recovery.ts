@@ -8,7 +8,7 @@ import { Rng } from '../core/random.js';
 import { noGrad } from '../core/tensor.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { weightCost } from '../methods/costs.js';
-import { sinkhornRebasin } from '../methods/sinkhorn-rebasin.js';
+import { sinkhornRebasin, WEIGHT_COST_DEFAULTS } from '../methods/sinkhorn-rebasin.js';
 import type { AlignResult } from '../methods/types.js';
 import { weightMatching } from '../methods/weight-matching.js';
 import { mlp, vgg, type Model } from '../models/index.js';
@@ -69,8 +69,6 @@ export function recoveryModel(name: string, opts: Pick<RecoveryOptions, 'mlpWidt
   throw new Error(`recovery: unknown model "${name}" (use mlpN for N hidden layers, or vgg11/13/16/19)`);
 }
 
-/** Recovery defaults for Sinkhorn-L2: see README "Choosing τ" for the measurement behind them. */
-export const RECOVERY_SINKHORN = { tau: 0.1, lr: 0.1, steps: 300 };
 
 export function runRecovery(opts: RecoveryOptions): RecoveryReport {
   if (!(Number.isInteger(opts.seeds) && opts.seeds >= 1)) throw new Error(`recovery: --seeds must be an integer ≥ 1, got ${opts.seeds}`);
@@ -94,9 +92,9 @@ export function runRecovery(opts: RecoveryOptions): RecoveryReport {
         } else {
           result = sinkhornRebasin({ spec, a, b }, {
             cost: 'l2',
-            tau: opts.tau ?? RECOVERY_SINKHORN.tau,
-            lr: opts.lr ?? RECOVERY_SINKHORN.lr,
-            steps: opts.steps ?? RECOVERY_SINKHORN.steps,
+            tau: opts.tau ?? WEIGHT_COST_DEFAULTS.tau,
+            lr: opts.lr ?? WEIGHT_COST_DEFAULTS.lr,
+            steps: opts.steps ?? WEIGHT_COST_DEFAULTS.steps,
             seed,
             onStep: (e) => { progress.tick(0, `${name} seed ${seed} ${method} step ${e.step} cost ${e.hardCost?.toExponential(2)}`); },
           });
@@ -167,6 +165,6 @@ export function recoveryMarkdown(opts: RecoveryOptions, rows: RecoveryRow[]): st
     }
   }
   return `# Permutation recovery\n\nMLP: 784-${opts.mlpWidth}×N-10; VGG width ×${opts.vggWidth}, 32×32×3 input; random init; ${opts.seeds} seed(s). ` +
-    `Sinkhorn-L2: τ = ${opts.tau ?? RECOVERY_SINKHORN.tau}, lr = ${opts.lr ?? RECOVERY_SINKHORN.lr}, at most ${opts.steps ?? RECOVERY_SINKHORN.steps} steps. Mean ± std over seeds.\n\n` +
+    `Sinkhorn-L2: τ = ${opts.tau ?? WEIGHT_COST_DEFAULTS.tau}, lr = ${opts.lr ?? WEIGHT_COST_DEFAULTS.lr}, at most ${opts.steps ?? WEIGHT_COST_DEFAULTS.steps} steps. Mean ± std over seeds.\n\n` +
     markdownTable(header, body);
 }

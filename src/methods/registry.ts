@@ -33,8 +33,10 @@ export interface MethodContext {
   criterion?: Criterion;
   batchSize?: number;
   seed?: number;
-  /** Sinkhorn options; for sinkhorn-mid/rnd, `epochs` passes over `data` set the step count. */
-  sinkhorn?: Partial<Omit<SinkhornRebasinOptions, 'cost' | 'onStep'>> & { epochs?: number };
+  /** Sinkhorn options (defaults: WEIGHT_COST_DEFAULTS or DATA_COST_DEFAULTS). */
+  sinkhorn?: Partial<Omit<SinkhornRebasinOptions, 'cost' | 'onStep'>>;
+  /** sinkhorn-mid/rnd: passes over `data` (sets the steps unless sinkhorn.steps is given). */
+  sinkhornEpochs?: number;
   steEpochs?: number;
   steLr?: number;
   amStatistic?: 'cross' | 'correlation';
@@ -42,10 +44,8 @@ export interface MethodContext {
   onStep?: StepCallback;
 }
 
-/** Defaults of the data-driven Sinkhorn costs: the reference's LMC setup (method.md §2.7). */
-export const DATA_SINKHORN_DEFAULTS = { tau: 1, lr: 0.1, epochs: 20, init: 'noisy' as const, iters: 20 };
-/** Defaults of the weight-distance Sinkhorn costs (see README, "Choosing τ"). */
-export const WEIGHT_SINKHORN_DEFAULTS = { tau: 0.1, lr: 0.1, steps: 300, init: 'identity' as const, iters: 20 };
+/** Epochs of Sinkhorn-Mid/Rnd over the training data: the reference's 20. */
+export const DATA_SINKHORN_EPOCHS = 20;
 
 /** Endless shuffled mini-batches as tensors; step 0 always gets the same (first) batch. */
 export function batchSupplier(model: Model, data: Dataset, batchSize: number, seed: number): (step: number) => Batch {
@@ -88,20 +88,19 @@ export function alignModels(method: MethodName, input: AlignInput, ctx: MethodCo
     case 'sinkhorn-l1':
     case 'sinkhorn-cosine': {
       const cost = method.slice('sinkhorn-'.length) as 'l2' | 'l1' | 'cosine';
-      return sinkhornRebasin(input, { ...WEIGHT_SINKHORN_DEFAULTS, ...ctx.sinkhorn, cost, seed, onStep: ctx.onStep });
+      return sinkhornRebasin(input, { ...ctx.sinkhorn, cost, seed, onStep: ctx.onStep });
     }
     case 'sinkhorn-mid':
     case 'sinkhorn-rnd': {
       const model = ctx.model!;
       const data = ctx.data!;
       const batchSize = ctx.batchSize ?? 1000;
-      const o = { ...DATA_SINKHORN_DEFAULTS, ...ctx.sinkhorn };
+      const epochs = ctx.sinkhornEpochs ?? DATA_SINKHORN_EPOCHS;
       const perEpoch = Math.ceil(data.n / batchSize);
       const costOpts = { model, a: input.a, batch: batchSupplier(model, data, batchSize, seed), criterion };
       const cost = method === 'sinkhorn-mid' ? midpointCost(costOpts) : randomPointCost({ ...costOpts, seed });
-      const { epochs, ...rest } = o;
       const result = sinkhornRebasin(input, {
-        ...rest,
+        ...ctx.sinkhorn,
         steps: ctx.sinkhorn?.steps ?? epochs * perEpoch,
         cost,
         seed,
