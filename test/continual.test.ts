@@ -209,18 +209,29 @@ test('EWC penalty: separate per-task terms, gradient matches central finite diff
   for (const term of ewc.terms) for (const [k, f] of term.fisher) for (let i = 0; i < f.size; i++) direct += f.data[i] * (params.get(k)!.data[i] - term.theta.get(k)!.data[i]) ** 2;
   assert.ok(close(ewc.value(params), 100 * direct, 1e-9));
   const grad = ewc.gradient(params);
-  const h = 1 / 16;
+  const fd = 1 / 16;
   for (const [k, t] of params) {
     for (let i = 0; i < t.size; i++) {
       const v0 = t.data[i];
-      t.data[i] = v0 + h;
+      t.data[i] = v0 + fd;
       const up = ewc.value(params);
-      t.data[i] = v0 - h;
+      t.data[i] = v0 - fd;
       const down = ewc.value(params);
       t.data[i] = v0;
-      assert.ok(close(grad.get(k)![i], (up - down) / (2 * h), 1e-9), `${k}[${i}]: ${grad.get(k)![i]} vs ${(up - down) / (2 * h)}`);
+      assert.ok(close(grad.get(k)![i], (up - down) / (2 * fd), 1e-9), `${k}[${i}]: ${grad.get(k)![i]} vs ${(up - down) / (2 * fd)}`);
     }
   }
+  // k sub-steps in closed form = k explicit steps θ ← θ − h·∂penalty/∂θ.
+  const copy = (p: Params): Params => new Map([...p].map(([k, v]) => [k, v.clone()]));
+  const stepped = copy(params);
+  const exact = copy(params);
+  const h = 1e-3;
+  for (let s = 0; s < 10; s++) {
+    const g = ewc.gradient(exact);
+    for (const [k, t] of exact) for (let i = 0; i < t.size; i++) t.data[i] -= h * g.get(k)![i];
+  }
+  ewc.applySteps(stepped, h, 10);
+  for (const [k, t] of stepped) for (let i = 0; i < t.size; i++) assert.ok(Math.abs(t.data[i] - exact.get(k)!.data[i]) < 1e-5, `${k}[${i}]`);
   // addGradient adds onto existing .grad.
   params.get('b')!.grad = new Tensor(Float32Array.from([1, 1, 1]), [3]);
   ewc.addGradient(params);

@@ -6,7 +6,8 @@
  *   ewc       EWC, "separate" mode (Kirkpatrick et al. 2017 as in Avalanche): after task k, the
  *             diagonal Fisher F_k = mean over mini-batches (batch 10, data order) of (∇ℒ_batch)²
  *             and θ_k are kept; training adds λ·Σ_k Σ F_k ⊙ (θ − θ_k)² (no ½), λ = 100.
- *             SGD lr 0.01, batch 10, 5 epochs.
+ *             SGD lr 0.01, batch 10, 5 epochs. At a larger batch the penalty is integrated in
+ *             sub-steps of the reference lr (see EwcPenalty.applySteps).
  *   lwf       Learning without Forgetting (Li & Hoiem 2017 as in Avalanche): α·KL(q ‖ p) with
  *             p = softmax(z/T), q = softmax(z_old/T) restricted to the classes seen before,
  *             `batchmean` reduction and no T² factor. T divides the logits, so the reference's
@@ -43,6 +44,11 @@ export interface BaselineOptions {
   /** EWC */
   lambda?: number;
   fisherBatch?: number;
+  /**
+   * EWC: integrate the penalty over this many sub-steps of lr/k after each SGD step on the
+   * cross-entropy (default batchSize / referenceBatch, i.e. sub-steps at the reference lr).
+   */
+  penaltySubsteps?: number;
   /** LwF */
   alpha?: number;
   temperature?: number;
@@ -68,10 +74,19 @@ export function withBatch(o: BaselineOptions, batch: number): BaselineOptions {
   return { ...o, batchSize: batch, lr: (o.referenceLr * batch) / o.referenceBatch };
 }
 
+/** EWC's penalty sub-steps: the scale factor of the lr, so each sub-step uses the reference lr. */
+function ewcSubsteps(o: BaselineOptions): number {
+  return o.penaltySubsteps ?? Math.max(1, Math.round(o.batchSize / o.referenceBatch));
+}
+
 function describeHyper(method: string, o: BaselineOptions): Record<string, unknown> {
   const h: Record<string, unknown> = { ...o };
+  if (method === 'ewc') h.penaltySubsteps = ewcSubsteps(o);
   if (o.batchSize !== o.referenceBatch) {
     h.deviation = `${method}: batch ${o.batchSize} instead of the reference's ${o.referenceBatch}, lr scaled proportionally ${o.referenceLr} → ${+o.lr.toPrecision(6)}`;
+    if (method === 'ewc' && ewcSubsteps(o) > 1) {
+      h.deviation += `; the penalty is applied after each SGD step as ${ewcSubsteps(o)} exact sub-steps of lr ${+(o.lr / ewcSubsteps(o)).toPrecision(6)} (one step of lr ${+o.lr.toPrecision(6)} exceeds the stability limit 2·lr·λ·ΣF < 2 and diverges)`;
+    }
   }
   return h;
 }
@@ -135,6 +150,25 @@ export class EwcPenalty {
       out.set(k, g);
     }
     return out;
+  }
+
+  /**
+   * k explicit gradient steps of size h on the penalty alone, in closed form: per element the
+   * update θ ← θ − 2hλ(aθ − b) contracts towards θ* = b/a by r = 1 − 2hλa, so after k steps
+   * θ = θ* + r^k·(θ − θ*). Exactly k small SGD steps, at the cost of one.
+   */
+  applySteps(params: Params, h: number, k: number): void {
+    if (this.terms.length === 0) return;
+    for (const [name, a] of this.A) {
+      const b = this.B.get(name)!;
+      const p = params.get(name)!.data;
+      for (let i = 0; i < a.length; i++) {
+        if (a[i] === 0) continue; // no Fisher mass: b is 0 too, nothing pulls
+        const star = b[i] / a[i];
+        const rk = Math.pow(1 - 2 * h * this.lambda * a[i], k);
+        p[i] = star + rk * (p[i] - star);
+      }
+    }
   }
 
   /** Adds the penalty gradient to every parameter's .grad. */
@@ -302,14 +336,22 @@ export class Ewc extends Sequential {
   }
 
   protected train(t: number, params: Params, opt: Optimizer): void {
+    const k = ewcSubsteps(this.opts);
     trainLoop({
       env: this.env, params, opt, taskIndex: t, epochs: this.opts.epochs, batchSize: this.opts.batchSize, label: 'ewc',
-      beforeStep: () => this.penalty.addGradient(params),
+      // One step: the penalty gradient joins the CE gradient (the reference). k > 1: SGD on the CE,
+      // then k penalty sub-steps of lr/k, which keeps the reference's stability at a larger batch.
+      beforeStep: k === 1 ? () => this.penalty.addGradient(params) : undefined,
+      afterStep: k === 1 ? undefined : () => this.penalty.applySteps(params, this.opts.lr / k, k),
     });
   }
 
   protected override afterTask(t: number): void {
-    this.penalty.add(fisherDiagonal(this.env, this.theta, t, this.opts.fisherBatch ?? 10), frozenCopy(this.theta));
+    const fisher = fisherDiagonal(this.env, this.theta, t, this.opts.fisherBatch ?? 10);
+    for (const [k, f] of fisher) {
+      if (f.data.some((v) => !Number.isFinite(v))) throw new InputError(`ewc diverged on task ${t + 1}: the Fisher of "${k}" is not finite (a smaller learning rate or batch helps)`);
+    }
+    this.penalty.add(fisher, frozenCopy(this.theta));
   }
 
   protected override saveExtra(tensors: Map<string, Tensor>, meta: Record<string, unknown>): void {

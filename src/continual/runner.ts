@@ -109,6 +109,12 @@ export function continualModel(bench: Benchmark, hidden = 256): Model {
   return mlp({ sizes: [bench.inputSize, hidden, bench.numClasses] });
 }
 
+/** Name of the first tensor holding NaN/±Inf, or null. */
+function firstNonFinite(p: Params): string | null {
+  for (const [k, t] of p) for (let i = 0; i < t.size; i++) if (!Number.isFinite(t.data[i])) return k;
+  return null;
+}
+
 function statePath(outDir: string, method: MethodName): string {
   return join(outDir, `state-${method}.safetensors`);
 }
@@ -177,6 +183,8 @@ export async function runContinual(o: ContinualOptions): Promise<ContinualReport
       }
       const t0 = performance.now();
       const rowDue = strategy.runUnit(u);
+      const bad = firstNonFinite(strategy.params());
+      if (bad) throw new InputError(`${method} diverged during ${method === 'joint' ? `epoch ${u + 1}` : `task ${u + 1}`}: parameter "${bad}" is not finite (a smaller learning rate or batch helps); the state after the previous ${method === 'joint' ? 'epoch' : 'task'} is kept in ${path}`);
       if (rowDue) R.push(accuracyRow(model, bench, strategy.params()));
       unitSeconds.push((performance.now() - t0) / 1000);
       done = u + 1;

@@ -67,6 +67,8 @@ export interface LoopOptions {
   beforeBatch?: () => void;
   /** After backward, before the optimiser step (EWC penalty gradient, A-GEM projection). */
   beforeStep?: () => void;
+  /** After the optimiser step (EWC penalty sub-steps). */
+  afterStep?: () => void;
   label: string;
 }
 
@@ -90,6 +92,7 @@ export function trainLoop(o: LoopOptions): number {
       loss.backward();
       o.beforeStep?.();
       opt.step();
+      o.afterStep?.();
       sum += lv;
       count++;
       env.hook?.(`task ${o.taskIndex + 1} epoch ${epoch}/${o.epochs} loss ${(sum / count).toPrecision(4)}`);
