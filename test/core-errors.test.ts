@@ -152,3 +152,13 @@ test('optimiser setState rejects state of another shape', () => {
   // A rejected state leaves the optimiser as it was.
   assert.equal(sgd.getState().step, 0);
 });
+
+test('solve refuses non-finite systems on every backend, naming the position', async () => {
+  const { jsKernels, nativeKernels } = await import('../src/core/backend/index.js');
+  for (const k of [jsKernels, nativeKernels()].filter((x) => x !== null)) {
+    const A = Float32Array.from([1, 2, 3, 4]);
+    A[2] = NaN;
+    assert.throws(() => k!.solve(2, 1, A, Float32Array.from([1, 1])), /solve: .*non-finite value \(NaN\) at row 1, column 0/);
+    assert.throws(() => k!.solve(2, 1, Float64Array.from([1, 0, 0, 1]), Float64Array.from([Infinity, 1])), /right-hand side has a non-finite value \(Infinity\) at row 0/);
+  }
+});

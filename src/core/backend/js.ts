@@ -126,10 +126,21 @@ function lstsqSolve(n: number, nrhs: number, A: Float64Array, B: Float64Array): 
   B.set(AtB);
 }
 
+/** Both backends refuse non-finite systems up front: LU would only turn them into NaN answers. */
+export function assertFiniteSystem(n: number, nrhs: number, A: FloatArray, B: FloatArray): void {
+  for (let i = 0; i < n * n; i++) {
+    if (!Number.isFinite(A[i])) throw new RangeError(`solve: the ${n}×${n} matrix has a non-finite value (${A[i]}) at row ${Math.floor(i / n)}, column ${i % n}`);
+  }
+  for (let i = 0; i < n * nrhs; i++) {
+    if (!Number.isFinite(B[i])) throw new RangeError(`solve: the right-hand side has a non-finite value (${B[i]}) at row ${Math.floor(i / nrhs)}, column ${i % nrhs}`);
+  }
+}
+
 function solve(n: number, nrhs: number, A: FloatArray, B: FloatArray): 'lu' | 'lstsq' {
   if (A.length < n * n || B.length < n * nrhs) {
     throw new RangeError(`solve: arrays too small for n=${n}, nrhs=${nrhs} (A has ${A.length}, B has ${B.length})`);
   }
+  assertFiniteSystem(n, nrhs, A, B);
   const A64 = Float64Array.from(A.subarray(0, n * n));
   const B64 = Float64Array.from(B.subarray(0, n * nrhs));
   const origA = Float64Array.from(A64);

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { jsKernels } from './js.js';
+import { assertFiniteSystem, jsKernels } from './js.js';
 import type { BackendInfo, Kernels } from './types.js';
 
 /** The raw addon. Its functions take the same arguments as the `Kernels` methods of the same name. */
@@ -149,7 +149,10 @@ function makeKernels(n: NativeAddon): Kernels {
       if (A instanceof F32) n.gemmStrided(tA, tB, M, N, K, alpha, A, aOff, sA, B, bOff, sB, beta, C, cOff, sC, count);
       else js.gemmStrided(tA, tB, M, N, K, alpha, A, aOff, sA, B, bOff, sB, beta, C, cOff, sC, count);
     },
-    solve: (nn, nrhs, A, B) => n.solve(nn, nrhs, A, B),
+    solve: (nn, nrhs, A, B) => {
+      if (A.length >= nn * nn && B.length >= nn * nrhs) assertFiniteSystem(nn, nrhs, A, B);
+      return n.solve(nn, nrhs, A, B);
+    },
     logsumexp(x, outer, len, inner, out) {
       if (x instanceof F32) n.logsumexp(x, outer, len, inner, out);
       else js.logsumexp(x, outer, len, inner, out);
