@@ -12,6 +12,7 @@ import { InputError } from '../src/errors.js';
 import { loadCheckpoint } from '../src/io/checkpoint.js';
 import { mlp, resnet20, vggSmall, type Params } from '../src/models/index.js';
 import { evaluate, reestimateBatchNorm } from '../src/training/evaluate.js';
+import { fillDropoutMask, mlpPlan } from '../src/training/fused-mlp.js';
 import { trainModel } from '../src/training/train.js';
 
 const mainJs = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
@@ -83,6 +84,46 @@ test('trainModel: same seed ⇒ bit-identical weights, other seed ⇒ different;
   assert.ok(!sameBits(sgd.params, before));
   assert.throws(() => trainModel({ model, data: blobTrain, epochs: 1, batchSize: 64, lr: 1e-2, seed: 0, criterion: 'ce', quiet: true, init: { params: new Map() } }),
     (e: Error) => e instanceof InputError && /layers\.0\.weight/.test(e.message));
+});
+
+test('fused MLP step: bit-identical to the autodiff path without dropout; same-distribution dropout masks', () => {
+  const cases = [
+    { model: mlp({ sizes: [8, 16, 12, 4] }), data: blobTrain, criterion: 'ce' as const, optimizer: 'adamw' as const },
+    { model: mlp({ sizes: [8, 10, 4], activation: 'tanh' }), data: blobTrain, criterion: 'ce' as const, optimizer: 'sgd' as const },
+    { model: mlp({ sizes: [1, 8, 8, 1] }), data: polynomialTask(1, { n: 50 }), criterion: 'mse' as const, optimizer: 'adamw' as const },
+  ];
+  for (const c of cases) {
+    assert.ok(mlpPlan(c.model));
+    // Batch 64 leaves a partial last batch (500 and 50 samples).
+    const run = (fused: boolean) => trainModel({ ...c, epochs: 3, batchSize: 64, lr: 1e-2, momentum: 0.5, seed: 4, quiet: true, fused });
+    const a = run(true);
+    const b = run(false);
+    assert.ok(sameBits(a.params, b.params), c.model.name);
+    assert.deepEqual(a.history.map((h) => [h.trainLoss, h.trainAcc]), b.history.map((h) => [h.trainLoss, h.trainAcc]));
+  }
+  assert.equal(mlpPlan(vggSmall({ channels: [2, 2, 2, 2], inputShape: [1, 8, 8] })), null);
+  assert.equal(mlpPlan(resnet20({ widthMultiplier: 0.25 })), null);
+  const plan = mlpPlan(mlp({ sizes: [5, 4, 3, 2], dropout: 0.5 }))!;
+  assert.deepEqual(plan.map((l) => [l.inF, l.outF, l.act, l.dropout]), [[5, 4, 'relu', 0.5], [4, 3, 'relu', 0.5], [3, 2, null, 0]]);
+
+  // The inlined generator is the Rng's own xoshiro stream: kept iff nextUint32() ≥ p·2³².
+  const r1 = new Rng(11);
+  const r2 = new Rng(11);
+  const mask = new Float32Array(1000);
+  fillDropoutMask(r1, mask, 1000, 0.3, 1 / 0.7);
+  for (let i = 0; i < 1000; i++) assert.equal(mask[i], r2.nextUint32() >= Math.round(0.3 * 2 ** 32) ? Math.fround(1 / 0.7) : 0);
+  assert.equal(r1.nextUint32(), r2.nextUint32());
+  const big = new Float32Array(200000);
+  fillDropoutMask(new Rng(1), big, big.length, 0.25, 4 / 3);
+  const kept = big.reduce((s, v) => s + (v > 0 ? 1 : 0), 0) / big.length;
+  assert.ok(Math.abs(kept - 0.75) < 0.005, `kept ${kept}`);
+
+  // With dropout both paths train (different masks, same distribution).
+  const drop = mlp({ sizes: [8, 32, 32, 4], dropout: 0.25 });
+  for (const fused of [true, false]) {
+    const r = trainModel({ model: drop, data: blobTrain, val: blobVal, epochs: 10, batchSize: 50, lr: 1e-2, seed: 1, criterion: 'ce', quiet: true, fused });
+    assert.ok(r.history[9].valAcc! >= 0.95, `fused ${fused}: ${r.history[9].valAcc}`);
+  }
 });
 
 test('trainModel: bad data and options are InputErrors naming the problem', () => {

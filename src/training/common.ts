@@ -57,8 +57,11 @@ export function batchLoss(criterion: Criterion, out: Tensor, y: Int32Array | Flo
 
 /** Number of rows of logits [N, C] whose argmax (first maximum, like torch.argmax) equals the label. */
 export function countCorrect(logits: Tensor, labels: Int32Array): number {
-  const [n, c] = logits.shape;
-  const d = logits.data;
+  return countCorrectRows(logits.data, logits.shape[0], logits.shape[1], labels);
+}
+
+/** countCorrect over the first n rows of a raw [n, c] array. */
+export function countCorrectRows(d: ArrayLike<number>, n: number, c: number, labels: Int32Array): number {
   let correct = 0;
   for (let i = 0; i < n; i++) {
     const o = i * c;

@@ -14,7 +14,8 @@ import { graphTensors } from '../models/graph.js';
 import type { Model } from '../models/model.js';
 import type { Params } from '../permutation/apply.js';
 import { fmtTime, Progress } from '../report/progress.js';
-import { batchLoss, checkData, countCorrect, inputTensor, streamSeed, type Criterion } from './common.js';
+import { batchLoss, checkData, countCorrect, countCorrectRows, inputTensor, streamSeed, type Criterion } from './common.js';
+import { FusedMlp } from './fused-mlp.js';
 import { evaluate } from './evaluate.js';
 
 export type { Criterion };
@@ -57,6 +58,11 @@ export interface TrainOptions {
   quiet?: boolean;
   /** Batch size of the per-epoch validation (default max(batchSize, 1000)). */
   evalBatchSize?: number;
+  /**
+   * Plain MLPs train through a fused step over reused buffers (fused-mlp.ts; same kernels and,
+   * without dropout, bit-identical results). false forces the generic autodiff path.
+   */
+  fused?: boolean;
 }
 
 export interface TrainResult {
@@ -111,6 +117,8 @@ export function trainModel(o: TrainOptions): TrainResult {
   const opt: Optimizer = optName === 'sgd'
     ? new SGD(list, { lr: o.lr, momentum: o.momentum ?? 0, weightDecay: o.weightDecay ?? 0 })
     : new AdamW(list, { lr: o.lr, weightDecay: o.weightDecay ?? 0.01 });
+  const plan = o.fused === false ? null : FusedMlp.plan(model, params);
+  const fused = plan ? new FusedMlp(plan, params, Math.min(o.batchSize, data.n)) : null;
   const shuffleRng = new Rng(streamSeed(o.seed, 1));
   const dropRng = new Rng(streamSeed(o.seed, 2));
   const perEpoch = batchCount(data.n, o.batchSize);
@@ -131,20 +139,31 @@ export function trainModel(o: TrainOptions): TrainResult {
     let b = 0;
     for (const batch of batches(data, o.batchSize, { shuffle: true, rng: shuffleRng })) {
       b++;
-      // The tensor wraps the batch buffer itself; it is consumed (backward done) before the
-      // generator overwrites the buffer with the next batch.
-      const x = inputTensor(model, batch.x, batch.size);
-      const out = model.forward(params, x, { training: true, buffers, rng: dropRng });
-      const loss = batchLoss(criterion, out, batch.y, batch.size);
-      const lv = loss.item();
+      let lv: number;
+      let backward: (() => void) | null = null;
+      if (fused) {
+        const r = fused.step(batch.x, batch.y, batch.size, criterion, dropRng);
+        lv = r.loss;
+        if (cls) correct += countCorrectRows(r.logits, batch.size, model.numOutputs, batch.y as Int32Array);
+      } else {
+        // The tensor wraps the batch buffer itself; it is consumed (backward done) before the
+        // generator overwrites the buffer with the next batch.
+        const x = inputTensor(model, batch.x, batch.size);
+        const out = model.forward(params, x, { training: true, buffers, rng: dropRng });
+        const loss = batchLoss(criterion, out, batch.y, batch.size);
+        lv = loss.item();
+        backward = () => {
+          opt.zeroGrad();
+          loss.backward();
+        };
+        if (cls) correct += countCorrect(out, batch.y as Int32Array);
+      }
       if (!Number.isFinite(lv)) {
         throw new InputError(`trainModel: the loss became ${lv} at epoch ${epoch}, batch ${b} (model ${model.name}, lr ${o.lr}); try a smaller learning rate`);
       }
-      opt.zeroGrad();
-      loss.backward();
+      backward?.();
       opt.step();
       lossSum += lv * batch.size;
-      if (cls) correct += countCorrect(out, batch.y as Int32Array);
       seen += batch.size;
       if (showProgress) {
         const acc = cls ? `  acc ${((100 * correct) / seen).toFixed(1)}%` : '';
