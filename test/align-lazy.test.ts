@@ -1,0 +1,184 @@
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { Rng } from '../src/core/random.js';
+import { noGrad } from '../src/core/tensor.js';
+import { recordsToState, stateToRecords } from '../src/io/checkpoint.js';
+import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
+import { weightMatching } from '../src/methods/weight-matching.js';
+import { applyPermutationsStreaming, safetensorsSource, weightMatchingLazy, type TensorSource } from '../src/methods/weight-matching-lazy.js';
+import { isBufferName } from '../src/methods/types.js';
+import { mlp, resnet20 } from '../src/models/index.js';
+import type { Model } from '../src/models/model.js';
+import { applyHard, randomPerms, type Params } from '../src/permutation/apply.js';
+import { permToAxes, specToJSON, type PermutationSpec } from '../src/permutation/spec.js';
+
+const CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
+let dir = '';
+
+function run(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, REBASIN_QUIET_BACKEND: '1' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function stateOf(model: Model, seed: number): Params {
+  const { params, buffers } = model.init(new Rng(seed));
+  return new Map([...params, ...buffers]);
+}
+
+async function save(name: string, state: Params): Promise<string> {
+  const p = join(dir, name);
+  await writeSafetensors(p, stateToRecords(state), { dtype: 'F32' });
+  return p;
+}
+
+async function load(p: string): Promise<Params> {
+  return recordsToState((await readSafetensors(p)).tensors);
+}
+
+function assertSameState(got: Params, want: Params, what: string): void {
+  assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort(), `${what}: tensor names`);
+  for (const [name, t] of want) {
+    const g = got.get(name)!;
+    assert.deepEqual(g.shape, t.shape, `${what}: ${name} shape`);
+    assert.deepEqual(Array.from(g.data), Array.from(t.data), `${what}: ${name} values`);
+  }
+}
+
+function assertSamePerms(got: Record<string, Int32Array>, want: Record<string, Int32Array>): void {
+  assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
+  for (const k of Object.keys(want)) assert.deepEqual(Array.from(got[k]), Array.from(want[k]), `permutation ${k}`);
+}
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'rebasin-lazy-'));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const cases: [string, () => Model, number][] = [
+  ['MLP', () => mlp({ sizes: [12, 16, 16, 5] }), 100],
+  ['ResNet-20 ×0.5', () => resnet20({ widthMultiplier: 0.5 }), 100],
+];
+
+for (const [label, build, maxSweeps] of cases) {
+  test(`${label}: lazy weight matching = in-memory weight matching; streamed output = applyHard(B)`, async () => {
+    const model = build();
+    const spec = model.permutationSpec();
+    const a = stateOf(model, 1);
+    const b = stateOf(model, 2);
+    const [aPath, bPath] = [await save(`${label}-A.safetensors`, a), await save(`${label}-B.safetensors`, b)];
+    const ref = weightMatching({ spec, a, b }, { seed: 3, maxSweeps });
+    const sa = await safetensorsSource(aPath);
+    const sb = await safetensorsSource(bPath);
+    let lazy;
+    try {
+      lazy = await weightMatchingLazy({ spec, a: sa, b: sb }, { seed: 3, maxSweeps });
+    } finally {
+      await sa.close();
+      await sb.close();
+    }
+    assert.equal(lazy.steps, ref.steps);
+    assert.deepEqual(lazy.log.map((e) => e.cost), ref.log.map((e) => e.cost));
+    assertSamePerms(lazy.perms, ref.perms);
+    const out = join(dir, `${label}-out.safetensors`);
+    const r = await applyPermutationsStreaming(spec, bPath, lazy.perms, out, { note: 'x' });
+    assert.equal(r.maxAbsDiff, 0);
+    assertSameState(await load(out), noGrad(() => applyHard(spec, b, ref.perms)), label);
+    assert.equal((await readSafetensors(out)).metadata.note, 'x');
+  });
+}
+
+test('a planted permutation is recovered exactly', async () => {
+  const model = mlp({ sizes: [10, 24, 24, 4] });
+  const spec = model.permutationSpec();
+  const a = stateOf(model, 4);
+  const planted = randomPerms(spec, new Rng(9));
+  const b = noGrad(() => applyHard(spec, a, planted));
+  const [aPath, bPath] = [await save('plant-A.safetensors', a), await save('plant-B.safetensors', b)];
+  const sa = await safetensorsSource(aPath);
+  const sb = await safetensorsSource(bPath);
+  const r = await weightMatchingLazy({ spec, a: sa, b: sb }, { seed: 0 });
+  await sa.close();
+  await sb.close();
+  const out = join(dir, 'plant-out.safetensors');
+  await applyPermutationsStreaming(spec, bPath, r.perms, out);
+  assertSameState(await load(out), a, 'recovered');
+});
+
+/** An in-memory source that counts reads, to show tensors are read per group, not per model. */
+function countingSource(state: Params, reads: string[]): TensorSource {
+  return {
+    names: [...state.keys()],
+    shape: (n) => [...state.get(n)!.shape],
+    read: async (n) => {
+      reads.push(n);
+      return state.get(n)!;
+    },
+  };
+}
+
+test('tensors are read one group at a time (ResNet-20)', async () => {
+  const model = resnet20({ widthMultiplier: 0.5 });
+  const spec: PermutationSpec = model.permutationSpec();
+  const a = stateOf(model, 1);
+  const b = stateOf(model, 2);
+  const readsA: string[] = [];
+  const readsB: string[] = [];
+  const byPerm = permToAxes(spec);
+  const groupSize = (p: string) => new Set(byPerm[p].filter((e) => !isBufferName(e.name)).map((e) => e.name)).size;
+  const largest = Math.max(...Object.keys(spec.perms).map(groupSize));
+  let held = 0;
+  let maxHeld = 0;
+  let groups = 0;
+  const r = await weightMatchingLazy({ spec, a: countingSource(a, readsA), b: countingSource(b, readsB) }, {
+    seed: 0, maxSweeps: 2,
+    onGroup: (p, n) => {
+      // Reads since the previous group = what this group holds.
+      const now = readsA.length + readsB.length;
+      const sinceLast = now - held;
+      held = now;
+      assert.equal(sinceLast, n);
+      assert.equal(n, 2 * groupSize(p));
+      maxHeld = Math.max(maxHeld, sinceLast);
+      groups++;
+    },
+  });
+  const modelTensors = [...a.keys()].filter((n) => !isBufferName(n)).length;
+  assert.ok(maxHeld <= 2 * largest, `held ${maxHeld} > 2 × ${largest}`);
+  assert.ok(maxHeld < modelTensors, `held ${maxHeld} of ${modelTensors} tensors at once`);
+  // BN running statistics are never read.
+  assert.ok(![...readsA, ...readsB].some(isBufferName));
+  assert.equal(groups, r.steps * Object.keys(spec.perms).filter((p) => groupSize(p) > 0).length);
+});
+
+test('CLI align --lazy writes the same tensors as align; refuses non-wm methods', async () => {
+  const model = mlp({ sizes: [6, 8, 8, 3] });
+  const spec = model.permutationSpec();
+  const aPath = await save('cli-A.safetensors', stateOf(model, 1));
+  const bPath = await save('cli-B.safetensors', stateOf(model, 2));
+  const specPath = join(dir, 'cli-spec.json');
+  writeFileSync(specPath, specToJSON(spec));
+  const eager = join(dir, 'cli-eager.safetensors');
+  const lazy = join(dir, 'cli-lazy.safetensors');
+  const r1 = run('align', aPath, bPath, '--spec', specPath, '--method', 'wm', '-o', eager, '--quiet');
+  assert.equal(r1.code, 0, r1.stderr);
+  const r2 = run('align', aPath, bPath, '--spec', specPath, '--method', 'wm', '--lazy', '-o', lazy, '--json');
+  assert.equal(r2.code, 0, r2.stderr);
+  const summary = JSON.parse(r2.stdout) as { lazy: boolean; equivalence: { kind: string; maxAbsDiff: number; passed: boolean } };
+  assert.equal(summary.lazy, true);
+  assert.equal(summary.equivalence.kind, 'structural');
+  assert.equal(summary.equivalence.maxAbsDiff, 0);
+  assertSameState(await load(lazy), await load(eager), 'lazy vs eager');
+  const r3 = run('align', aPath, bPath, '--spec', specPath, '--lazy', '-o', lazy);
+  assert.match(r3.stderr, /structural|lazy mode/);
+  const bad = join(dir, 'cli-bad.safetensors');
+  const r4 = run('align', aPath, bPath, '--spec', specPath, '--method', 'sinkhorn-l2', '--lazy', '-o', bad);
+  assert.equal(r4.code, 2, r4.stderr);
+  assert.match(r4.stderr, /--lazy/);
+  assert.equal(existsSync(bad), false);
+});
+
