@@ -56,6 +56,8 @@ export function mlpPlan(model: Model): LayerPlan[] | null {
  */
 export function fillDropoutMask(rng: Rng, mask: Float32Array, n: number, p: number, scale: number): void {
   const thr = Math.min(0xffffffff, Math.round(p * 4294967296));
+  // Unsigned r ≥ thr as a signed comparison of both shifted by 2³¹: everything stays int32.
+  const thrS = (thr ^ 0x80000000) | 0;
   const st = rng.getState();
   let s0 = st[0] | 0;
   let s1 = st[1] | 0;
@@ -63,7 +65,7 @@ export function fillDropoutMask(rng: Rng, mask: Float32Array, n: number, p: numb
   let s3 = st[3] | 0;
   for (let i = 0; i < n; i++) {
     const m = Math.imul(s1, 5);
-    const r = Math.imul((m << 7) | (m >>> 25), 9) >>> 0;
+    const r = Math.imul((m << 7) | (m >>> 25), 9);
     const t = s1 << 9;
     s2 ^= s0;
     s3 ^= s1;
@@ -71,7 +73,7 @@ export function fillDropoutMask(rng: Rng, mask: Float32Array, n: number, p: numb
     s0 ^= s3;
     s2 ^= t;
     s3 = (s3 << 11) | (s3 >>> 21);
-    mask[i] = r >= thr ? scale : 0;
+    mask[i] = (r ^ -2147483648) >= thrS ? scale : 0;
   }
   rng.setState([s0 >>> 0, s1 >>> 0, s2 >>> 0, s3 >>> 0, st[4]]);
 }

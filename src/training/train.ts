@@ -6,6 +6,9 @@
  * Reproducible: the same options and seed give bit-identical parameters (with a fixed BLAS
  * thread count). The seed drives three independent streams: the initialisation (exactly
  * `model.init(new Rng(seed))`), the shuffle order and the dropout masks.
+ *
+ * Plain MLPs take a fused step (fused-mlp.ts) instead of the autodiff tape: same kernels and, without
+ * dropout, bit-identical weights; it is what makes the reference MNIST runs fast.
  */
 import { AdamW, Rng, SGD, zeros, type Optimizer } from '../core/index.js';
 import { batchCount, batches, type Dataset } from '../data/dataset.js';
