@@ -6,6 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { backendInfo } from '../src/core/backend/index.js';
@@ -86,16 +87,23 @@ async function main(): Promise<void> {
     if (!existsSync(join(here, mod))) continue; // a section not built yet
     process.stderr.write(`bench: ${name}…\n`);
     const section = (await import(mod)) as { run: Section };
-    rows.push(...(await section.run(ctx, torch)));
+    const got = await section.run(ctx, torch);
+    rows.push(...got);
+    // Partial results survive an interrupted run: the JSON is rewritten after every section.
+    writeResults(opts.out, opts.quick, torch, rows);
+    process.stderr.write(`bench: ${name} done (${got.length} rows)\n`);
   }
   printTable(rows);
-  const info = backendInfo();
-  const out = resolve(opts.out);
+  console.log(`wrote ${writeResults(opts.out, opts.quick, torch, rows)}`);
+}
+
+function writeResults(path: string, quick: boolean, torch: TorchFigures | undefined, rows: BenchRow[]): string {
+  const out = resolve(path);
   mkdirSync(dirname(out), { recursive: true });
   const tmp = `${out}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify({ date: new Date().toISOString(), backend: info, node: process.version, quick: opts.quick, torch: torch ?? null, rows }, null, 2));
+  writeFileSync(tmp, JSON.stringify({ date: new Date().toISOString(), backend: backendInfo(), node: process.version, loadAverage: loadavg(), quick, torch: torch ?? null, rows }, null, 2));
   renameSync(tmp, out);
-  console.log(`wrote ${out}`);
+  return out;
 }
 
 main().catch((e: Error) => {
