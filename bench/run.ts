@@ -40,13 +40,13 @@ function parse(argv: string[]) {
   return opts;
 }
 
-function runTorch(quick: boolean): TorchFigures | undefined {
+function runTorch(quick: boolean, withRebasin: boolean): TorchFigures | undefined {
   const here = dirname(fileURLToPath(import.meta.url));
   const script = resolve(here, '../../bench/torch_ref.py');
   const py = '/usr/bin/python3';
   if (!existsSync(py)) return undefined;
   process.stderr.write('bench: timing the PyTorch/scipy reference workloads…\n');
-  const r = spawnSync(py, [script, '--rebasin', ...(quick ? ['--quick'] : [])], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  const r = spawnSync(py, [script, ...(withRebasin ? ['--rebasin'] : []), ...(quick ? ['--quick'] : [])], { encoding: 'utf8', maxBuffer: 1 << 20 });
   if (r.status !== 0) {
     process.stderr.write(`bench: --vs-torch needs Debian's python3-torch and python3-scipy (apt-get install python3-torch python3-scipy); the reference run failed:\n${r.stderr.slice(-800)}\n`);
     return undefined;
@@ -79,7 +79,8 @@ function printTable(rows: BenchRow[]): void {
 async function main(): Promise<void> {
   const opts = parse(process.argv.slice(2));
   const ctx: BenchContext = { quick: opts.quick, vsTorch: opts.vsTorch, log: (m) => process.stderr.write(m + '\n') };
-  const torch = opts.vsTorch ? runTorch(opts.quick) : undefined;
+  // The end-to-end PyTorch workloads take minutes: only when the rebasin section runs.
+  const torch = opts.vsTorch ? runTorch(opts.quick, !opts.only || opts.only.includes('rebasin')) : undefined;
   const rows: BenchRow[] = [];
   for (const [name, mod] of Object.entries(SECTIONS)) {
     if (opts.only && !opts.only.includes(name)) continue;
