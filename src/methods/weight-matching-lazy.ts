@@ -10,7 +10,7 @@ import { Rng } from '../core/random.js';
 import { noGrad, Tensor } from '../core/tensor.js';
 import { CheckFailedError, InputError } from '../errors.js';
 import { openSafetensors, writeSafetensorsStreaming } from '../io/safetensors.js';
-import { linearSumAssignment } from '../permutation/assignment.js';
+import { bestGroupPermutation } from './weight-matching.js';
 import { applyHard, identityPerms, invertPerms, type Perms } from '../permutation/apply.js';
 import { axisMatrix, permuteExceptAxis } from '../permutation/axes.js';
 import { assertValidSpec, permToAxes, type PermutationSpec } from '../permutation/spec.js';
@@ -139,15 +139,10 @@ export async function weightMatchingLazy(input: LazyAlignInput, opts: WeightMatc
           kernels().gemm(false, true, n, n, rest, 1, wa, 0, rest, wb, 0, rest, 1, M, 0, n);
         }
       });
-      const cost = Float64Array.from(M);
-      const { colInd, total } = linearSumAssignment(cost, n, n, { maximize: true });
-      const old = perms[p];
-      let oldTotal = 0;
-      for (let i = 0; i < n; i++) oldTotal += cost[i * n + old[i]];
-      // Same relative tolerance as weightMatching (M is accumulated in float32).
-      if (total > oldTotal + 1e-7 * Math.max(1, Math.abs(oldTotal))) progress = true;
-      perms[p] = Int32Array.from(colInd);
-      objective = total;
+      const best = bestGroupPermutation(M, n, perms[p]);
+      if (best.improved) progress = true;
+      perms[p] = best.perm;
+      objective = best.total;
     }
     const entry: StepLog = { step: sweeps, cost: -objective, seconds: (performance.now() - t0) / 1000 };
     log.push(entry);

@@ -28,6 +28,16 @@ export interface WeightMatchingOptions {
   onStep?: StepCallback;
 }
 
+/** One coordinate-descent step: the permutation maximising ⟨M, P⟩, and whether it beats `old`. */
+export function bestGroupPermutation(M: Float32Array, n: number, old: Int32Array): { perm: Int32Array; total: number; improved: boolean } {
+  const cost = Float64Array.from(M);
+  const { colInd, total } = linearSumAssignment(cost, n, n, { maximize: true });
+  let oldTotal = 0;
+  for (let i = 0; i < n; i++) oldTotal += cost[i * n + old[i]];
+  // Relative tolerance: M is accumulated in float32.
+  return { perm: Int32Array.from(colInd), total, improved: total > oldTotal + 1e-7 * Math.max(1, Math.abs(oldTotal)) };
+}
+
 export function weightMatching(input: AlignInput, opts: WeightMatchingOptions = {}): AlignResult {
   const { spec, a, b } = input;
   assertValidSpec(spec, a);
@@ -66,15 +76,10 @@ export function weightMatching(input: AlignInput, opts: WeightMatchingOptions = 
           const rest = wa.length / n;
           kernels().gemm(false, true, n, n, rest, 1, wa, 0, rest, wb, 0, rest, 1, M, 0, n);
         }
-        const cost = Float64Array.from(M);
-        const { colInd, total } = linearSumAssignment(cost, n, n, { maximize: true });
-        const old = perms[p];
-        let oldTotal = 0;
-        for (let i = 0; i < n; i++) oldTotal += cost[i * n + old[i]];
-        // Relative tolerance: M is accumulated in float32.
-        if (total > oldTotal + 1e-7 * Math.max(1, Math.abs(oldTotal))) progress = true;
-        perms[p] = Int32Array.from(colInd);
-        objective = total;
+        const best = bestGroupPermutation(M, n, perms[p]);
+        if (best.improved) progress = true;
+        perms[p] = best.perm;
+        objective = best.total;
       }
       const entry: StepLog = { step: sweeps, cost: -objective, seconds: (performance.now() - t0 - loggingMs) / 1000 };
       if (opts.hardCost) {

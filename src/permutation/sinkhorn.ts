@@ -2,7 +2,7 @@
  * The Sinkhorn operator with implicit differentiation: the soft permutation of Sinkhorn re-basin
  * (Peña et al., "Re-basin via implicit Sinkhorn differentiation", CVPR 2023, §3; code
  * fagp/sinkhorn-rebasin `rebasin/rebasinnet/sinkhorn.py`, itself Eisenberger et al., CVPR 2022).
- * See /work/shared/reference/method.md §2.1–2.3.
+ * See the method reference (shared/reference/method.md) §2.1–2.3.
  *
  * Forward (log domain, fixed iteration count, no convergence test):
  *     logP ← scale·X/τ                         (the reference's c = −scale·X, λ = τ, logP = −c/λ)
