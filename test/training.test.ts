@@ -12,7 +12,7 @@ import { InputError } from '../src/errors.js';
 import { loadCheckpoint } from '../src/io/checkpoint.js';
 import { mlp, resnet20, vggSmall, type Params } from '../src/models/index.js';
 import { evaluate, reestimateBatchNorm } from '../src/training/evaluate.js';
-import { fillDropoutMask, mlpPlan } from '../src/training/fused-mlp.js';
+import { dropoutForward, mlpPlan } from '../src/training/fused-mlp.js';
 import { trainModel } from '../src/training/train.js';
 
 const mainJs = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
@@ -110,11 +110,16 @@ test('fused MLP step: bit-identical to the autodiff path without dropout; same-d
   const r1 = new Rng(11);
   const r2 = new Rng(11);
   const mask = new Float32Array(1000);
-  fillDropoutMask(r1, mask, 1000, 0.3, 1 / 0.7);
-  for (let i = 0; i < 1000; i++) assert.equal(mask[i], r2.nextUint32() >= Math.round(0.3 * 2 ** 32) ? Math.fround(1 / 0.7) : 0);
+  const z = new Float32Array(1000).map((_, i) => i - 500);
+  const d = new Float32Array(1000);
+  dropoutForward(r1, z, mask, d, 1000, 0.3, 1 / 0.7);
+  for (let i = 0; i < 1000; i++) {
+    assert.equal(mask[i], r2.nextUint32() >= Math.round(0.3 * 2 ** 32) ? Math.fround(1 / 0.7) : 0);
+    assert.equal(d[i], Math.fround(z[i] * mask[i]));
+  }
   assert.equal(r1.nextUint32(), r2.nextUint32());
   const big = new Float32Array(200000);
-  fillDropoutMask(new Rng(1), big, big.length, 0.25, 4 / 3);
+  dropoutForward(new Rng(1), new Float32Array(big.length).fill(1), big, new Float32Array(big.length), big.length, 0.25, 4 / 3);
   const kept = big.reduce((s, v) => s + (v > 0 ? 1 : 0), 0) / big.length;
   assert.ok(Math.abs(kept - 0.75) < 0.005, `kept ${kept}`);
 

@@ -50,14 +50,16 @@ export function mlpPlan(model: Model): LayerPlan[] | null {
 }
 
 /**
- * Fills `mask` with scale (kept) or 0 for n units: kept iff the next 32-bit draw of `rng` is ≥ thr.
- * xoshiro128** is inlined on local state (identical numbers to rng.nextUint32()); the state is
- * written back so the generator continues where the mask left it.
+ * Dropout forward for n units: mask[i] = scale (kept) or 0, d[i] = z[i]·mask[i]; a unit is kept iff
+ * the next 32-bit draw of `rng` is ≥ p·2³². xoshiro128** is inlined on local state (the same
+ * numbers as rng.nextUint32()), and the state is written back so the generator continues after
+ * the mask. The keep test is branch-free (scale · 0 or 1): a random branch mispredicts too often.
  */
-export function fillDropoutMask(rng: Rng, mask: Float32Array, n: number, p: number, scale: number): void {
+export function dropoutForward(rng: Rng, z: Float32Array, mask: Float32Array, d: Float32Array, n: number, p: number, scale: number): void {
   const thr = Math.min(0xffffffff, Math.round(p * 4294967296));
   // Unsigned r ≥ thr as a signed comparison of both shifted by 2³¹: everything stays int32.
   const thrS = (thr ^ 0x80000000) | 0;
+  const keepValue = Math.fround(scale); // what a float32 mask holds, so d matches z·mask exactly
   const st = rng.getState();
   let s0 = st[0] | 0;
   let s1 = st[1] | 0;
@@ -73,7 +75,9 @@ export function fillDropoutMask(rng: Rng, mask: Float32Array, n: number, p: numb
     s0 ^= s3;
     s2 ^= t;
     s3 = (s3 << 11) | (s3 >>> 21);
-    mask[i] = (r ^ -2147483648) >= thrS ? scale : 0;
+    const v = keepValue * +((r ^ -2147483648) >= thrS);
+    mask[i] = v;
+    d[i] = z[i] * v;
   }
   rng.setState([s0 >>> 0, s1 >>> 0, s2 >>> 0, s3 >>> 0, st[4]]);
 }
@@ -153,10 +157,7 @@ export class FusedMlp {
       const n = size * o;
       if (l.act) K.unary(l.act, n === z.length ? z : z.subarray(0, n), n === z.length ? z : z.subarray(0, n));
       if (l.mask && l.d) {
-        const mask = l.mask;
-        const d = l.d;
-        fillDropoutMask(dropRng, mask, n, l.dropout, 1 / (1 - l.dropout));
-        for (let k = 0; k < n; k++) d[k] = z[k] * mask[k];
+        dropoutForward(dropRng, z, l.mask, l.d, n, l.dropout, 1 / (1 - l.dropout));
       }
     }
     const top = L[L.length - 1];
