@@ -12,7 +12,7 @@ import { InputError } from '../src/errors.js';
 import { loadCheckpoint } from '../src/io/checkpoint.js';
 import { mlp, resnet20, vggSmall, type Params } from '../src/models/index.js';
 import { evaluate, reestimateBatchNorm } from '../src/training/evaluate.js';
-import { dropoutForward, mlpPlan } from '../src/training/fused-mlp.js';
+import { dropoutForward, FusedMlp, mlpPlan } from '../src/training/fused-mlp.js';
 import { trainModel } from '../src/training/train.js';
 
 const mainJs = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
@@ -105,21 +105,23 @@ test('fused MLP step: bit-identical to the autodiff path without dropout; same-d
   assert.equal(mlpPlan(resnet20({ widthMultiplier: 0.25 })), null);
   const plan = mlpPlan(mlp({ sizes: [5, 4, 3, 2], dropout: 0.5 }))!;
   assert.deepEqual(plan.map((l) => [l.inF, l.outF, l.act, l.dropout]), [[5, 4, 'relu', 0.5], [4, 3, 'relu', 0.5], [3, 2, null, 0]]);
+  const tanhDrop = mlp({ sizes: [5, 4, 2], activation: 'tanh', dropout: 0.5 });
+  assert.ok(mlpPlan(tanhDrop));
+  assert.equal(FusedMlp.plan(tanhDrop, tanhDrop.init(new Rng(0)).params), null); // generic path
 
   // The inlined generator is the Rng's own xoshiro stream: kept iff nextUint32() ≥ p·2³².
   const r1 = new Rng(11);
   const r2 = new Rng(11);
-  const mask = new Float32Array(1000);
-  const z = new Float32Array(1000).map((_, i) => i - 500);
+  const z = new Float32Array(1000).map((_, i) => i - 499.5);
   const d = new Float32Array(1000);
-  dropoutForward(r1, z, mask, d, 1000, 0.3, 1 / 0.7);
+  dropoutForward(r1, z, d, 1000, 0.3, 1 / 0.7);
   for (let i = 0; i < 1000; i++) {
-    assert.equal(mask[i], r2.nextUint32() >= Math.round(0.3 * 2 ** 32) ? Math.fround(1 / 0.7) : 0);
-    assert.equal(d[i], Math.fround(z[i] * mask[i]));
+    const keep = r2.nextUint32() >= Math.round(0.3 * 2 ** 32);
+    assert.equal(d[i], keep ? Math.fround(z[i] * Math.fround(1 / 0.7)) : z[i] * 0);
   }
   assert.equal(r1.nextUint32(), r2.nextUint32());
   const big = new Float32Array(200000);
-  dropoutForward(new Rng(1), new Float32Array(big.length).fill(1), big, new Float32Array(big.length), big.length, 0.25, 4 / 3);
+  dropoutForward(new Rng(1), new Float32Array(big.length).fill(1), big, big.length, 0.25, 4 / 3);
   const kept = big.reduce((s, v) => s + (v > 0 ? 1 : 0), 0) / big.length;
   assert.ok(Math.abs(kept - 0.75) < 0.005, `kept ${kept}`);
 
@@ -129,6 +131,32 @@ test('fused MLP step: bit-identical to the autodiff path without dropout; same-d
     const r = trainModel({ model: drop, data: blobTrain, val: blobVal, epochs: 10, batchSize: 50, lr: 1e-2, seed: 1, criterion: 'ce', quiet: true, fused });
     assert.ok(r.history[9].valAcc! >= 0.95, `fused ${fused}: ${r.history[9].valAcc}`);
   }
+});
+
+test('fused MLP step with dropout: loss and gradients equal the autodiff graph with the same masks', () => {
+  const model = mlp({ sizes: [6, 8, 7, 3], dropout: 0.4 });
+  const { params } = model.init(new Rng(3));
+  const fm = new FusedMlp(FusedMlp.plan(model, params)!, params, 5);
+  const x = new Rng(4).fillNormal(new Float32Array(30)) as Float32Array;
+  const y = Int32Array.from([0, 1, 2, 0, 1]);
+  const r = fm.step(x, y, 5, 'ce', new Rng(9));
+  // Replaying the generator on ones gives the masks (scale or 0) the step used, layer by layer.
+  const replay = new Rng(9);
+  const masks = [40, 35].map((n) => {
+    const m = new Float32Array(n);
+    dropoutForward(replay, new Float32Array(n).fill(1), m, n, 0.4, 1 / 0.6);
+    return m;
+  });
+  const P = new Map([...params].map(([k, t]) => [k, t.clone().requireGrad()]));
+  const p = (k: string) => P.get(k)!;
+  let h = F.linear(new Tensor(x, [5, 6]), p('layers.0.weight'), p('layers.0.bias'));
+  h = F.mul(F.relu(h), new Tensor(masks[0], [5, 8]));
+  h = F.linear(h, p('layers.2.weight'), p('layers.2.bias'));
+  h = F.mul(F.relu(h), new Tensor(masks[1], [5, 7]));
+  const loss = F.crossEntropy(F.linear(h, p('layers.4.weight'), p('layers.4.bias')), y);
+  loss.backward();
+  assert.equal(r.loss, loss.item());
+  for (const [k, t] of params) assert.deepEqual(t.grad!.data, P.get(k)!.grad!.data, k);
 });
 
 test('trainModel: bad data and options are InputErrors naming the problem', () => {

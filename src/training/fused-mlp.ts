@@ -50,16 +50,16 @@ export function mlpPlan(model: Model): LayerPlan[] | null {
 }
 
 /**
- * Dropout forward for n units: mask[i] = scale (kept) or 0, d[i] = z[i]·mask[i]; a unit is kept iff
- * the next 32-bit draw of `rng` is ≥ p·2³². xoshiro128** is inlined on local state (the same
- * numbers as rng.nextUint32()), and the state is written back so the generator continues after
- * the mask. The keep test is branch-free (scale · 0 or 1): a random branch mispredicts too often.
+ * Dropout forward for n units: d[i] = z[i]·scale (kept) or 0; a unit is kept iff the next 32-bit
+ * draw of `rng` is ≥ p·2³². xoshiro128** is inlined on local state (the same numbers as
+ * rng.nextUint32()), and the state is written back so the generator continues after the mask.
+ * The keep test is branch-free (scale · 0 or 1): a random branch mispredicts too often.
  */
-export function dropoutForward(rng: Rng, z: Float32Array, mask: Float32Array, d: Float32Array, n: number, p: number, scale: number): void {
+export function dropoutForward(rng: Rng, z: Float32Array, d: Float32Array, n: number, p: number, scale: number): void {
   const thr = Math.min(0xffffffff, Math.round(p * 4294967296));
   // Unsigned r ≥ thr as a signed comparison of both shifted by 2³¹: everything stays int32.
   const thrS = (thr ^ 0x80000000) | 0;
-  const keepValue = Math.fround(scale); // what a float32 mask holds, so d matches z·mask exactly
+  const keepValue = Math.fround(scale); // what F.dropout's float32 mask holds
   const st = rng.getState();
   let s0 = st[0] | 0;
   let s1 = st[1] | 0;
@@ -75,11 +75,19 @@ export function dropoutForward(rng: Rng, z: Float32Array, mask: Float32Array, d:
     s0 ^= s3;
     s2 ^= t;
     s3 = (s3 << 11) | (s3 >>> 21);
-    const v = keepValue * +((r ^ -2147483648) >= thrS);
-    mask[i] = v;
-    d[i] = z[i] * v;
+    d[i] = z[i] * (keepValue * +((r ^ -2147483648) >= thrS));
   }
   rng.setState([s0 >>> 0, s1 >>> 0, s2 >>> 0, s3 >>> 0, st[4]]);
+}
+
+/**
+ * Dropout then ReLU backward in one pass: ga[k] · scale where the unit was kept and active, else 0.
+ * With scale ≥ 1, d = relu(z)·mask is > 0 exactly there, so d alone replaces both the mask and
+ * the activations (the same products as F.dropout's then F.relu's backward).
+ */
+function reluDropoutBackward(ga: Float32Array, d: Float32Array, m: number, scale: number): void {
+  const keepValue = Math.fround(scale);
+  for (let k = 0; k < m; k++) ga[k] = ga[k] * (keepValue * +(d[k] > 0));
 }
 
 interface LayerState extends LayerPlan {
@@ -87,8 +95,7 @@ interface LayerState extends LayerPlan {
   b: Tensor | null;
   /** Linear output, then the activation in place: [maxBatch, outF]. */
   z: Float32Array;
-  /** Dropout scale/0 per unit and the dropped-out output (hidden layers with dropout). */
-  mask: Float32Array | null;
+  /** The dropped-out output (hidden layers with dropout). */
   d: Float32Array | null;
   /** Gradient with respect to z (after activation/dropout backward). */
   g: Float32Array;
@@ -119,7 +126,6 @@ export class FusedMlp {
       return {
         ...l, w, b, gw, gb,
         z: new Float32Array(maxBatch * l.outF),
-        mask: hidden && l.dropout > 0 ? new Float32Array(maxBatch * l.outF) : null,
         d: hidden && l.dropout > 0 ? new Float32Array(maxBatch * l.outF) : null,
         g: new Float32Array(maxBatch * l.outF),
       };
@@ -131,6 +137,7 @@ export class FusedMlp {
     const plan = mlpPlan(model);
     if (!plan) return null;
     for (const l of plan) {
+      if (l.dropout > 0 && l.act !== 'relu') return null; // the fused dropout backward assumes ReLU
       for (const name of [l.weight, l.bias]) {
         if (name === null) continue;
         const t = params.get(name);
@@ -156,8 +163,8 @@ export class FusedMlp {
       K.gemm(false, true, size, o, l.inF, 1, inputOf(i), 0, l.inF, l.w.data, 0, l.inF, l.b ? 1 : 0, z, 0, o);
       const n = size * o;
       if (l.act) K.unary(l.act, n === z.length ? z : z.subarray(0, n), n === z.length ? z : z.subarray(0, n));
-      if (l.mask && l.d) {
-        dropoutForward(dropRng, z, l.mask, l.d, n, l.dropout, 1 / (1 - l.dropout));
+      if (l.d) {
+        dropoutForward(dropRng, z, l.d, n, l.dropout, 1 / (1 - l.dropout));
       }
     }
     const top = L[L.length - 1];
@@ -192,12 +199,9 @@ export class FusedMlp {
       const m = size * below.outF;
       const ga = m === below.g.length ? below.g : below.g.subarray(0, m);
       K.gemm(false, false, size, l.inF, o, 1, l.g, 0, o, l.w.data, 0, l.inF, 0, ga, 0, l.inF);
-      if (below.mask) {
-        const mask = below.mask;
-        for (let k = 0; k < m; k++) ga[k] = ga[k] * mask[k];
-      }
       const a = m === below.z.length ? below.z : below.z.subarray(0, m);
-      if (below.act === 'relu') K.reluBackward(a, ga, ga);
+      if (below.d) reluDropoutBackward(ga, below.d, m, 1 / (1 - below.dropout));
+      else if (below.act === 'relu') K.reluBackward(a, ga, ga);
       else if (below.act === 'tanh') for (let k = 0; k < m; k++) ga[k] = ga[k] * (1 - a[k] * a[k]);
     }
     return { loss, logits };
