@@ -10,6 +10,10 @@ import { noGrad, Tensor } from '../src/core/tensor.js';
 import { saveCheckpoint, loadCheckpoint, stateToRecords } from '../src/io/checkpoint.js';
 import { serializeNpz } from '../src/io/npy.js';
 import { writeSafetensors, readSafetensors } from '../src/io/safetensors.js';
+import { parseArgs, suggestOption, UsageError } from '../src/cli/args.js';
+import { alignSpec, interpolateSpec, mergeSpec } from '../src/cli/align.js';
+import { specInferSpec } from '../src/cli/spec.js';
+import { trainSpec } from '../src/cli/train.js';
 import { mlp } from '../src/models/index.js';
 import { applyHard, randomPerms, type Params } from '../src/permutation/apply.js';
 import { specToJSON } from '../src/permutation/spec.js';
@@ -124,6 +128,9 @@ test('bad input: clear errors, exit codes, no partial output', () => {
     [['align', join(dir, 'A.safetensors'), join(dir, 'B.safetensors'), '-o', out, '--method', 'sinkhorn-mid'], 2, /needs --data/],
     [['align', join(dir, 'A.safetensors'), join(dir, 'B.safetensors'), '-o', out, '--method', 'magic'], 2, /--method must be one of/],
     [['merge', join(dir, 'A.safetensors'), join(dir, 'B.safetensors'), '--weights', '1', '-o', out], 2, /--weights needs 2/],
+    // Every command spells its output --out (-o); the old --output gets a pointer to it.
+    [['spec', 'infer', join(dir, 'm.onnx'), '--output', out], 2, /unknown option --output \(did you mean --out\?\)/],
+    [['align', join(dir, 'A.safetensors'), join(dir, 'B.safetensors'), `--output=${out}`], 2, /unknown option --output \(did you mean --out\?\)/],
   ];
   for (const [args, code, msg] of cases) {
     const r = run(...args);
@@ -189,4 +196,17 @@ test('data-driven alignment from the CLI (sinkhorn-mid with an .npz data set)', 
   const s = JSON.parse(r.stdout);
   assert.equal(s.steps, 6);
   assert.ok(s.equivalence.passed);
+});
+
+test('option names: one spelling of the output option; near misses are suggested', () => {
+  for (const spec of [alignSpec, interpolateSpec, mergeSpec, specInferSpec, trainSpec]) {
+    assert.equal(spec.options.out?.alias, 'o', spec.name);
+    assert.equal(spec.options.output, undefined, spec.name);
+    assert.equal(parseArgs(spec, ['-o', 'x']).options.out, 'x');
+    assert.throws(() => parseArgs(spec, ['--output', 'x']), (e: Error) => e instanceof UsageError && /did you mean --out\?/.test(e.message));
+  }
+  assert.equal(suggestOption('epoch', Object.keys(trainSpec.options)), 'epochs');
+  assert.equal(suggestOption('batchsize', Object.keys(trainSpec.options)), 'batch-size');
+  assert.equal(suggestOption('bogus', Object.keys(trainSpec.options)), undefined);
+  assert.throws(() => parseArgs(trainSpec, ['--bogus']), (e: Error) => e.message === 'train: unknown option --bogus (see --help)');
 });

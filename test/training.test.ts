@@ -310,7 +310,11 @@ test('cli train: blobs → a loadable checkpoint; bad options exit 2; no temp fi
     }
     const noOut = spawnSync(process.execPath, [mainJs, 'train', '--dataset', 'blobs'], { encoding: 'utf8' });
     assert.equal(noOut.status, 2);
-    assert.match(noOut.stderr, /--output/);
+    assert.match(noOut.stderr, /-o\/--out /);
+    // The option is --out, as in every other command; the old spelling gets the parser's error.
+    const old = spawnSync(process.execPath, [mainJs, 'train', '--dataset', 'blobs', '--output', join(dir, 'x.safetensors')], { encoding: 'utf8' });
+    assert.equal(old.status, 2);
+    assert.match(old.stderr, /unknown option --output \(did you mean --out\?\)/);
     assert.deepEqual(readdirSync(dir), ['blobs.safetensors']);
   } finally {
     rmSync(dir, { recursive: true, force: true });

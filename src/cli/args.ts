@@ -60,7 +60,11 @@ export function parseArgs(spec: CommandSpec, argv: string[]): Parsed {
       continue;
     }
     const o = spec.options[key];
-    if (!o) throw new UsageError(`${spec.name}: unknown option ${arg} (see --help)`);
+    if (!o) {
+      const shown = arg.startsWith('--') ? `--${key}` : arg;
+      const near = arg.startsWith('--') ? suggestOption(key, Object.keys(spec.options)) : undefined;
+      throw new UsageError(`${spec.name}: unknown option ${shown}${near ? ` (did you mean --${near}?)` : ''} (see --help)`);
+    }
     if (o.type === 'boolean') {
       if (value === undefined) options[key] = true;
       else if (value === 'true' || value === 'false') options[key] = value === 'true';
@@ -77,6 +81,36 @@ export function parseArgs(spec: CommandSpec, argv: string[]): Parsed {
     if (options[name] === undefined && o.default !== undefined) options[name] = o.default;
   }
   return { positionals, options };
+}
+
+/**
+ * The declared option closest to an unknown one, for "did you mean": one name a prefix of the
+ * other (`--output` → `--out`), or at most ⌊len/3⌋ (≥ 1) edits away (`--epoch` → `--epochs`).
+ */
+export function suggestOption(key: string, names: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestScore = Infinity;
+  for (const name of names) {
+    let score = editDistance(key, name);
+    const prefix = Math.min(key.length, name.length) >= 3 && (key.startsWith(name) || name.startsWith(key));
+    if (!prefix && score > Math.max(1, Math.floor(Math.max(key.length, name.length) / 3))) continue;
+    if (prefix) score = Math.min(score, 1);
+    if (score < bestScore) {
+      bestScore = score;
+      best = name;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length];
 }
 
 function convert(cmd: string, key: string, o: OptionSpec, value: string): ParsedValue {

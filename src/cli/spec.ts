@@ -26,7 +26,7 @@ export const specInferSpec: CommandSpec = {
   usage: 'rebasin spec infer model.onnx|model.json [-o spec.json] [--checkpoint weights.safetensors] [--names initializer|pytorch] [--json]',
   positionals: ['model'],
   options: {
-    output: { type: 'string', alias: 'o', help: 'spec file to write (default: print the spec to stdout)' },
+    out: { type: 'string', alias: 'o', help: 'spec file to write (default: print the spec to stdout)' },
     checkpoint: { type: 'string', help: 'weights (safetensors/npz/...) whose names the spec should use; the spec is checked against them' },
     names: { type: 'string', help: 'ONNX: key the spec by initializer names or by PyTorch names (default: pytorch with --checkpoint, else initializer)', choices: ['initializer', 'pytorch'] },
     'input-shape': { type: 'list', help: 'ONNX: static shape of the (first) input, e.g. 1,3,32,32, when the file leaves dims dynamic' },
@@ -101,7 +101,7 @@ export async function specInfer(args: Parsed): Promise<number> {
     throw e;
   }
   const problems = checkpoint ? validateSpec(spec, new Map([...checkpoint.tensors].filter(([k]) => !isBatchCounter(k)))) : [];
-  const output = o.output as string | undefined;
+  const output = o.out as string | undefined;
   if (problems.length === 0 && output) await writeFileAtomic(output, specToJSON(spec) + '\n');
   const perms = Object.entries(spec.perms).map(([id, size]) => ({ id, size }));
   if (json) {

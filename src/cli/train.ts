@@ -45,7 +45,7 @@ export const trainSpec: CommandSpec = {
     'split-seed': { type: 'int', help: 'seed of the train/validation split (the reference uses 1)', default: 1 },
     'data-dir': { type: 'string', help: 'folder with the (Fashion-)MNIST IDX files (default: the bundled/system copy)' },
     test: { type: 'boolean', help: 'also evaluate on the 10k test split ((fashion-)MNIST)' },
-    output: { type: 'string', alias: 'o', help: 'checkpoint to write (.safetensors)' },
+    out: { type: 'string', alias: 'o', help: 'checkpoint to write (.safetensors)' },
     json: { type: 'boolean', help: 'print the result as one JSON object on stdout' },
     quiet: { type: 'boolean', help: 'no progress bar' },
   },
@@ -82,7 +82,7 @@ function resolveOptions(o: Parsed['options']): Resolved {
   const dataset = o.dataset as DatasetName;
   const poly = isPoly(dataset);
   const fail = (msg: string) => new UsageError(`train: ${msg}`);
-  if (typeof o.output !== 'string' || o.output === '') throw fail('-o/--output <file.safetensors> is required');
+  if (typeof o.out !== 'string' || o.out === '') throw fail('-o/--out <file.safetensors> is required');
   if (model !== 'mlp' && !isImage(dataset)) throw fail(`--model ${model} needs image data (mnist or fashion-mnist); ${dataset} is vector data, use --model mlp`);
   if (model !== 'mlp' && (o.dropout as number) !== 0) throw fail('--dropout applies to --model mlp only');
   const r: Resolved = {
@@ -104,7 +104,7 @@ function resolveOptions(o: Parsed['options']): Resolved {
     splitSeed: o['split-seed'] as number,
     dataDir: o['data-dir'] as string | undefined,
     test: Boolean(o.test),
-    output: resolve(o.output),
+    output: resolve(o.out),
   };
   if (!(r.width > 0)) throw fail(`--width must be positive, got ${r.width}`);
   if (model === 'mlp' && !Number.isInteger(r.width)) throw fail(`--width of an MLP is a whole number of units, got ${r.width}`);
