@@ -7,6 +7,7 @@
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include <cblas.h>
+#include <malloc.h>
 #include <math.h>
 #include <node_api.h>
 #include <sys/mman.h>
@@ -740,6 +741,7 @@ static napi_value Conv2dForward(napi_env env, napi_callback_info info) {
   float *w = get_f32(&c, 1, "w", &lw);
   float *bias = get_f32_or_null(&c, 2, "bias", &lb);
   float *out = get_f32(&c, 3, "out", &lo);
+  bool relu = !is_nullish(&c, 5) && get_bool(&c, 5, "relu");
   if (c.failed) return NULL;
   need_len(&c, "x", lx, g.N * g.C * g.H * g.W);
   need_len(&c, "w", lw, g.O * g.C * g.KH * g.KW);
@@ -747,7 +749,7 @@ static napi_value Conv2dForward(napi_env env, napi_callback_info info) {
   need_len(&c, "out", lo, g.N * g.O * g.OH * g.OW);
   if (c.failed) return NULL;
   hint_huge(out, (size_t)(g.N * g.O * g.OH * g.OW) * sizeof(float));
-  if (rb_conv_fwd_f32(x, w, bias, out, &g) != 0) { oom(&c); return NULL; }
+  if (rb_conv_fwd_f32(x, w, bias, out, &g, relu) != 0) { oom(&c); return NULL; }
   return undefined(env);
 }
 
@@ -763,7 +765,10 @@ static napi_value Conv2dBackward(napi_env env, napi_callback_info info) {
   float *dx = get_f32_or_null(&c, 3, "dx", &ldx);
   float *dw = get_f32_or_null(&c, 4, "dw", &ldw);
   float *db = get_f32_or_null(&c, 5, "db", &ldb);
+  size_t lr = 0;
+  float *relu_y = c.argc > 7 ? get_f32_or_null(&c, 7, "reluOut", &lr) : NULL;
   if (c.failed) return NULL;
+  if (relu_y) need_len(&c, "reluOut", lr, g.N * g.O * g.OH * g.OW);
   need_len(&c, "x", lx, g.N * g.C * g.H * g.W);
   need_len(&c, "w", lw, g.O * g.C * g.KH * g.KW);
   need_len(&c, "dy", ly, g.N * g.O * g.OH * g.OW);
@@ -772,7 +777,7 @@ static napi_value Conv2dBackward(napi_env env, napi_callback_info info) {
   if (db) need_len(&c, "db", ldb, g.O);
   if (c.failed) return NULL;
   if (dx) hint_huge(dx, (size_t)(g.N * g.C * g.H * g.W) * sizeof(float));
-  if (rb_conv_bwd_f32(x, w, dy, dx, dw, db, &g) != 0) { oom(&c); return NULL; }
+  if (rb_conv_bwd_f32(x, w, dy, relu_y, dx, dw, db, &g) != 0) { oom(&c); return NULL; }
   return undefined(env);
 }
 
@@ -992,9 +997,59 @@ static napi_value ConvTune(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/* Tensors are fresh typed arrays, which Node allocates with calloc. Above glibc's mmap threshold
+ * (at most 32 MiB, and a conv activation of batch 128 is exactly that) every such array is a new
+ * mapping whose pages fault in one by one on first write, ~15 µs per 4 KiB page on this VM: a
+ * third of a CNN training step. Serving large blocks from the heap and keeping freed memory
+ * mapped makes reuse cost one memset instead. Process-wide, so done once, and skipped with
+ * REBASIN_MALLOC=system for hosts that want glibc's defaults (memory then returns to the OS
+ * sooner). Reported by allocatorTuned(). */
+static bool malloc_tuned = false;
+
+static void tune_malloc(void) {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  const char *e = getenv("REBASIN_MALLOC");
+  if (e && strcmp(e, "system") == 0) return;
+  malloc_tuned = mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
+}
+
+static napi_value AllocatorTuned(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value v;
+  napi_get_boolean(env, malloc_tuned, &v);
+  return v;
+}
+
+/* gemmImpl() reports which sgemm runs ("own" AVX-512 kernels or "openblas"); gemmImpl(name) with
+ * "auto" | "openblas" | "own" switches it (tests and the bench compare both). */
+static napi_value GemmImpl(napi_env env, napi_callback_info info) {
+  static const char *const names[] = {"auto", "openblas", "own"};
+  call_t c;
+  if (!begin(&c, env, info, "gemmImpl", 0)) return NULL;
+  if (c.argc >= 1) {
+    napi_valuetype t;
+    napi_typeof(env, c.argv[0], &t);
+    if (t != napi_undefined) {
+      int impl = get_enum(&c, 0, "gemm implementation", names, 3);
+      if (c.failed) return NULL;
+      if (rb_gemm_set_impl(impl) != 0) {
+        fail(&c, false, "the own sgemm needs AVX-512 (F, VL, DQ, BW), which this CPU does not report");
+        return NULL;
+      }
+    }
+  }
+  napi_value s;
+  napi_create_string_utf8(env, rb_gemm_impl() == RB_GEMM_OWN ? "own" : "openblas", NAPI_AUTO_LENGTH, &s);
+  return s;
+}
+
 #define FN(name, f) {name, NULL, f, NULL, NULL, NULL, napi_enumerable, NULL}
 
 NAPI_MODULE_INIT() {
+  tune_malloc();
+  rb_gemm_impl(); /* decide once, before any thread can call rb_gemm_f32 */
   napi_property_descriptor props[] = {
       FN("gemm", Gemm),
       FN("gemmStrided", GemmStrided),
@@ -1027,6 +1082,8 @@ NAPI_MODULE_INIT() {
       FN("getThreads", GetThreads),
       FN("config", Config),
       FN("convTune", ConvTune),
+      FN("allocatorTuned", AllocatorTuned),
+      FN("gemmImpl", GemmImpl),
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

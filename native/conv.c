@@ -28,11 +28,29 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
   }
 }
 
+/* Which sgemm runs: our AVX-512 kernels (gemm.c) when the CPU has them, else OpenBLAS. */
+static bool gemm_use_own = false;
+static bool gemm_decided = false;
+
+int rb_gemm_set_impl(int impl) {
+  bool own_ok = rb_gemm_own_supported();
+  if (impl == RB_GEMM_OWN && !own_ok) return -1;
+  gemm_use_own = impl == RB_GEMM_OPENBLAS ? false : own_ok;
+  gemm_decided = true;
+  return 0;
+}
+
+int rb_gemm_impl(void) {
+  if (!gemm_decided) rb_gemm_set_impl(RB_GEMM_AUTO);
+  return gemm_use_own ? RB_GEMM_OWN : RB_GEMM_OPENBLAS;
+}
+
 void rb_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   /* BLAS rejects K = 0 leading dimensions in some builds; the result is just beta*C. */
   if (K == 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return; }
+  if (gemm_use_own && rb_gemm_own_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
               (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
@@ -150,7 +168,7 @@ void rb_col2im_f32(const float *col, float *dx, const rb_conv_geom *g) { col2im_
  * Convolution
  * ---------------------------------------------------------------------------------------------- */
 
-static int conv_mode = 0;             /* 0 auto, 1 our threads over samples, 2 OpenBLAS threads */
+static int conv_mode = 0; /* 0 auto, 1 our threads over samples, 2 OpenBLAS threads, 3 explicit im2col always */
 static int64_t conv_chunk = 1 << 17; /* im2col floats per chunk (512 KiB, about half of L2) */
 
 void rb_conv_set_mode(int mode) {
@@ -164,10 +182,15 @@ void rb_conv_set_mode(int mode) {
 
 typedef struct {
   const float *x, *w, *bias, *dy;
+  const float *relu_y; /* backward of a fused ReLU: dy counts only where this output is > 0 */
+  bool relu;           /* forward: apply ReLU to the output */
   float *out, *dx, *dw, *db;
   const rb_conv_geom *g;
   int64_t rows;   /* output rows per im2col chunk */
   float **col;    /* per thread: im2col buffer */
+  float **dymask; /* per thread: dy of one sample masked by the fused ReLU (backward with relu_y) */
+  float *wflip;         /* [C][O·KH·KW] flipped kernel when dx is computed as a convolution of dy */
+  rb_conv_geom gflip;   /* that convolution's geometry (dy as the image) */
   float *dwblk;   /* [nblk][O*K] partial dw (dw itself when nblk == 1) */
   double *dbblk;  /* [nblk][O] partial db */
   int64_t nblk;
@@ -197,6 +220,12 @@ static void conv_fwd_sample(const conv_job *J, float *col, int64_t n) {
   }
   if (is_pointwise(g)) {
     rb_gemm_f32(false, false, O, P, K, 1.0f, J->w, K, xn, P, beta, on, P);
+    if (J->relu) rb_unary_f32(RB_RELU, on, on, (size_t)(O * P));
+    return;
+  }
+  /* Our gemm reads im2col's panels straight from the image: no im2col pass, no buffer. */
+  if (gemm_use_own && conv_mode != 3 && rb_conv_gemm_own_f32(J->w, O, xn, g, beta, on)) {
+    if (J->relu) rb_unary_f32(RB_RELU, on, on, (size_t)(O * P));
     return;
   }
   for (int64_t oh0 = 0; oh0 < g->OH; oh0 += J->rows) {
@@ -204,6 +233,9 @@ static void conv_fwd_sample(const conv_job *J, float *col, int64_t n) {
     int64_t L = (oh1 - oh0) * OW;
     im2col_rows(xn, col, g, oh0, oh1);
     rb_gemm_f32(false, false, O, L, K, 1.0f, J->w, K, col, L, beta, on + oh0 * OW, P);
+    /* ReLU while the chunk is still in cache. */
+    if (J->relu)
+      for (int64_t o = 0; o < O; o++) rb_unary_f32(RB_RELU, on + o * P + oh0 * OW, on + o * P + oh0 * OW, (size_t)L);
   }
 }
 
@@ -217,12 +249,17 @@ static void conv_fwd_task(void *p, int tid, int nth) {
   }
 }
 
-static void conv_bwd_sample(const conv_job *J, float *col, float *dw, double *db, int64_t n) {
+static void conv_bwd_sample(const conv_job *J, float *col, float *dymask, float *dw, double *db, int64_t n) {
   const rb_conv_geom *g = J->g;
   int64_t K = g->C * g->KH * g->KW, P = g->OH * g->OW, O = g->O, OW = g->OW;
   int64_t CHW = g->C * g->H * g->W;
   const float *xn = J->x + n * CHW;
   const float *dyn = J->dy + n * O * P;
+  if (J->relu_y) {
+    /* Fused ReLU: the gradient reaching the conv is dy where the ReLU output is positive. */
+    rb_relu_backward_f32(J->relu_y + n * O * P, dyn, dymask, (size_t)(O * P));
+    dyn = dymask;
+  }
   float *dxn = J->dx ? J->dx + n * CHW : NULL;
   if (db) {
     for (int64_t o = 0; o < O; o++) {
@@ -234,8 +271,12 @@ static void conv_bwd_sample(const conv_job *J, float *col, float *dw, double *db
     if (dxn) rb_gemm_f32(true, false, K, P, O, 1.0f, J->w, K, dyn, P, 0.0f, dxn, P);
     return;
   }
-  if (dxn) memset(dxn, 0, (size_t)CHW * sizeof(float));
-  for (int64_t oh0 = 0; oh0 < g->OH; oh0 += J->rows) {
+  /* dx as a convolution of dy with the flipped, transposed kernel: one gemm reading dy's im2col
+   * panels directly, instead of a column gradient scattered back by col2im. */
+  bool dx_flipped = dxn && J->wflip && rb_conv_gemm_own_f32(J->wflip, g->C, dyn, &J->gflip, 0.0f, dxn);
+  bool dx_cols = dxn && !dx_flipped;
+  if (dx_cols) memset(dxn, 0, (size_t)CHW * sizeof(float));
+  for (int64_t oh0 = 0; oh0 < g->OH && (dw || dx_cols); oh0 += J->rows) {
     int64_t oh1 = oh0 + J->rows < g->OH ? oh0 + J->rows : g->OH;
     int64_t L = (oh1 - oh0) * OW;
     const float *dyc = dyn + oh0 * OW;
@@ -243,7 +284,7 @@ static void conv_bwd_sample(const conv_job *J, float *col, float *dw, double *db
       im2col_rows(xn, col, g, oh0, oh1);
       rb_gemm_f32(false, true, O, K, L, 1.0f, dyc, P, col, L, 1.0f, dw, K);
     }
-    if (dxn) {
+    if (dx_cols) {
       /* The same buffer now receives the column gradient: the im2col copy is no longer needed. */
       rb_gemm_f32(true, false, K, L, O, 1.0f, J->w, K, dyc, P, 0.0f, col, L);
       col2im_rows(col, dxn, g, oh0, oh1);
@@ -264,7 +305,7 @@ static void conv_bwd_task(void *p, int tid, int nth) {
     if (dw) memset(dw, 0, (size_t)OK * sizeof(float));
     if (db) memset(db, 0, (size_t)g->O * sizeof(double));
     int64_t n0 = g->N * b / J->nblk, n1 = g->N * (b + 1) / J->nblk;
-    for (int64_t n = n0; n < n1; n++) conv_bwd_sample(J, J->col[tid], dw, db, n);
+    for (int64_t n = n0; n < n1; n++) conv_bwd_sample(J, J->col[tid], J->relu_y ? J->dymask[tid] : NULL, dw, db, n);
   }
 }
 
@@ -326,12 +367,36 @@ static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
   size_t col_b = round64((size_t)(g->C * g->KH * g->KW * J->rows * g->OW) * sizeof(float));
   size_t dw_b = need_dw && !direct_dw ? round64((size_t)(J->nblk * OK) * sizeof(float)) : 0;
   size_t db_b = need_db ? round64((size_t)(J->nblk * O) * sizeof(double)) : 0;
+  size_t mask_b = backward && J->relu_y ? round64((size_t)(O * g->OH * g->OW) * sizeof(float)) : 0;
+  /* dx by the flipped-kernel convolution needs stride 1, a square kernel and pad < kernel size
+   * (so the flipped convolution's padding KH-1-pad is >= 0), and our gemm. */
+  bool flip = backward && J->dx && gemm_use_own && conv_mode != 3 && g->stride == 1 && g->KH == g->KW && g->pad < g->KH &&
+              !is_pointwise(g);
+  size_t flip_b = flip ? round64((size_t)OK * sizeof(float)) : 0;
   bool cached;
-  char *base = scratch_get(col_b * (size_t)nth + dw_b + db_b, &cached);
+  char *base = scratch_get(col_b * (size_t)nth + dw_b + db_b + mask_b * (size_t)nth + flip_b, &cached);
   if (!base) return -1;
-  float *colbuf[RB_MAXDIM * 2];
-  for (int t = 0; t < nth; t++) colbuf[t] = (float *)(void *)(base + col_b * (size_t)t);
+  J->wflip = NULL;
+  if (flip) {
+    /* wflip[c][o][kh][kw] = w[o][c][KH-1-kh][KW-1-kw] */
+    float *wf = (float *)(void *)(base + col_b * (size_t)nth + dw_b + db_b + mask_b * (size_t)nth);
+    int64_t C = g->C, KH = g->KH, KW = g->KW;
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t o = 0; o < O; o++)
+        for (int64_t kh = 0; kh < KH; kh++)
+          for (int64_t kw = 0; kw < KW; kw++)
+            wf[((c * O + o) * KH + kh) * KW + kw] = J->w[((o * C + c) * KH + (KH - 1 - kh)) * KW + (KW - 1 - kw)];
+    J->wflip = wf;
+    J->gflip = (rb_conv_geom){.N = g->N, .C = O, .H = g->OH, .W = g->OW, .O = C, .KH = KH, .KW = KW, .stride = 1,
+                              .pad = KH - 1 - g->pad, .OH = g->H, .OW = g->W};
+  }
+  float *colbuf[RB_MAXDIM * 2], *maskbuf[RB_MAXDIM * 2];
+  for (int t = 0; t < nth; t++) {
+    colbuf[t] = (float *)(void *)(base + col_b * (size_t)t);
+    maskbuf[t] = (float *)(void *)(base + col_b * (size_t)nth + dw_b + db_b + mask_b * (size_t)t);
+  }
   J->col = colbuf;
+  J->dymask = maskbuf;
   J->dwblk = need_dw ? (direct_dw ? J->dw : (float *)(void *)(base + col_b * (size_t)nth)) : NULL;
   J->dbblk = need_db ? (double *)(void *)(base + col_b * (size_t)nth + dw_b) : NULL;
   atomic_init(&J->next, 0);
@@ -360,16 +425,17 @@ static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
   return 0;
 }
 
-int rb_conv_fwd_f32(const float *x, const float *w, const float *bias, float *out, const rb_conv_geom *g) {
+int rb_conv_fwd_f32(const float *x, const float *w, const float *bias, float *out, const rb_conv_geom *g,
+                    bool relu) {
   if (g->N == 0) return 0;
   conv_job J;
   memset(&J, 0, sizeof J);
-  J.x = x; J.w = w; J.bias = bias; J.out = out; J.g = g;
+  J.x = x; J.w = w; J.bias = bias; J.out = out; J.g = g; J.relu = relu;
   return conv_run(&J, conv_fwd_task, false);
 }
 
-int rb_conv_bwd_f32(const float *x, const float *w, const float *dy, float *dx, float *dw, float *db,
-                    const rb_conv_geom *g) {
+int rb_conv_bwd_f32(const float *x, const float *w, const float *dy, const float *relu_y, float *dx, float *dw,
+                    float *db, const rb_conv_geom *g) {
   int64_t K = g->C * g->KH * g->KW;
   if (g->N == 0) {
     if (dw) memset(dw, 0, (size_t)(g->O * K) * sizeof(float));
@@ -378,6 +444,6 @@ int rb_conv_bwd_f32(const float *x, const float *w, const float *dy, float *dx, 
   }
   conv_job J;
   memset(&J, 0, sizeof J);
-  J.x = x; J.w = w; J.dy = dy; J.dx = dx; J.dw = dw; J.db = db; J.g = g;
+  J.x = x; J.w = w; J.dy = dy; J.relu_y = relu_y; J.dx = dx; J.dw = dw; J.db = db; J.g = g;
   return conv_run(&J, conv_bwd_task, true);
 }

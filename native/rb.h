@@ -61,7 +61,22 @@ void rb_adamw_f32(float *param, const float *grad, float *m, float *v, size_t n,
 void rb_sgd_f32(float *param, const float *grad, float *buf, size_t n, double lr, double momentum,
                 double dampening, bool nesterov, double wd, bool first);
 
+/* ---- our AVX-512 sgemm (gemm.c) ---- */
+bool rb_gemm_own_supported(void);
+/* Same contract as rb_gemm_f32 (K > 0, alpha != 0); false when packing buffers cannot be allocated. */
+bool rb_gemm_own_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* Single-threaded C[M × OH·OW] = A[M × C·KH·KW] · im2col(x) + beta·C for one sample x [C,H,W],
+ * packing im2col's panels straight from the image. Same false-on-allocation-failure contract. */
+bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_conv_geom *g, float beta, float *C);
+
 /* ---- gemm and convolution (conv.c) ---- */
+enum { RB_GEMM_AUTO = 0, RB_GEMM_OPENBLAS = 1, RB_GEMM_OWN = 2 };
+/* Chooses the sgemm behind rb_gemm_f32: auto = own when the CPU supports it. -1 if own is unsupported. */
+int rb_gemm_set_impl(int impl);
+/* RB_GEMM_OPENBLAS or RB_GEMM_OWN: what rb_gemm_f32 currently runs. */
+int rb_gemm_impl(void);
 void rb_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void rb_gemm_strided_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
@@ -70,10 +85,14 @@ void rb_gemm_strided_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
 void rb_im2col_f32(const float *x, float *col, const rb_conv_geom *g);
 void rb_col2im_f32(const float *col, float *dx, const rb_conv_geom *g);
 /* Return 0, or -1 when scratch memory could not be allocated. */
-int rb_conv_fwd_f32(const float *x, const float *w, const float *bias, float *out, const rb_conv_geom *g);
-int rb_conv_bwd_f32(const float *x, const float *w, const float *dy, float *dx, float *dw, float *db,
-                    const rb_conv_geom *g);
-/* Bench hook: 0 = auto, 1 = our threads over samples, 2 = OpenBLAS threads; >= 100 sets the im2col chunk (floats). */
+/* relu: out = max(0, conv + bias) in the same pass. */
+int rb_conv_fwd_f32(const float *x, const float *w, const float *bias, float *out, const rb_conv_geom *g,
+                    bool relu);
+/* relu_y (or NULL): the output of a fused-ReLU forward; dy then only counts where relu_y > 0. */
+int rb_conv_bwd_f32(const float *x, const float *w, const float *dy, const float *relu_y, float *dx, float *dw,
+                    float *db, const rb_conv_geom *g);
+/* Bench hook: 0 = auto, 1 = our threads over samples, 2 = OpenBLAS threads, 3 = explicit im2col
+ * even where our gemm could read the image directly; >= 100 sets the im2col chunk (floats). */
 void rb_conv_set_mode(int mode);
 
 /* ---- LAPACK (lapack.c) ---- */

@@ -56,6 +56,37 @@ function exact(actual: ArrayLike<number>, expected: ArrayLike<number>, what: str
   close(actual, expected, 0, 0, what);
 }
 
+/**
+ * The sgemm implementations this CPU can run: 'openblas' always, 'own' (AVX-512) where supported.
+ * Kernel tests that reach sgemm (gemm, conv) run under each; the choice is restored afterwards.
+ */
+function gemmImpls(): ('own' | 'openblas')[] {
+  const a = nativeAddon();
+  if (!a) return [];
+  const prev = a.gemmImpl();
+  const impls: ('own' | 'openblas')[] = ['openblas'];
+  try {
+    a.gemmImpl('own');
+    impls.push('own');
+  } catch {
+    // No AVX-512: only OpenBLAS.
+  } finally {
+    a.gemmImpl(prev);
+  }
+  return impls;
+}
+
+function withGemm<T>(impl: 'own' | 'openblas', fn: () => T): T {
+  const a = nativeAddon()!;
+  const prev = a.gemmImpl();
+  a.gemmImpl(impl);
+  try {
+    return fn();
+  } finally {
+    a.gemmImpl(prev);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 
 test('native: loads and reports OpenBLAS', { skip }, () => {
@@ -80,10 +111,22 @@ test('native: setBlasThreads / blasThreads round-trip', { skip }, () => {
   assert.throws(() => setBlasThreads(0), RangeError);
 });
 
-test('native: gemm, all transposes, offsets, padded leading dimensions', { skip }, () => {
+test('native: gemm impl switch: auto picks own exactly when AVX-512 is there; bad names are refused', { skip }, () => {
+  const a = nativeAddon()!;
+  const prev = a.gemmImpl();
+  try {
+    assert.equal(a.gemmImpl('auto'), gemmImpls().includes('own') ? 'own' : 'openblas');
+    assert.equal(a.gemmImpl('openblas'), 'openblas');
+    assert.throws(() => a.gemmImpl('mkl' as 'own'), /unknown gemm implementation 'mkl'/);
+  } finally {
+    a.gemmImpl(prev);
+  }
+});
+
+for (const impl of gemmImpls()) test(`native: gemm (${impl}), all transposes, offsets, padded leading dimensions`, { skip }, () => withGemm(impl, () => {
   const rng = new Rng(1);
-  const M = 37, Nn = 29, K = 45;
-  for (const tA of [false, true]) {
+  // Small, and large enough for several K slices, row blocks and ragged register tiles.
+  for (const [M, Nn, K] of [[37, 29, 45], [203, 77, 1100], [9, 2100, 70]]) for (const tA of [false, true]) {
     for (const tB of [false, true]) {
       for (const [alpha, beta] of [[1, 0], [0.7, 0.3], [-1.5, 1]]) {
         const lda = (tA ? M : K) + 3, ldb = (tB ? K : Nn) + 1, ldc = Nn + 5;
@@ -94,17 +137,22 @@ test('native: gemm, all transposes, offsets, padded leading dimensions', { skip 
         const Cn = C0.slice(), Cj = C0.slice();
         N().gemm(tA, tB, M, Nn, K, alpha, A, aOff, lda, B, bOff, ldb, beta, Cn, cOff, ldc);
         js.gemm(tA, tB, M, Nn, K, alpha, A, aOff, lda, B, bOff, ldb, beta, Cj, cOff, ldc);
-        close(Cn, Cj, 1e-5, 2e-5 * Math.sqrt(K), `gemm tA=${tA} tB=${tB} alpha=${alpha} beta=${beta}`);
+        close(Cn, Cj, 1e-5, 2e-5 * Math.sqrt(K), `gemm ${M}×${Nn}×${K} tA=${tA} tB=${tB} alpha=${alpha} beta=${beta}`);
       }
     }
   }
+  // beta = 0 must not read C (BLAS convention): NaN garbage in C is overwritten.
+  const A = randn(8 * 40, rng), B = randn(40 * 33, rng), Cnan = new Float32Array(8 * 33).fill(NaN), Cref = new Float32Array(8 * 33);
+  N().gemm(false, false, 8, 33, 40, 1, A, 0, 40, B, 0, 33, 0, Cnan, 0, 33);
+  js.gemm(false, false, 8, 33, 40, 1, A, 0, 40, B, 0, 33, 0, Cref, 0, 33);
+  close(Cnan, Cref, 1e-5, 1e-4, 'gemm beta=0 over NaN');
   // K = 0 leaves beta*C; M = 0 touches nothing.
   const C = new Float32Array([1, 2, 3, 4]);
   N().gemm(false, false, 2, 2, 0, 1, new Float32Array(0), 0, 1, new Float32Array(0), 0, 2, 0.5, C, 0, 2);
   exact(C, [0.5, 1, 1.5, 2], 'gemm K=0');
   N().gemm(false, false, 0, 2, 2, 1, new Float32Array(0), 0, 2, new Float32Array(4), 0, 2, 0, C, 0, 2);
   exact(C, [0.5, 1, 1.5, 2], 'gemm M=0');
-});
+}));
 
 test('native: gemmStrided, including broadcast (stride 0) and the fused tall-gemm case', { skip }, () => {
   const rng = new Rng(2);
@@ -429,7 +477,7 @@ function convGeom(N_: number, C: number, H: number, W: number, O: number, KH: nu
   };
 }
 
-test('native: conv2d forward/backward (stride 2, padding, 1×1, rectangular kernels, partial grads)', { skip }, () => {
+for (const impl of gemmImpls()) test(`native: conv2d (${impl} sgemm) forward/backward (stride 2, padding, 1×1, rectangular kernels, partial grads)`, { skip }, () => withGemm(impl, () => {
   const rng = new Rng(13);
   const geoms = [
     convGeom(3, 3, 9, 8, 4, 3, 3, 1, 1),
@@ -438,6 +486,13 @@ test('native: conv2d forward/backward (stride 2, padding, 1×1, rectangular kern
     convGeom(3, 4, 8, 9, 2, 2, 3, 2, 0),
     convGeom(1, 2, 6, 6, 3, 5, 5, 1, 2),
     convGeom(5, 3, 7, 7, 4, 3, 3, 3, 2),
+    // Wider planes: register panels of 32 output positions span several output rows (OW 13), one
+    // row exactly (OW 32) or parts of two (OW 33); padding 0 and KH-1 bound the flipped-kernel dx.
+    convGeom(2, 5, 13, 13, 9, 3, 3, 1, 1),
+    convGeom(2, 3, 32, 32, 17, 3, 3, 1, 1),
+    convGeom(2, 4, 12, 33, 6, 3, 3, 1, 0),
+    convGeom(2, 3, 10, 11, 5, 3, 3, 1, 2),
+    convGeom(1, 70, 9, 9, 12, 3, 3, 1, 1), // K = 630: two K slices
   ];
   for (const g of geoms) {
     const label = JSON.stringify(g);
@@ -465,8 +520,22 @@ test('native: conv2d forward/backward (stride 2, padding, 1×1, rectangular kern
     const dx2 = new Float32Array(x.length);
     N().conv2dBackward(x, w, dy, dx2, null, null, g);
     close(dx2, j.dx, 1e-5, 1e-5 * Math.sqrt(g.O * g.KH * g.KW), `conv dx only ${label}`);
+    // Fused ReLU: forward equals relu(conv); backward with the fused output equals the backward of
+    // the conv fed dy masked by that output (the JS reference, itself checked against finite
+    // differences in core-grad).
+    const fn = new Float32Array(g.N * g.O * g.OH * g.OW), fj = fn.slice();
+    N().conv2dForward(x, w, bias, fn, g, true);
+    js.conv2dForward(x, w, bias, fj, g, true);
+    close(fn, fj, 1e-5, 1e-5 * Math.sqrt(K), `conv+relu fwd ${label}`);
+    const rn = mk(), rj = mk();
+    N().conv2dBackward(x, w, dy, rn.dx, rn.dw, rn.db, g, fj);
+    const masked = dy.map((v, i) => (fj[i] > 0 ? v : 0));
+    js.conv2dBackward(x, w, masked, rj.dx, rj.dw, rj.db, g);
+    close(rn.dx, rj.dx, 1e-5, 1e-5 * Math.sqrt(g.O * g.KH * g.KW), `conv+relu dx ${label}`);
+    close(rn.dw, rj.dw, 1e-5, tol, `conv+relu dw ${label}`);
+    close(rn.db, rj.db, 1e-5, tol, `conv+relu db ${label}`);
   }
-});
+}));
 
 test('native: conv2d gives the same answer with 1 and 2 BLAS threads', { skip }, () => {
   const rng = new Rng(14);

@@ -52,6 +52,22 @@ export function allocLike(dtype: DType, n: number): FloatArray {
   return dtype === 'float64' ? new Float64Array(n) : new Float32Array(n);
 }
 
+/** Below this many bytes a zeroed array costs next to nothing; above it the zeroing pass shows. */
+const UNINIT_MIN_BYTES = 1 << 16;
+
+/**
+ * An array whose contents are unspecified, for outputs a kernel overwrites entirely (gemm with
+ * beta = 0, conv, pooling, elementwise): it skips the zero-fill that `new Float32Array` does,
+ * which is one full extra pass over every large activation and gradient of a training step.
+ * Never use it for a buffer that is accumulated into.
+ */
+export function allocUninit(dtype: DType, n: number): FloatArray {
+  const bytes = n * (dtype === 'float64' ? 8 : 4);
+  if (bytes < UNINIT_MIN_BYTES) return allocLike(dtype, n);
+  const buf = Buffer.allocUnsafeSlow(bytes);
+  return dtype === 'float64' ? new Float64Array(buf.buffer, buf.byteOffset, n) : new Float32Array(buf.buffer, buf.byteOffset, n);
+}
+
 export class Tensor {
   readonly shape: readonly number[];
   data: FloatArray;

@@ -171,6 +171,14 @@ for (const stride of [1, 2]) {
     }
   }
 }
+add('conv2d with fused ReLU (stride 1, padding 1, bias)', (dtype, rng) => ({
+  inputs: [randT([2, 2, 5, 6], rng, { dtype }), randT([3, 2, 3, 3], rng, { dtype }), randT([3], rng, { dtype })],
+  fn: (x, w, b) => F.conv2d(x, w, b, { padding: 1, relu: true }),
+}));
+add('conv2d with fused ReLU (stride 2, no bias)', (dtype, rng) => ({
+  inputs: [randT([2, 3, 7, 6], rng, { dtype }), randT([2, 3, 3, 3], rng, { dtype })],
+  fn: (x, w) => F.conv2d(x, w, null, { stride: 2, relu: true }),
+}));
 add('conv2d non-square kernel, x without grad', (dtype, rng) => ({
   inputs: [randT([1, 3, 4, 5], rng, { dtype, requiresGrad: false }), randT([2, 3, 2, 3], rng, { dtype }), randT([2], rng, { dtype })],
   fn: (x, w, b) => F.conv2d(x, w, b, { padding: 1 }),

@@ -1,7 +1,8 @@
 /**
  * Backend selection. The native OpenBLAS kernels are used when the addon loads; otherwise the
  * pure-TypeScript kernels, with one warning. REBASIN_BACKEND=js|native forces a choice (forcing
- * native when it cannot load is an error that says why).
+ * native when it cannot load is an error that says why). REBASIN_GEMM=auto|openblas|own picks the
+ * native sgemm (own AVX-512 kernels by default where the CPU has them).
  */
 import { jsKernels } from './js.js';
 import type { BackendInfo, Kernels } from './types.js';
@@ -15,11 +16,26 @@ if (requested !== undefined && requested !== '' && requested !== 'js' && request
   throw new Error(`REBASIN_BACKEND must be "js" or "native", got "${requested}"`);
 }
 
+const gemmChoice = process.env.REBASIN_GEMM;
+if (gemmChoice !== undefined && gemmChoice !== '' && gemmChoice !== 'auto' && gemmChoice !== 'openblas' && gemmChoice !== 'own') {
+  throw new Error(`REBASIN_GEMM must be "auto", "openblas" or "own", got "${gemmChoice}"`);
+}
+
 // The addon is only loaded when it may be used; a load failure is reported, never thrown here.
 const nativeLoad: NativeLoad | null = requested === 'js'
   ? null
   : await import('./native.js').then(
-    (m) => m.loadNativeKernels() as NativeLoad,
+    (m) => {
+      const load = m.loadNativeKernels() as NativeLoad;
+      if ('kernels' in load && gemmChoice) {
+        try {
+          m.setGemmImpl(gemmChoice as 'auto' | 'openblas' | 'own');
+        } catch (e) {
+          throw new Error(`REBASIN_GEMM=${gemmChoice}: ${(e as Error).message}`);
+        }
+      }
+      return load;
+    },
     (e: unknown) => ({ error: `native backend module failed to import: ${(e as Error).message}` }),
   );
 

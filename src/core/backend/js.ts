@@ -443,7 +443,7 @@ function newLike(a: FloatArray, n: number): FloatArray {
   return a instanceof Float64Array ? new Float64Array(n) : new Float32Array(n);
 }
 
-function conv2dForward(x: FloatArray, w: FloatArray, bias: FloatArray | null, out: FloatArray, g: ConvGeometry): void {
+function conv2dForward(x: FloatArray, w: FloatArray, bias: FloatArray | null, out: FloatArray, g: ConvGeometry, relu = false): void {
   const { N, C, H, W, O, KH, KW, OH, OW } = g;
   const K = C * KH * KW;
   const L = OH * OW;
@@ -454,13 +454,19 @@ function conv2dForward(x: FloatArray, w: FloatArray, bias: FloatArray | null, ou
     gemm(false, false, O, L, K, 1, w, 0, K, col, 0, L, 0, out, oOff, L);
     if (bias) for (let o = 0; o < O; o++) { const b = bias[o]; const r = oOff + o * L; for (let l = 0; l < L; l++) out[r + l] += b; }
   }
+  if (relu) for (let i = 0; i < N * O * L; i++) out[i] = out[i] > 0 ? out[i] : 0;
 }
 
-function conv2dBackward(x: FloatArray, w: FloatArray, dy: FloatArray,
-  dx: FloatArray | null, dw: FloatArray | null, db: FloatArray | null, g: ConvGeometry): void {
+function conv2dBackward(x: FloatArray, w: FloatArray, dyIn: FloatArray,
+  dx: FloatArray | null, dw: FloatArray | null, db: FloatArray | null, g: ConvGeometry, reluOut: FloatArray | null = null): void {
   const { N, C, H, W, O, KH, KW, OH, OW } = g;
   const K = C * KH * KW;
   const L = OH * OW;
+  let dy = dyIn;
+  if (reluOut) {
+    dy = newLike(dyIn, N * O * L);
+    reluBackward(reluOut, dyIn, dy);
+  }
   const col = newLike(x, K * L);
   if (dw) dw.fill(0);
   if (db) db.fill(0);

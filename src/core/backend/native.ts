@@ -45,13 +45,17 @@ export interface NativeAddon {
   config(): string;
   /** Bench hook: conv strategy 0 auto / 1 our threads over samples / 2 OpenBLAS threads; >= 100 sets the im2col chunk (floats). */
   convTune(mode: number): void;
+  /** True when the addon raised glibc's mmap/trim thresholds (off with REBASIN_MALLOC=system). */
+  allocatorTuned(): boolean;
+  /** The sgemm in use; with an argument, switches it ('own' needs AVX-512 and throws without it). */
+  gemmImpl(impl?: 'auto' | 'openblas' | 'own'): 'own' | 'openblas';
 }
 
 const REQUIRED: readonly (keyof NativeAddon)[] = [
   'gemm', 'gemmStrided', 'solve', 'logsumexp', 'sinkhornLog', 'sumAxis', 'maxAxis', 'unary', 'binary', 'axpy',
   'affine', 'reluBackward', 'gather', 'scatterAdd', 'copyStrided', 'conv2dForward', 'conv2dBackward', 'im2col',
   'col2im', 'maxPool2dForward', 'maxPool2dBackward', 'avgPool2dForward', 'avgPool2dBackward', 'softmaxCrossEntropy',
-  'adamw', 'sgd', 'sumSquares', 'setThreads', 'getThreads', 'config', 'convTune',
+  'adamw', 'sgd', 'sumSquares', 'setThreads', 'getThreads', 'config', 'convTune', 'allocatorTuned', 'gemmImpl',
 ];
 
 /** Where the package root is: this file runs as dist/src/core/backend/native.js (or from src/ under a TS runner). */
@@ -94,9 +98,12 @@ function tryLoad(): LoadResult {
   const config = a.config().trim();
   const info: BackendInfo = {
     name: 'native',
-    // A getter, so setBlasThreads is reflected in what doctor/bench report.
+    // Getters, so setBlasThreads / gemmImpl switches are reflected in what doctor/bench report.
     get blasThreads() { return a.getThreads(); },
-    detail: `N-API addon over ${config}`,
+    get detail() {
+      const gemm = a.gemmImpl() === 'own' ? 'sgemm: own AVX-512 kernels' : 'sgemm: OpenBLAS';
+      return `N-API addon over ${config}; ${gemm}${a.allocatorTuned() ? '; large allocations kept mapped' : ''}`;
+    },
   };
   return { kernels: makeKernels(a), info };
 }
@@ -123,6 +130,18 @@ export function nativeAddon(): NativeAddon | null {
 export function setBlasThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`setBlasThreads: n must be a positive integer, got ${n}`);
   nativeAddon()?.setThreads(n);
+}
+
+export type GemmChoice = 'auto' | 'openblas' | 'own';
+
+/**
+ * Chooses the sgemm behind every matmul and conv: our AVX-512 kernels ('own', the default where
+ * the CPU has AVX-512) or OpenBLAS. Throws when 'own' is asked for on a CPU without AVX-512.
+ * Returns the implementation now in use, or null without the addon.
+ */
+export function setGemmImpl(choice: GemmChoice): 'own' | 'openblas' | null {
+  const a = nativeAddon();
+  return a ? a.gemmImpl(choice) : null;
 }
 
 /** OpenBLAS's thread count, or 0 when the addon is not loaded. */
@@ -201,13 +220,13 @@ function makeKernels(n: NativeAddon): Kernels {
       if (x instanceof F32) n.copyStrided(x, offset, strides, out, shape);
       else js.copyStrided(x, offset, strides, out, shape);
     },
-    conv2dForward(x, w, bias, out, g) {
-      if (x instanceof F32) n.conv2dForward(x, w, bias, out, g);
-      else js.conv2dForward(x, w, bias, out, g);
+    conv2dForward(x, w, bias, out, g, relu = false) {
+      if (x instanceof F32) n.conv2dForward(x, w, bias, out, g, relu);
+      else js.conv2dForward(x, w, bias, out, g, relu);
     },
-    conv2dBackward(x, w, dy, dx, dw, db, g) {
-      if (x instanceof F32) n.conv2dBackward(x, w, dy, dx, dw, db, g);
-      else js.conv2dBackward(x, w, dy, dx, dw, db, g);
+    conv2dBackward(x, w, dy, dx, dw, db, g, reluOut = null) {
+      if (x instanceof F32) n.conv2dBackward(x, w, dy, dx, dw, db, g, reluOut);
+      else js.conv2dBackward(x, w, dy, dx, dw, db, g, reluOut);
     },
     im2col(x, xOff, col, g) {
       if (x instanceof F32) n.im2col(x, xOff, col, g);

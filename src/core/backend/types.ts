@@ -106,13 +106,17 @@ export interface Kernels {
   /** Copies an N-d strided view of x (starting at offset) into packed out of shape `shape`. */
   copyStrided(x: FloatArray, offset: number, strides: readonly number[], out: FloatArray, shape: readonly number[]): void;
 
-  /** Conv2d forward, NCHW x [N,C,H,W], w [O,C,KH,KW], bias [O] or null, out [N,O,OH,OW]. */
-  conv2dForward(x: FloatArray, w: FloatArray, bias: FloatArray | null, out: FloatArray, g: ConvGeometry): void;
+  /**
+   * Conv2d forward, NCHW x [N,C,H,W], w [O,C,KH,KW], bias [O] or null, out [N,O,OH,OW].
+   * With `relu`, out = max(0, conv + bias) in the same pass.
+   */
+  conv2dForward(x: FloatArray, w: FloatArray, bias: FloatArray | null, out: FloatArray, g: ConvGeometry, relu?: boolean): void;
   /**
    * Conv2d backward. Writes (overwrites) whichever of dx [N,C,H,W], dw [O,C,KH,KW], db [O] is non-null.
+   * `reluOut` is the output of a fused-ReLU forward: dy then only counts where reluOut > 0.
    */
   conv2dBackward(x: FloatArray, w: FloatArray, dy: FloatArray,
-    dx: FloatArray | null, dw: FloatArray | null, db: FloatArray | null, g: ConvGeometry): void;
+    dx: FloatArray | null, dw: FloatArray | null, db: FloatArray | null, g: ConvGeometry, reluOut?: FloatArray | null): void;
   /** im2col for one image: col[(c*KH + kh)*KW + kw, oh*OW + ow] = x[c, oh*s - p + kh, ow*s - p + kw] (0 outside). */
   im2col(x: FloatArray, xOff: number, col: FloatArray, g: ConvGeometry): void;
   /** Adjoint of im2col: accumulates col into dx (dx region of one image is NOT cleared first). */

@@ -1,7 +1,7 @@
 /** Elementwise ops: broadcasting binary arithmetic and unary maps, with their gradients. */
 import { kernels } from '../backend/index.js';
 import type { BinaryOp, FloatArray, UnaryOp } from '../backend/types.js';
-import { allocLike, makeResult, numel, shapeStr, Tensor, type Shape } from '../tensor.js';
+import { allocLike, allocUninit, makeResult, numel, shapeStr, Tensor, type Shape } from '../tensor.js';
 
 /** NumPy/PyTorch broadcasting of two shapes; throws naming the op and both shapes. */
 export function broadcastShapes(op: string, a: Shape, b: Shape): number[] {
@@ -56,7 +56,7 @@ export function sumToShape(g: FloatArray, from: Shape, to: Shape): FloatArray {
 function binaryForward(op: BinaryOp, a: Tensor, b: Tensor): { shape: number[]; data: FloatArray } {
   if (a.dtype !== b.dtype) throw new Error(`${op}: dtypes differ (${a.dtype} and ${b.dtype})`);
   const shape = broadcastShapes(op, a.shape, b.shape);
-  const data = allocLike(a.dtype, numel(shape));
+  const data = allocUninit(a.dtype, numel(shape));
   kernels().binary(op, a.data, broadcastStrides(a.shape, shape), b.data, broadcastStrides(b.shape, shape), data, shape);
   return { shape, data };
 }
@@ -67,7 +67,7 @@ function packedStrides(shape: Shape): number[] {
 
 /** out = x op y for same-shape packed arrays (gradient helpers). */
 function ew(op: BinaryOp, x: FloatArray, y: FloatArray, shape: Shape): FloatArray {
-  const out = allocLike(x instanceof Float64Array ? 'float64' : 'float32', x.length);
+  const out = allocUninit(x instanceof Float64Array ? 'float64' : 'float32', x.length);
   const st = packedStrides(shape);
   kernels().binary(op, x, st, y, st, out, shape);
   return out;
@@ -165,7 +165,7 @@ export function neg(x: Tensor): Tensor {
 }
 
 function unaryForward(op: UnaryOp, x: Tensor): FloatArray {
-  const data = allocLike(x.dtype, x.size);
+  const data = allocUninit(x.dtype, x.size);
   kernels().unary(op, x.data, data);
   return data;
 }
@@ -183,7 +183,7 @@ export function log(x: Tensor): Tensor {
 export function relu(x: Tensor): Tensor {
   const y = unaryForward('relu', x);
   return makeResult('relu', x.shape, y, [x], (g) => {
-    const gx = allocLike(x.dtype, g.length);
+    const gx = allocUninit(x.dtype, g.length);
     kernels().reluBackward(y, g, gx); // y > 0 exactly where x > 0
     return [gx];
   });

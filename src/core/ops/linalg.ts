@@ -1,7 +1,7 @@
 /** Matrix products: matmul (plain and batched) and the fused Linear layer, over BLAS gemm. */
 import { kernels } from '../backend/index.js';
 import type { FloatArray } from '../backend/types.js';
-import { allocLike, makeResult, numel, shapeStr, Tensor } from '../tensor.js';
+import { allocLike, allocUninit, makeResult, numel, shapeStr, Tensor } from '../tensor.js';
 
 /**
  * Matrix product. a: [m, k] or [B, m, k]; b: [k, n] or [B, k, n]. A 2-D operand is shared over
@@ -24,7 +24,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const shape = batched ? [batch, m, n] : [m, n];
   const sA = a.ndim === 3 ? m * k : 0;
   const sB = b.ndim === 3 ? k * n : 0;
-  const out = allocLike(a.dtype, batch * m * n);
+  const out = allocUninit(a.dtype, batch * m * n);
   const K = kernels();
   if (batched) K.gemmStrided(false, false, m, n, k, 1, a.data, 0, sA, b.data, 0, sB, 0, out, 0, m * n, batch);
   else K.gemm(false, false, m, n, k, 1, a.data, 0, k, b.data, 0, n, 0, out, 0, n);
@@ -33,14 +33,15 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
     let gb: FloatArray | null = null;
     if (a.requiresGrad) {
       // dA = G Bᵀ; a shared 2-D A accumulates over the batch.
-      ga = allocLike(a.dtype, a.size);
+      // The last branch accumulates over the batch, so only it needs a zeroed array.
+      ga = !batched || sA ? allocUninit(a.dtype, a.size) : allocLike(a.dtype, a.size);
       if (!batched) K.gemm(false, true, m, k, n, 1, g, 0, n, b.data, 0, n, 0, ga, 0, k);
       else if (sA) K.gemmStrided(false, true, m, k, n, 1, g, 0, m * n, b.data, 0, sB, 0, ga, 0, m * k, batch);
       else for (let i = 0; i < batch; i++) K.gemm(false, true, m, k, n, 1, g, i * m * n, n, b.data, i * sB, n, 1, ga, 0, k);
     }
     if (b.requiresGrad) {
       // dB = Aᵀ G.
-      gb = allocLike(a.dtype, b.size);
+      gb = allocUninit(a.dtype, b.size);
       if (!batched) K.gemm(true, false, k, n, m, 1, a.data, 0, k, g, 0, n, 0, gb, 0, n);
       else if (sB) K.gemmStrided(true, false, k, n, m, 1, a.data, 0, sA, g, 0, m * n, 0, gb, 0, k * n, batch);
       // Shared 2-D B under a batched A: packed [B, m, k] rows stack into one [B·m, k] matrix.
@@ -64,7 +65,7 @@ export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
   if (x.dtype !== w.dtype) throw new Error(`linear: dtypes differ (${x.dtype} and ${w.dtype})`);
   const N = numel(x.shape.slice(0, -1));
   const shape = [...x.shape.slice(0, -1), outF];
-  const out = allocLike(x.dtype, N * outF);
+  const out = allocUninit(x.dtype, N * outF);
   const K = kernels();
   if (b) for (let i = 0; i < N; i++) out.set(b.data, i * outF);
   K.gemm(false, true, N, outF, inF, 1, x.data, 0, inF, w.data, 0, inF, b ? 1 : 0, out, 0, outF);
@@ -74,11 +75,11 @@ export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
     let gw: FloatArray | null = null;
     let gbias: FloatArray | null = null;
     if (x.requiresGrad) {
-      gx = allocLike(x.dtype, x.size);
+      gx = allocUninit(x.dtype, x.size);
       K.gemm(false, false, N, inF, outF, 1, g, 0, outF, w.data, 0, inF, 0, gx, 0, inF);
     }
     if (w.requiresGrad) {
-      gw = allocLike(x.dtype, w.size);
+      gw = allocUninit(x.dtype, w.size);
       K.gemm(true, false, outF, inF, N, 1, g, 0, outF, x.data, 0, inF, 0, gw, 0, inF);
     }
     if (b && b.requiresGrad) {

@@ -2,13 +2,18 @@
 import { kernels } from '../backend/index.js';
 import type { ConvGeometry, FloatArray, PoolGeometry } from '../backend/types.js';
 import type { Rng } from '../random.js';
-import { allocLike, makeResult, shapeStr, Tensor } from '../tensor.js';
+import { allocLike, allocUninit, makeResult, shapeStr, Tensor } from '../tensor.js';
 import { exp, sub } from './elementwise.js';
 import { logsumexp } from './reduce.js';
 
 export interface Conv2dOptions {
   stride?: number;
   padding?: number;
+  /**
+   * Apply ReLU in the same kernel: the same values and gradients as F.relu(conv2d(...)), without a
+   * separate pass and array for the pre-activation in either direction.
+   */
+  relu?: boolean;
 }
 
 /** 2-D convolution, NCHW input, weight [O, C, KH, KW] (PyTorch layout), optional bias [O]. */
@@ -25,15 +30,16 @@ export function conv2d(x: Tensor, w: Tensor, b: Tensor | null = null, opts: Conv
   const OW = Math.floor((W + 2 * pad - KW) / stride) + 1;
   if (OH < 1 || OW < 1) throw new Error(`conv2d: kernel ${KH}×${KW} does not fit input ${H}×${W} with padding ${pad}`);
   const g: ConvGeometry = { N, C, H, W, O, KH, KW, stride, pad, OH, OW };
-  const out = allocLike(x.dtype, N * O * OH * OW);
+  const relu = opts.relu ?? false;
+  const out = allocUninit(x.dtype, N * O * OH * OW);
   const K = kernels();
-  K.conv2dForward(x.data, w.data, b ? b.data : null, out, g);
+  K.conv2dForward(x.data, w.data, b ? b.data : null, out, g, relu);
   const inputs = b ? [x, w, b] : [x, w];
-  return makeResult('conv2d', [N, O, OH, OW], out, inputs, (grad) => {
-    const dx = x.requiresGrad ? allocLike(x.dtype, x.size) : null;
+  return makeResult(relu ? 'conv2d+relu' : 'conv2d', [N, O, OH, OW], out, inputs, (grad) => {
+    const dx = x.requiresGrad ? allocUninit(x.dtype, x.size) : null;
     const dw = w.requiresGrad ? allocLike(x.dtype, w.size) : null;
     const db = b && b.requiresGrad ? allocLike(x.dtype, O) : null;
-    K.conv2dBackward(x.data, w.data, grad, dx, dw, db, g);
+    K.conv2dBackward(x.data, w.data, grad, dx, dw, db, g, relu ? out : null);
     return b ? [dx, dw, db] : [dx, dw];
   });
 }
@@ -50,11 +56,11 @@ function poolGeometry(op: string, x: Tensor, k: number, stride: number, pad: num
 
 export function maxPool2d(x: Tensor, kernel: number, stride = kernel, padding = 0): Tensor {
   const g = poolGeometry('maxPool2d', x, kernel, stride, padding);
-  const out = allocLike(x.dtype, g.N * g.C * g.OH * g.OW);
+  const out = allocUninit(x.dtype, g.N * g.C * g.OH * g.OW);
   const arg = new Int32Array(out.length);
   kernels().maxPool2dForward(x.data, out, arg, g);
   return makeResult('maxPool2d', [g.N, g.C, g.OH, g.OW], out, [x], (grad) => {
-    const dx = allocLike(x.dtype, x.size);
+    const dx = allocUninit(x.dtype, x.size);
     kernels().maxPool2dBackward(grad, arg, dx, g);
     return [dx];
   });
