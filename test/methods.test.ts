@@ -9,9 +9,13 @@ import { InputError } from '../src/errors.js';
 import { runRecovery } from '../src/experiments/recovery.js';
 import { weightCost } from '../src/methods/costs.js';
 import { sinkhornRebasin } from '../src/methods/sinkhorn-rebasin.js';
-import { weightMatching } from '../src/methods/weight-matching.js';
-import { mlp, resnet20, vgg, type Model } from '../src/models/index.js';
-import { applyHard, invertPermutation, randomPerms, type Params } from '../src/permutation/apply.js';
+import { kernels } from '../src/core/backend/index.js';
+import { isBufferName } from '../src/methods/types.js';
+import { bestGroupPermutation, weightMatching } from '../src/methods/weight-matching.js';
+import { mlp, resnet20, vgg, vggSmall, type Model } from '../src/models/index.js';
+import { applyHard, identityPerms, invertPermutation, randomPerms, type Params } from '../src/permutation/apply.js';
+import { axisMatrix, permuteExceptAxis } from '../src/permutation/axes.js';
+import { permToAxes, type PermutationSpec } from '../src/permutation/spec.js';
 
 /** Model A, a planted permutation, and B = π*(A) (buffers included). */
 function planted(model: Model, seed: number) {
@@ -49,6 +53,70 @@ test('weight matching recovers planted permutations exactly (MLP, VGG11-BN, ResN
     assertSameTensors(a, r.aligned); // BN running stats included
     assert.ok(r.steps >= 1 && r.steps <= 100);
   }
+});
+
+/**
+ * Git Re-Basin's loop as written, with nothing cached: every visit permutes B on the other axes,
+ * rebuilds M from zero and solves it. weightMatching must give the same permutations and log.
+ */
+function plainWeightMatching(spec: PermutationSpec, a: Params, b: Params, seed: number, init?: Record<string, Int32Array>) {
+  const rng = new Rng(seed);
+  const perms = init ? Object.fromEntries(Object.entries(init).map(([k, v]) => [k, Int32Array.from(v)])) : identityPerms(spec);
+  const byPerm = permToAxes(spec);
+  const ids = Object.keys(spec.perms).filter((p) => byPerm[p]?.some((e) => !isBufferName(e.name)));
+  const costs: number[] = [];
+  for (let sweep = 0; sweep < 100; sweep++) {
+    let progress = false;
+    let objective = 0;
+    for (const p of rng.shuffle([...ids])) {
+      const n = spec.perms[p];
+      const M = new Float32Array(n * n);
+      for (const e of byPerm[p]) {
+        if (isBufferName(e.name)) continue;
+        const wa = axisMatrix(a.get(e.name)!, e.axis, e.inner);
+        const wb = axisMatrix(noGrad(() => permuteExceptAxis(spec, e.name, b.get(e.name)!, perms, e.axis)), e.axis, e.inner);
+        const rest = wa.length / n;
+        kernels().gemm(false, true, n, n, rest, 1, wa, 0, rest, wb, 0, rest, 1, M, 0, n);
+      }
+      const best = bestGroupPermutation(M, n, perms[p]);
+      if (best.improved) progress = true;
+      perms[p] = best.perm;
+      objective = best.total;
+    }
+    costs.push(-objective);
+    if (!progress) break;
+  }
+  return { perms, costs };
+}
+
+test('weight matching = the plain uncached loop (MLP, VGGs with a flatten, ResNet-20; from identity and from init)', () => {
+  const models: Model[] = [
+    mlp({ sizes: [20, 24, 24, 24, 5] }),
+    vggSmall({ channels: [4, 6, 8, 6], inputShape: [1, 12, 12], numClasses: 5 }),
+    // Flatten with 2×2 positions per channel into a hidden linear layer: a gathered axis with inner 4.
+    vgg({ depth: 11, batchNorm: true, inputShape: [3, 32, 32], widthMultiplier: 0.125, classifier: 'three-layer', hiddenWidth: 12, avgpool: [2, 2] }),
+    resnet20({ widthMultiplier: 0.25, numClasses: 10 }),
+  ];
+  for (const model of models) {
+    const spec = model.permutationSpec();
+    // Independent random models: many sweeps, so partial sums are reused and groups skipped.
+    const A = model.init(new Rng(11));
+    const B = model.init(new Rng(12));
+    const a: Params = new Map([...A.params, ...A.buffers]);
+    const b: Params = new Map([...B.params, ...B.buffers]);
+    for (const init of [undefined, randomPerms(spec, new Rng(5))]) {
+      const want = plainWeightMatching(spec, a, b, 4, init);
+      const got = weightMatching({ spec, a, b }, { seed: 4, init });
+      assert.deepEqual(got.log.map((e) => e.cost), want.costs, `${model.name}: objective per sweep`);
+      for (const [id, p] of Object.entries(want.perms)) assert.deepEqual(Array.from(got.perms[id]), Array.from(p), `${model.name}: permutation ${id}`);
+      assertSameTensors(noGrad(() => applyHard(spec, b, want.perms)), got.aligned);
+    }
+  }
+  // A bad init is reported as before (it used to surface from applyHard).
+  const spec = models[0].permutationSpec();
+  const A = models[0].init(new Rng(1));
+  const bad = { ...identityPerms(spec), 'P_layers.0': new Int32Array(24) };
+  assert.throws(() => weightMatching({ spec, a: A.params, b: A.params }, { init: bad }), /invalid permutations:[\s\S]*P_layers\.0/);
 });
 
 test('Sinkhorn re-basin with the L2 cost recovers a planted permutation and stops at hard cost 0', () => {

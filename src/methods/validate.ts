@@ -1,4 +1,5 @@
 /** Input checks shared by the methods: same tensor names and shapes in A and B, finite values. */
+import { kernels } from '../core/backend/index.js';
 import { InputError } from '../errors.js';
 import type { Params } from '../permutation/apply.js';
 import { shapeStr } from '../core/tensor.js';
@@ -17,8 +18,12 @@ export function assertCompatible(a: Params, b: Params): void {
 }
 
 export function assertFinite(p: Params, what: string): void {
+  const k = kernels();
   for (const [name, t] of p) {
     const d = t.data;
+    // A float64 sum of squares is finite when every entry is (float32 entries cannot overflow it);
+    // only a tensor that fails it is scanned for the first bad entry.
+    if (Number.isFinite(k.sumSquares(d))) continue;
     for (let i = 0; i < d.length; i++) {
       if (!Number.isFinite(d[i])) throw new InputError(`${what}: tensor "${name}" has a non-finite value (${d[i]}) at flat index ${i}`);
     }

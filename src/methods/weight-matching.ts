@@ -6,14 +6,22 @@
  * where X^(axis) moves that axis first and flattens the rest; the best P_p is the linear
  * assignment maximising ⟨M_p, P_p⟩. Groups are visited in a seeded random order each sweep until a
  * sweep improves nothing (or maxSweeps).
+ *
+ * Work that does not change the result is not redone: each (tensor, axis) of A and of B is
+ * flattened once, and B's view under the other permutations is one column gather from it; M_p is
+ * accumulated term by term in a fixed order, and the partial sums are kept at the terms where a
+ * new dependency (another group's permutation) enters, so a visit restarts from the last partial
+ * sum whose inputs are unchanged (terms with no permuted other axis, such as the first layer's,
+ * are summed once) and a group whose M_p is unchanged keeps its previous assignment without
+ * solving it again. The float operations, and so the permutations, are those of the plain loop.
  */
 import { kernels } from '../core/backend/index.js';
 import { Rng } from '../core/random.js';
-import { noGrad } from '../core/tensor.js';
+import { noGrad, type Tensor } from '../core/tensor.js';
 import { linearSumAssignment } from '../permutation/assignment.js';
-import { applyHard, identityPerms } from '../permutation/apply.js';
-import { axisMatrix, permuteExceptAxis } from '../permutation/axes.js';
-import { assertValidSpec, permToAxes } from '../permutation/spec.js';
+import { applyHard, identityPerms, validatePerms } from '../permutation/apply.js';
+import { axisMatrix } from '../permutation/axes.js';
+import { assertValidSpec, axisInner, axisPermId, permToAxes, type AxisRef, type PermutationSpec } from '../permutation/spec.js';
 import { assertCompatible } from './validate.js';
 import type { Params } from '../permutation/apply.js';
 import { isBufferName, type AlignInput, type AlignResult, type StepCallback, type StepLog } from './types.js';
@@ -28,15 +36,112 @@ export interface WeightMatchingOptions {
   onStep?: StepCallback;
 }
 
-/** One coordinate-descent step: the permutation maximising ⟨M, P⟩, and whether it beats `old`. */
-export function bestGroupPermutation(M: Float32Array, n: number, old: Int32Array): { perm: Int32Array; total: number; improved: boolean } {
-  const cost = Float64Array.from(M);
+/**
+ * One coordinate-descent step: the permutation maximising ⟨M, P⟩, and whether it beats `old`.
+ * `scratch` (n² float64s) is reused for the solver's copy of M when given.
+ */
+export function bestGroupPermutation(M: Float32Array, n: number, old: Int32Array, scratch?: Float64Array): { perm: Int32Array; total: number; improved: boolean } {
+  let cost: Float64Array;
+  if (scratch && scratch.length === n * n) {
+    cost = scratch;
+    cost.set(M);
+  } else cost = Float64Array.from(M);
   const { colInd, total } = linearSumAssignment(cost, n, n, { maximize: true });
   let oldTotal = 0;
   for (let i = 0; i < n; i++) oldTotal += cost[i * n + old[i]];
   // Relative tolerance: M is accumulated in float32.
   return { perm: Int32Array.from(colInd), total, improved: total > oldTotal + 1e-7 * Math.max(1, Math.abs(oldTotal)) };
 }
+
+/** One term of M_p: tensor `name` with group p's axis flattened into rows, of A and of unpermuted B. */
+interface Term {
+  /** A's [n, rest] matrix. */
+  wa: Float32Array;
+  /** B's [n, rest] matrix before the other axes are permuted. */
+  wb: Float32Array;
+  rest: number;
+  /** The column dimensions of the [n, rest] layout, and per dimension the permutation gathering it (null: none). */
+  dims: number[];
+  gathers: ({ id: string; inner: number } | null)[];
+  /** Permutation ids of the other axes (the term's dependencies). */
+  deps: string[];
+}
+
+/**
+ * B's column index map under the other axes' permutations: column `col` of the permuted matrix is
+ * column `index[col]` of the unpermuted one (what applyHard's gathers do to the flattened rest),
+ * or null when no other axis is permuted.
+ */
+function columnIndex(t: Term, perms: Record<string, Int32Array>, out: Int32Array): Int32Array | null {
+  if (t.deps.length === 0) return null;
+  let len = 1;
+  out[0] = 0;
+  for (let k = 0; k < t.dims.length; k++) {
+    const D = t.dims[k];
+    const g = t.gathers[k];
+    // Horner step: col' = col·D + d, src' = src·D + map(d), filled back to front so `out` is reused in place.
+    const perm = g ? perms[g.id] : null;
+    const inner = g ? g.inner : 1;
+    for (let i = len - 1; i >= 0; i--) {
+      const base = out[i] * D;
+      const o = i * D;
+      if (perm) {
+        for (let d = 0; d < D; d++) {
+          const c = (d / inner) | 0;
+          out[o + d] = base + perm[c] * inner + (d - c * inner);
+        }
+      } else {
+        for (let d = 0; d < D; d++) out[o + d] = base + d;
+      }
+    }
+    len *= D;
+  }
+  return out.subarray(0, len);
+}
+
+function makeTerm(spec: PermutationSpec, e: AxisRef, ta: Tensor, tb: Tensor, n: number): Term {
+  const wa = axisMatrix(ta, e.axis, e.inner);
+  const wb = axisMatrix(tb, e.axis, e.inner);
+  const shape = ta.shape;
+  // axisMatrix's column order: the dims before the axis, the axis' inner part, the dims after it.
+  const dims: number[] = [];
+  const gathers: Term['gathers'] = [];
+  const deps: string[] = [];
+  spec.axes[e.name].forEach((entry, k) => {
+    if (k === e.axis) {
+      dims.push(e.inner);
+      gathers.push(null);
+      return;
+    }
+    dims.push(shape[k]);
+    const id = axisPermId(entry);
+    gathers.push(id === null ? null : { id, inner: axisInner(entry) });
+    if (id !== null && !deps.includes(id)) deps.push(id);
+  });
+  return { wa, wb, rest: wa.length / n, dims, gathers, deps };
+}
+
+/** Per group: its terms in spec order, and the kept partial sums of M. */
+interface Group {
+  n: number;
+  terms: Term[];
+  /** M after all terms (the matrix last solved), and after terms [0, k) for each k in `cuts`. */
+  M: Float32Array;
+  cuts: number[];
+  partial: Float32Array[];
+  /** Whether M (and `total`) are from a completed visit. */
+  solved: boolean;
+  total: number;
+  /** The permutation of every dependency when M was last accumulated. */
+  used: Map<string, Int32Array>;
+}
+
+const sameContent = (x: Int32Array, y: Int32Array | undefined) => {
+  if (x === y) return true;
+  if (!y || x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+};
 
 export function weightMatching(input: AlignInput, opts: WeightMatchingOptions = {}): AlignResult {
   const { spec, a, b } = input;
@@ -46,6 +151,7 @@ export function weightMatching(input: AlignInput, opts: WeightMatchingOptions = 
   if (!(Number.isInteger(maxSweeps) && maxSweeps >= 1)) throw new Error(`weightMatching: maxSweeps must be an integer ≥ 1, got ${maxSweeps}`);
   const rng = new Rng(opts.seed ?? 0);
   const perms = opts.init ? Object.fromEntries(Object.entries(opts.init).map(([k, v]) => [k, Int32Array.from(v)])) : identityPerms(spec);
+  if (opts.init) validatePerms(spec, perms);
   const byPerm = permToAxes(spec);
   const ids = Object.keys(spec.perms).filter((p) => byPerm[p]?.some((e) => !isBufferName(e.name)));
   const t0 = performance.now();
@@ -53,33 +159,83 @@ export function weightMatching(input: AlignInput, opts: WeightMatchingOptions = 
   let sweeps = 0;
   let loggingMs = 0;
   noGrad(() => {
-    // A's side never changes: flatten each (tensor, axis) once.
-    const aMats = new Map<string, Float32Array>();
+    // Both sides flattened once per (tensor, axis); B's permuted view is a column gather of it.
+    const groups = new Map<string, Group>();
+    let maxCols = 1;
+    let maxGather = 0;
     for (const p of ids) {
-      for (const e of byPerm[p]) {
-        if (isBufferName(e.name)) continue;
-        const t = a.get(e.name)!;
-        aMats.set(`${e.name}#${e.axis}`, axisMatrix(t, e.axis, e.inner));
-      }
+      const n = spec.perms[p];
+      const terms = byPerm[p].filter((e) => !isBufferName(e.name)).map((e) => makeTerm(spec, e, a.get(e.name)!, b.get(e.name)!, n));
+      // Partial sums are kept where a term brings a dependency no earlier term has.
+      const cuts: number[] = [];
+      const seen = new Set<string>();
+      terms.forEach((t, k) => {
+        if (k > 0 && t.deps.some((d) => !seen.has(d))) cuts.push(k);
+        for (const d of t.deps) seen.add(d);
+        maxCols = Math.max(maxCols, t.rest);
+        if (t.deps.length) maxGather = Math.max(maxGather, n * t.rest);
+      });
+      groups.set(p, { n, terms, M: new Float32Array(n * n), cuts, partial: cuts.map(() => new Float32Array(n * n)), solved: false, total: 0, used: new Map() });
     }
+    const colIndex = new Int32Array(maxCols);
+    const gathered = new Float32Array(maxGather);
+    const scratch = new Map<number, Float64Array>();
+    const K = kernels();
     for (let sweep = 0; sweep < maxSweeps; sweep++) {
       sweeps = sweep + 1;
       let progress = false;
       let objective = 0;
       for (const p of rng.shuffle([...ids])) {
-        const n = spec.perms[p];
-        const M = new Float32Array(n * n);
-        for (const e of byPerm[p]) {
-          if (isBufferName(e.name)) continue;
-          const wa = aMats.get(`${e.name}#${e.axis}`)!;
-          const wb = axisMatrix(permuteExceptAxis(spec, e.name, b.get(e.name)!, perms, e.axis), e.axis, e.inner);
-          const rest = wa.length / n;
-          kernels().gemm(false, true, n, n, rest, 1, wa, 0, rest, wb, 0, rest, 1, M, 0, n);
+        const g = groups.get(p)!;
+        const { n, terms, M } = g;
+        // The first term whose dependencies changed since M was accumulated (terms.length: none).
+        let first = 0;
+        if (g.solved) {
+          first = terms.length;
+          for (let k = 0; k < terms.length && first === terms.length; k++) {
+            for (const d of terms[k].deps) {
+              if (!sameContent(perms[d], g.used.get(d))) {
+                first = k;
+                break;
+              }
+            }
+          }
         }
-        const best = bestGroupPermutation(M, n, perms[p]);
+        if (first === terms.length) {
+          // M is what was solved last time, and perms[p] is that solution: nothing to improve.
+          objective = g.total;
+          continue;
+        }
+        // Restart from the last kept partial sum at or before `first`.
+        let start = 0;
+        let c = -1;
+        for (let i = 0; i < g.cuts.length && g.cuts[i] <= first; i++) c = i;
+        if (g.solved && c >= 0) {
+          start = g.cuts[c];
+          M.set(g.partial[c]);
+        } else M.fill(0);
+        for (let k = start; k < terms.length; k++) {
+          const ci = g.cuts.indexOf(k);
+          if (ci >= 0 && k > start) g.partial[ci].set(M);
+          const t = terms[k];
+          let wb = t.wb;
+          const index = columnIndex(t, perms, colIndex);
+          if (index) {
+            // wb[r, c] = t.wb[r, index[c]]: a gather along the columns.
+            wb = gathered.subarray(0, n * t.rest);
+            K.gather(t.wb, n, t.rest, 1, index, wb);
+          }
+          K.gemm(false, true, n, n, t.rest, 1, t.wa, 0, t.rest, wb, 0, t.rest, 1, M, 0, n);
+          for (const d of t.deps) g.used.set(d, perms[d]);
+        }
+        let buf = scratch.get(n);
+        if (!buf) scratch.set(n, (buf = new Float64Array(n * n)));
+        const best = bestGroupPermutation(M, n, perms[p], buf);
         if (best.improved) progress = true;
         perms[p] = best.perm;
         objective = best.total;
+        g.solved = true;
+        g.total = best.total;
       }
       const entry: StepLog = { step: sweeps, cost: -objective, seconds: (performance.now() - t0 - loggingMs) / 1000 };
       if (opts.hardCost) {
