@@ -35,6 +35,23 @@ export async function timeMedian(fn: () => unknown | Promise<unknown>, reps = 7,
   return median(times);
 }
 
+/**
+ * Median wall times in ms of several functions timed in alternation (a, b, c, a, b, c, ...), so a
+ * change in machine load during the run affects each of them alike: for side-by-side ratios.
+ */
+export async function timeInterleaved(fns: (() => unknown | Promise<unknown>)[], reps = 7, warmup = 1): Promise<number[]> {
+  for (let i = 0; i < warmup; i++) for (const f of fns) await f();
+  const times: number[][] = fns.map(() => []);
+  for (let i = 0; i < reps; i++) {
+    for (let j = 0; j < fns.length; j++) {
+      const t0 = process.hrtime.bigint();
+      await fns[j]();
+      times[j].push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+  }
+  return times.map(median);
+}
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;

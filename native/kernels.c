@@ -874,18 +874,37 @@ void rb_maxpool_fwd_f32(const float *x, float *out, int32_t *argmax, const rb_po
   rb_parallel(nth, maxpool_task, &J);
 }
 
-void rb_maxpool_bwd_f32(const float *dy, const int32_t *argmax, float *dx, const rb_pool_geom *g) {
-  size_t planes = (size_t)(g->N * g->C), in = (size_t)(g->H * g->W), on = (size_t)(g->OH * g->OW);
-  memset(dx, 0, planes * in * sizeof(float));
-  for (size_t p = 0; p < planes; p++) {
-    float *xp = dx + p * in;
-    const float *yp = dy + p * on;
-    const int32_t *ap = argmax + p * on;
+typedef struct {
+  const float *dy;
+  const int32_t *argmax;
+  float *dx;
+  const rb_pool_geom *g;
+} maxpool_bwd_job;
+
+/* Planes are independent, so threads split them; each plane is cleared just before its scatter
+ * (while it is in cache) rather than in one pass over all of dx. */
+static void maxpool_bwd_task(void *p, int tid, int nth) {
+  maxpool_bwd_job *J = p;
+  const rb_pool_geom *g = J->g;
+  size_t in = (size_t)(g->H * g->W), on = (size_t)(g->OH * g->OW), lo, hi;
+  split_range((size_t)(g->N * g->C), tid, nth, 1, &lo, &hi);
+  for (size_t p = lo; p < hi; p++) {
+    float *xp = J->dx + p * in;
+    const float *yp = J->dy + p * on;
+    const int32_t *ap = J->argmax + p * on;
+    memset(xp, 0, in * sizeof(float));
     for (size_t i = 0; i < on; i++) {
       int32_t a = ap[i];
       if (a >= 0) xp[a] += yp[i];
     }
   }
+}
+
+void rb_maxpool_bwd_f32(const float *dy, const int32_t *argmax, float *dx, const rb_pool_geom *g) {
+  maxpool_bwd_job J = {dy, argmax, dx, g};
+  size_t total = (size_t)(g->N * g->C * g->H * g->W);
+  int nth = total >= (1u << 18) ? rb_threads() : 1;
+  rb_parallel(nth, maxpool_bwd_task, &J);
 }
 
 void rb_avgpool_fwd_f32(const float *x, float *out, const rb_pool_geom *g) {

@@ -259,3 +259,22 @@ test('graph validation: channel mismatch, unknown input, missing output', () => 
   d.linear('a', d.input([4]), 4, 3);
   assert.throws(() => graphModel('no-out', { arch: 'mlp', sizes: [4, 3] }, d.build()), /input and an output node/);
 });
+
+test('runGraph fuses conv → ReLU into one kernel with the same outputs and gradients as running them apart', async () => {
+  const { forwardRecording } = await import('../src/models/activations.js');
+  const m = vgg({ depth: 11, batchNorm: false, widthMultiplier: 0.125, numClasses: 10 });
+  const fused = m.graph().nodes.filter((n, i, all) => n.op === 'conv2d' && all[i + 1]?.op === 'relu').length;
+  assert.ok(fused >= 8, `expected the VGG11 convs to be followed by ReLUs, found ${fused}`);
+  const { params } = m.init(new Rng(5));
+  const x = randn([2, 3, 32, 32], new Rng(6));
+  const grads = (run: () => Tensor) => {
+    for (const p of params.values()) { p.requireGrad(); p.grad = null; }
+    const y = run();
+    F.sum(F.mul(y, y)).backward();
+    return { y: y.data.slice(), g: [...params.values()].map((p) => p.grad!.data.slice()) };
+  };
+  const a = grads(() => m.forward(params, x, { training: true })); // fused, one graph
+  const b = grads(() => forwardRecording(m.graph(), params, x, { training: true }, []).output); // one node at a time: unfused
+  assert.deepEqual(a.y, b.y);
+  a.g.forEach((g, i) => assert.deepEqual(g, b.g[i], `gradient ${i}`));
+});

@@ -19,7 +19,7 @@ import { F, Tensor } from '../core/index.js';
 import { InputError } from '../errors.js';
 import { sampleSize, type Dataset } from '../data/dataset.js';
 import { axisPermId, type PermutationSpec } from '../permutation/spec.js';
-import { graphTensors, runGraph, type GraphNode, type ModelGraph, type RunContext } from './graph.js';
+import { graphTensors, nodeInputs, runGraph, type GraphNode, type ModelGraph, type RunContext } from './graph.js';
 import type { Model, Params } from './model.js';
 
 /** Permutation id → the ids of the nodes whose outputs are that permutation's activations. */
@@ -69,8 +69,7 @@ export function activationPoints(graph: ModelGraph, spec: PermutationSpec): Reco
 function lastUses(graph: ModelGraph): Map<string, number> {
   const last = new Map<string, number>();
   graph.nodes.forEach((n, k) => {
-    if ('inputs' in n) for (const id of n.inputs) last.set(id, k);
-    else if ('input' in n) last.set(n.input, k);
+    for (const id of nodeInputs(n)) last.set(id, k);
   });
   return last;
 }
@@ -108,7 +107,7 @@ export function forwardRecording(graph: ModelGraph, params: Params, x: Tensor, c
     vals.set(n.id, y);
     if (want.has(n.id)) values.set(n.id, y);
     // Drop inputs no later node reads (activations of big conv nets add up).
-    const ins = 'inputs' in n ? n.inputs : 'input' in n ? [n.input] : [];
+    const ins = nodeInputs(n);
     for (const id of ins) if (last.get(id) === k) vals.delete(id);
   });
   if (!output) throw new Error('forwardRecording: the graph has no output node');

@@ -110,6 +110,11 @@ function need(params: Params, name: string): Tensor {
   return t;
 }
 
+/** The ids a node reads. */
+export function nodeInputs(n: GraphNode): string[] {
+  return 'inputs' in n ? n.inputs : 'input' in n ? [n.input] : [];
+}
+
 /** Executes the graph on a batch `x` [N, ...input shape] and returns the output node's value. */
 export function runGraph(graph: ModelGraph, params: Params, x: Tensor, ctx: RunContext): Tensor {
   const vals = new Map<string, Tensor>();
@@ -119,7 +124,19 @@ export function runGraph(graph: ModelGraph, params: Params, x: Tensor, ctx: RunC
     return v;
   };
   let result: Tensor | null = null;
-  for (const n of graph.nodes) {
+  const readers = new Map<string, number>();
+  for (const n of graph.nodes) for (const id of nodeInputs(n)) readers.set(id, (readers.get(id) ?? 0) + 1);
+  const nodes = graph.nodes;
+  for (let i = 0; i < nodes.length; i++) {
+    const n = nodes[i];
+    const next = nodes[i + 1];
+    // conv → relu with nothing else reading the conv: one fused kernel (same values and gradients).
+    if (n.op === 'conv2d' && next?.op === 'relu' && next.input === n.id && readers.get(n.id) === 1) {
+      vals.set(next.id, F.conv2d(get(n.input), need(params, n.weight), n.bias ? need(params, n.bias) : null,
+        { stride: n.stride, padding: n.padding, relu: true }));
+      i++;
+      continue;
+    }
     let y: Tensor;
     switch (n.op) {
       case 'input': {

@@ -43,7 +43,7 @@ export interface NativeAddon {
   setThreads(n: number): void;
   getThreads(): number;
   config(): string;
-  /** Bench hook: conv strategy 0 auto / 1 our threads over samples / 2 OpenBLAS threads; >= 100 sets the im2col chunk (floats). */
+  /** Bench hook: conv strategy 0 auto / 1 our threads over samples / 2 OpenBLAS threads / 3 explicit im2col under our gemm; >= 100 sets the im2col chunk (floats). */
   convTune(mode: number): void;
   /** True when the addon raised glibc's mmap/trim thresholds (off with REBASIN_MALLOC=system). */
   allocatorTuned(): boolean;
