@@ -210,3 +210,20 @@ test('option names: one spelling of the output option; near misses are suggested
   assert.equal(suggestOption('bogus', Object.keys(trainSpec.options)), undefined);
   assert.throws(() => parseArgs(trainSpec, ['--bogus']), (e: Error) => e.message === 'train: unknown option --bogus (see --help)');
 });
+
+test('doctor: REBASIN_GEMM picks the sgemm, REBASIN_MALLOC=system leaves malloc alone, a bad REBASIN_GEMM is refused by name', (t) => {
+  const doctor = (env: Record<string, string>) => spawnSync(process.execPath, [CLI, 'doctor', '--json', '--size', '64'],
+    { encoding: 'utf8', env: { ...process.env, REBASIN_QUIET_BACKEND: '1', ...env } });
+  const base = JSON.parse(doctor({}).stdout) as { backend: string; sgemm: string | null; allocatorTuned: boolean };
+  if (base.backend !== 'native') return t.skip('native addon not loaded');
+  const blas = doctor({ REBASIN_GEMM: 'openblas', REBASIN_MALLOC: 'system' });
+  assert.equal(blas.status, 0, blas.stderr);
+  const r = JSON.parse(blas.stdout) as { sgemm: string; allocatorTuned: boolean; detail: string };
+  assert.equal(r.sgemm, 'openblas');
+  assert.equal(r.allocatorTuned, false);
+  assert.match(r.detail, /sgemm: OpenBLAS/);
+  assert.equal(base.allocatorTuned, true);
+  const bad = doctor({ REBASIN_GEMM: 'mkl' });
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /REBASIN_GEMM must be "auto", "openblas" or "own", got "mkl"/);
+});

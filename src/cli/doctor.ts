@@ -1,5 +1,6 @@
 /** `rebasin doctor`: which backend runs, BLAS threads, and a measured matmul rate. */
 import { backendInfo, nativeLoadError } from '../core/backend/index.js';
+import { nativeAddon } from '../core/backend/native.js';
 import { F, Rng, randn, noGrad } from '../core/index.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
@@ -37,6 +38,9 @@ export async function doctor(args: Parsed): Promise<number> {
     backend: info.name,
     detail: info.detail,
     blasThreads: info.blasThreads,
+    // Which sgemm runs (REBASIN_GEMM) and whether large allocations stay mapped (REBASIN_MALLOC).
+    sgemm: info.name === 'native' ? nativeAddon()?.gemmImpl() ?? null : null,
+    allocatorTuned: info.name === 'native' ? nativeAddon()?.allocatorTuned() ?? false : false,
     nativeError: nativeLoadError(),
     matmul: { size: n, medianMs: +(med * 1000).toFixed(3), gflops: +gflops.toFixed(1) },
     node: process.version,
