@@ -207,8 +207,12 @@ static void conv_fwd_sample(const conv_job *J, float *col, int64_t n) {
   int64_t K = g->C * g->KH * g->KW, P = g->OH * g->OW, O = g->O, OW = g->OW;
   const float *xn = J->x + n * g->C * g->H * g->W;
   float *on = J->out + n * O * P;
-  /* Bias goes in first and sgemm accumulates onto it (beta = 1): that replaces both OpenBLAS's
-   * zeroing pass over C (beta = 0) and a separate bias pass. */
+  /* Our gemm reads im2col's panels straight from the image and adds bias and ReLU as it stores:
+   * one pass over the output, no im2col buffer. */
+  if (gemm_use_own && conv_mode != 3 && !is_pointwise(g) && rb_conv_gemm_own_f32(J->w, O, xn, g, J->bias, J->relu, on))
+    return;
+  /* Otherwise bias goes in first and sgemm accumulates onto it (beta = 1): that replaces both
+   * OpenBLAS's zeroing pass over C (beta = 0) and a separate bias pass. */
   float beta = 0.0f;
   if (J->bias) {
     for (int64_t o = 0; o < O; o++) {
@@ -223,11 +227,7 @@ static void conv_fwd_sample(const conv_job *J, float *col, int64_t n) {
     if (J->relu) rb_unary_f32(RB_RELU, on, on, (size_t)(O * P));
     return;
   }
-  /* Our gemm reads im2col's panels straight from the image: no im2col pass, no buffer. */
-  if (gemm_use_own && conv_mode != 3 && rb_conv_gemm_own_f32(J->w, O, xn, g, beta, on)) {
-    if (J->relu) rb_unary_f32(RB_RELU, on, on, (size_t)(O * P));
-    return;
-  }
+
   for (int64_t oh0 = 0; oh0 < g->OH; oh0 += J->rows) {
     int64_t oh1 = oh0 + J->rows < g->OH ? oh0 + J->rows : g->OH;
     int64_t L = (oh1 - oh0) * OW;
@@ -273,7 +273,7 @@ static void conv_bwd_sample(const conv_job *J, float *col, float *dymask, float 
   }
   /* dx as a convolution of dy with the flipped, transposed kernel: one gemm reading dy's im2col
    * panels directly, instead of a column gradient scattered back by col2im. */
-  bool dx_flipped = dxn && J->wflip && rb_conv_gemm_own_f32(J->wflip, g->C, dyn, &J->gflip, 0.0f, dxn);
+  bool dx_flipped = dxn && J->wflip && rb_conv_gemm_own_f32(J->wflip, g->C, dyn, &J->gflip, NULL, false, dxn);
   bool dx_cols = dxn && !dx_flipped;
   if (dx_cols) memset(dxn, 0, (size_t)CHW * sizeof(float));
   for (int64_t oh0 = 0; oh0 < g->OH && (dw || dx_cols); oh0 += J->rows) {

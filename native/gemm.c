@@ -32,6 +32,9 @@
 #define NC 2048
 #endif
 
+/* Widest kernel whose stride-1 lane masks pack_b_image tabulates (wider ones take a scalar path). */
+#define MAX_KW_TABLE 11
+
 #define AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw")))
 
 bool rb_gemm_own_supported(void) {
@@ -40,13 +43,38 @@ bool rb_gemm_own_supported(void) {
          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
 }
 
-/* Packing buffers, one pair per thread that ever runs a gemm (the caller's and the pool's). */
-static _Thread_local float *a_pack, *b_pack;
+/* A run of consecutive im2col columns within one output row: what pack_b_image copies per row. */
+typedef struct {
+  int32_t oh, ow, len, j; /* output row, first output column, length, offset in its panel */
+} image_run;
 
-static bool ensure_buffers(void) {
-  if (!a_pack) a_pack = aligned_alloc(64, (size_t)MC * KC * sizeof(float));
-  if (!b_pack) b_pack = aligned_alloc(64, (size_t)NC * KC * sizeof(float));
-  return a_pack && b_pack;
+/* Per-thread workspace (the caller's thread and each pool thread get one, kept for the process):
+ * packing buffers and pack_b_image's tables. Fetched once per gemm: thread-locals in a shared
+ * object cost a __tls_get_addr call per access. */
+typedef struct {
+  float *a_pack, *b_pack;
+  image_run runs[NC];
+  int32_t first[NC / NR + 1];
+  __mmask16 valid[MAX_KW_TABLE][NC][2], store[NC][2];
+  int32_t k_plane[KC], k_kh[KC], k_kw[KC];
+} workspace;
+
+static _Thread_local workspace *thread_ws;
+
+static workspace *get_workspace(void) {
+  workspace *ws = thread_ws;
+  if (ws) return ws;
+  ws = calloc(1, sizeof *ws);
+  if (!ws) return NULL;
+  ws->a_pack = aligned_alloc(64, (size_t)MC * KC * sizeof(float));
+  ws->b_pack = aligned_alloc(64, (size_t)NC * KC * sizeof(float));
+  if (!ws->a_pack || !ws->b_pack) {
+    free(ws->a_pack);
+    free(ws->b_pack);
+    free(ws);
+    return NULL;
+  }
+  return thread_ws = ws;
 }
 
 static inline __mmask16 mask_upto(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
@@ -136,8 +164,11 @@ AVX512 static void pack_b(bool tb, const float *B, int64_t ldb, int64_t k0, int6
 enum { STORE_SET, STORE_ADD, STORE_BETA };
 
 /* C tile (m ≤ MR rows, n ≤ NR columns) from an MR×kc panel of A and a kc×NR panel of B. */
+/* Epilogue: `bias` (per row of the tile, added with the first K slice) and `relu` (applied with
+ * the last) let a conv write its finished output in the gemm's only pass over C. */
 AVX512 static void micro_kernel(int64_t kc, const float *restrict a, const float *restrict b, float *restrict c,
-                                int64_t ldc, int64_t m, int64_t n, int store, float beta) {
+                                int64_t ldc, int64_t m, int64_t n, int store, float beta, const float *bias,
+                                bool relu) {
   __m512 c0a = _mm512_setzero_ps(), c0b = _mm512_setzero_ps(), c1a = _mm512_setzero_ps(),
          c1b = _mm512_setzero_ps(), c2a = _mm512_setzero_ps(), c2b = _mm512_setzero_ps(),
          c3a = _mm512_setzero_ps(), c3b = _mm512_setzero_ps(), c4a = _mm512_setzero_ps(),
@@ -175,6 +206,14 @@ AVX512 static void micro_kernel(int64_t kc, const float *restrict a, const float
       xa = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), xa);                              \
       xb = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), xb);                         \
     }                                                                                           \
+    if (bias) {                                                                                 \
+      xa = _mm512_add_ps(xa, _mm512_set1_ps(bias[r]));                                          \
+      xb = _mm512_add_ps(xb, _mm512_set1_ps(bias[r]));                                          \
+    }                                                                                           \
+    if (relu) {                                                                                 \
+      xa = _mm512_max_ps(xa, _mm512_setzero_ps());                                              \
+      xb = _mm512_max_ps(xb, _mm512_setzero_ps());                                              \
+    }                                                                                           \
     _mm512_mask_storeu_ps(cr, m0, xa);                                                          \
     _mm512_mask_storeu_ps(cr + 16, m1, xb);                                                     \
   }
@@ -191,18 +230,22 @@ typedef struct {
   const rb_conv_geom *g;
 } b_source;
 
-AVX512 static void pack_b_image(const float *x, const rb_conv_geom *g, int64_t k0, int64_t j0, int64_t kc,
-                                int64_t nc, float *Bp);
+AVX512 static void pack_b_image(workspace *ws, const float *x, const rb_conv_geom *g, int64_t k0, int64_t j0,
+                                int64_t kc, int64_t nc, float *Bp);
 
-AVX512 static void pack_b_from(const b_source *src, int64_t k0, int64_t j0, int64_t kc, int64_t nc, float *Bp) {
-  if (src->x) pack_b_image(src->x, src->g, k0, j0, kc, nc, Bp);
+AVX512 static void pack_b_from(workspace *ws, const b_source *src, int64_t k0, int64_t j0, int64_t kc, int64_t nc,
+                               float *Bp) {
+  if (src->x) pack_b_image(ws, src->x, src->g, k0, j0, kc, nc, Bp);
   else pack_b(src->tb, src->B, src->ldb, k0, j0, kc, nc, Bp);
 }
 
 /* One thread's gemm over the whole of its C block. Returns false when buffers cannot be allocated. */
 AVX512 static bool gemm_serial(bool ta, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                               const b_source *bsrc, float beta, float *C, int64_t ldc) {
-  if (!ensure_buffers()) return false;
+                               const b_source *bsrc, float beta, float *C, int64_t ldc, const float *row_bias,
+                               bool relu) {
+  workspace *ws = get_workspace();
+  if (!ws) return false;
+  float *a_pack = ws->a_pack, *b_pack = ws->b_pack;
   /* K in equal slices of at most KC (rounded up to 8): a short last slice would cost a whole extra
    * pass over C for little work. */
   int64_t kslices = (K + KC - 1) / KC, kstep = ((K + kslices - 1) / kslices + 7) & ~(int64_t)7;
@@ -211,7 +254,7 @@ AVX512 static bool gemm_serial(bool ta, int64_t M, int64_t N, int64_t K, float a
     for (int64_t pc = 0; pc < K; pc += kstep) {
       int64_t kc = K - pc < kstep ? K - pc : kstep;
       int store = pc > 0 ? STORE_ADD : beta == 0.0f ? STORE_SET : beta == 1.0f ? STORE_ADD : STORE_BETA;
-      pack_b_from(bsrc, pc, jc, kc, nc, b_pack);
+      pack_b_from(ws, bsrc, pc, jc, kc, nc, b_pack);
       for (int64_t ic = 0; ic < M; ic += MC) {
         int64_t mc = M - ic < MC ? M - ic : MC;
         pack_a(ta, A, lda, ic, pc, mc, kc, alpha, a_pack);
@@ -220,7 +263,7 @@ AVX512 static bool gemm_serial(bool ta, int64_t M, int64_t N, int64_t K, float a
           for (int64_t ir = 0; ir < mc; ir += MR) {
             int64_t m = mc - ir < MR ? mc - ir : MR;
             micro_kernel(kc, a_pack + ir * kc, b_pack + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, m, n, store,
-                         beta);
+                         beta, pc == 0 && row_bias ? row_bias + ic + ir : NULL, relu && pc + kc == K);
           }
         }
       }
@@ -249,11 +292,12 @@ static void gemm_task(void *p, int tid, int nth) {
   if (hi > lo) {
     if (J->split_n) {
       b_source src = {.B = J->tb ? J->B + lo * J->ldb : J->B + lo, .ldb = J->ldb, .tb = J->tb};
-      ok = gemm_serial(J->ta, J->M, hi - lo, J->K, J->alpha, J->A, J->lda, &src, J->beta, J->C + lo, J->ldc);
+      ok = gemm_serial(J->ta, J->M, hi - lo, J->K, J->alpha, J->A, J->lda, &src, J->beta, J->C + lo, J->ldc, NULL, false);
     } else {
       const float *A = J->ta ? J->A + lo : J->A + lo * J->lda;
       b_source src = {.B = J->B, .ldb = J->ldb, .tb = J->tb};
-      ok = gemm_serial(J->ta, hi - lo, J->N, J->K, J->alpha, A, J->lda, &src, J->beta, J->C + lo * J->ldc, J->ldc);
+      ok = gemm_serial(J->ta, hi - lo, J->N, J->K, J->alpha, A, J->lda, &src, J->beta, J->C + lo * J->ldc, J->ldc,
+                       NULL, false);
     }
   }
   J->ok[tid] = ok;
@@ -284,15 +328,14 @@ bool rb_gemm_own_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
  * ---------------------------------------------------------------------------------------------- */
 
 /* Bp[panel][k][j] = im2col(x)[k0 + k][j0 + panel·NR + j], where row k = (c, kh, kw) and column
- * l = (oh, ow). A panel's NR columns cover a few runs of one output row each; every run is read
- * with masked loads (lanes that fall in the zero padding are masked off, so they never fault, and
- * come back as the zeros the panel needs). */
-AVX512 static void pack_b_image(const float *x, const rb_conv_geom *g, int64_t k0, int64_t j0, int64_t kc,
-                                int64_t nc, float *Bp) {
+ * l = (oh, ow). A panel's NR columns are a few runs, each within one output row; each run is
+ * copied from the image row it reads, with the lanes that fall in the zero padding zeroed. */
+AVX512 static void pack_b_image(workspace *ws, const float *x, const rb_conv_geom *g, int64_t k0, int64_t j0,
+                                int64_t kc, int64_t nc, float *Bp) {
   const int64_t H = g->H, W = g->W, KH = g->KH, KW = g->KW, OW = g->OW, s = g->stride, pad = g->pad;
   const float *x_end = x + g->C * H * W;
   /* Per row k of the slice: its channel plane offset, kh and kw (no divisions in the loops). */
-  int32_t k_plane[KC], k_kh[KC], k_kw[KC];
+  int32_t *k_plane = ws->k_plane, *k_kh = ws->k_kh, *k_kw = ws->k_kw;
   {
     int64_t c = k0 / (KH * KW), kh = (k0 / KW) % KH, kw = k0 % KW;
     for (int64_t k = 0; k < kc; k++) {
@@ -305,58 +348,72 @@ AVX512 static void pack_b_image(const float *x, const rb_conv_geom *g, int64_t k
       }
     }
   }
-  /* Runs of every panel: output row, first column, length and offset j within the panel. A run
-   * never crosses a panel or an output row, so there are at most nc of them. */
-  static _Thread_local int32_t r_oh[NC], r_ow[NC], r_len[NC], r_j[NC];
-  int32_t first[NC / NR + 1];
-  int64_t runs = 0;
+  /* The runs of every panel. A run never crosses a panel or an output row: at most nc of them. */
+  image_run *runs = ws->runs;
+  int32_t *first = ws->first;
+  int64_t nruns = 0, panels = (nc + NR - 1) / NR;
   for (int64_t q = 0; q < nc; q += NR) {
     int64_t cols = nc - q < NR ? nc - q : NR;
-    first[q / NR] = (int32_t)runs;
+    first[q / NR] = (int32_t)nruns;
     if (cols < NR) memset(Bp + q * kc, 0, (size_t)(kc * NR) * sizeof(float));
     for (int64_t j = 0; j < cols;) {
       int64_t l = j0 + q + j, oh = l / OW, ow = l % OW;
       int64_t len = OW - ow < cols - j ? OW - ow : cols - j;
-      r_oh[runs] = (int32_t)oh; r_ow[runs] = (int32_t)ow; r_len[runs] = (int32_t)len; r_j[runs] = (int32_t)j;
-      runs++;
+      runs[nruns++] = (image_run){(int32_t)oh, (int32_t)ow, (int32_t)len, (int32_t)j};
       j += len;
     }
   }
-  int64_t panels = (nc + NR - 1) / NR;
-  first[panels] = (int32_t)runs;
+  first[panels] = (int32_t)nruns;
+  /* Stride 1: which lanes of a run's (at most two) 16-lane chunks are inside the image depends
+   * only on the run and kw, so those masks are tabulated once per call. */
+  bool table = s == 1 && KW <= MAX_KW_TABLE;
+  if (table) {
+    for (int64_t r = 0; r < nruns; r++) {
+      int64_t len = runs[r].len;
+      ws->store[r][0] = mask_upto(len);
+      ws->store[r][1] = mask_upto(len > 16 ? len - 16 : 0);
+      for (int64_t kw = 0; kw < KW; kw++) {
+        int64_t iw0 = (int64_t)runs[r].ow - pad + kw;
+        int64_t lo = iw0 < 0 ? -iw0 : 0, hi = W - iw0 < len ? W - iw0 : len;
+        for (int64_t ch = 0; ch < 2; ch++) {
+          int64_t t = 16 * ch, a = lo > t ? lo - t : 0, b = hi - t < 16 ? hi - t : 16;
+          ws->valid[kw][r][ch] = b > a ? (__mmask16)(mask_upto(b) & ~mask_upto(a)) : 0;
+        }
+      }
+    }
+  }
   /* k outermost: the rows of one input plane are read for all panels while they are in L1. */
   for (int64_t k = 0; k < kc; k++) {
     const float *xc = x + k_plane[k];
-    int64_t kh = k_kh[k], kw = k_kw[k];
+    const int64_t kh = k_kh[k], kw = k_kw[k];
+    const __mmask16(*valid)[2] = ws->valid[table ? kw : 0];
     for (int64_t p = 0; p < panels; p++) {
       float *row = Bp + p * NR * kc + k * NR;
-      for (int64_t r = first[p]; r < first[p + 1]; r++) {
-        int64_t ih = (int64_t)r_oh[r] * s - pad + kh, iw0 = (int64_t)r_ow[r] * s - pad + kw, len = r_len[r];
-        float *d = row + r_j[r];
+      for (int64_t r = first[p], rend = first[p + 1]; r < rend; r++) {
+        const image_run R = runs[r];
+        const int64_t ih = (int64_t)R.oh * s - pad + kh, iw0 = (int64_t)R.ow * s - pad + kw;
+        float *d = row + R.j;
         if (ih < 0 || ih >= H) {
-          for (int64_t t = 0; t < len; t += 16) _mm512_mask_storeu_ps(d + t, mask_upto(len - t), _mm512_setzero_ps());
-        } else if (s == 1) {
-          /* Lanes t with 0 <= iw0 + t < W are inside the image; the rest must read as zero. A
-           * plain load that stays inside the sample then zeroes those lanes: masked loads whose
-           * masked-off lanes leave the row are several times slower on this CPU. Only loads that
-           * would leave the sample's array are masked. */
-          int64_t lo = iw0 < 0 ? -iw0 : 0, hi = W - iw0 < len ? W - iw0 : len;
+          for (int64_t t = 0; t < R.len; t += 16) _mm512_mask_storeu_ps(d + t, mask_upto(R.len - t), _mm512_setzero_ps());
+        } else if (table) {
+          /* Lanes outside the image must read as zero. A plain load that stays inside the sample
+           * then zeroes them: masked loads whose masked-off lanes leave the row are several times
+           * slower on this CPU. Only loads that would leave the sample's array are masked. */
           const float *src = xc + ih * W + iw0;
-          for (int64_t t = 0; t < len; t += 16) {
-            int64_t a = lo > t ? lo - t : 0, b = hi - t < 16 ? hi - t : 16;
-            __mmask16 valid = b > a ? (__mmask16)(mask_upto(b) & ~mask_upto(a)) : 0;
+          for (int64_t ch = 0; ch * 16 < R.len; ch++) {
+            const float *at = src + 16 * ch;
             __m512 v;
-            if (src + t >= x && src + t + 16 <= x_end) {
-              v = _mm512_loadu_ps(src + t);
+            if (at >= x && at + 16 <= x_end) {
+              v = _mm512_loadu_ps(at);
               __asm__("" : "+v"(v)); /* keep the compiler from folding this back into a masked load */
-              v = _mm512_maskz_mov_ps(valid, v);
+              v = _mm512_maskz_mov_ps(valid[r][ch], v);
             } else {
-              v = _mm512_maskz_loadu_ps(valid, src + t);
+              v = _mm512_maskz_loadu_ps(valid[r][ch], at);
             }
-            _mm512_mask_storeu_ps(d + t, mask_upto(len - t), v);
+            _mm512_mask_storeu_ps(d + 16 * ch, ws->store[r][ch], v);
           }
         } else {
-          for (int64_t t = 0; t < len; t++) {
+          for (int64_t t = 0; t < R.len; t++) {
             int64_t iw = iw0 + t * s;
             d[t] = iw >= 0 && iw < W ? xc[ih * W + iw] : 0.0f;
           }
@@ -366,8 +423,9 @@ AVX512 static void pack_b_image(const float *x, const rb_conv_geom *g, int64_t k
   }
 }
 
-bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_conv_geom *g, float beta, float *C) {
+bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_conv_geom *g, const float *bias,
+                          bool relu, float *C) {
   int64_t K = g->C * g->KH * g->KW, N = g->OH * g->OW;
   b_source src = {.x = x, .g = g};
-  return gemm_serial(false, M, N, K, 1.0f, A, K, &src, beta, C, N);
+  return gemm_serial(false, M, N, K, 1.0f, A, K, &src, 0.0f, C, N, bias, relu);
 }

@@ -67,9 +67,11 @@ bool rb_gemm_own_supported(void);
 bool rb_gemm_own_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
-/* Single-threaded C[M × OH·OW] = A[M × C·KH·KW] · im2col(x) + beta·C for one sample x [C,H,W],
- * packing im2col's panels straight from the image. Same false-on-allocation-failure contract. */
-bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_conv_geom *g, float beta, float *C);
+/* Single-threaded C[M × OH·OW] = A[M × C·KH·KW] · im2col(x) (+ bias[row]) (then ReLU) for one
+ * sample x [C,H,W], packing im2col's panels straight from the image. bias may be NULL. Same
+ * false-on-allocation-failure contract. */
+bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_conv_geom *g, const float *bias,
+                          bool relu, float *C);
 
 /* ---- gemm and convolution (conv.c) ---- */
 enum { RB_GEMM_AUTO = 0, RB_GEMM_OPENBLAS = 1, RB_GEMM_OWN = 2 };
