@@ -57,6 +57,9 @@ typedef struct {
   int32_t first[NC / NR + 1];
   __mmask16 valid[MAX_KW_TABLE][NC][2], store[NC][2];
   int32_t k_plane[KC], k_kh[KC], k_kw[KC];
+  int32_t k_off[KC];
+  float *padded; /* zero-padded copy of one sample, for conv_gemm_image */
+  size_t padded_cap;
 } workspace;
 
 static _Thread_local workspace *thread_ws;
@@ -166,9 +169,12 @@ enum { STORE_SET, STORE_ADD, STORE_BETA };
 /* C tile (m ≤ MR rows, n ≤ NR columns) from an MR×kc panel of A and a kc×NR panel of B. */
 /* Epilogue: `bias` (per row of the tile, added with the first K slice) and `relu` (applied with
  * the last) let a conv write its finished output in the gemm's only pass over C. */
-AVX512 static void micro_kernel(int64_t kc, const float *restrict a, const float *restrict b, float *restrict c,
-                                int64_t ldc, int64_t m, int64_t n, int store, float beta, const float *bias,
-                                bool relu) {
+/* B comes either packed (b: kc rows of NR) or, for a convolution, straight from a zero-padded
+ * image: row k's two 16-lane halves start at b_lo + off[k] and b_hi + off[k]. */
+__attribute__((always_inline)) AVX512 static inline void micro_kernel_body(
+    int64_t kc, const float *restrict a, const float *restrict b, const float *b_lo, const float *b_hi,
+    const int32_t *off, bool image, float *restrict c, int64_t ldc, int64_t m, int64_t n, int store, float beta,
+    const float *bias, bool relu) {
   __m512 c0a = _mm512_setzero_ps(), c0b = _mm512_setzero_ps(), c1a = _mm512_setzero_ps(),
          c1b = _mm512_setzero_ps(), c2a = _mm512_setzero_ps(), c2b = _mm512_setzero_ps(),
          c3a = _mm512_setzero_ps(), c3b = _mm512_setzero_ps(), c4a = _mm512_setzero_ps(),
@@ -187,10 +193,17 @@ AVX512 static void micro_kernel(int64_t kc, const float *restrict a, const float
     c##r##b = _mm512_fmadd_ps(ar, b1, c##r##b);    \
   }
   for (int64_t k = 0; k < kc; k++) {
-    __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+    __m512 b0, b1;
+    if (image) {
+      b0 = _mm512_loadu_ps(b_lo + off[k]);
+      b1 = _mm512_loadu_ps(b_hi + off[k]);
+    } else {
+      b0 = _mm512_load_ps(b);
+      b1 = _mm512_load_ps(b + 16);
+      b += NR;
+    }
     RB_ROW(0) RB_ROW(1) RB_ROW(2) RB_ROW(3) RB_ROW(4) RB_ROW(5) RB_ROW(6) RB_ROW(7)
     a += MR;
-    b += NR;
   }
 #undef RB_ROW
   __mmask16 m0 = mask_upto(n), m1 = mask_upto(n > 16 ? n - 16 : 0);
@@ -219,6 +232,18 @@ AVX512 static void micro_kernel(int64_t kc, const float *restrict a, const float
   }
   RB_STORE(0) RB_STORE(1) RB_STORE(2) RB_STORE(3) RB_STORE(4) RB_STORE(5) RB_STORE(6) RB_STORE(7)
 #undef RB_STORE
+}
+
+AVX512 static void micro_kernel(int64_t kc, const float *restrict a, const float *restrict b, float *restrict c,
+                                int64_t ldc, int64_t m, int64_t n, int store, float beta, const float *bias,
+                                bool relu) {
+  micro_kernel_body(kc, a, b, NULL, NULL, NULL, false, c, ldc, m, n, store, beta, bias, relu);
+}
+
+AVX512 static void micro_kernel_image(int64_t kc, const float *restrict a, const float *b_lo, const float *b_hi,
+                                      const int32_t *off, float *restrict c, int64_t ldc, int64_t m, int64_t n,
+                                      int store, const float *bias, bool relu) {
+  micro_kernel_body(kc, a, NULL, b_lo, b_hi, off, true, c, ldc, m, n, store, 0.0f, bias, relu);
 }
 
 /* Where op(B) comes from: a matrix, or an image read as its im2col matrix without forming it. */
@@ -423,9 +448,80 @@ AVX512 static void pack_b_image(workspace *ws, const float *x, const rb_conv_geo
   }
 }
 
+/* K slice for conv_gemm_image: the rows of x a register tile reads for one slice (kc rows of 128 B
+ * per half-panel pair) then stay in L1 while every row panel of A passes over them. */
+#define KC_IMAGE 192
+
+/*
+ * Stride-1 convolution as a gemm whose B is read from a zero-padded copy of the sample: im2col row
+ * k = (c, kh, kw) at output row oh, columns ow0..ow0+15, is the contiguous run
+ * padded[c][oh + kh][ow0 + kw ...]. With OW a multiple of 16 every 16-lane half of a register
+ * panel lies in one output row, so the micro-kernel loads B directly at a per-k offset: no
+ * packing of B at all, which for these small-M gemms costs a sizeable share of the multiply.
+ */
+AVX512 static bool conv_gemm_image(const float *A, int64_t M, const float *x, const rb_conv_geom *g,
+                                   const float *bias, bool relu, float *C) {
+  workspace *ws = get_workspace();
+  if (!ws) return false;
+  const int64_t Cn = g->C, H = g->H, W = g->W, KH = g->KH, KW = g->KW, pad = g->pad, OH = g->OH, OW = g->OW;
+  const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad, K = Cn * KH * KW, N = OH * OW;
+  size_t need = (size_t)(Cn * Hp * Wp + 32);
+  if (ws->padded_cap < need) {
+    free(ws->padded);
+    ws->padded = aligned_alloc(64, ((need * sizeof(float)) + 63) & ~(size_t)63);
+    ws->padded_cap = ws->padded ? need : 0;
+    if (!ws->padded) return false;
+  }
+  float *img = ws->padded;
+  for (int64_t c = 0; c < Cn; c++) {
+    float *pc = img + c * Hp * Wp;
+    memset(pc, 0, (size_t)(pad * Wp) * sizeof(float));
+    for (int64_t ih = 0; ih < H; ih++) {
+      float *row = pc + (ih + pad) * Wp;
+      memset(row, 0, (size_t)pad * sizeof(float));
+      memcpy(row + pad, x + (c * H + ih) * W, (size_t)W * sizeof(float));
+      memset(row + pad + W, 0, (size_t)pad * sizeof(float));
+    }
+    memset(pc + (H + pad) * Wp, 0, (size_t)(pad * Wp) * sizeof(float));
+  }
+  int64_t kslices = (K + KC_IMAGE - 1) / KC_IMAGE, kstep = ((K + kslices - 1) / kslices + 7) & ~(int64_t)7;
+  int32_t *off = ws->k_off;
+  for (int64_t pc = 0; pc < K; pc += kstep) {
+    int64_t kc = K - pc < kstep ? K - pc : kstep;
+    int store = pc > 0 ? STORE_ADD : STORE_SET;
+    bool last = pc + kc == K;
+    {
+      int64_t c = pc / (KH * KW), kh = (pc / KW) % KH, kw = pc % KW;
+      for (int64_t k = 0; k < kc; k++) {
+        off[k] = (int32_t)((c * Hp + kh) * Wp + kw);
+        if (++kw == KW) {
+          kw = 0;
+          if (++kh == KH) { kh = 0; c++; }
+        }
+      }
+    }
+    for (int64_t ic = 0; ic < M; ic += MC) {
+      int64_t mc = M - ic < MC ? M - ic : MC;
+      pack_a(false, A, K, ic, pc, mc, kc, 1.0f, ws->a_pack);
+      for (int64_t jr = 0; jr < N; jr += NR) {
+        int64_t n = N - jr < NR ? N - jr : NR;
+        const float *lo = img + (jr / OW) * Wp + jr % OW;
+        const float *hi = n > 16 ? img + ((jr + 16) / OW) * Wp + (jr + 16) % OW : lo;
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+          int64_t m = mc - ir < MR ? mc - ir : MR;
+          micro_kernel_image(kc, ws->a_pack + ir * kc, lo, hi, off, C + (ic + ir) * N + jr, N, m, n, store,
+                             pc == 0 && bias ? bias + ic + ir : NULL, relu && last);
+        }
+      }
+    }
+  }
+  return true;
+}
+
 bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_conv_geom *g, const float *bias,
                           bool relu, float *C) {
   int64_t K = g->C * g->KH * g->KW, N = g->OH * g->OW;
+  if (g->stride == 1 && g->OW % 16 == 0) return conv_gemm_image(A, M, x, g, bias, relu, C);
   b_source src = {.x = x, .g = g};
   return gemm_serial(false, M, N, K, 1.0f, A, K, &src, 0.0f, C, N, bias, relu);
 }

@@ -493,6 +493,12 @@ for (const impl of gemmImpls()) test(`native: conv2d (${impl} sgemm) forward/bac
     convGeom(2, 4, 12, 33, 6, 3, 3, 1, 0),
     convGeom(2, 3, 10, 11, 5, 3, 3, 1, 2),
     convGeom(1, 70, 9, 9, 12, 3, 3, 1, 1), // K = 630: two K slices
+    // OW a multiple of 16: B read straight from a zero-padded copy of the sample (pad 0, 1, 2; a
+    // last half-width panel; 9 output channels = a ragged register tile).
+    convGeom(2, 4, 18, 18, 8, 3, 3, 1, 0),
+    convGeom(2, 5, 3, 16, 9, 3, 3, 1, 1),
+    convGeom(2, 3, 14, 14, 6, 3, 3, 1, 2),
+    convGeom(1, 40, 8, 32, 11, 3, 3, 1, 1), // K = 360: two K slices of the image path
   ];
   for (const g of geoms) {
     const label = JSON.stringify(g);
