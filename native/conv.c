@@ -189,6 +189,7 @@ typedef struct {
   int64_t rows;   /* output rows per im2col chunk */
   float **col;    /* per thread: im2col buffer */
   float **dymask; /* per thread: dy of one sample masked by the fused ReLU (backward with relu_y) */
+  float **dwt;          /* per thread: [C·KH·KW][O] transposed dw of the block in hand (our gemm) */
   float *wflip;         /* [C][O·KH·KW] flipped kernel when dx is computed as a convolution of dy */
   rb_conv_geom gflip;   /* that convolution's geometry (dy as the image) */
   float *dwblk;   /* [nblk][O*K] partial dw (dw itself when nblk == 1) */
@@ -249,7 +250,8 @@ static void conv_fwd_task(void *p, int tid, int nth) {
   }
 }
 
-static void conv_bwd_sample(const conv_job *J, float *col, float *dymask, float *dw, double *db, int64_t n) {
+static void conv_bwd_sample(const conv_job *J, float *col, float *dymask, float *dw, float *dwt, double *db,
+                            int64_t n) {
   const rb_conv_geom *g = J->g;
   int64_t K = g->C * g->KH * g->KW, P = g->OH * g->OW, O = g->O, OW = g->OW;
   int64_t CHW = g->C * g->H * g->W;
@@ -276,6 +278,8 @@ static void conv_bwd_sample(const conv_job *J, float *col, float *dymask, float 
   bool dx_flipped = dxn && J->wflip && rb_conv_gemm_own_f32(J->wflip, g->C, dyn, &J->gflip, NULL, false, dxn);
   bool dx_cols = dxn && !dx_flipped;
   if (dx_cols) memset(dxn, 0, (size_t)CHW * sizeof(float));
+  /* dw (transposed) with im2col read straight from the image: no im2col buffer, no transposes. */
+  if (dw && dwt && rb_conv_dwt_own_f32(dyn, xn, g, dwt)) dw = NULL;
   for (int64_t oh0 = 0; oh0 < g->OH && (dw || dx_cols); oh0 += J->rows) {
     int64_t oh1 = oh0 + J->rows < g->OH ? oh0 + J->rows : g->OH;
     int64_t L = (oh1 - oh0) * OW;
@@ -301,11 +305,19 @@ static void conv_bwd_task(void *p, int tid, int nth) {
     int64_t b = atomic_fetch_add_explicit(&J->next, 1, memory_order_relaxed);
     if (b >= J->nblk) break;
     float *dw = J->dw ? J->dwblk + b * OK : NULL;
+    float *dwt = dw && J->dwt ? J->dwt[tid] : NULL;
     double *db = J->db ? J->dbblk + b * g->O : NULL;
     if (dw) memset(dw, 0, (size_t)OK * sizeof(float));
+    if (dwt) memset(dwt, 0, (size_t)OK * sizeof(float));
     if (db) memset(db, 0, (size_t)g->O * sizeof(double));
     int64_t n0 = g->N * b / J->nblk, n1 = g->N * (b + 1) / J->nblk;
-    for (int64_t n = n0; n < n1; n++) conv_bwd_sample(J, J->col[tid], J->relu_y ? J->dymask[tid] : NULL, dw, db, n);
+    for (int64_t n = n0; n < n1; n++)
+      conv_bwd_sample(J, J->col[tid], J->relu_y ? J->dymask[tid] : NULL, dw, dwt, db, n);
+    if (dwt) {
+      int64_t O = g->O, K = OK / O;
+      for (int64_t k = 0; k < K; k++)
+        for (int64_t o = 0; o < O; o++) dw[o * K + k] += dwt[k * O + o];
+    }
   }
 }
 
@@ -373,9 +385,17 @@ static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
   bool flip = backward && J->dx && gemm_use_own && conv_mode != 3 && g->stride == 1 && g->KH == g->KW && g->pad < g->KH &&
               !is_pointwise(g);
   size_t flip_b = flip ? round64((size_t)OK * sizeof(float)) : 0;
+  bool use_dwt = need_dw && gemm_use_own && conv_mode != 3;
+  size_t dwt_b = use_dwt ? round64((size_t)OK * sizeof(float)) : 0;
   bool cached;
-  char *base = scratch_get(col_b * (size_t)nth + dw_b + db_b + mask_b * (size_t)nth + flip_b, &cached);
+  char *base = scratch_get(col_b * (size_t)nth + dw_b + db_b + mask_b * (size_t)nth + flip_b + dwt_b * (size_t)nth,
+                           &cached);
   if (!base) return -1;
+  float *dwtbuf[RB_MAXDIM * 2];
+  for (int t = 0; t < nth; t++)
+    dwtbuf[t] = (float *)(void *)(base + col_b * (size_t)nth + dw_b + db_b + mask_b * (size_t)nth + flip_b +
+                                  dwt_b * (size_t)t);
+  J->dwt = use_dwt ? dwtbuf : NULL;
   J->wflip = NULL;
   if (flip) {
     /* wflip[c][o][kh][kw] = w[o][c][KH-1-kh][KW-1-kw] */

@@ -170,11 +170,12 @@ enum { STORE_SET, STORE_ADD, STORE_BETA };
 /* Epilogue: `bias` (per row of the tile, added with the first K slice) and `relu` (applied with
  * the last) let a conv write its finished output in the gemm's only pass over C. */
 /* B comes either packed (b: kc rows of NR) or, for a convolution, straight from a zero-padded
- * image: row k's two 16-lane halves start at b_lo + off[k] and b_hi + off[k]. */
+ * image: row k's two 16-lane halves start at b_lo + off[k] and b_hi + off[k]. Likewise A comes
+ * packed (a: kc columns of MR) or from an image: element (r, k) at a_rows[r][a_pos[k]]. */
 __attribute__((always_inline)) AVX512 static inline void micro_kernel_body(
-    int64_t kc, const float *restrict a, const float *restrict b, const float *b_lo, const float *b_hi,
-    const int32_t *off, bool image, float *restrict c, int64_t ldc, int64_t m, int64_t n, int store, float beta,
-    const float *bias, bool relu) {
+    int64_t kc, const float *restrict a, const float *const *a_rows, const int32_t *a_pos, bool a_image,
+    const float *restrict b, const float *b_lo, const float *b_hi, const int32_t *off, bool image,
+    float *restrict c, int64_t ldc, int64_t m, int64_t n, int store, float beta, const float *bias, bool relu) {
   __m512 c0a = _mm512_setzero_ps(), c0b = _mm512_setzero_ps(), c1a = _mm512_setzero_ps(),
          c1b = _mm512_setzero_ps(), c2a = _mm512_setzero_ps(), c2b = _mm512_setzero_ps(),
          c3a = _mm512_setzero_ps(), c3b = _mm512_setzero_ps(), c4a = _mm512_setzero_ps(),
@@ -186,13 +187,18 @@ __attribute__((always_inline)) AVX512 static inline void micro_kernel_body(
     _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
     _mm_prefetch((const char *)(c + r * ldc + 16), _MM_HINT_T0);
   }
-#define RB_ROW(r)                                  \
-  {                                                \
-    __m512 ar = _mm512_set1_ps(a[r]);              \
-    c##r##a = _mm512_fmadd_ps(ar, b0, c##r##a);    \
-    c##r##b = _mm512_fmadd_ps(ar, b1, c##r##b);    \
+  const float *ap0 = a_image ? a_rows[0] : NULL, *ap1 = a_image ? a_rows[1] : NULL,
+              *ap2 = a_image ? a_rows[2] : NULL, *ap3 = a_image ? a_rows[3] : NULL,
+              *ap4 = a_image ? a_rows[4] : NULL, *ap5 = a_image ? a_rows[5] : NULL,
+              *ap6 = a_image ? a_rows[6] : NULL, *ap7 = a_image ? a_rows[7] : NULL;
+#define RB_ROW(r)                                                    \
+  {                                                                  \
+    __m512 ar = _mm512_set1_ps(a_image ? ap##r[q] : a[r]);           \
+    c##r##a = _mm512_fmadd_ps(ar, b0, c##r##a);                      \
+    c##r##b = _mm512_fmadd_ps(ar, b1, c##r##b);                      \
   }
   for (int64_t k = 0; k < kc; k++) {
+    const int64_t q = a_image ? a_pos[k] : 0;
     __m512 b0, b1;
     if (image) {
       b0 = _mm512_loadu_ps(b_lo + off[k]);
@@ -203,7 +209,7 @@ __attribute__((always_inline)) AVX512 static inline void micro_kernel_body(
       b += NR;
     }
     RB_ROW(0) RB_ROW(1) RB_ROW(2) RB_ROW(3) RB_ROW(4) RB_ROW(5) RB_ROW(6) RB_ROW(7)
-    a += MR;
+    if (!a_image) a += MR;
   }
 #undef RB_ROW
   __mmask16 m0 = mask_upto(n), m1 = mask_upto(n > 16 ? n - 16 : 0);
@@ -237,13 +243,20 @@ __attribute__((always_inline)) AVX512 static inline void micro_kernel_body(
 AVX512 static void micro_kernel(int64_t kc, const float *restrict a, const float *restrict b, float *restrict c,
                                 int64_t ldc, int64_t m, int64_t n, int store, float beta, const float *bias,
                                 bool relu) {
-  micro_kernel_body(kc, a, b, NULL, NULL, NULL, false, c, ldc, m, n, store, beta, bias, relu);
+  micro_kernel_body(kc, a, NULL, NULL, false, b, NULL, NULL, NULL, false, c, ldc, m, n, store, beta, bias, relu);
 }
 
 AVX512 static void micro_kernel_image(int64_t kc, const float *restrict a, const float *b_lo, const float *b_hi,
                                       const int32_t *off, float *restrict c, int64_t ldc, int64_t m, int64_t n,
                                       int store, const float *bias, bool relu) {
-  micro_kernel_body(kc, a, NULL, b_lo, b_hi, off, true, c, ldc, m, n, store, 0.0f, bias, relu);
+  micro_kernel_body(kc, a, NULL, NULL, false, NULL, b_lo, b_hi, off, true, c, ldc, m, n, store, 0.0f, bias, relu);
+}
+
+AVX512 static void micro_kernel_image_a(int64_t kc, const float *const *a_rows, const int32_t *a_pos,
+                                        const float *restrict b, float *restrict c, int64_t ldc, int64_t m,
+                                        int64_t n) {
+  micro_kernel_body(kc, NULL, a_rows, a_pos, true, b, NULL, NULL, NULL, false, c, ldc, m, n, STORE_ADD, 0.0f, NULL,
+                    false);
 }
 
 /* Where op(B) comes from: a matrix, or an image read as its im2col matrix without forming it. */
@@ -448,6 +461,31 @@ AVX512 static void pack_b_image(workspace *ws, const float *x, const rb_conv_geo
   }
 }
 
+/* A zero-padded copy [C][H+2p][W+2p] of one sample in the thread's workspace, or NULL. */
+static float *padded_copy(workspace *ws, const float *x, const rb_conv_geom *g) {
+  const int64_t Cn = g->C, H = g->H, W = g->W, pad = g->pad, Hp = H + 2 * pad, Wp = W + 2 * pad;
+  size_t need = (size_t)(Cn * Hp * Wp + 32);
+  if (ws->padded_cap < need) {
+    free(ws->padded);
+    ws->padded = aligned_alloc(64, ((need * sizeof(float)) + 63) & ~(size_t)63);
+    ws->padded_cap = ws->padded ? need : 0;
+    if (!ws->padded) return NULL;
+  }
+  float *img = ws->padded;
+  for (int64_t c = 0; c < Cn; c++) {
+    float *pc = img + c * Hp * Wp;
+    memset(pc, 0, (size_t)(pad * Wp) * sizeof(float));
+    for (int64_t ih = 0; ih < H; ih++) {
+      float *row = pc + (ih + pad) * Wp;
+      memset(row, 0, (size_t)pad * sizeof(float));
+      memcpy(row + pad, x + (c * H + ih) * W, (size_t)W * sizeof(float));
+      memset(row + pad + W, 0, (size_t)pad * sizeof(float));
+    }
+    memset(pc + (H + pad) * Wp, 0, (size_t)(pad * Wp) * sizeof(float));
+  }
+  return img;
+}
+
 /* K slice for conv_gemm_image: the rows of x a register tile reads for one slice (kc rows of 128 B
  * per half-panel pair) then stay in L1 while every row panel of A passes over them. */
 #define KC_IMAGE 192
@@ -463,27 +501,10 @@ AVX512 static bool conv_gemm_image(const float *A, int64_t M, const float *x, co
                                    const float *bias, bool relu, float *C) {
   workspace *ws = get_workspace();
   if (!ws) return false;
-  const int64_t Cn = g->C, H = g->H, W = g->W, KH = g->KH, KW = g->KW, pad = g->pad, OH = g->OH, OW = g->OW;
-  const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad, K = Cn * KH * KW, N = OH * OW;
-  size_t need = (size_t)(Cn * Hp * Wp + 32);
-  if (ws->padded_cap < need) {
-    free(ws->padded);
-    ws->padded = aligned_alloc(64, ((need * sizeof(float)) + 63) & ~(size_t)63);
-    ws->padded_cap = ws->padded ? need : 0;
-    if (!ws->padded) return false;
-  }
-  float *img = ws->padded;
-  for (int64_t c = 0; c < Cn; c++) {
-    float *pc = img + c * Hp * Wp;
-    memset(pc, 0, (size_t)(pad * Wp) * sizeof(float));
-    for (int64_t ih = 0; ih < H; ih++) {
-      float *row = pc + (ih + pad) * Wp;
-      memset(row, 0, (size_t)pad * sizeof(float));
-      memcpy(row + pad, x + (c * H + ih) * W, (size_t)W * sizeof(float));
-      memset(row + pad + W, 0, (size_t)pad * sizeof(float));
-    }
-    memset(pc + (H + pad) * Wp, 0, (size_t)(pad * Wp) * sizeof(float));
-  }
+  const int64_t Cn = g->C, KH = g->KH, KW = g->KW, OH = g->OH, OW = g->OW;
+  const int64_t Hp = g->H + 2 * g->pad, Wp = g->W + 2 * g->pad, K = Cn * KH * KW, N = OH * OW;
+  float *img = padded_copy(ws, x, g);
+  if (!img) return false;
   int64_t kslices = (K + KC_IMAGE - 1) / KC_IMAGE, kstep = ((K + kslices - 1) / kslices + 7) & ~(int64_t)7;
   int32_t *off = ws->k_off;
   for (int64_t pc = 0; pc < K; pc += kstep) {
@@ -524,4 +545,45 @@ bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_co
   if (g->stride == 1 && g->OW % 16 == 0) return conv_gemm_image(A, M, x, g, bias, relu, C);
   b_source src = {.x = x, .g = g};
   return gemm_serial(false, M, N, K, 1.0f, A, K, &src, 0.0f, C, N, bias, relu);
+}
+
+/*
+ * Conv weight gradient, transposed: dwt[K × O] += im2col(x)[K × P] · dy[O × P]ᵀ for one sample.
+ * A (im2col) is read from a zero-padded copy of the sample, element (k, p) at
+ * padded[off(k) + pos(p)], so it is never formed or packed; B = dyᵀ is packed (transposed) once
+ * per K slice and serves all K/MR row panels. The caller transposes dwt into dw once per block of
+ * samples. Any stride.
+ */
+bool rb_conv_dwt_own_f32(const float *dy, const float *x, const rb_conv_geom *g, float *dwt) {
+  workspace *ws = get_workspace();
+  if (!ws) return false;
+  const int64_t Cn = g->C, KH = g->KH, KW = g->KW, OW = g->OW, s = g->stride, O = g->O;
+  const int64_t Wp = g->W + 2 * g->pad, Hp = g->H + 2 * g->pad, K = Cn * KH * KW, P = g->OH * OW;
+  if (O > NC) return false;
+  float *img = padded_copy(ws, x, g);
+  if (!img) return false;
+  int64_t pslices = (P + KC_IMAGE - 1) / KC_IMAGE, pstep = ((P + pslices - 1) / pslices + 7) & ~(int64_t)7;
+  int32_t *pos = ws->k_off;
+  for (int64_t pc = 0; pc < P; pc += pstep) {
+    int64_t kc = P - pc < pstep ? P - pc : pstep;
+    for (int64_t t = 0; t < kc; t++) {
+      int64_t p = pc + t;
+      pos[t] = (int32_t)((p / OW) * s * Wp + (p % OW) * s);
+    }
+    pack_b(true, dy, P, pc, 0, kc, O, ws->b_pack);
+    for (int64_t ir = 0; ir < K; ir += MR) {
+      int64_t m = K - ir < MR ? K - ir : MR;
+      const float *rows[MR];
+      for (int64_t r = 0; r < MR; r++) {
+        int64_t k = ir + (r < m ? r : 0); /* rows past K repeat a real one; they are not stored */
+        int64_t c = k / (KH * KW), kh = (k / KW) % KH, kw = k % KW;
+        rows[r] = img + (c * Hp + kh) * Wp + kw;
+      }
+      for (int64_t jr = 0; jr < O; jr += NR) {
+        int64_t n = O - jr < NR ? O - jr : NR;
+        micro_kernel_image_a(kc, rows, pos, ws->b_pack + jr * kc, dwt + ir * O + jr, O, m, n);
+      }
+    }
+  }
+  return true;
 }

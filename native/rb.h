@@ -73,6 +73,10 @@ bool rb_gemm_own_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
 bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_conv_geom *g, const float *bias,
                           bool relu, float *C);
 
+/* dwt[C·KH·KW × O] += im2col(x_n) · dy_nᵀ for one sample (the conv weight gradient, transposed),
+ * reading x directly. False when buffers cannot be allocated or O exceeds the packing width. */
+bool rb_conv_dwt_own_f32(const float *dy, const float *x, const rb_conv_geom *g, float *dwt);
+
 /* ---- gemm and convolution (conv.c) ---- */
 enum { RB_GEMM_AUTO = 0, RB_GEMM_OPENBLAS = 1, RB_GEMM_OWN = 2 };
 /* Chooses the sgemm behind rb_gemm_f32: auto = own when the CPU supports it. -1 if own is unsupported. */
