@@ -307,7 +307,7 @@ static double lse_row_f32(const float *x, size_t n) {
  * Elementwise
  * ---------------------------------------------------------------------------------------------- */
 
-void rb_unary_f32(int op, const float *x, float *out, size_t n) {
+static void unary_serial(int op, const float *x, float *out, size_t n) {
   switch (op) {
   case RB_NEG: for (size_t i = 0; i < n; i++) out[i] = -x[i]; break;
   case RB_EXP: {
@@ -471,8 +471,43 @@ void rb_affine_f32(const float *x, double alpha, double beta, float *out, size_t
   for (size_t i = 0; i < n; i++) out[i] = (float)(alpha * (double)x[i] + beta);
 }
 
-void rb_relu_backward_f32(const float *x, const float *dy, float *dx, size_t n) {
+static void relu_backward_serial(const float *x, const float *dy, float *dx, size_t n) {
   for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+/* Large elementwise passes are memory-bound on one core; split them over the pool. Each element is
+ * computed as in the serial loop, so results do not depend on the thread count. */
+#define ELEMENTWISE_PARALLEL_MIN ((size_t)1 << 18)
+
+typedef struct {
+  int op;
+  const float *x, *dy;
+  float *out;
+  size_t n;
+} elementwise_job;
+
+static void unary_task(void *p, int tid, int nth) {
+  elementwise_job *J = p;
+  size_t lo, hi;
+  split_range(J->n, tid, nth, 16, &lo, &hi);
+  if (hi > lo) unary_serial(J->op, J->x + lo, J->out + lo, hi - lo);
+}
+
+static void relu_backward_task(void *p, int tid, int nth) {
+  elementwise_job *J = p;
+  size_t lo, hi;
+  split_range(J->n, tid, nth, 16, &lo, &hi);
+  if (hi > lo) relu_backward_serial(J->x + lo, J->dy + lo, J->out + lo, hi - lo);
+}
+
+void rb_unary_f32(int op, const float *x, float *out, size_t n) {
+  elementwise_job J = {op, x, NULL, out, n};
+  rb_parallel(n >= ELEMENTWISE_PARALLEL_MIN ? rb_threads() : 1, unary_task, &J);
+}
+
+void rb_relu_backward_f32(const float *x, const float *dy, float *dx, size_t n) {
+  elementwise_job J = {0, x, dy, dx, n};
+  rb_parallel(n >= ELEMENTWISE_PARALLEL_MIN ? rb_threads() : 1, relu_backward_task, &J);
 }
 
 double rb_sum_squares_f32(const float *x, size_t n) { return sum_squares(x, n); }
