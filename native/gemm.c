@@ -105,6 +105,13 @@ AVX512 static inline void transpose8x8(const float *src, int64_t lds, float *dst
   _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 
+/* The reduction dimension K in equal slices of at most `max` (rounded up to 8): a short last slice
+ * would cost a whole extra pass over C for little work. */
+static int64_t slice_step(int64_t K, int64_t max) {
+  int64_t slices = (K + max - 1) / max;
+  return ((K + slices - 1) / slices + 7) & ~(int64_t)7;
+}
+
 /* Ap[panel][k][r] = alpha·op(A)[i0 + panel·MR + r][k0 + k], rows past mc zero. */
 AVX512 static void pack_a(bool ta, const float *A, int64_t lda, int64_t i0, int64_t k0, int64_t mc, int64_t kc,
                           float alpha, float *Ap) {
@@ -284,9 +291,7 @@ AVX512 static bool gemm_serial(bool ta, int64_t M, int64_t N, int64_t K, float a
   workspace *ws = get_workspace();
   if (!ws) return false;
   float *a_pack = ws->a_pack, *b_pack = ws->b_pack;
-  /* K in equal slices of at most KC (rounded up to 8): a short last slice would cost a whole extra
-   * pass over C for little work. */
-  int64_t kslices = (K + KC - 1) / KC, kstep = ((K + kslices - 1) / kslices + 7) & ~(int64_t)7;
+  int64_t kstep = slice_step(K, KC);
   for (int64_t jc = 0; jc < N; jc += NC) {
     int64_t nc = N - jc < NC ? N - jc : NC;
     for (int64_t pc = 0; pc < K; pc += kstep) {
@@ -505,7 +510,7 @@ AVX512 static bool conv_gemm_image(const float *A, int64_t M, const float *x, co
   const int64_t Hp = g->H + 2 * g->pad, Wp = g->W + 2 * g->pad, K = Cn * KH * KW, N = OH * OW;
   float *img = padded_copy(ws, x, g);
   if (!img) return false;
-  int64_t kslices = (K + KC_IMAGE - 1) / KC_IMAGE, kstep = ((K + kslices - 1) / kslices + 7) & ~(int64_t)7;
+  int64_t kstep = slice_step(K, KC_IMAGE);
   int32_t *off = ws->k_off;
   for (int64_t pc = 0; pc < K; pc += kstep) {
     int64_t kc = K - pc < kstep ? K - pc : kstep;
@@ -562,7 +567,7 @@ bool rb_conv_dwt_own_f32(const float *dy, const float *x, const rb_conv_geom *g,
   if (O > NC) return false;
   float *img = padded_copy(ws, x, g);
   if (!img) return false;
-  int64_t pslices = (P + KC_IMAGE - 1) / KC_IMAGE, pstep = ((P + pslices - 1) / pslices + 7) & ~(int64_t)7;
+  int64_t pstep = slice_step(P, KC_IMAGE);
   int32_t *pos = ws->k_off;
   for (int64_t pc = 0; pc < P; pc += pstep) {
     int64_t kc = P - pc < pstep ? P - pc : pstep;
