@@ -12,7 +12,7 @@ import { InputError } from '../src/errors.js';
 import { loadCheckpoint } from '../src/io/checkpoint.js';
 import { mlp, resnet20, vggSmall, type Params } from '../src/models/index.js';
 import { evaluate, reestimateBatchNorm } from '../src/training/evaluate.js';
-import { dropoutForward, FusedMlp, mlpPlan } from '../src/training/fused-mlp.js';
+import { FusedMlp, mlpPlan } from '../src/training/fused-mlp.js';
 import { trainModel } from '../src/training/train.js';
 
 const mainJs = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
@@ -86,7 +86,7 @@ test('trainModel: same seed ⇒ bit-identical weights, other seed ⇒ different;
     (e: Error) => e instanceof InputError && /layers\.0\.weight/.test(e.message));
 });
 
-test('fused MLP step: bit-identical to the autodiff path without dropout; same-distribution dropout masks', () => {
+test('fused MLP step: bit-identical to the autodiff path, with and without dropout', () => {
   const cases = [
     { model: mlp({ sizes: [8, 16, 12, 4] }), data: blobTrain, criterion: 'ce' as const, optimizer: 'adamw' as const },
     { model: mlp({ sizes: [8, 10, 4], activation: 'tanh' }), data: blobTrain, criterion: 'ce' as const, optimizer: 'sgd' as const },
@@ -114,23 +114,23 @@ test('fused MLP step: bit-identical to the autodiff path without dropout; same-d
   const r2 = new Rng(11);
   const z = new Float32Array(1000).map((_, i) => i - 499.5);
   const d = new Float32Array(1000);
-  dropoutForward(r1, z, d, 1000, 0.3, 1 / 0.7);
+  F.dropoutInto(r1, z, d, 1000, 0.3);
   for (let i = 0; i < 1000; i++) {
     const keep = r2.nextUint32() >= Math.round(0.3 * 2 ** 32);
     assert.equal(d[i], keep ? Math.fround(z[i] * Math.fround(1 / 0.7)) : z[i] * 0);
   }
   assert.equal(r1.nextUint32(), r2.nextUint32());
   const big = new Float32Array(200000);
-  dropoutForward(new Rng(1), new Float32Array(big.length).fill(1), big, big.length, 0.25, 4 / 3);
+  F.dropoutInto(new Rng(1), null, big, big.length, 0.25);
   const kept = big.reduce((s, v) => s + (v > 0 ? 1 : 0), 0) / big.length;
   assert.ok(Math.abs(kept - 0.75) < 0.005, `kept ${kept}`);
 
-  // With dropout both paths train (different masks, same distribution).
+  // With dropout the two paths draw the same masks from the same stream: the same weights.
   const drop = mlp({ sizes: [8, 32, 32, 4], dropout: 0.25 });
-  for (const fused of [true, false]) {
-    const r = trainModel({ model: drop, data: blobTrain, val: blobVal, epochs: 10, batchSize: 50, lr: 1e-2, seed: 1, criterion: 'ce', quiet: true, fused });
-    assert.ok(r.history[9].valAcc! >= 0.95, `fused ${fused}: ${r.history[9].valAcc}`);
-  }
+  const runs = [true, false].map((fused) =>
+    trainModel({ model: drop, data: blobTrain, val: blobVal, epochs: 10, batchSize: 50, lr: 1e-2, seed: 1, criterion: 'ce', quiet: true, fused }));
+  assert.ok(runs[0].history[9].valAcc! >= 0.95, `val acc ${runs[0].history[9].valAcc}`);
+  assert.ok(sameBits(runs[0].params, runs[1].params), 'fused and autodiff training with dropout');
 });
 
 test('fused MLP step with dropout: loss and gradients equal the autodiff graph with the same masks', () => {
@@ -144,7 +144,7 @@ test('fused MLP step with dropout: loss and gradients equal the autodiff graph w
   const replay = new Rng(9);
   const masks = [40, 35].map((n) => {
     const m = new Float32Array(n);
-    dropoutForward(replay, new Float32Array(n).fill(1), m, n, 0.4, 1 / 0.6);
+    F.dropoutInto(replay, null, m, n, 0.4);
     return m;
   });
   const P = new Map([...params].map(([k, t]) => [k, t.clone().requireGrad()]));

@@ -6,12 +6,10 @@
  * gradient buffers allocated once: fresh multi-megabyte outputs on every op cost page faults
  * inside the BLAS threads, and the tape's bookkeeping is not free either.
  *
- * Dropout draws one 32-bit number per unit (kept iff it is ≥ p·2³²) from the generator's own
- * xoshiro stream, instead of F.dropout's 53-bit uniform per unit: same distribution, ~4× cheaper,
- * but different masks, so dropout runs are reproducible per path, not across paths. Given the same
- * masks, loss and gradients are bit-identical to the autodiff graph (tested).
+ * Dropout masks come from F.dropout's generator (dropoutInto) on the same stream, so with dropout
+ * too the two paths give bit-identical weights (tested).
  */
-import { kernels, Tensor, type Rng } from '../core/index.js';
+import { F, kernels, Tensor, type Rng } from '../core/index.js';
 import type { Model } from '../models/model.js';
 import type { Params } from '../permutation/apply.js';
 import type { Criterion } from './common.js';
@@ -48,37 +46,6 @@ export function mlpPlan(model: Model): LayerPlan[] | null {
   }
   const top = layers[layers.length - 1];
   return sawOutput && top && !top.act && !top.dropout ? layers : null;
-}
-
-/**
- * Dropout forward for n units: d[i] = z[i]·scale (kept) or 0; a unit is kept iff the next 32-bit
- * draw of `rng` is ≥ p·2³². xoshiro128** is inlined on local state (the same numbers as
- * rng.nextUint32()), and the state is written back so the generator continues after the mask.
- * The keep test is branch-free (scale · 0 or 1): a random branch mispredicts too often.
- */
-export function dropoutForward(rng: Rng, z: Float32Array, d: Float32Array, n: number, p: number, scale: number): void {
-  const thr = Math.min(0xffffffff, Math.round(p * 4294967296));
-  // Unsigned r ≥ thr as a signed comparison of both shifted by 2³¹: everything stays int32.
-  const thrS = (thr ^ 0x80000000) | 0;
-  const keepValue = Math.fround(scale); // what F.dropout's float32 mask holds
-  const st = rng.getState();
-  let s0 = st[0] | 0;
-  let s1 = st[1] | 0;
-  let s2 = st[2] | 0;
-  let s3 = st[3] | 0;
-  for (let i = 0; i < n; i++) {
-    const m = Math.imul(s1, 5);
-    const r = Math.imul((m << 7) | (m >>> 25), 9);
-    const t = s1 << 9;
-    s2 ^= s0;
-    s3 ^= s1;
-    s1 ^= s2;
-    s0 ^= s3;
-    s2 ^= t;
-    s3 = (s3 << 11) | (s3 >>> 21);
-    d[i] = z[i] * (keepValue * +((r ^ -2147483648) >= thrS));
-  }
-  rng.setState([s0 >>> 0, s1 >>> 0, s2 >>> 0, s3 >>> 0, st[4]]);
 }
 
 /**
@@ -165,7 +132,7 @@ export class FusedMlp {
       const n = size * o;
       const zs = n === z.length ? z : z.subarray(0, n);
       if (l.act) K.unary(l.act, zs, zs);
-      if (l.d) dropoutForward(dropRng, z, l.d, n, l.dropout, 1 / (1 - l.dropout));
+      if (l.d) F.dropoutInto(dropRng, z, l.d, n, l.dropout);
     }
     const top = L[L.length - 1];
     const C = top.outF;

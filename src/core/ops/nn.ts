@@ -241,13 +241,47 @@ function toDtype(a: Float64Array, dtype: 'float32' | 'float64'): FloatArray {
 }
 
 /** Inverted dropout: zeroes each value with probability p and scales the rest by 1/(1−p). */
+/**
+ * Inverted-dropout draws, the one mask generator of the project (F.dropout and the fused MLP step
+ * both use it, so a seeded run gets the same masks on either path): for i < n, unit i is kept iff
+ * the next 32-bit draw of `rng` is ≥ p·2³², and out[i] = x[i]·scale if kept, else 0, with
+ * scale = 1/(1−p) in out's precision. With x = null, out receives the mask itself (scale or 0).
+ * xoshiro128** is inlined on local state (the same numbers as rng.nextUint32()) and the state is
+ * written back, so the generator continues after the mask; the keep test is branch-free, since a
+ * random branch mispredicts half the time.
+ */
+export function dropoutInto(rng: Rng, x: FloatArray | null, out: FloatArray, n: number, p: number): void {
+  const thr = Math.min(0xffffffff, Math.round(p * 4294967296));
+  // Unsigned r ≥ thr as a signed comparison of both shifted by 2³¹: everything stays int32.
+  const thrS = (thr ^ 0x80000000) | 0;
+  const keepValue = out instanceof Float32Array ? Math.fround(1 / (1 - p)) : 1 / (1 - p);
+  const st = rng.getState();
+  let s0 = st[0] | 0;
+  let s1 = st[1] | 0;
+  let s2 = st[2] | 0;
+  let s3 = st[3] | 0;
+  for (let i = 0; i < n; i++) {
+    const m = Math.imul(s1, 5);
+    const r = Math.imul((m << 7) | (m >>> 25), 9);
+    const t = s1 << 9;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = (s3 << 11) | (s3 >>> 21);
+    const keep = keepValue * +((r ^ -2147483648) >= thrS);
+    out[i] = x ? x[i] * keep : keep;
+  }
+  rng.setState([s0 >>> 0, s1 >>> 0, s2 >>> 0, s3 >>> 0, st[4]]);
+}
+
 export function dropout(x: Tensor, p: number, rng: Rng, training: boolean): Tensor {
   if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
   if (!training || p === 0) return x;
-  const scale = 1 / (1 - p);
-  const mask = allocLike(x.dtype, x.size);
-  for (let i = 0; i < mask.length; i++) mask[i] = rng.uniform() >= p ? scale : 0;
-  const out = allocLike(x.dtype, x.size);
+  const mask = allocUninit(x.dtype, x.size);
+  dropoutInto(rng, null, mask, x.size, p);
+  const out = allocUninit(x.dtype, x.size);
   for (let i = 0; i < out.length; i++) out[i] = x.data[i] * mask[i];
   return makeResult('dropout', x.shape, out, [x], (g) => {
     const gx = allocLike(x.dtype, g.length);
