@@ -132,6 +132,82 @@ test('matches brute force on small square, wide and tall matrices (min and max)'
   assert.ok(cases > 1200 && infeasibleSeen > 0);
 });
 
+/** Exact optimum of a square n×n problem by dynamic programming over column subsets (n ≤ ~16). */
+function subsetDP(cost: ArrayLike<number>, n: number, maximize: boolean): number {
+  const s = maximize ? -1 : 1;
+  const best = new Float64Array(1 << n).fill(Infinity);
+  best[0] = 0;
+  for (let mask = 0; mask < 1 << n; mask++) {
+    const b = best[mask];
+    if (b === Infinity) continue;
+    let row = 0;
+    for (let t = mask; t; t &= t - 1) row++;
+    if (row === n) continue;
+    for (let j = 0; j < n; j++) {
+      if (mask & (1 << j)) continue;
+      const v = b + s * cost[row * n + j];
+      if (v < best[mask | (1 << j)]) best[mask | (1 << j)] = v;
+    }
+  }
+  return s * best[(1 << n) - 1];
+}
+
+/**
+ * Inner products of random feature vectors whose rows and columns carry very different scales, as
+ * in weight matching's similarity matrices for trained networks (a few large-norm units hold the
+ * best entry of most rows and columns).
+ */
+function scaledSimilarity(rng: Rng, n: number, dim: number): Float64Array {
+  const fa = Float64Array.from({ length: n * dim }, () => rng.normal());
+  const fb = Float64Array.from({ length: n * dim }, (_, k) => 0.7 * fa[k] + 0.7 * rng.normal());
+  const sa = Float64Array.from({ length: n }, () => Math.exp(rng.normal()));
+  const sb = Float64Array.from({ length: n }, () => Math.exp(rng.normal()));
+  const m = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      let d = 0;
+      for (let k = 0; k < dim; k++) d += fa[i * dim + k] * fb[j * dim + k];
+      m[i * n + j] = sa[i] * sb[j] * d;
+    }
+  }
+  return m;
+}
+
+test('square matrices larger than the row cache match an exact subset DP (ties, scaled rows and columns)', () => {
+  // Augmenting row reduction remembers each row's 8 cheapest columns; from 9 columns on, rows also
+  // have columns outside the cache, which the brute-force sizes above never reach.
+  const rng = new Rng(424242);
+  let cases = 0;
+  for (let t = 0; t < 300; t++) {
+    const n = 9 + rng.int(5);
+    const maximize = rng.int(2) === 1;
+    const kind = t % 4;
+    const cost = kind < 3 ? randomCost(rng, n, n, kind, maximize) : scaledSimilarity(rng, n, 3);
+    const best = subsetDP(cost, n, maximize);
+    const a = linearSumAssignment(cost, n, n, { maximize });
+    checkStructure(a, cost, n, n);
+    assert.ok(Math.abs(a.total - best) <= 1e-9 * (1 + Math.abs(best)), `case ${t} (n ${n}, kind ${kind}, max ${maximize}): ${a.total} vs ${best}`);
+    checkDuals(a, cost, n, n, maximize, 1e-9);
+    cases++;
+  }
+  assert.equal(cases, 300);
+});
+
+test('similarity matrices with rows and columns on different scales (weight matching on trained networks)', () => {
+  const rng = new Rng(8);
+  for (const [n, dim] of [[300, 16], [256, 64]]) {
+    const sim = scaledSimilarity(rng, n, dim);
+    const a = linearSumAssignment(sim, n, n, { maximize: true });
+    checkStructure(a, sim, n, n);
+    checkDuals(a, sim, n, n, true, 1e-8);
+    // Minimising the negated matrix is the same problem.
+    const neg = sim.map((z) => -z);
+    const b = linearSumAssignment(neg, n, n);
+    assert.deepEqual(Array.from(b.colInd), Array.from(a.colInd));
+    checkDuals(b, neg, n, n, false, 1e-8);
+  }
+});
+
 test('Float32 input gives the same optimum as its float64 copy', () => {
   const rng = new Rng(7);
   for (let t = 0; t < 200; t++) {

@@ -36,8 +36,9 @@ const FN = 'linearSumAssignment';
  * R. Jonker & A. Volgenant, "A shortest augmenting path algorithm for dense and sparse linear
  * assignment problems", Computing 38 (1987) 325–340 (LAPJV), in the rectangular form of
  * D. F. Crouse, "On implementing 2D rectangular assignment algorithms", IEEE TAES 52(4), 2016.
- * Square finite matrices get the LAPJV initialisation (column reduction, reduction transfer,
- * two rounds of augmenting row reduction), which leaves few rows for the Dijkstra phase.
+ * Square finite matrices get a LAPJV-style initialisation (column reduction of the row-reduced
+ * matrix, then two rounds of augmenting row reduction, run long on cached row minima), which
+ * leaves few rows, often none, for the Dijkstra phase.
  * Rectangular matrices (more rows than columns are transposed first) and matrices with forbidden
  * entries start from zero column potentials, so unmatched columns keep potential 0 as the
  * rectangular duals require. The result carries those duals (u, v) as an optimality certificate.
@@ -70,12 +71,13 @@ export function linearSumAssignment(
   let c: Float64Array;
   let hasInf: boolean;
   let sg = maximize ? -1 : 1;
+  const rowMin = new Float64Array(transpose ? 0 : rows); // row minima of sg·c, when not transposed
   if (!transpose && cost instanceof Float64Array) {
     c = cost;
-    hasInf = checkEntries(cost, cols, maximize);
+    hasInf = checkEntries(cost, rows, cols, maximize, rowMin);
   } else {
     c = new Float64Array(n * m);
-    hasInf = copyEntries(cost, rows, cols, maximize, transpose, c);
+    hasInf = copyEntries(cost, rows, cols, maximize, transpose, c, rowMin);
     sg = 1;
   }
   if (n === 0) return { rowInd: new Int32Array(0), colInd: new Int32Array(0), total: 0, u, v };
@@ -86,7 +88,7 @@ export function linearSumAssignment(
   const free = new Int32Array(n);
   let numFree: number;
   if (n === m && !hasInf) {
-    numFree = initSquare(c, sg, n, x, y, w, free);
+    numFree = initSquare(c, sg, n, rowMin, x, y, w, free);
   } else {
     numFree = initRect(c, sg, n, m, x, y, free);
   }
@@ -152,19 +154,34 @@ function checkDim(d: number, name: string): void {
   }
 }
 
-/** Throws on NaN and on the infinity that would make the optimum unbounded; reports any infinity. */
-function checkEntries(cost: Float64Array, cols: number, maximize: boolean): boolean {
+/**
+ * Throws on NaN and on the infinity that would make the optimum unbounded; reports any infinity.
+ * Also stores each row's minimum of the minimisation form (±cost) in rowMin, for initSquare, so
+ * that the row reduction costs no extra pass over the matrix.
+ */
+function checkEntries(cost: Float64Array, rows: number, cols: number, maximize: boolean, rowMin: Float64Array): boolean {
   const badInf = maximize ? Infinity : -Infinity;
+  const s = maximize ? -1 : 1;
   let hasInf = false;
-  for (let k = 0; k < cost.length; k++) {
-    const a = cost[k];
-    if (a !== a || a === badInf) badEntry(a, k, cols, maximize);
-    if (a === Infinity || a === -Infinity) hasInf = true;
+  for (let r = 0; r < rows; r++) {
+    const off = r * cols;
+    let mn = Infinity;
+    for (let q = 0; q < cols; q++) {
+      const a = cost[off + q];
+      if (a !== a || a === badInf) badEntry(a, off + q, cols, maximize);
+      if (a === Infinity || a === -Infinity) hasInf = true;
+      const h = s * a;
+      if (h < mn) mn = h;
+    }
+    rowMin[r] = mn;
   }
   return hasInf;
 }
 
-/** checkEntries fused with writing the minimisation form (negated if maximising, transposed if tall). */
+/**
+ * checkEntries fused with writing the minimisation form (negated if maximising, transposed if
+ * tall); rowMin is filled only when not transposing.
+ */
 function copyEntries(
   cost: Float64Array | Float32Array,
   rows: number,
@@ -172,17 +189,21 @@ function copyEntries(
   maximize: boolean,
   transpose: boolean,
   out: Float64Array,
+  rowMin: Float64Array,
 ): boolean {
   const s = maximize ? -1 : 1;
   let hasInf = false;
   for (let r = 0; r < rows; r++) {
     const off = r * cols;
+    let mn = Infinity;
     for (let q = 0; q < cols; q++) {
       const a = s * cost[off + q];
       if (a !== a || a === -Infinity) badEntry(cost[off + q], off + q, cols, maximize);
       if (a === Infinity) hasInf = true;
+      if (a < mn) mn = a;
       out[transpose ? q * rows + r : off + q] = a;
     }
+    if (!transpose) rowMin[r] = mn;
   }
   return hasInf;
 }
@@ -205,55 +226,65 @@ function infeasible(): never {
 // first calls several times slower.
 
 /**
- * LAPJV initialisation for a square all-finite matrix. Leaves a partial assignment in which every
- * matched row sits on a minimum of its reduced costs c_ij − w_j; returns the number of free rows,
- * listed in `free`.
+ * LAPJV-style initialisation for a square all-finite matrix with row minima `rowMin` (found
+ * while checking the input). Leaves a partial assignment in which every matched row sits on a
+ * minimum of its reduced costs c_ij − w_j; returns the number of free rows, listed in `free`.
+ *
+ * The column reduction is taken after subtracting each row's minimum (the Hungarian method's
+ * two-sided reduction), not on the raw matrix as in LAPJV. On uniform random matrices the row
+ * minima are all close to each other and this changes little, but weight matching's similarity
+ * matrices for trained networks have rows and columns on very different scales: a few large-norm
+ * rows hold the best entry of most columns, so a plain column reduction leaves potentials from
+ * which the Dijkstra phase runs long searches (5× more settled columns than from these).
+ * There is no reduction transfer: it costs most of a pass over the matrix, and augmenting row
+ * reduction, whose steps are cheap here (see rowCacheTwoSmallest), does its work and more.
  */
 function initSquare(
   c: Float64Array,
   sg: number,
   n: number,
+  rowMin: Float64Array,
   x: Int32Array,
   y: Int32Array,
   w: Float64Array,
   free: Int32Array,
 ): number {
   const argmin = new Int32Array(n);
-  columnMinima(c, sg, n, w, argmin);
+  columnMinima(c, sg, n, rowMin, w, argmin);
   // A row that is the minimum of several columns keeps one of them; the others stay unmatched.
-  const matches = new Int32Array(n);
+  const matched = new Uint8Array(n);
   for (let j = n - 1; j >= 0; j--) {
     const i = argmin[j];
-    if (matches[i]++ === 0) {
+    if (matched[i] === 0) {
+      matched[i] = 1;
       x[i] = j;
       y[j] = i;
     }
   }
-  // Reduction transfer: a row matched once hands its slack to its column (lowering the column's
-  // potential), which makes that column dearer for the rows competing for it later.
   let numFree = 0;
-  for (let i = 0; i < n; i++) {
-    if (matches[i] === 0) {
-      free[numFree++] = i;
-    } else if (matches[i] === 1 && n > 1) {
-      const j1 = x[i];
-      w[j1] -= minReducedExcept(c, sg, i * n, n, w, j1);
-    }
-  }
-  // Augmenting row reduction, two passes (LAPJV).
+  for (let i = 0; i < n; i++) if (matched[i] === 0) free[numFree++] = i;
+  // Augmenting row reduction, two passes (LAPJV), sharing one cache of each row's cheapest columns.
+  const cacheCost = new Float64Array(n * CACHED);
+  const cacheCol = new Int32Array(n * CACHED).fill(-1);
+  const cacheTop = new Float64Array(n);
   for (let pass = 0; pass < 2 && numFree > 0; pass++) {
-    numFree = augmentingRowReduction(c, sg, n, x, y, w, free, numFree);
+    numFree = augmentingRowReduction(c, sg, n, x, y, w, free, numFree, cacheCost, cacheCol, cacheTop);
   }
   return numFree;
 }
 
-/** Column reduction w_j = min_i c_ij, scanned row by row so memory is read sequentially. */
-function columnMinima(c: Float64Array, sg: number, n: number, w: Float64Array, argmin: Int32Array): void {
-  for (let j = 0; j < n; j++) w[j] = sg * c[j];
+/**
+ * Column reduction of the row-reduced matrix: w_j = min_i (c_ij − r_i), scanned row by row so
+ * memory is read sequentially.
+ */
+function columnMinima(c: Float64Array, sg: number, n: number, r: Float64Array, w: Float64Array, argmin: Int32Array): void {
+  const r0 = r[0];
+  for (let j = 0; j < n; j++) w[j] = sg * c[j] - r0;
   for (let i = 1; i < n; i++) {
     const off = i * n;
+    const ri = r[i];
     for (let j = 0; j < n; j++) {
-      const h = sg * c[off + j];
+      const h = sg * c[off + j] - ri;
       if (h < w[j]) {
         w[j] = h;
         argmin[j] = i;
@@ -262,41 +293,105 @@ function columnMinima(c: Float64Array, sg: number, n: number, w: Float64Array, a
   }
 }
 
-/** min over j ≠ skip of c[off + j] − w_j. */
-function minReducedExcept(c: Float64Array, sg: number, off: number, n: number, w: Float64Array, skip: number): number {
-  let mn = Infinity;
-  for (let j = 0; j < n; j++) {
-    const h = sg * c[off + j] - w[j];
-    if (h < mn && j !== skip) mn = h;
-  }
-  return mn;
-}
+/**
+ * How many of its cheapest columns augmenting row reduction remembers per row. During the
+ * reduction potentials only decrease (nothing else touches w until it ends), so a row's reduced
+ * costs only increase, and only in the few columns whose potential was lowered: every column left
+ * out of the cache still costs at least the cache's top (the last cached cost when it was filled),
+ * and the cached columns, re-evaluated, hold the row's two cheapest exactly as long as the second
+ * cheapest of them is below that top. A row visited again (ousted rows are, many times) then costs
+ * 8 entries instead of n, read from the cache rather than from the matrix.
+ */
+const CACHED = 8;
 
-/** Cheapest and second cheapest column of a row under reduced costs, set by twoSmallest. */
+/** Cheapest and second cheapest column of a row and their reduced costs, set by the two functions below. */
 const pick = new Int32Array(2);
+const pickCost = new Float64Array(2);
 
-/** pick = [j1, j2]: columns of the smallest and second smallest c[off + j] − w_j (j1 first on ties). */
-function twoSmallest(c: Float64Array, sg: number, off: number, n: number, w: Float64Array): void {
-  let u1 = sg * c[off] - w[0];
-  let j1 = 0;
-  let u2 = Infinity;
-  let j2 = -1;
-  for (let j = 1; j < n; j++) {
-    const h = sg * c[off + j] - w[j];
-    if (h < u2) {
-      if (h >= u1) {
-        u2 = h;
-        j2 = j;
-      } else {
-        u2 = u1;
-        j2 = j1;
-        u1 = h;
-        j1 = j;
+/**
+ * Fills a row's cache with its CACHED cheapest columns under reduced costs c[off + j] − w_j, in
+ * increasing (reduced cost, column) order: the columns at cacheCol[base …], their costs c_ij (not
+ * reduced, so they stay valid as w changes) at cacheCost[base …]. Sets pick/pickCost to the first
+ * two. Returns the reduced cost every column left out is at least (+∞ when n ≤ CACHED).
+ */
+function fillRowCache(
+  c: Float64Array,
+  sg: number,
+  off: number,
+  n: number,
+  w: Float64Array,
+  cacheCost: Float64Array,
+  cacheCol: Int32Array,
+  base: number,
+): number {
+  // Sorted by reduced cost in cacheCost first; the plain costs are written at the end.
+  const k = n < CACHED ? n : CACHED;
+  for (let j = 0; j < k; j++) insertSorted(cacheCost, cacheCol, base, j, sg * c[off + j] - w[j], j);
+  let top = Infinity;
+  if (k === CACHED) {
+    const last = base + CACHED - 1;
+    top = cacheCost[last];
+    for (let j = CACHED; j < n; j++) {
+      const h = sg * c[off + j] - w[j];
+      if (h < top) {
+        insertSorted(cacheCost, cacheCol, base, CACHED - 1, h, j);
+        top = cacheCost[last];
       }
     }
   }
+  for (let t = 0; t < k; t++) cacheCost[base + t] = sg * c[off + cacheCol[base + t]];
+  const j1 = cacheCol[base];
+  const j2 = k > 1 ? cacheCol[base + 1] : -1;
   pick[0] = j1;
   pick[1] = j2;
+  pickCost[0] = cacheCost[base] - w[j1];
+  pickCost[1] = j2 < 0 ? Infinity : cacheCost[base + 1] - w[j2];
+  return top;
+}
+
+/** Inserts (h, j) into the sorted run cacheCost[base … base + p − 1], dropping what is at p. */
+function insertSorted(cacheCost: Float64Array, cacheCol: Int32Array, base: number, p: number, h: number, j: number): void {
+  // Strictly greater moves, so among equal costs the earlier column stays first.
+  while (p > 0 && cacheCost[base + p - 1] > h) {
+    cacheCost[base + p] = cacheCost[base + p - 1];
+    cacheCol[base + p] = cacheCol[base + p - 1];
+    p--;
+  }
+  cacheCost[base + p] = h;
+  cacheCol[base + p] = j;
+}
+
+/**
+ * The row's two cheapest columns from its cache, re-evaluated under the current potentials, into
+ * pick/pickCost (smallest reduced cost first, then smallest column, as a full scan orders them).
+ * False when there is no cache yet or it cannot vouch for them: the second cheapest cached cost
+ * has reached `top`, where an uncached column may be as cheap.
+ */
+function rowCacheTwoSmallest(w: Float64Array, cacheCost: Float64Array, cacheCol: Int32Array, base: number, top: number): boolean {
+  let u1 = Infinity;
+  let j1 = -1;
+  let u2 = Infinity;
+  let j2 = -1;
+  for (let t = 0; t < CACHED; t++) {
+    const j = cacheCol[base + t];
+    if (j < 0) break;
+    const h = cacheCost[base + t] - w[j];
+    if (h < u1 || (h === u1 && j < j1)) {
+      u2 = u1;
+      j2 = j1;
+      u1 = h;
+      j1 = j;
+    } else if (h < u2 || (h === u2 && j < j2)) {
+      u2 = h;
+      j2 = j;
+    }
+  }
+  if (j1 < 0 || (!(u2 < top) && top !== Infinity)) return false;
+  pick[0] = j1;
+  pick[1] = j2;
+  pickCost[0] = u1;
+  pickCost[1] = u2;
+  return true;
 }
 
 /** First unmatched column whose reduced cost in the row equals `u`, or −1. */
@@ -313,12 +408,24 @@ function freeColumnAt(
   return -1;
 }
 
+/** freeColumnAt among the cached columns, valid when u is below the cache's top. */
+function cachedFreeColumnAt(w: Float64Array, y: Int32Array, u: number, cacheCost: Float64Array, cacheCol: Int32Array, base: number): number {
+  let jf = -1;
+  for (let t = 0; t < CACHED; t++) {
+    const j = cacheCol[base + t];
+    if (j < 0) break;
+    if (y[j] < 0 && cacheCost[base + t] - w[j] === u && (jf < 0 || j < jf)) jf = j;
+  }
+  return jf;
+}
+
 /**
  * One pass of augmenting row reduction: each free row takes its cheapest column, lowering that
  * column's potential by the gap to its second cheapest so that the row it ousts (if any) is pushed
- * elsewhere. ARR can cycle a few rows through long runs of tiny decrements, so a pass is capped at
- * a dozen steps per free row, which keeps its cost near that of the Dijkstra searches it saves
- * (measured best between 8 and 16); stopping early is always safe, leftover rows go to Dijkstra.
+ * elsewhere. ARR can cycle a few rows through long runs of tiny decrements, so a pass is capped
+ * at a dozen full-row scans and 256 steps per free row; stopping early is always safe, leftover
+ * rows go to Dijkstra. With the row caches most steps cost a few entries, not a scan, and running
+ * the reduction this long leaves few rows (often none) for the Dijkstra phase.
  * Returns the new number of free rows (listed in `free`).
  */
 function augmentingRowReduction(
@@ -330,24 +437,33 @@ function augmentingRowReduction(
   w: Float64Array,
   free: Int32Array,
   prevFree: number,
+  cacheCost: Float64Array,
+  cacheCol: Int32Array,
+  cacheTop: Float64Array,
 ): number {
   let k = 0;
   let numFree = 0;
+  let scans = 0;
   let steps = 0;
-  const budget = 12 * prevFree;
+  const maxScans = 12 * prevFree;
+  const maxSteps = 256 * prevFree;
   while (k < prevFree) {
-    if (++steps > budget) {
+    if (scans >= maxScans || ++steps > maxSteps) {
       // Keep the rows not yet processed in the free list.
       while (k < prevFree) free[numFree++] = free[k++];
       break;
     }
     const i = free[k++];
     const off = i * n;
-    twoSmallest(c, sg, off, n, w);
+    const base = i * CACHED;
+    if (!rowCacheTwoSmallest(w, cacheCost, cacheCol, base, cacheTop[i])) {
+      cacheTop[i] = fillRowCache(c, sg, off, n, w, cacheCost, cacheCol, base);
+      scans++;
+    }
     let j1 = pick[0];
-    const j2 = pick[1];
-    const u1 = sg * c[off + j1] - w[j1];
-    const u2 = j2 < 0 ? Infinity : sg * c[off + j2] - w[j2]; // j2 < 0 only when n = 1
+    const j2 = pick[1]; // < 0 only when n = 1
+    const u1 = pickCost[0];
+    const u2 = pickCost[1];
     let i0 = y[j1];
     const strict = u1 < u2;
     if (strict) {
@@ -359,7 +475,14 @@ function augmentingRowReduction(
       if (i0 >= 0) {
         // Both taken: look for a free column at the same minimum before ousting anyone. Without
         // this, matrices with many ties (integer costs, constant blocks) shuffle rows in vain.
-        const jf = freeColumnAt(c, sg, off, n, w, y, u1);
+        // Every column that cheap is cached unless the cache's top is that cheap too.
+        let jf: number;
+        if (u1 < cacheTop[i]) {
+          jf = cachedFreeColumnAt(w, y, u1, cacheCost, cacheCol, base);
+        } else {
+          jf = freeColumnAt(c, sg, off, n, w, y, u1);
+          scans++;
+        }
         if (jf >= 0) {
           j1 = jf;
           i0 = -1;
