@@ -15,7 +15,7 @@ export const lmcSpec: CommandSpec = {
     seeds: { type: 'int', help: 'number of independently trained (A, B) pairs per task', default: 1 },
     out: { type: 'string', help: 'output directory (checkpoints are kept and reused there)', default: './rebasin-out/lmc' },
     points: { type: 'int', help: 'λ values on the path', default: 25 },
-    bn: { type: 'string', help: 'BatchNorm statistics of interpolated models', choices: ['interpolate', 'reestimate', 'batch'], default: 'interpolate' },
+    bn: { type: 'string', help: 'BatchNorm statistics of interpolated models (default: per task; re-estimated on the training data for mnist-vgg, as the reference)', choices: ['interpolate', 'reestimate', 'batch'] },
     epochs: { type: 'int', help: 'training epochs of the endpoints (default: per task, as the reference)' },
     'sinkhorn-epochs': { type: 'int', help: 'epochs of Sinkhorn-Mid/Rnd over the training data (default: 20 on MNIST tasks, 300 on the 100-point polynomial tasks)' },
     'ste-epochs': { type: 'int', help: 'epochs of the straight-through estimator (default: 5 on MNIST tasks, 300 on polynomial tasks)' },
