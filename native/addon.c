@@ -307,21 +307,32 @@ static bool get_object(call_t *c, size_t i, const char *name, napi_value *obj) {
   return true;
 }
 
-static void get_conv_geom(call_t *c, size_t i, rb_conv_geom *g) {
+/* A geometry struct's fields in the order they are read: name, lowest allowed value, and place. */
+typedef struct {
+  const char *key;
+  double lo;
+  size_t at;
+} geom_key;
+
+#define CONV_KEY(f, lo) {#f, lo, offsetof(rb_conv_geom, f)}
+static const geom_key conv_keys[] = {
+    CONV_KEY(N, 0), CONV_KEY(C, 1), CONV_KEY(H, 1), CONV_KEY(W, 1), CONV_KEY(O, 1), CONV_KEY(KH, 1),
+    CONV_KEY(KW, 1), CONV_KEY(stride, 1), CONV_KEY(pad, 0), CONV_KEY(OH, 1), CONV_KEY(OW, 1)};
+#define POOL_KEY(f, lo) {#f, lo, offsetof(rb_pool_geom, f)}
+static const geom_key pool_keys[] = {
+    POOL_KEY(N, 0), POOL_KEY(C, 1), POOL_KEY(H, 1), POOL_KEY(W, 1), POOL_KEY(K, 1),
+    POOL_KEY(stride, 1), POOL_KEY(pad, 0), POOL_KEY(OH, 1), POOL_KEY(OW, 1)};
+
+/* Reads geometry argument i (always named 'g') into the int64_t fields of g. */
+static bool get_geom(call_t *c, size_t i, const geom_key *keys, size_t n, void *g) {
   napi_value o;
-  if (!get_object(c, i, "g", &o)) return;
-  g->N = geom_field(c, o, "g", "N", 0);
-  g->C = geom_field(c, o, "g", "C", 1);
-  g->H = geom_field(c, o, "g", "H", 1);
-  g->W = geom_field(c, o, "g", "W", 1);
-  g->O = geom_field(c, o, "g", "O", 1);
-  g->KH = geom_field(c, o, "g", "KH", 1);
-  g->KW = geom_field(c, o, "g", "KW", 1);
-  g->stride = geom_field(c, o, "g", "stride", 1);
-  g->pad = geom_field(c, o, "g", "pad", 0);
-  g->OH = geom_field(c, o, "g", "OH", 1);
-  g->OW = geom_field(c, o, "g", "OW", 1);
-  if (c->failed) return;
+  if (!get_object(c, i, "g", &o)) return false;
+  for (size_t k = 0; k < n; k++) *(int64_t *)((char *)g + keys[k].at) = geom_field(c, o, "g", keys[k].key, keys[k].lo);
+  return !c->failed;
+}
+
+static void get_conv_geom(call_t *c, size_t i, rb_conv_geom *g) {
+  if (!get_geom(c, i, conv_keys, sizeof conv_keys / sizeof conv_keys[0], g)) return;
   int64_t oh = (g->H + 2 * g->pad - g->KH) / g->stride + 1, ow = (g->W + 2 * g->pad - g->KW) / g->stride + 1;
   if (g->H + 2 * g->pad < g->KH || g->W + 2 * g->pad < g->KW || oh != g->OH || ow != g->OW)
     fail(c, true, "geometry mismatch: with H=%lld W=%lld KH=%lld KW=%lld stride=%lld pad=%lld, OH/OW must be %lld/%lld, got %lld/%lld",
@@ -335,18 +346,7 @@ static void get_conv_geom(call_t *c, size_t i, rb_conv_geom *g) {
 }
 
 static void get_pool_geom(call_t *c, size_t i, rb_pool_geom *g) {
-  napi_value o;
-  if (!get_object(c, i, "g", &o)) return;
-  g->N = geom_field(c, o, "g", "N", 0);
-  g->C = geom_field(c, o, "g", "C", 1);
-  g->H = geom_field(c, o, "g", "H", 1);
-  g->W = geom_field(c, o, "g", "W", 1);
-  g->K = geom_field(c, o, "g", "K", 1);
-  g->stride = geom_field(c, o, "g", "stride", 1);
-  g->pad = geom_field(c, o, "g", "pad", 0);
-  g->OH = geom_field(c, o, "g", "OH", 1);
-  g->OW = geom_field(c, o, "g", "OW", 1);
-  if (c->failed) return;
+  if (!get_geom(c, i, pool_keys, sizeof pool_keys / sizeof pool_keys[0], g)) return;
   int64_t oh = (g->H + 2 * g->pad - g->K) / g->stride + 1, ow = (g->W + 2 * g->pad - g->K) / g->stride + 1;
   if (g->H + 2 * g->pad < g->K || g->W + 2 * g->pad < g->K || oh != g->OH || ow != g->OW)
     fail(c, true, "geometry mismatch: with H=%lld W=%lld K=%lld stride=%lld pad=%lld, OH/OW must be %lld/%lld, got %lld/%lld",
@@ -367,66 +367,90 @@ static int64_t extent(int64_t off, int64_t rows, int64_t cols, int64_t ld) {
   return off + (rows - 1) * ld + cols;
 }
 
+/* A gemm operand: the array, where the matrix starts, and its leading dimension (gemm) or the
+ * distance between consecutive matrices (gemmStrided). */
+typedef struct {
+  float *p;
+  size_t len;
+  int64_t off, ld;
+} operand;
+
+/* The arguments gemm and gemmStrided share (0..15), read in argument order. */
+typedef struct {
+  bool ta, tb;
+  int64_t M, N, K;
+  double alpha, beta;
+  operand A, B, C;
+} gemm_call;
+
+static void get_operand(call_t *c, size_t i, const char *const names[3], double ld_max, operand *o) {
+  o->p = get_f32(c, i, names[0], &o->len);
+  o->off = get_size(c, i + 1, names[1]);
+  o->ld = get_int(c, i + 2, names[2], 0, ld_max);
+}
+
+static bool get_gemm_call(call_t *c, bool strided, gemm_call *g) {
+  static const char *const names[2][3][3] = {{{"A", "aOff", "lda"}, {"B", "bOff", "ldb"}, {"C", "cOff", "ldc"}},
+                                             {{"A", "aOff", "strideA"}, {"B", "bOff", "strideB"}, {"C", "cOff", "strideC"}}};
+  /* A leading dimension reaches BLAS (get_dim's range); a stride is only an offset (get_size's). */
+  double ld_max = strided ? MAX_INDEX : 2147483647.0;
+  g->ta = get_bool(c, 0, "transA");
+  g->tb = get_bool(c, 1, "transB");
+  g->M = get_dim(c, 2, "M");
+  g->N = get_dim(c, 3, "N");
+  g->K = get_dim(c, 4, "K");
+  g->alpha = get_num(c, 5, "alpha");
+  get_operand(c, 6, names[strided][0], ld_max, &g->A);
+  get_operand(c, 9, names[strided][1], ld_max, &g->B);
+  g->beta = get_num(c, 12, "beta");
+  get_operand(c, 13, names[strided][2], ld_max, &g->C);
+  return !c->failed;
+}
+
 static napi_value Gemm(napi_env env, napi_callback_info info) {
   call_t c;
-  if (!begin(&c, env, info, "gemm", 16)) return NULL;
-  bool ta = get_bool(&c, 0, "transA"), tb = get_bool(&c, 1, "transB");
-  int64_t M = get_dim(&c, 2, "M"), N = get_dim(&c, 3, "N"), K = get_dim(&c, 4, "K");
-  double alpha = get_num(&c, 5, "alpha");
-  size_t la, lb, lc;
-  float *A = get_f32(&c, 6, "A", &la);
-  int64_t aOff = get_size(&c, 7, "aOff"), lda = get_dim(&c, 8, "lda");
-  float *B = get_f32(&c, 9, "B", &lb);
-  int64_t bOff = get_size(&c, 10, "bOff"), ldb = get_dim(&c, 11, "ldb");
-  double beta = get_num(&c, 12, "beta");
-  float *C = get_f32(&c, 13, "C", &lc);
-  int64_t cOff = get_size(&c, 14, "cOff"), ldc = get_dim(&c, 15, "ldc");
-  if (c.failed) return NULL;
-  int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+  gemm_call g;
+  if (!begin(&c, env, info, "gemm", 16) || !get_gemm_call(&c, false, &g)) return NULL;
+  int64_t M = g.M, N = g.N, K = g.K, lda = g.A.ld, ldb = g.B.ld, ldc = g.C.ld;
+  int64_t ar = g.ta ? K : M, ac = g.ta ? M : K, br = g.tb ? N : K, bc = g.tb ? K : N;
   if (lda < (ac > 1 ? ac : 1)) fail(&c, true, "lda=%lld is less than the %lld columns of the stored A", (long long)lda, (long long)ac);
   if (ldb < (bc > 1 ? bc : 1)) fail(&c, true, "ldb=%lld is less than the %lld columns of the stored B", (long long)ldb, (long long)bc);
   if (ldc < (N > 1 ? N : 1)) fail(&c, true, "ldc=%lld is less than N=%lld", (long long)ldc, (long long)N);
   if (M > 0 && N > 0 && K > 0) {
-    need_len(&c, "A", la, extent(aOff, ar, ac, lda));
-    need_len(&c, "B", lb, extent(bOff, br, bc, ldb));
+    need_len(&c, "A", g.A.len, extent(g.A.off, ar, ac, lda));
+    need_len(&c, "B", g.B.len, extent(g.B.off, br, bc, ldb));
   }
-  need_len(&c, "C", lc, extent(cOff, M, N, ldc));
+  need_len(&c, "C", g.C.len, extent(g.C.off, M, N, ldc));
   if (c.failed) return NULL;
-  if (beta == 0 && M > 0) hint_huge(C + cOff, (size_t)((M - 1) * ldc + N) * sizeof(float));
-  rb_gemm_f32(ta, tb, M, N, K, (float)alpha, A + aOff, lda, B + bOff, ldb, (float)beta, C + cOff, ldc);
+  float *C = g.C.p + g.C.off;
+  if (g.beta == 0 && M > 0) hint_huge(C, (size_t)((M - 1) * ldc + N) * sizeof(float));
+  rb_gemm_f32(g.ta, g.tb, M, N, K, (float)g.alpha, g.A.p + g.A.off, lda, g.B.p + g.B.off, ldb, (float)g.beta, C, ldc);
   return undefined(env);
 }
 
 static napi_value GemmStrided(napi_env env, napi_callback_info info) {
   call_t c;
-  if (!begin(&c, env, info, "gemmStrided", 17)) return NULL;
-  bool ta = get_bool(&c, 0, "transA"), tb = get_bool(&c, 1, "transB");
-  int64_t M = get_dim(&c, 2, "M"), N = get_dim(&c, 3, "N"), K = get_dim(&c, 4, "K");
-  double alpha = get_num(&c, 5, "alpha");
-  size_t la, lb, lc;
-  float *A = get_f32(&c, 6, "A", &la);
-  int64_t aOff = get_size(&c, 7, "aOff"), sA = get_size(&c, 8, "strideA");
-  float *B = get_f32(&c, 9, "B", &lb);
-  int64_t bOff = get_size(&c, 10, "bOff"), sB = get_size(&c, 11, "strideB");
-  double beta = get_num(&c, 12, "beta");
-  float *C = get_f32(&c, 13, "C", &lc);
-  int64_t cOff = get_size(&c, 14, "cOff"), sC = get_size(&c, 15, "strideC");
+  gemm_call g;
+  if (!begin(&c, env, info, "gemmStrided", 17) || !get_gemm_call(&c, true, &g)) return NULL;
   int64_t count = get_size(&c, 16, "count");
   if (c.failed) return NULL;
+  int64_t M = g.M, N = g.N, K = g.K, sA = g.A.ld, sB = g.B.ld, sC = g.C.ld;
   prod(&c, "M*N*count", prod(&c, "M*N", M, N), count);
   prod(&c, "M*K", M, K);
   prod(&c, "K*N", K, N);
   if (count > 0 && M > 0 && N > 0) {
     int64_t last = count - 1;
     if (K > 0) {
-      need_len(&c, "A", la, aOff + prod(&c, "strideA*count", last, sA) + M * K);
-      need_len(&c, "B", lb, bOff + prod(&c, "strideB*count", last, sB) + K * N);
+      need_len(&c, "A", g.A.len, g.A.off + prod(&c, "strideA*count", last, sA) + M * K);
+      need_len(&c, "B", g.B.len, g.B.off + prod(&c, "strideB*count", last, sB) + K * N);
     }
-    need_len(&c, "C", lc, cOff + prod(&c, "strideC*count", last, sC) + M * N);
+    need_len(&c, "C", g.C.len, g.C.off + prod(&c, "strideC*count", last, sC) + M * N);
   }
   if (c.failed) return NULL;
-  if (beta == 0 && count > 0 && sC > 0) hint_huge(C + cOff, (size_t)((count - 1) * sC + M * N) * sizeof(float));
-  rb_gemm_strided_f32(ta, tb, M, N, K, (float)alpha, A + aOff, sA, B + bOff, sB, (float)beta, C + cOff, sC, count);
+  float *C = g.C.p + g.C.off;
+  if (g.beta == 0 && count > 0 && sC > 0) hint_huge(C, (size_t)((count - 1) * sC + M * N) * sizeof(float));
+  rb_gemm_strided_f32(g.ta, g.tb, M, N, K, (float)g.alpha, g.A.p + g.A.off, sA, g.B.p + g.B.off, sB, (float)g.beta, C,
+                      sC, count);
   return undefined(env);
 }
 
@@ -472,53 +496,40 @@ static bool get_oli(call_t *c, size_t i, int64_t *outer, int64_t *len, int64_t *
   return !c->failed;
 }
 
-static napi_value Logsumexp(napi_env env, napi_callback_info info) {
+enum { AXIS_LOGSUMEXP, AXIS_SUM, AXIS_MAX };
+
+/* logsumexp, sumAxis and maxAxis: x [outer, len, inner] reduced over len into out [outer, inner]
+ * (and maxAxis's argmax [outer, inner]). */
+static napi_value reduce_axis(napi_env env, napi_callback_info info, int op) {
+  static const char *const kernels[] = {"logsumexp", "sumAxis", "maxAxis"};
   call_t c;
-  if (!begin(&c, env, info, "logsumexp", 5)) return NULL;
-  size_t lx, lo;
+  if (!begin(&c, env, info, kernels[op], op == AXIS_MAX ? 6 : 5)) return NULL;
+  size_t lx, lo, la = 0;
   float *x = get_f32(&c, 0, "x", &lx);
   int64_t outer, len, inner, total;
   get_oli(&c, 1, &outer, &len, &inner, &total);
   float *out = get_f32(&c, 4, "out", &lo);
+  int32_t *arg = NULL;
+  if (op == AXIS_MAX) {
+    arg = get_i32(&c, 5, "argmax", &la);
+    if (!c.failed && len > 2147483647) fail(&c, true, "len must fit in Int32 argmax");
+  }
   need_len(&c, "x", lx, total);
   need_len(&c, "out", lo, outer * inner);
+  if (op == AXIS_MAX) need_len(&c, "argmax", la, outer * inner);
   if (c.failed) return NULL;
-  if (rb_logsumexp_f32(x, (size_t)outer, (size_t)len, (size_t)inner, out) != 0) { oom(&c); return NULL; }
+  if (op == AXIS_MAX) {
+    rb_max_axis_f32(x, (size_t)outer, (size_t)len, (size_t)inner, out, arg);
+    return undefined(env);
+  }
+  int (*reduce)(const float *, size_t, size_t, size_t, float *) = op == AXIS_SUM ? rb_sum_axis_f32 : rb_logsumexp_f32;
+  if (reduce(x, (size_t)outer, (size_t)len, (size_t)inner, out) != 0) { oom(&c); return NULL; }
   return undefined(env);
 }
 
-static napi_value SumAxis(napi_env env, napi_callback_info info) {
-  call_t c;
-  if (!begin(&c, env, info, "sumAxis", 5)) return NULL;
-  size_t lx, lo;
-  float *x = get_f32(&c, 0, "x", &lx);
-  int64_t outer, len, inner, total;
-  get_oli(&c, 1, &outer, &len, &inner, &total);
-  float *out = get_f32(&c, 4, "out", &lo);
-  need_len(&c, "x", lx, total);
-  need_len(&c, "out", lo, outer * inner);
-  if (c.failed) return NULL;
-  if (rb_sum_axis_f32(x, (size_t)outer, (size_t)len, (size_t)inner, out) != 0) { oom(&c); return NULL; }
-  return undefined(env);
-}
-
-static napi_value MaxAxis(napi_env env, napi_callback_info info) {
-  call_t c;
-  if (!begin(&c, env, info, "maxAxis", 6)) return NULL;
-  size_t lx, lo, la;
-  float *x = get_f32(&c, 0, "x", &lx);
-  int64_t outer, len, inner, total;
-  get_oli(&c, 1, &outer, &len, &inner, &total);
-  float *out = get_f32(&c, 4, "out", &lo);
-  int32_t *arg = get_i32(&c, 5, "argmax", &la);
-  if (!c.failed && len > 2147483647) fail(&c, true, "len must fit in Int32 argmax");
-  need_len(&c, "x", lx, total);
-  need_len(&c, "out", lo, outer * inner);
-  need_len(&c, "argmax", la, outer * inner);
-  if (c.failed) return NULL;
-  rb_max_axis_f32(x, (size_t)outer, (size_t)len, (size_t)inner, out, arg);
-  return undefined(env);
-}
+static napi_value Logsumexp(napi_env env, napi_callback_info info) { return reduce_axis(env, info, AXIS_LOGSUMEXP); }
+static napi_value SumAxis(napi_env env, napi_callback_info info) { return reduce_axis(env, info, AXIS_SUM); }
+static napi_value MaxAxis(napi_env env, napi_callback_info info) { return reduce_axis(env, info, AXIS_MAX); }
 
 static napi_value SinkhornLog(napi_env env, napi_callback_info info) {
   call_t c;
@@ -692,38 +703,46 @@ static void check_index(call_t *c, const int32_t *index, size_t k, int64_t len) 
   }
 }
 
+/* gather(x, outer, len, inner, index, out) and its adjoint scatterAdd(dy, outer, len, inner, index, dx):
+ * `full` is x or dx ([outer, len, inner]), `part` out or dy ([outer, k, inner], k = index.length). */
+typedef struct {
+  float *full, *part;
+  int32_t *index;
+  size_t k;
+  int64_t outer, len, inner;
+} index_call;
+
+static bool get_index_call(call_t *c, bool scatter, index_call *r) {
+  const char *full_name = scatter ? "dx" : "x", *part_name = scatter ? "dy" : "out";
+  size_t l0, l5;
+  int64_t total;
+  float *a0 = get_f32(c, 0, scatter ? part_name : full_name, &l0);
+  get_oli(c, 1, &r->outer, &r->len, &r->inner, &total);
+  r->index = get_i32(c, 4, "index", &r->k);
+  float *a5 = get_f32(c, 5, scatter ? full_name : part_name, &l5);
+  r->full = scatter ? a5 : a0;
+  r->part = scatter ? a0 : a5;
+  need_len(c, full_name, scatter ? l5 : l0, total);
+  need_len(c, part_name, scatter ? l0 : l5,
+           prod(c, "outer*k*inner", prod(c, "outer*k*inner", r->outer, (int64_t)r->k), r->inner));
+  check_index(c, r->index, r->k, r->len);
+  return !c->failed;
+}
+
 static napi_value Gather(napi_env env, napi_callback_info info) {
   call_t c;
-  if (!begin(&c, env, info, "gather", 6)) return NULL;
-  size_t lx, li, lo;
-  float *x = get_f32(&c, 0, "x", &lx);
-  int64_t outer, len, inner, total;
-  get_oli(&c, 1, &outer, &len, &inner, &total);
-  int32_t *index = get_i32(&c, 4, "index", &li);
-  float *out = get_f32(&c, 5, "out", &lo);
-  need_len(&c, "x", lx, total);
-  need_len(&c, "out", lo, prod(&c, "outer*k*inner", prod(&c, "outer*k*inner", outer, (int64_t)li), inner));
-  check_index(&c, index, li, len);
-  if (c.failed) return NULL;
-  hint_huge(out, (size_t)(outer * (int64_t)li * inner) * sizeof(float));
-  rb_gather_f32(x, (size_t)outer, (size_t)len, (size_t)inner, index, li, out);
+  index_call r;
+  if (!begin(&c, env, info, "gather", 6) || !get_index_call(&c, false, &r)) return NULL;
+  hint_huge(r.part, (size_t)(r.outer * (int64_t)r.k * r.inner) * sizeof(float));
+  rb_gather_f32(r.full, (size_t)r.outer, (size_t)r.len, (size_t)r.inner, r.index, r.k, r.part);
   return undefined(env);
 }
 
 static napi_value ScatterAdd(napi_env env, napi_callback_info info) {
   call_t c;
-  if (!begin(&c, env, info, "scatterAdd", 6)) return NULL;
-  size_t ly, li, lx;
-  float *dy = get_f32(&c, 0, "dy", &ly);
-  int64_t outer, len, inner, total;
-  get_oli(&c, 1, &outer, &len, &inner, &total);
-  int32_t *index = get_i32(&c, 4, "index", &li);
-  float *dx = get_f32(&c, 5, "dx", &lx);
-  need_len(&c, "dx", lx, total);
-  need_len(&c, "dy", ly, prod(&c, "outer*k*inner", prod(&c, "outer*k*inner", outer, (int64_t)li), inner));
-  check_index(&c, index, li, len);
-  if (c.failed) return NULL;
-  rb_scatter_add_f32(dy, (size_t)outer, (size_t)len, (size_t)inner, index, li, dx);
+  index_call r;
+  if (!begin(&c, env, info, "scatterAdd", 6) || !get_index_call(&c, true, &r)) return NULL;
+  rb_scatter_add_f32(r.part, (size_t)r.outer, (size_t)r.len, (size_t)r.inner, r.index, r.k, r.full);
   return undefined(env);
 }
 
@@ -731,53 +750,81 @@ static napi_value ScatterAdd(napi_env env, napi_callback_info info) {
  * Convolution and pooling
  * ---------------------------------------------------------------------------------------------- */
 
+/* The typed arrays a conv or pool kernel takes as arguments 0..n-1, all sized by its geometry: read
+ * in argument order, then length-checked, so a wrong type is reported before a wrong length. */
+typedef struct {
+  const char *name;
+  char kind; /* 'f' Float32Array, 'n' Float32Array or null/undefined, 'i' Int32Array */
+  int size;  /* index of the length it needs in the sizes passed to check_arrays */
+} array_spec;
+
+typedef struct {
+  void *p; /* NULL for an absent 'n' array */
+  size_t len;
+} array_arg;
+
+static bool get_arrays(call_t *c, const array_spec *spec, size_t n, array_arg *a) {
+  for (size_t i = 0; i < n; i++) {
+    const array_spec *s = &spec[i];
+    if (s->kind == 'i') a[i].p = get_i32(c, i, s->name, &a[i].len);
+    else if (s->kind == 'n') a[i].p = get_f32_or_null(c, i, s->name, &a[i].len);
+    else a[i].p = get_f32(c, i, s->name, &a[i].len);
+  }
+  return !c->failed;
+}
+
+static bool check_arrays(call_t *c, const array_spec *spec, size_t n, const array_arg *a, const int64_t *sizes) {
+  for (size_t i = 0; i < n; i++)
+    if (a[i].p) need_len(c, spec[i].name, a[i].len, sizes[spec[i].size]);
+  return !c->failed;
+}
+
+enum { CONV_X, CONV_W, CONV_B, CONV_Y };
+
+static void conv_sizes(const rb_conv_geom *g, int64_t sizes[4]) {
+  sizes[CONV_X] = g->N * g->C * g->H * g->W;
+  sizes[CONV_W] = g->O * g->C * g->KH * g->KW;
+  sizes[CONV_B] = g->O;
+  sizes[CONV_Y] = g->N * g->O * g->OH * g->OW;
+}
+
 static napi_value Conv2dForward(napi_env env, napi_callback_info info) {
+  static const array_spec spec[] = {{"x", 'f', CONV_X}, {"w", 'f', CONV_W}, {"bias", 'n', CONV_B}, {"out", 'f', CONV_Y}};
   call_t c;
   if (!begin(&c, env, info, "conv2dForward", 5)) return NULL;
   rb_conv_geom g;
   get_conv_geom(&c, 4, &g);
-  size_t lx, lw, lb, lo;
-  float *x = get_f32(&c, 0, "x", &lx);
-  float *w = get_f32(&c, 1, "w", &lw);
-  float *bias = get_f32_or_null(&c, 2, "bias", &lb);
-  float *out = get_f32(&c, 3, "out", &lo);
+  array_arg a[4];
+  get_arrays(&c, spec, 4, a);
   bool relu = !is_nullish(&c, 5) && get_bool(&c, 5, "relu");
   if (c.failed) return NULL;
-  need_len(&c, "x", lx, g.N * g.C * g.H * g.W);
-  need_len(&c, "w", lw, g.O * g.C * g.KH * g.KW);
-  if (bias) need_len(&c, "bias", lb, g.O);
-  need_len(&c, "out", lo, g.N * g.O * g.OH * g.OW);
-  if (c.failed) return NULL;
-  hint_huge(out, (size_t)(g.N * g.O * g.OH * g.OW) * sizeof(float));
-  if (rb_conv_fwd_f32(x, w, bias, out, &g, relu) != 0) { oom(&c); return NULL; }
+  int64_t sizes[4];
+  conv_sizes(&g, sizes);
+  if (!check_arrays(&c, spec, 4, a, sizes)) return NULL;
+  hint_huge(a[3].p, (size_t)sizes[CONV_Y] * sizeof(float));
+  if (rb_conv_fwd_f32(a[0].p, a[1].p, a[2].p, a[3].p, &g, relu) != 0) { oom(&c); return NULL; }
   return undefined(env);
 }
 
 static napi_value Conv2dBackward(napi_env env, napi_callback_info info) {
+  static const array_spec spec[] = {{"x", 'f', CONV_X},  {"w", 'f', CONV_W},  {"dy", 'f', CONV_Y},
+                                    {"dx", 'n', CONV_X}, {"dw", 'n', CONV_W}, {"db", 'n', CONV_B}};
   call_t c;
   if (!begin(&c, env, info, "conv2dBackward", 7)) return NULL;
   rb_conv_geom g;
   get_conv_geom(&c, 6, &g);
-  size_t lx, lw, ly, ldx, ldw, ldb;
-  float *x = get_f32(&c, 0, "x", &lx);
-  float *w = get_f32(&c, 1, "w", &lw);
-  float *dy = get_f32(&c, 2, "dy", &ly);
-  float *dx = get_f32_or_null(&c, 3, "dx", &ldx);
-  float *dw = get_f32_or_null(&c, 4, "dw", &ldw);
-  float *db = get_f32_or_null(&c, 5, "db", &ldb);
-  size_t lr = 0;
-  float *relu_y = c.argc > 7 ? get_f32_or_null(&c, 7, "reluOut", &lr) : NULL;
+  array_arg a[6];
+  get_arrays(&c, spec, 6, a);
+  size_t lr;
+  float *relu_y = get_f32_or_null(&c, 7, "reluOut", &lr);
   if (c.failed) return NULL;
-  if (relu_y) need_len(&c, "reluOut", lr, g.N * g.O * g.OH * g.OW);
-  need_len(&c, "x", lx, g.N * g.C * g.H * g.W);
-  need_len(&c, "w", lw, g.O * g.C * g.KH * g.KW);
-  need_len(&c, "dy", ly, g.N * g.O * g.OH * g.OW);
-  if (dx) need_len(&c, "dx", ldx, g.N * g.C * g.H * g.W);
-  if (dw) need_len(&c, "dw", ldw, g.O * g.C * g.KH * g.KW);
-  if (db) need_len(&c, "db", ldb, g.O);
-  if (c.failed) return NULL;
-  if (dx) hint_huge(dx, (size_t)(g.N * g.C * g.H * g.W) * sizeof(float));
-  if (rb_conv_bwd_f32(x, w, dy, relu_y, dx, dw, db, &g) != 0) { oom(&c); return NULL; }
+  int64_t sizes[4];
+  conv_sizes(&g, sizes);
+  if (relu_y) need_len(&c, "reluOut", lr, sizes[CONV_Y]);
+  if (!check_arrays(&c, spec, 6, a, sizes)) return NULL;
+  float *dx = a[3].p;
+  if (dx) hint_huge(dx, (size_t)sizes[CONV_X] * sizeof(float));
+  if (rb_conv_bwd_f32(a[0].p, a[1].p, a[2].p, relu_y, dx, a[4].p, a[5].p, &g) != 0) { oom(&c); return NULL; }
   return undefined(env);
 }
 
@@ -816,85 +863,70 @@ static napi_value Col2im(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+enum { POOL_IN, POOL_OUT };
+
+/* Starts a pooling call: geometry (the argument after the n arrays), the arrays, their lengths. */
+static bool pool_call(call_t *c, napi_env env, napi_callback_info info, const char *kernel, const array_spec *spec,
+                      size_t n, rb_pool_geom *g, array_arg *a) {
+  if (!begin(c, env, info, kernel, n + 1)) return false;
+  get_pool_geom(c, n, g);
+  if (!get_arrays(c, spec, n, a)) return false;
+  int64_t sizes[2] = {g->N * g->C * g->H * g->W, g->N * g->C * g->OH * g->OW};
+  return check_arrays(c, spec, n, a, sizes);
+}
+
 static napi_value MaxPool2dForward(napi_env env, napi_callback_info info) {
+  static const array_spec spec[] = {{"x", 'f', POOL_IN}, {"out", 'f', POOL_OUT}, {"argmax", 'i', POOL_OUT}};
   call_t c;
-  if (!begin(&c, env, info, "maxPool2dForward", 4)) return NULL;
   rb_pool_geom g;
-  get_pool_geom(&c, 3, &g);
-  size_t lx, lo, la;
-  float *x = get_f32(&c, 0, "x", &lx);
-  float *out = get_f32(&c, 1, "out", &lo);
-  int32_t *arg = get_i32(&c, 2, "argmax", &la);
-  if (c.failed) return NULL;
-  need_len(&c, "x", lx, g.N * g.C * g.H * g.W);
-  need_len(&c, "out", lo, g.N * g.C * g.OH * g.OW);
-  need_len(&c, "argmax", la, g.N * g.C * g.OH * g.OW);
-  if (c.failed) return NULL;
-  hint_huge(out, (size_t)(g.N * g.C * g.OH * g.OW) * sizeof(float));
-  hint_huge(arg, (size_t)(g.N * g.C * g.OH * g.OW) * sizeof(int32_t));
-  rb_maxpool_fwd_f32(x, out, arg, &g);
+  array_arg a[3];
+  if (!pool_call(&c, env, info, "maxPool2dForward", spec, 3, &g, a)) return NULL;
+  size_t on = (size_t)(g.N * g.C * g.OH * g.OW);
+  hint_huge(a[1].p, on * sizeof(float));
+  hint_huge(a[2].p, on * sizeof(int32_t));
+  rb_maxpool_fwd_f32(a[0].p, a[1].p, a[2].p, &g);
   return undefined(env);
 }
 
 static napi_value MaxPool2dBackward(napi_env env, napi_callback_info info) {
+  static const array_spec spec[] = {{"dy", 'f', POOL_OUT}, {"argmax", 'i', POOL_OUT}, {"dx", 'f', POOL_IN}};
   call_t c;
-  if (!begin(&c, env, info, "maxPool2dBackward", 4)) return NULL;
   rb_pool_geom g;
-  get_pool_geom(&c, 3, &g);
-  size_t ly, la, lx;
-  float *dy = get_f32(&c, 0, "dy", &ly);
-  int32_t *arg = get_i32(&c, 1, "argmax", &la);
-  float *dx = get_f32(&c, 2, "dx", &lx);
-  if (c.failed) return NULL;
-  int64_t on = g.N * g.C * g.OH * g.OW;
-  need_len(&c, "dy", ly, on);
-  need_len(&c, "argmax", la, on);
-  need_len(&c, "dx", lx, g.N * g.C * g.H * g.W);
-  if (c.failed) return NULL;
+  array_arg a[3];
+  if (!pool_call(&c, env, info, "maxPool2dBackward", spec, 3, &g, a)) return NULL;
   /* A corrupt argmax would write outside its plane. */
-  int64_t plane = g.H * g.W;
+  const int32_t *arg = a[1].p;
+  int64_t on = g.N * g.C * g.OH * g.OW, plane = g.H * g.W;
   for (int64_t i = 0; i < on; i++) {
     if (arg[i] >= plane || arg[i] < -1) {
       fail(&c, true, "argmax[%lld] = %d is outside the %lld-element input plane", (long long)i, arg[i], (long long)plane);
       return NULL;
     }
   }
-  hint_huge(dx, (size_t)(g.N * g.C * g.H * g.W) * sizeof(float));
-  rb_maxpool_bwd_f32(dy, arg, dx, &g);
+  hint_huge(a[2].p, (size_t)(g.N * g.C * g.H * g.W) * sizeof(float));
+  rb_maxpool_bwd_f32(a[0].p, arg, a[2].p, &g);
   return undefined(env);
 }
 
 static napi_value AvgPool2dForward(napi_env env, napi_callback_info info) {
+  static const array_spec spec[] = {{"x", 'f', POOL_IN}, {"out", 'f', POOL_OUT}};
   call_t c;
-  if (!begin(&c, env, info, "avgPool2dForward", 3)) return NULL;
   rb_pool_geom g;
-  get_pool_geom(&c, 2, &g);
-  size_t lx, lo;
-  float *x = get_f32(&c, 0, "x", &lx);
-  float *out = get_f32(&c, 1, "out", &lo);
-  if (c.failed) return NULL;
-  need_len(&c, "x", lx, g.N * g.C * g.H * g.W);
-  need_len(&c, "out", lo, g.N * g.C * g.OH * g.OW);
-  if (c.failed) return NULL;
-  hint_huge(out, (size_t)(g.N * g.C * g.OH * g.OW) * sizeof(float));
-  rb_avgpool_fwd_f32(x, out, &g);
+  array_arg a[2];
+  if (!pool_call(&c, env, info, "avgPool2dForward", spec, 2, &g, a)) return NULL;
+  hint_huge(a[1].p, (size_t)(g.N * g.C * g.OH * g.OW) * sizeof(float));
+  rb_avgpool_fwd_f32(a[0].p, a[1].p, &g);
   return undefined(env);
 }
 
 static napi_value AvgPool2dBackward(napi_env env, napi_callback_info info) {
+  static const array_spec spec[] = {{"dy", 'f', POOL_OUT}, {"dx", 'f', POOL_IN}};
   call_t c;
-  if (!begin(&c, env, info, "avgPool2dBackward", 3)) return NULL;
   rb_pool_geom g;
-  get_pool_geom(&c, 2, &g);
-  size_t ly, lx;
-  float *dy = get_f32(&c, 0, "dy", &ly);
-  float *dx = get_f32(&c, 1, "dx", &lx);
-  if (c.failed) return NULL;
-  need_len(&c, "dy", ly, g.N * g.C * g.OH * g.OW);
-  need_len(&c, "dx", lx, g.N * g.C * g.H * g.W);
-  if (c.failed) return NULL;
-  hint_huge(dx, (size_t)(g.N * g.C * g.H * g.W) * sizeof(float));
-  rb_avgpool_bwd_f32(dy, dx, &g);
+  array_arg a[2];
+  if (!pool_call(&c, env, info, "avgPool2dBackward", spec, 2, &g, a)) return NULL;
+  hint_huge(a[1].p, (size_t)(g.N * g.C * g.H * g.W) * sizeof(float));
+  rb_avgpool_bwd_f32(a[0].p, a[1].p, &g);
   return undefined(env);
 }
 

@@ -466,8 +466,11 @@ AVX512 static void pack_b_image(workspace *ws, const float *x, const rb_conv_geo
   }
 }
 
-/* A zero-padded copy [C][H+2p][W+2p] of one sample in the thread's workspace, or NULL. */
-static float *padded_copy(workspace *ws, const float *x, const rb_conv_geom *g) {
+/* The thread's workspace with a zero-padded copy [C][H+2p][W+2p] of one sample in ws->padded, or
+ * NULL when either cannot be allocated. */
+static workspace *padded_copy(const float *x, const rb_conv_geom *g) {
+  workspace *ws = get_workspace();
+  if (!ws) return NULL;
   const int64_t Cn = g->C, H = g->H, W = g->W, pad = g->pad, Hp = H + 2 * pad, Wp = W + 2 * pad;
   size_t need = (size_t)(Cn * Hp * Wp + 32);
   if (ws->padded_cap < need) {
@@ -488,7 +491,7 @@ static float *padded_copy(workspace *ws, const float *x, const rb_conv_geom *g) 
     }
     memset(pc + (H + pad) * Wp, 0, (size_t)(pad * Wp) * sizeof(float));
   }
-  return img;
+  return ws;
 }
 
 /* K slice for conv_gemm_image: the rows of x a register tile reads for one slice (kc rows of 128 B
@@ -504,12 +507,11 @@ static float *padded_copy(workspace *ws, const float *x, const rb_conv_geom *g) 
  */
 AVX512 static bool conv_gemm_image(const float *A, int64_t M, const float *x, const rb_conv_geom *g,
                                    const float *bias, bool relu, float *C) {
-  workspace *ws = get_workspace();
+  workspace *ws = padded_copy(x, g);
   if (!ws) return false;
+  const float *img = ws->padded;
   const int64_t Cn = g->C, KH = g->KH, KW = g->KW, OH = g->OH, OW = g->OW;
   const int64_t Hp = g->H + 2 * g->pad, Wp = g->W + 2 * g->pad, K = Cn * KH * KW, N = OH * OW;
-  float *img = padded_copy(ws, x, g);
-  if (!img) return false;
   int64_t kstep = slice_step(K, KC_IMAGE);
   int32_t *off = ws->k_off;
   for (int64_t pc = 0; pc < K; pc += kstep) {
@@ -560,13 +562,12 @@ bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_co
  * samples. Any stride.
  */
 bool rb_conv_dwt_own_f32(const float *dy, const float *x, const rb_conv_geom *g, float *dwt) {
-  workspace *ws = get_workspace();
+  if (g->O > NC) return false;
+  workspace *ws = padded_copy(x, g);
   if (!ws) return false;
+  const float *img = ws->padded;
   const int64_t Cn = g->C, KH = g->KH, KW = g->KW, OW = g->OW, s = g->stride, O = g->O;
   const int64_t Wp = g->W + 2 * g->pad, Hp = g->H + 2 * g->pad, K = Cn * KH * KW, P = g->OH * OW;
-  if (O > NC) return false;
-  float *img = padded_copy(ws, x, g);
-  if (!img) return false;
   int64_t pstep = slice_step(P, KC_IMAGE);
   int32_t *pos = ws->k_off;
   for (int64_t pc = 0; pc < P; pc += pstep) {

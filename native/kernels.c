@@ -847,6 +847,15 @@ typedef struct {
   const rb_pool_geom *g;
 } pool_job;
 
+/* Output position o's window along one axis starts at input o·s - pad (returned); its offsets
+ * [k0, k1) are the ones inside [0, n). */
+static inline int64_t pool_window(int64_t o, int64_t s, int64_t pad, int64_t K, int64_t n, int64_t *k0, int64_t *k1) {
+  int64_t i0 = o * s - pad;
+  *k0 = i0 < 0 ? -i0 : 0;
+  *k1 = i0 + K > n ? n - i0 : K;
+  return i0;
+}
+
 static void maxpool_planes(const pool_job *J, size_t p0, size_t p1) {
   const rb_pool_geom *g = J->g;
   int64_t H = g->H, W = g->W, K = g->K, s = g->stride, pad = g->pad, OH = g->OH, OW = g->OW;
@@ -874,11 +883,9 @@ static void maxpool_planes(const pool_job *J, size_t p0, size_t p1) {
       continue;
     }
     for (int64_t oh = 0; oh < OH; oh++) {
-      int64_t h0 = oh * s - pad;
-      int64_t kh0 = h0 < 0 ? -h0 : 0, kh1 = h0 + K > H ? H - h0 : K;
+      int64_t kh0, kh1, h0 = pool_window(oh, s, pad, K, H, &kh0, &kh1);
       for (int64_t ow = 0; ow < OW; ow++) {
-        int64_t w0 = ow * s - pad;
-        int64_t kw0 = w0 < 0 ? -w0 : 0, kw1 = w0 + K > W ? W - w0 : K;
+        int64_t kw0, kw1, w0 = pool_window(ow, s, pad, K, W, &kw0, &kw1);
         float best = -INFINITY;
         int32_t arg = -1;
         for (int64_t kh = kh0; kh < kh1; kh++) {
@@ -950,11 +957,9 @@ void rb_avgpool_fwd_f32(const float *x, float *out, const rb_pool_geom *g) {
     const float *xp = x + p * H * W;
     float *op = out + p * OH * OW;
     for (int64_t oh = 0; oh < OH; oh++) {
-      int64_t h0 = oh * s - pad;
-      int64_t kh0 = h0 < 0 ? -h0 : 0, kh1 = h0 + K > H ? H - h0 : K;
+      int64_t kh0, kh1, h0 = pool_window(oh, s, pad, K, H, &kh0, &kh1);
       for (int64_t ow = 0; ow < OW; ow++) {
-        int64_t w0 = ow * s - pad;
-        int64_t kw0 = w0 < 0 ? -w0 : 0, kw1 = w0 + K > W ? W - w0 : K;
+        int64_t kw0, kw1, w0 = pool_window(ow, s, pad, K, W, &kw0, &kw1);
         double acc = 0;
         for (int64_t kh = kh0; kh < kh1; kh++) {
           const float *r = xp + (h0 + kh) * W + w0;
@@ -975,11 +980,9 @@ void rb_avgpool_bwd_f32(const float *dy, float *dx, const rb_pool_geom *g) {
     float *xp = dx + p * H * W;
     const float *yp = dy + p * OH * OW;
     for (int64_t oh = 0; oh < OH; oh++) {
-      int64_t h0 = oh * s - pad;
-      int64_t kh0 = h0 < 0 ? -h0 : 0, kh1 = h0 + K > H ? H - h0 : K;
+      int64_t kh0, kh1, h0 = pool_window(oh, s, pad, K, H, &kh0, &kh1);
       for (int64_t ow = 0; ow < OW; ow++) {
-        int64_t w0 = ow * s - pad;
-        int64_t kw0 = w0 < 0 ? -w0 : 0, kw1 = w0 + K > W ? W - w0 : K;
+        int64_t kw0, kw1, w0 = pool_window(ow, s, pad, K, W, &kw0, &kw1);
         double d = (double)yp[oh * OW + ow] * inv;
         for (int64_t kh = kh0; kh < kh1; kh++) {
           float *r = xp + (h0 + kh) * W + w0;

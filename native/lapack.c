@@ -52,62 +52,45 @@ extern void dgelsd_(const lp_int *m, const lp_int *n, const lp_int *nrhs, double
                     const lp_int *ldb, double *s, const double *rcond, lp_int *rank, double *work,
                     const lp_int *lwork, lp_int *iwork, lp_int *info);
 
+/* The AVX2 part of the norms loop below: L lanes of type V at a time (X = ps or pd). */
+#ifdef __AVX2__
+#define RB_NORMS_AVX2(T, V, L, X)                                                                      \
+  const V sign = _mm256_set1_##X((T)-0.0);                                                             \
+  V vs = _mm256_setzero_##X(), vm = _mm256_setzero_##X();                                              \
+  for (; j + L <= n; j += L) {                                                                         \
+    V v = _mm256_andnot_##X(sign, _mm256_loadu_##X(r + j));                                           \
+    vs = _mm256_add_##X(vs, v);                                                                        \
+    vm = _mm256_max_##X(vm, v);                                                                        \
+  }                                                                                                    \
+  T ls[L], lm[L];                                                                                      \
+  _mm256_storeu_##X(ls, vs);                                                                           \
+  _mm256_storeu_##X(lm, vm);                                                                           \
+  for (int k = 0; k < L; k++) { rs += ls[k]; rm = lm[k] > rm ? lm[k] : rm; }
+#else
+#define RB_NORMS_AVX2(T, V, L, X)
+#endif
+
 /* max|a_ij| and the largest absolute row sum of a row-major n×n matrix, in one vectorised pass
  * (the plain loop stays scalar: its NaN-aware max does not auto-vectorise). NaN/Inf show up as a
- * non-finite row sum. */
-static void s_norms(const float *A, lp_int n, float *amax, float *anorm) {
-  float am = 0, an = 0;
-  for (lp_int i = 0; i < n; i++) {
-    const float *r = A + (size_t)i * n;
-    lp_int j = 0;
-    float rs = 0, rm = 0;
-#ifdef __AVX2__
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 vs = _mm256_setzero_ps(), vm = _mm256_setzero_ps();
-    for (; j + 8 <= n; j += 8) {
-      __m256 v = _mm256_andnot_ps(sign, _mm256_loadu_ps(r + j));
-      vs = _mm256_add_ps(vs, v);
-      vm = _mm256_max_ps(vm, v);
-    }
-    float ls[8], lm[8];
-    _mm256_storeu_ps(ls, vs);
-    _mm256_storeu_ps(lm, vm);
-    for (int k = 0; k < 8; k++) { rs += ls[k]; rm = lm[k] > rm ? lm[k] : rm; }
-#endif
-    for (; j < n; j++) { float v = fabsf(r[j]); rs += v; rm = v > rm ? v : rm; }
-    an = rs > an || rs != rs ? rs : an;
-    am = rm > am ? rm : am;
+ * non-finite row sum. One body for both precisions, so they cannot drift apart. */
+#define RB_DEFINE_NORMS(NAME, T, FABS, V, L, X)                                                        \
+  static void NAME(const T *A, lp_int n, T *amax, T *anorm) {                                          \
+    T am = 0, an = 0;                                                                                  \
+    for (lp_int i = 0; i < n; i++) {                                                                   \
+      const T *r = A + (size_t)i * n;                                                                  \
+      lp_int j = 0;                                                                                    \
+      T rs = 0, rm = 0;                                                                                \
+      RB_NORMS_AVX2(T, V, L, X)                                                                        \
+      for (; j < n; j++) { T v = FABS(r[j]); rs += v; rm = v > rm ? v : rm; }                          \
+      an = rs > an || rs != rs ? rs : an;                                                              \
+      am = rm > am ? rm : am;                                                                          \
+    }                                                                                                  \
+    *amax = am;                                                                                        \
+    *anorm = an;                                                                                       \
   }
-  *amax = am;
-  *anorm = an;
-}
 
-static void d_norms(const double *A, lp_int n, double *amax, double *anorm) {
-  double am = 0, an = 0;
-  for (lp_int i = 0; i < n; i++) {
-    const double *r = A + (size_t)i * n;
-    lp_int j = 0;
-    double rs = 0, rm = 0;
-#ifdef __AVX2__
-    const __m256d sign = _mm256_set1_pd(-0.0);
-    __m256d vs = _mm256_setzero_pd(), vm = _mm256_setzero_pd();
-    for (; j + 4 <= n; j += 4) {
-      __m256d v = _mm256_andnot_pd(sign, _mm256_loadu_pd(r + j));
-      vs = _mm256_add_pd(vs, v);
-      vm = _mm256_max_pd(vm, v);
-    }
-    double ls[4], lm[4];
-    _mm256_storeu_pd(ls, vs);
-    _mm256_storeu_pd(lm, vm);
-    for (int k = 0; k < 4; k++) { rs += ls[k]; rm = lm[k] > rm ? lm[k] : rm; }
-#endif
-    for (; j < n; j++) { double v = fabs(r[j]); rs += v; rm = v > rm ? v : rm; }
-    an = rs > an || rs != rs ? rs : an;
-    am = rm > am ? rm : am;
-  }
-  *amax = am;
-  *anorm = an;
-}
+RB_DEFINE_NORMS(s_norms, float, fabsf, __m256, 8, ps)
+RB_DEFINE_NORMS(d_norms, double, fabs, __m256d, 4, pd)
 
 static void s_trmm_lower_unit(lp_int n, const float *L, float *M) {
   cblas_strmm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, n, n, 1.0f, L, n, M, n);
