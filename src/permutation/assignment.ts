@@ -386,7 +386,8 @@ function rowCacheTwoSmallest(w: Float64Array, cacheCost: Float64Array, cacheCol:
       j2 = j;
     }
   }
-  if (j1 < 0 || (!(u2 < top) && top !== Infinity)) return false;
+  // top = +∞ (n ≤ CACHED, every column cached) always vouches, as u2 is finite for n ≥ 2.
+  if (j1 < 0 || !(u2 < top)) return false;
   pick[0] = j1;
   pick[1] = j2;
   pickCost[0] = u1;
