@@ -5,6 +5,7 @@
  * native sgemm (own AVX-512 kernels by default where the CPU has them).
  */
 import { jsKernels } from './js.js';
+import type { GemmChoice } from './native.js';
 import type { BackendInfo, Kernels } from './types.js';
 
 export type { BackendInfo, Kernels, FloatArray, UnaryOp, BinaryOp, ConvGeometry, PoolGeometry } from './types.js';
@@ -29,7 +30,7 @@ const nativeLoad: NativeLoad | null = requested === 'js'
       const load = m.loadNativeKernels() as NativeLoad;
       if ('kernels' in load && gemmChoice) {
         try {
-          m.setGemmImpl(gemmChoice as 'auto' | 'openblas' | 'own');
+          m.setGemmImpl(gemmChoice as GemmChoice);
         } catch (e) {
           throw new Error(`REBASIN_GEMM=${gemmChoice}: ${(e as Error).message}`);
         }
