@@ -19,6 +19,7 @@ export const lmcSpec: CommandSpec = {
     epochs: { type: 'int', help: 'training epochs of the endpoints (default: per task, as the reference)' },
     'sinkhorn-epochs': { type: 'int', help: 'epochs of Sinkhorn-Mid/Rnd over the training data (default: 20 on MNIST tasks, 300 on the 100-point polynomial tasks)' },
     'ste-epochs': { type: 'int', help: 'epochs of the straight-through estimator (default: 5 on MNIST tasks, 300 on polynomial tasks)' },
+    tau: { type: 'number', help: 'Sinkhorn temperature τ of every Sinkhorn method (default: 0.1 for L2/L1/cosine, 1 for Mid/Rnd as the reference)' },
     'test-limit': { type: 'int', help: 'evaluate the curves on the first N test samples only' },
     'data-dir': { type: 'string', help: 'folder with the Fashion-MNIST/MNIST IDX files' },
     retrain: { type: 'boolean', help: 'retrain endpoints even if their checkpoints exist' },
@@ -35,6 +36,7 @@ export async function experimentLmc(args: Parsed): Promise<number> {
   const o = args.options;
   for (const k of ['seeds', 'points', 'epochs', 'sinkhorn-epochs', 'ste-epochs', 'test-limit']) positive('experiment lmc', k, o[k]);
   if ((o.points as number) < 2) throw new UsageError('experiment lmc: --points must be ≥ 2');
+  if (o.tau !== undefined && !((o.tau as number) > 0)) throw new UsageError(`experiment lmc: --tau must be > 0, got ${o.tau}`);
   const report = await runLmc({
     tasks: o.tasks as LmcTask[],
     methods: o.methods as MethodName[],
@@ -45,6 +47,7 @@ export async function experimentLmc(args: Parsed): Promise<number> {
     epochs: o.epochs as number | undefined,
     sinkhornEpochs: o['sinkhorn-epochs'] as number | undefined,
     steEpochs: o['ste-epochs'] as number | undefined,
+    tau: o.tau as number | undefined,
     testLimit: o['test-limit'] as number | undefined,
     dataDir: o['data-dir'] as string | undefined,
     retrain: Boolean(o.retrain),

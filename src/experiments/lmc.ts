@@ -92,6 +92,8 @@ export interface LmcOptions {
   /** Epochs of Sinkhorn-Mid/Rnd (default: per task; the reference's 20 on MNIST). */
   sinkhornEpochs?: number;
   steEpochs?: number;
+  /** Sinkhorn temperature τ for every Sinkhorn method (default: 0.1 for weight costs, 1 for Mid/Rnd, as the reference). */
+  tau?: number;
   /** Retrain endpoints even when their checkpoints exist in outDir. */
   retrain?: boolean;
   dataDir?: string;
@@ -150,6 +152,7 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
           seed,
           sinkhornEpochs: o.sinkhornEpochs ?? setup.sinkhornEpochs,
           steEpochs: o.steEpochs ?? setup.steEpochs,
+          ...(o.tau !== undefined ? { sinkhorn: { tau: o.tau } } : {}),
         });
         const points = interpolationCurve({ model: setup.model, a: A.state, b: result.aligned, data: setup.test, criterion: setup.criterion, points: o.points ?? 25, bn: o.bn ?? setup.bn, bnData: setup.train });
         rows.push({ task, method, seed, seconds: result.seconds, ...barrier(points) });
@@ -213,7 +216,7 @@ export function lmcMarkdown(o: LmcOptions, rows: LmcRow[]): string {
       ]);
     }
   }
-  return `# Linear mode connectivity\n\n${o.seeds} seed pair(s); ${o.points ?? 25} λ points; BN mode ${o.bn ?? 'per task (re-estimated for mnist-vgg, as the reference)'}. ` +
+  return `# Linear mode connectivity\n\n${o.seeds} seed pair(s); ${o.points ?? 25} λ points; BN mode ${o.bn ?? 'per task (re-estimated for mnist-vgg, as the reference)'}${o.tau !== undefined ? `; Sinkhorn τ = ${o.tau}` : ''}. ` +
     'Barrier = max over λ of the loss above the straight line between the endpoint losses (accuracy: below). Mean ± std over seeds.\n\n' +
     markdownTable(header, body);
 }
