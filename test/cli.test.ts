@@ -227,3 +227,9 @@ test('doctor: REBASIN_GEMM picks the sgemm, REBASIN_MALLOC=system leaves malloc 
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /REBASIN_GEMM must be "auto", "openblas" or "own", got "mkl"/);
 });
+
+test('experiment lmc: an impossible --tau is a usage error before any work', () => {
+  const r = run('experiment', 'lmc', '--tasks', 'poly1', '--tau', '0', '--out', join(dir || tmpdir(), 'never'));
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--tau must be > 0, got 0/);
+});
