@@ -124,6 +124,8 @@ export function runGraph(graph: ModelGraph, params: Params, x: Tensor, ctx: RunC
     return v;
   };
   let result: Tensor | null = null;
+  const conv = (n: Extract<GraphNode, { op: 'conv2d' }>, relu: boolean) =>
+    F.conv2d(get(n.input), need(params, n.weight), n.bias ? need(params, n.bias) : null, { stride: n.stride, padding: n.padding, relu });
   const readers = new Map<string, number>();
   for (const n of graph.nodes) for (const id of nodeInputs(n)) readers.set(id, (readers.get(id) ?? 0) + 1);
   const nodes = graph.nodes;
@@ -132,8 +134,7 @@ export function runGraph(graph: ModelGraph, params: Params, x: Tensor, ctx: RunC
     const next = nodes[i + 1];
     // conv → relu with nothing else reading the conv: one fused kernel (same values and gradients).
     if (n.op === 'conv2d' && next?.op === 'relu' && next.input === n.id && readers.get(n.id) === 1) {
-      vals.set(next.id, F.conv2d(get(n.input), need(params, n.weight), n.bias ? need(params, n.bias) : null,
-        { stride: n.stride, padding: n.padding, relu: true }));
+      vals.set(next.id, conv(n, true));
       i++;
       continue;
     }
@@ -154,7 +155,7 @@ export function runGraph(graph: ModelGraph, params: Params, x: Tensor, ctx: RunC
         y = F.linear(get(n.input), need(params, n.weight), n.bias ? need(params, n.bias) : null);
         break;
       case 'conv2d':
-        y = F.conv2d(get(n.input), need(params, n.weight), n.bias ? need(params, n.bias) : null, { stride: n.stride, padding: n.padding });
+        y = conv(n, false);
         break;
       case 'batchnorm': {
         const rm = ctx.buffers?.get(n.runningMean);
