@@ -7,7 +7,7 @@ import { barrier, interpolationCurve } from '../src/analysis/lmc.js';
 import { loadMnist, splitTrainVal } from '../src/data/index.js';
 import { alignModels } from '../src/methods/registry.js';
 import { mlp } from '../src/models/index.js';
-import { mergeState } from '../src/models/state.js';
+import { mergeState } from '../src/state/params.js';
 import { applyHard, randomPerms } from '../src/permutation/apply.js';
 import { Rng } from '../src/core/random.js';
 import { trainModel } from '../src/training/train.js';

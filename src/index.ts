@@ -12,11 +12,9 @@ export * from './core/index.js';
 // Permutations: specs, applying them, linear assignment, Sinkhorn.
 export * from './permutation/spec.js';
 export { UnionFind } from './permutation/union-find.js';
-export {
-  applyHard, applySoft, checkPermutation, composePermutations, composePerms, identityPerms, invertPermutation,
-  invertPerms, permutationMatrices, permutationMatrix, randomPerms, rowArgmax, validatePerms,
-  type ApplySoftOptions, type Params, type Perms,
-} from './permutation/apply.js';
+export { applyHard, applySoft, checkPermutation, composePermutations, composePerms, identityPerms, invertPermutation, invertPerms, permutationMatrices, permutationMatrix, randomPerms, rowArgmax, validatePerms, type ApplySoftOptions, type Perms } from './permutation/apply.js';
+// Model states: named tensor maps.
+export { type Params, lerpState, weightedAverage, splitState, mergeState, cloneState, isBufferName, isBatchCounter } from './state/params.js';
 export { linearSumAssignment, permutationFromAssignment, type Assignment, type AssignmentOptions } from './permutation/assignment.js';
 export { sinkhorn, sinkhornDiagnostics, resetSinkhornDiagnostics, type SinkhornOptions, type CgWarmStart } from './permutation/sinkhorn.js';
 export { checkEquivalence, type EquivalenceResult } from './permutation/equivalence.js';
@@ -37,7 +35,6 @@ export { interpolationCurve, barrier, lambdas, type CurvePoint, type BarrierSumm
 
 // Models and model states.
 export * from './models/index.js';
-export { lerpState, weightedAverage, splitState, mergeState, cloneState, isBufferName } from './models/state.js';
 
 // Data, training.
 export * from './data/index.js';

@@ -11,10 +11,10 @@ import { recordsToState, stateToRecords } from '../src/io/checkpoint.js';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { weightMatching } from '../src/methods/weight-matching.js';
 import { applyPermutationsStreaming, safetensorsSource, weightMatchingLazy, type TensorSource } from '../src/methods/weight-matching-lazy.js';
-import { isBufferName } from '../src/methods/types.js';
+import { isBufferName, type Params } from '../src/state/params.js';
 import { mlp, resnet20 } from '../src/models/index.js';
 import type { Model } from '../src/models/model.js';
-import { applyHard, randomPerms, type Params } from '../src/permutation/apply.js';
+import { applyHard, randomPerms } from '../src/permutation/apply.js';
 import { permToAxes, specToJSON, type PermutationSpec } from '../src/permutation/spec.js';
 
 const CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');

@@ -13,8 +13,8 @@ import { straightThroughEstimator } from '../src/methods/ste.js';
 import { weightMatching } from '../src/methods/weight-matching.js';
 import { activationPoints } from '../src/models/activations.js';
 import { mlp, resnet20, vggSmall, type Model } from '../src/models/index.js';
-import { lerpState, splitState } from '../src/models/state.js';
-import { applyHard, invertPermutation, randomPerms, type Params } from '../src/permutation/apply.js';
+import { lerpState, splitState, type Params } from '../src/state/params.js';
+import { applyHard, invertPermutation, randomPerms } from '../src/permutation/apply.js';
 
 /**
  * Model A (random init), a planted permutation, and B = π*(A). BN running statistics are made

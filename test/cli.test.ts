@@ -15,7 +15,8 @@ import { alignSpec, interpolateSpec, mergeSpec } from '../src/cli/align.js';
 import { specInferSpec } from '../src/cli/spec.js';
 import { trainSpec } from '../src/cli/train.js';
 import { mlp } from '../src/models/index.js';
-import { applyHard, randomPerms, type Params } from '../src/permutation/apply.js';
+import { applyHard, randomPerms } from '../src/permutation/apply.js';
+import type { Params } from '../src/state/params.js';
 import { specToJSON } from '../src/permutation/spec.js';
 
 const CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');

@@ -10,10 +10,10 @@ import { runRecovery } from '../src/experiments/recovery.js';
 import { weightCost } from '../src/methods/costs.js';
 import { sinkhornRebasin } from '../src/methods/sinkhorn-rebasin.js';
 import { kernels } from '../src/core/backend/index.js';
-import { isBufferName } from '../src/methods/types.js';
+import { isBufferName, type Params } from '../src/state/params.js';
 import { bestGroupPermutation, weightMatching } from '../src/methods/weight-matching.js';
 import { mlp, resnet20, vgg, vggSmall, type Model } from '../src/models/index.js';
-import { applyHard, identityPerms, invertPermutation, randomPerms, type Params } from '../src/permutation/apply.js';
+import { applyHard, identityPerms, invertPermutation, randomPerms } from '../src/permutation/apply.js';
 import { axisMatrix, permuteExceptAxis } from '../src/permutation/axes.js';
 import { permToAxes, type PermutationSpec } from '../src/permutation/spec.js';
 

@@ -11,8 +11,7 @@ import { noGrad } from '../core/tensor.js';
 import type { Dataset } from '../data/dataset.js';
 import type { Criterion } from '../methods/data-costs.js';
 import type { Model } from '../models/model.js';
-import { lerpState, splitState } from '../models/state.js';
-import type { Params } from '../permutation/apply.js';
+import { lerpState, splitState, type Params } from '../state/params.js';
 import { evaluate, reestimateBatchNorm } from '../training/evaluate.js';
 
 export interface CurvePoint {

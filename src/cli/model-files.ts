@@ -16,8 +16,7 @@ import { readNpz } from '../io/npy.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import type { Model, ModelConfig } from '../models/model.js';
 import { createModel } from '../models/registry.js';
-import { splitState } from '../models/state.js';
-import type { Params } from '../permutation/apply.js';
+import { isBatchCounter, splitState, type Params } from '../state/params.js';
 import { checkEquivalence } from '../permutation/equivalence.js';
 import type { PermutationSpec } from '../permutation/spec.js';
 
@@ -50,7 +49,7 @@ export async function readModelFile(path: string, config?: ModelConfig): Promise
 }
 
 function dropBatchCounters(state: Params): void {
-  for (const k of [...state.keys()]) if (/(^|\.)num_batches_tracked$/.test(k)) state.delete(k);
+  for (const k of [...state.keys()]) if (isBatchCounter(k)) state.delete(k);
 }
 
 function modelFor(config: ModelConfig, source: string): Model {

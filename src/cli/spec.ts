@@ -18,6 +18,7 @@ import { loadTensors } from '../io/load-any.js';
 import { inferSpecFromOnnx, readOnnx, type Dim, type InferredGroup, type OnnxNameMapping } from '../io/onnx.js';
 import { readTfjs, tfjsToPytorchLayout } from '../io/tfjs.js';
 import { SPEC_FORMAT, SPEC_VERSION, specToJSON, validateSpec, type PermutationSpec } from '../permutation/spec.js';
+import { isBatchCounter } from '../state/params.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
 export const specInferSpec: CommandSpec = {
@@ -45,7 +46,6 @@ export const specCheckSpec: CommandSpec = {
   },
 };
 
-const isBatchCounter = (name: string) => /(^|\.)num_batches_tracked$/.test(name);
 
 function describeGroup(g: InferredGroup): string {
   const axes = g.axes.length > 4 ? `${g.axes.slice(0, 4).join(', ')} … (${g.axes.length} axes)` : g.axes.join(', ');

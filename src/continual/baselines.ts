@@ -26,7 +26,7 @@
  */
 import { AdamW, F, noGrad, SGD, zeros, type Optimizer, type Tensor } from '../core/index.js';
 import { InputError } from '../errors.js';
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import {
   batchCrossEntropy, flatGrad, frozenCopy, maskLogits, ReplayBuffer, setFlatGrad, stepsPerEpoch, trainableCopy,
   type TaskBatch,

@@ -6,7 +6,7 @@
  */
 import { F, noGrad, Tensor, zeros, type Rng } from '../core/index.js';
 import type { Model } from '../models/model.js';
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import { logitMask, type Benchmark, type SampleSource } from './benchmarks.js';
 
 /** A training mini-batch: samples, global labels and the task each sample comes from. */

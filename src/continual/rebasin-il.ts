@@ -17,7 +17,8 @@
  */
 import { AdamW, clipGradValue, eye, F, noGrad, SGD, type Tensor } from '../core/index.js';
 import { hardPermutations } from '../methods/sinkhorn-rebasin.js';
-import { applyHard, applySoft, type Params } from '../permutation/apply.js';
+import { applyHard, applySoft } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import { sinkhorn, type CgWarmStart } from '../permutation/sinkhorn.js';
 import type { PermutationSpec } from '../permutation/spec.js';
 import { InputError } from '../errors.js';

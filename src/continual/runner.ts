@@ -11,7 +11,7 @@ import { InputError } from '../errors.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { mlp } from '../models/mlp.js';
 import type { Model } from '../models/model.js';
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import { markdownTable } from '../report/markdown.js';
 import { fmtTime, Progress } from '../report/progress.js';
 import { heatMap, linePlots, type Series } from '../report/svg.js';

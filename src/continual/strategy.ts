@@ -9,7 +9,7 @@
 import { InputError } from '../errors.js';
 import { F, Tensor, type Optimizer, type Rng } from '../core/index.js';
 import type { Model } from '../models/model.js';
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import type { Benchmark } from './benchmarks.js';
 import { batchCrossEntropy, epochBatches, maskLogits, type ReplayBuffer, type StepHook, type TaskBatch } from './common.js';
 

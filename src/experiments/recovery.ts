@@ -12,7 +12,8 @@ import { sinkhornRebasin, WEIGHT_COST_DEFAULTS } from '../methods/sinkhorn-rebas
 import type { AlignResult } from '../methods/types.js';
 import { weightMatching } from '../methods/weight-matching.js';
 import { mlp, vgg, type Model } from '../models/index.js';
-import { applyHard, invertPermutation, randomPerms, type Params } from '../permutation/apply.js';
+import { applyHard, invertPermutation, randomPerms } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import { fmtMeanStd, markdownTable } from '../report/markdown.js';
 import { Progress } from '../report/progress.js';
 import { linePlots, type Series } from '../report/svg.js';

@@ -13,8 +13,7 @@ import { InputError } from '../errors.js';
 import { graphTensors, type TensorInfo } from '../models/graph.js';
 import type { Model, ModelConfig } from '../models/model.js';
 import { createModel } from '../models/registry.js';
-import { splitState } from '../models/state.js';
-import type { Params } from '../permutation/apply.js';
+import { isBatchCounter, splitState, type Params } from '../state/params.js';
 import { parseNpz } from './npy.js';
 import type { StateDict } from './records.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
@@ -40,7 +39,6 @@ export function recordsToState(records: StateDict): Params {
 
 const shapeStr = (s: readonly number[]) => `[${s.join(', ')}]`;
 const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
-const isBatchCounter = (name: string) => /(^|\.)num_batches_tracked$/.test(name);
 
 /**
  * Checks named tensors against a model's tensor list: every tensor present with its shape, and

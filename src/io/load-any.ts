@@ -15,7 +15,7 @@ import { open, readFile } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import { InputError } from '../errors.js';
 import { specFromJSON, type PermutationSpec } from '../permutation/spec.js';
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import { recordsToState } from './checkpoint.js';
 import { parseNpy, parseNpz } from './npy.js';
 import { onnxInitializersToState, parseOnnx } from './onnx.js';

@@ -15,7 +15,7 @@ import { batches, type Dataset } from '../data/dataset.js';
 import { InputError } from '../errors.js';
 import { activationPoints, activationRows, assertDataFitsModel, assertStateFitsModel, forwardRecording } from '../models/activations.js';
 import type { Model } from '../models/model.js';
-import { splitState } from '../models/state.js';
+import { splitState } from '../state/params.js';
 import { applyHard } from '../permutation/apply.js';
 import { linearSumAssignment } from '../permutation/assignment.js';
 import { assertValidSpec } from '../permutation/spec.js';

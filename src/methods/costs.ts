@@ -10,8 +10,7 @@
 import { kernels } from '../core/backend/index.js';
 import { F } from '../core/index.js';
 import { Tensor, scalar } from '../core/tensor.js';
-import type { Params } from '../permutation/apply.js';
-import { isBufferName } from './types.js';
+import { type Params, isBufferName } from '../state/params.js';
 
 export const WEIGHT_COSTS = ['l2', 'l1', 'cosine'] as const;
 export type WeightCostKind = (typeof WEIGHT_COSTS)[number];

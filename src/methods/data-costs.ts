@@ -8,8 +8,7 @@
 import type { Tensor } from '../core/index.js';
 import { Rng } from '../core/random.js';
 import type { Model } from '../models/model.js';
-import { lerpState, splitState } from '../models/state.js';
-import type { Params } from '../permutation/apply.js';
+import { lerpState, splitState, type Params } from '../state/params.js';
 import { batchLoss, type Criterion } from '../training/common.js';
 import type { RebasinCost } from './sinkhorn-rebasin.js';
 

@@ -9,7 +9,7 @@
 import { AdamW } from '../core/optim/optimizers.js';
 import { Rng } from '../core/random.js';
 import { eye, noGrad, Tensor } from '../core/tensor.js';
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import { linearSumAssignment } from '../permutation/assignment.js';
 import { applyHard, applySoft } from '../permutation/apply.js';
 import { sinkhorn, type CgWarmStart } from '../permutation/sinkhorn.js';

@@ -6,7 +6,7 @@
  * The Sinkhorn re-basin paper's code permutes A towards B instead; the problem is symmetric.
  * A permutation is an Int32Array with new unit i ← old unit perm[i].
  */
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import type { PermutationSpec } from '../permutation/spec.js';
 
 export interface StepLog {
@@ -39,4 +39,3 @@ export interface AlignInput {
 /** Called after every step/sweep; return true to stop early. */
 export type StepCallback = (entry: StepLog) => boolean | void;
 
-export { isBufferName } from '../models/state.js';

@@ -1,7 +1,7 @@
 /** Input checks shared by the methods: same tensor names and shapes in A and B, finite values. */
 import { kernels } from '../core/backend/index.js';
 import { InputError } from '../errors.js';
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import { shapeStr } from '../core/tensor.js';
 
 export function assertCompatible(a: Params, b: Params): void {

@@ -14,7 +14,8 @@ import { bestGroupPermutation } from './weight-matching.js';
 import { applyHard, identityPerms, invertPerms, type Perms } from '../permutation/apply.js';
 import { axisMatrix, permuteExceptAxis } from '../permutation/axes.js';
 import { assertValidSpec, permToAxes, type PermutationSpec } from '../permutation/spec.js';
-import { isBufferName, type StepCallback, type StepLog } from './types.js';
+import { isBatchCounter, isBufferName } from '../state/params.js';
+import type { StepCallback, StepLog } from './types.js';
 
 /** Named tensors readable one at a time. */
 export interface TensorSource {
@@ -29,7 +30,6 @@ export interface SafetensorsSource extends TensorSource {
   close(): Promise<void>;
 }
 
-const isBatchCounter = (name: string) => /(^|\.)num_batches_tracked$/.test(name);
 
 /**
  * A lazy source over a safetensors file. num_batches_tracked is left out, as readModelFile does

@@ -23,8 +23,8 @@ import { applyHard, identityPerms, validatePerms } from '../permutation/apply.js
 import { axisMatrix } from '../permutation/axes.js';
 import { assertValidSpec, axisInner, axisPermId, permToAxes, type AxisRef, type PermutationSpec } from '../permutation/spec.js';
 import { assertCompatible } from './validate.js';
-import type { Params } from '../permutation/apply.js';
-import { isBufferName, type AlignInput, type AlignResult, type StepCallback, type StepLog } from './types.js';
+import { type Params, isBufferName } from '../state/params.js';
+import type { AlignInput, AlignResult, StepCallback, StepLog } from './types.js';
 
 export interface WeightMatchingOptions {
   maxSweeps?: number; // 100, as Git Re-Basin

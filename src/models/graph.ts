@@ -11,7 +11,7 @@ import { F, Tensor, zeros, type DType } from '../core/index.js';
 import type { Rng } from '../core/random.js';
 import { UnionFind } from '../permutation/union-find.js';
 import type { AxisPerm, PermutationSpec } from '../permutation/spec.js';
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 
 export type GraphNode =
   /** The network input; `shape` is per sample ([features] or [C, H, W]). */

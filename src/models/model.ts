@@ -5,7 +5,7 @@
  */
 import type { DType, Tensor } from '../core/index.js';
 import type { Rng } from '../core/random.js';
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import type { PermutationSpec } from '../permutation/spec.js';
 import { deriveSpec, inferShapes, initGraph, runGraph, type ModelGraph } from './graph.js';
 

@@ -7,10 +7,8 @@
  */
 import { F, Tensor, zeros, type DType } from '../core/index.js';
 import type { Rng } from '../core/random.js';
+import type { Params } from '../state/params.js';
 import { axisInner, axisPermId, type PermutationSpec } from './spec.js';
-
-/** Named tensors in PyTorch state_dict order. */
-export type Params = Map<string, Tensor>;
 export type Perms = Record<string, Int32Array>;
 
 // ---------------------------------------------------------------- single permutations

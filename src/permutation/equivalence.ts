@@ -4,7 +4,7 @@
  */
 import { noGrad, Tensor } from '../core/index.js';
 import type { Rng } from '../core/random.js';
-import type { Params } from './apply.js';
+import type { Params } from '../state/params.js';
 
 export interface ForwardModel {
   forward(params: Params, x: Tensor, ctx: { training: boolean; buffers?: Params; rng?: Rng }): Tensor;

@@ -8,7 +8,7 @@ import { batches, sampleSize, targetSize, type Dataset } from '../data/dataset.j
 import { InputError } from '../errors.js';
 import { runGraph } from '../models/graph.js';
 import type { Model } from '../models/model.js';
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import { batchLoss, checkData, checkInputs, countCorrect, hasBatchNorm, inputTensor, type Criterion } from './common.js';
 
 export interface EvalOptions {

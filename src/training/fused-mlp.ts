@@ -11,7 +11,7 @@
  */
 import { F, kernels, Tensor, type Rng } from '../core/index.js';
 import type { Model } from '../models/model.js';
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import type { Criterion } from './common.js';
 
 interface LayerPlan {

@@ -15,7 +15,7 @@ import { batchCount, batches, type Dataset } from '../data/dataset.js';
 import { InputError } from '../errors.js';
 import { graphTensors } from '../models/graph.js';
 import type { Model } from '../models/model.js';
-import type { Params } from '../permutation/apply.js';
+import type { Params } from '../state/params.js';
 import { fmtTime, Progress } from '../report/progress.js';
 import { batchLoss, checkData, countCorrect, countCorrectRows, inputTensor, streamSeed, type Criterion } from './common.js';
 import { FusedMlp } from './fused-mlp.js';

@@ -1,14 +1,25 @@
 /**
- * Arithmetic on named tensor maps (model states): splitting weights from BN statistics,
- * interpolation and weighted averages. Differentiable in the tensors (the Mid/Rnd costs train
+ * Model states as named tensor maps, the one shared type of every floor above the core: PyTorch
+ * names and layouts, weights and buffers in one map. Splitting weights from BN statistics,
+ * interpolation and weighted averages; differentiable in the tensors (the Mid/Rnd costs train
  * through `lerpState`).
  */
 import { F, noGrad, type Tensor } from '../core/index.js';
-import type { Params } from '../permutation/apply.js';
+
+/** Named tensors with PyTorch names and layouts (Linear `[out, in]`, Conv2d `[out, in, kh, kw]`). */
+export type Params = Map<string, Tensor>;
 
 /** BatchNorm statistics are buffers, not weights. */
 export function isBufferName(name: string): boolean {
   return /(^|\.)(running_mean|running_var|num_batches_tracked)$/.test(name);
+}
+
+/**
+ * BatchNorm's step counter: an integer buffer that no permutation touches and that rebasin does
+ * not write (PyTorch fills it in when a state dict lacks it).
+ */
+export function isBatchCounter(name: string): boolean {
+  return /(^|\.)num_batches_tracked$/.test(name);
 }
 
 /** Splits a state into trainable weights and buffers (BN running statistics). */
