@@ -31,16 +31,16 @@ export async function run(ctx: BenchContext, torch?: TorchFigures): Promise<Benc
   const epochs = ctx.quick ? 5 : 50;
 
   let t0 = performance.now();
-  const A = trainModel({ model, data: train, epochs, batchSize: 1000, lr: 1e-3, seed: 1, criterion: 'ce', quiet: true });
-  const B = trainModel({ model, data: train, epochs, batchSize: 1000, lr: 1e-3, seed: 2, criterion: 'ce', quiet: true });
+  const A = trainModel({ model, data: train, epochs, batchSize: 1000, lr: 1e-3, seed: 1, criterion: 'ce' });
+  const B = trainModel({ model, data: train, epochs, batchSize: 1000, lr: 1e-3, seed: 2, criterion: 'ce' });
   const trainSec = (performance.now() - t0) / 1000;
   rows.push({ section: 'rebasin', name: `train 2 MNIST MLPs, ${epochs} epochs each`, value: trainSec, unit: 's', higherIsBetter: false,
     ...anchor('trainTwoSec', ctx.quick ? 4.7 : 47), goal: '≤ 0.5× reference', note: ctx.quick ? 'quick: 5 epochs, quoted anchor scaled from 50' : undefined });
 
   // The reference's exact setup: B with dropout 0.25, both validated after every epoch.
   t0 = performance.now();
-  trainModel({ model, data: train, val, epochs, batchSize: 1000, lr: 1e-3, seed: 1, criterion: 'ce', quiet: true });
-  trainModel({ model: mlp({ sizes: [784, 512, 512, 10], dropout: 0.25 }), data: train, val, epochs, batchSize: 1000, lr: 1e-3, seed: 2, criterion: 'ce', quiet: true });
+  trainModel({ model, data: train, val, epochs, batchSize: 1000, lr: 1e-3, seed: 1, criterion: 'ce' });
+  trainModel({ model: mlp({ sizes: [784, 512, 512, 10], dropout: 0.25 }), data: train, val, epochs, batchSize: 1000, lr: 1e-3, seed: 2, criterion: 'ce' });
   rows.push({ section: 'rebasin', name: `train 2 MNIST MLPs, ${epochs} epochs each, B with dropout 0.25, per-epoch validation`,
     value: (performance.now() - t0) / 1000, unit: 's', higherIsBetter: false,
     anchor: ctx.quick ? 4.7 : 47, anchorSource: 'quoted', anchorLabel: LABEL, goal: '≤ 0.5× reference' });

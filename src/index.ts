@@ -57,5 +57,7 @@ export type { ArrayRecord, StateDict } from './io/records.js';
 export * as continual from './continual/index.js';
 export { runRecovery, type RecoveryOptions, type RecoveryRow } from './experiments/recovery.js';
 export { runLmc, taskSetup, type LmcOptions, type LmcRow } from './experiments/lmc.js';
+export { runContinual } from './experiments/continual.js';
+export { readRunState } from './experiments/continual-state.js';
 
 export { InputError, CheckFailedError } from './errors.js';

@@ -9,9 +9,11 @@ import { fileURLToPath } from 'node:url';
 import { F, noGrad, Rng, Tensor, zeros } from '../src/core/index.js';
 import {
   accuracyOverTasksSeen, agemProject, averageAccuracy, backwardTransfer, continualMetrics, continualModel, distillationLoss,
-  epochBatches, EwcPenalty, forgetting, loadBenchmark, mergeRebasin, readRunState, taskAccuracy, RebasinIL, REBASIN_IL_DEFAULTS, ReplayBuffer, runContinual,
+  epochBatches, EwcPenalty, forgetting, loadBenchmark, mergeRebasin, taskAccuracy, RebasinIL, REBASIN_IL_DEFAULTS, ReplayBuffer,
   type Benchmark, type MethodName,
 } from '../src/continual/index.js';
+import { runContinual } from '../src/experiments/continual.js';
+import { readRunState } from '../src/experiments/continual-state.js';
 import { InputError } from '../src/errors.js';
 import type { Params } from '../src/models/index.js';
 

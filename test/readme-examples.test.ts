@@ -20,7 +20,7 @@ test('README: align two checkpoints, check equivalence, Sinkhorn costs, LMC and 
     const model = mlp({ sizes: [784, 32, 32, 10] });
     const data = loadMnist('train', { limit: 600, layout: 'flat' });
     for (const [name, seed] of [['A', 1], ['B', 2]] as const) {
-      const r = trainModel({ model, data, epochs: 2, batchSize: 100, lr: 1e-3, seed, criterion: 'ce', quiet: true });
+      const r = trainModel({ model, data, epochs: 2, batchSize: 100, lr: 1e-3, seed, criterion: 'ce' });
       await saveCheckpoint(join(dir, `${name}.safetensors`), model, r);
     }
     // --- as in the README

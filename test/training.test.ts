@@ -52,7 +52,7 @@ test('trainModel: an MLP on blobs reaches high accuracy; history per epoch', () 
   const model = mlp({ sizes: [8, 32, 32, 4] });
   const epochs: number[] = [];
   const r = trainModel({
-    model, data: blobTrain, val: blobVal, epochs: 15, batchSize: 50, lr: 1e-2, seed: 1, criterion: 'ce', quiet: true,
+    model, data: blobTrain, val: blobVal, epochs: 15, batchSize: 50, lr: 1e-2, seed: 1, criterion: 'ce',
     onEpoch: (s) => epochs.push(s.epoch),
   });
   assert.deepEqual(epochs, Array.from({ length: 15 }, (_, i) => i + 1));
@@ -71,7 +71,7 @@ test('trainModel: an MLP on blobs reaches high accuracy; history per epoch', () 
 
 test('trainModel: same seed ⇒ bit-identical weights, other seed ⇒ different; init = model.init(new Rng(seed))', () => {
   const model = mlp({ sizes: [8, 16, 16, 4], dropout: 0.25 });
-  const run = (seed: number, epochs = 3) => trainModel({ model, data: blobTrain, epochs, batchSize: 64, lr: 1e-2, seed, criterion: 'ce', quiet: true }).params;
+  const run = (seed: number, epochs = 3) => trainModel({ model, data: blobTrain, epochs, batchSize: 64, lr: 1e-2, seed, criterion: 'ce' }).params;
   const a = run(7);
   assert.ok(sameBits(a, run(7)));
   assert.ok(!sameBits(a, run(8)));
@@ -79,10 +79,10 @@ test('trainModel: same seed ⇒ bit-identical weights, other seed ⇒ different;
   // SGD with momentum, continuing from a state: the state given is copied, not modified.
   const start = model.init(new Rng(1));
   const before = new Map([...start.params].map(([k, t]) => [k, t.clone()]));
-  const sgd = trainModel({ model, data: blobTrain, epochs: 2, batchSize: 64, optimizer: 'sgd', lr: 0.05, momentum: 0.9, seed: 2, criterion: 'ce', quiet: true, init: start });
+  const sgd = trainModel({ model, data: blobTrain, epochs: 2, batchSize: 64, optimizer: 'sgd', lr: 0.05, momentum: 0.9, seed: 2, criterion: 'ce', init: start });
   assert.ok(sameBits(start.params, before));
   assert.ok(!sameBits(sgd.params, before));
-  assert.throws(() => trainModel({ model, data: blobTrain, epochs: 1, batchSize: 64, lr: 1e-2, seed: 0, criterion: 'ce', quiet: true, init: { params: new Map() } }),
+  assert.throws(() => trainModel({ model, data: blobTrain, epochs: 1, batchSize: 64, lr: 1e-2, seed: 0, criterion: 'ce', init: { params: new Map() } }),
     (e: Error) => e instanceof InputError && /layers\.0\.weight/.test(e.message));
 });
 
@@ -95,7 +95,7 @@ test('fused MLP step: bit-identical to the autodiff path, with and without dropo
   for (const c of cases) {
     assert.ok(mlpPlan(c.model));
     // Batch 64 leaves a partial last batch (500 and 50 samples).
-    const run = (fused: boolean) => trainModel({ ...c, epochs: 3, batchSize: 64, lr: 1e-2, momentum: 0.5, seed: 4, quiet: true, fused });
+    const run = (fused: boolean) => trainModel({ ...c, epochs: 3, batchSize: 64, lr: 1e-2, momentum: 0.5, seed: 4, fused });
     const a = run(true);
     const b = run(false);
     assert.ok(sameBits(a.params, b.params), c.model.name);
@@ -128,7 +128,7 @@ test('fused MLP step: bit-identical to the autodiff path, with and without dropo
   // With dropout the two paths draw the same masks from the same stream: the same weights.
   const drop = mlp({ sizes: [8, 32, 32, 4], dropout: 0.25 });
   const runs = [true, false].map((fused) =>
-    trainModel({ model: drop, data: blobTrain, val: blobVal, epochs: 10, batchSize: 50, lr: 1e-2, seed: 1, criterion: 'ce', quiet: true, fused }));
+    trainModel({ model: drop, data: blobTrain, val: blobVal, epochs: 10, batchSize: 50, lr: 1e-2, seed: 1, criterion: 'ce', fused }));
   assert.ok(runs[0].history[9].valAcc! >= 0.95, `val acc ${runs[0].history[9].valAcc}`);
   assert.ok(sameBits(runs[0].params, runs[1].params), 'fused and autodiff training with dropout');
 });
@@ -161,7 +161,7 @@ test('fused MLP step with dropout: loss and gradients equal the autodiff graph w
 
 test('trainModel: bad data and options are InputErrors naming the problem', () => {
   const model = mlp({ sizes: [8, 16, 3] });
-  const opts = { model, data: blobTrain, epochs: 1, batchSize: 10, lr: 1e-2, seed: 0, criterion: 'ce' as const, quiet: true };
+  const opts = { model, data: blobTrain, epochs: 1, batchSize: 10, lr: 1e-2, seed: 0, criterion: 'ce' as const };
   assert.throws(() => trainModel(opts), (e: Error) => e instanceof InputError && /label 3 but model mlp-8-16-3 has 3 outputs/.test(e.message));
   const m4 = mlp({ sizes: [7, 16, 4] });
   assert.throws(() => trainModel({ ...opts, model: m4 }), /samples of shape \[8\] but model mlp-7-16-4 takes \[7\]/);
@@ -170,10 +170,33 @@ test('trainModel: bad data and options are InputErrors naming the problem', () =
   assert.throws(() => trainModel({ ...opts, model: mlp({ sizes: [8, 4] }), lr: 1e30 }), /loss became (NaN|Infinity).*smaller learning rate/);
 });
 
+test('trainModel: reports every step through onBatch and writes nothing itself', () => {
+  const data = polynomialTask(2, { n: 100 });
+  const model = mlp({ sizes: [1, 8, 1], activation: 'tanh' });
+  const seen: { epoch: number; batch: number; loss: number }[] = [];
+  const written: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => { written.push(String(chunk)); return true; }) as typeof process.stderr.write;
+  let r;
+  try {
+    r = trainModel({ model, data, epochs: 3, batchSize: 30, lr: 1e-2, seed: 0, criterion: 'mse', onBatch: (p) => {
+      assert.equal(p.epochs, 3);
+      assert.equal(p.batchesPerEpoch, 4);
+      seen.push({ epoch: p.epoch, batch: p.batch, loss: p.loss });
+    } });
+  } finally {
+    process.stderr.write = write;
+  }
+  assert.deepEqual(written, []);
+  assert.deepEqual(seen.map((s) => `${s.epoch}.${s.batch}`), ['1.1', '1.2', '1.3', '1.4', '2.1', '2.2', '2.3', '2.4', '3.1', '3.2', '3.3', '3.4']);
+  // The last step of each epoch reports the epoch's mean loss.
+  for (let e = 0; e < 3; e++) assert.ok(Math.abs(seen[4 * e + 3].loss - r.history[e].trainLoss) < 1e-12);
+});
+
 test('trainModel: regression with MSE on a polynomial task', () => {
   const data = polynomialTask(2, { n: 100 });
   const model = mlp({ sizes: [1, 16, 16, 1], activation: 'tanh' });
-  const r = trainModel({ model, data, epochs: 150, batchSize: 20, lr: 1e-2, seed: 0, criterion: 'mse', quiet: true });
+  const r = trainModel({ model, data, epochs: 150, batchSize: 20, lr: 1e-2, seed: 0, criterion: 'mse' });
   assert.equal(r.history[0].trainAcc, undefined);
   const ev = evaluate(model, r, data, { criterion: 'mse' });
   assert.ok(ev.loss < 0.03, `MSE ${ev.loss}`);
@@ -186,7 +209,7 @@ test('trainModel: BatchNorm models train and update their running statistics', (
     vggSmall({ channels: [4, 4, 8, 8], numClasses: 3, inputShape: [1, 8, 8] }),
     resnet20({ widthMultiplier: 0.25, numClasses: 3, inputShape: [1, 8, 8] }),
   ]) {
-    const r = trainModel({ model, data, epochs: 4, batchSize: 16, lr: 1e-2, seed: 0, criterion: 'ce', quiet: true });
+    const r = trainModel({ model, data, epochs: 4, batchSize: 16, lr: 1e-2, seed: 0, criterion: 'ce' });
     assert.ok(r.buffers.size > 0);
     for (const [name, t] of r.buffers) {
       const init = name.endsWith('running_mean') ? 0 : 1;

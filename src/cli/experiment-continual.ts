@@ -1,8 +1,8 @@
 /** `rebasin experiment continual`: RebasinIL against continual-learning baselines, resumable. */
 import { resolve } from 'node:path';
 import { BENCHMARKS, type BenchmarkName } from '../continual/benchmarks.js';
-import { runContinual } from '../continual/runner.js';
-import { toJson } from '../continual/state.js';
+import { runContinual } from '../experiments/continual.js';
+import { toJson } from '../experiments/continual-state.js';
 import { METHODS, type MethodName } from '../continual/strategy.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 

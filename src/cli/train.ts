@@ -16,6 +16,7 @@ import { createModel, type Model, type ModelConfig } from '../models/index.js';
 import { evaluate } from '../training/evaluate.js';
 import { trainModel, type Criterion } from '../training/train.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
+import { trainingProgress } from '../report/progress.js';
 
 const MODELS = ['mlp', 'vgg-small', 'vgg11', 'resnet20'] as const;
 const DATASETS = ['mnist', 'fashion-mnist', 'blobs', 'poly1', 'poly2', 'poly3'] as const;
@@ -193,10 +194,12 @@ export async function train(args: Parsed): Promise<number> {
     throw new UsageError(`train: cannot build --model ${r.model} for ${r.dataset}: ${(e as Error).message}`);
   }
   const t0 = performance.now();
+  const bar = trainingProgress(`train ${model.name}`, { quiet });
   const result = trainModel({
     model, data: trainData, val: valData, epochs: r.epochs, batchSize: r.batchSize, optimizer: r.optimizer, lr: r.lr,
-    weightDecay: r.weightDecay, momentum: r.momentum, seed: r.seed, criterion, quiet, progress: `train ${model.name}`,
+    weightDecay: r.weightDecay, momentum: r.momentum, seed: r.seed, criterion, onBatch: bar.onBatch,
   });
+  bar.finish(result.history);
   const seconds = (performance.now() - t0) / 1000;
   const state = { params: result.params, buffers: result.buffers };
   const evalOpts = { batchSize: Math.max(r.batchSize, 1000), criterion };

@@ -1,9 +1,8 @@
-/** Continual learning: RebasinIL, baselines, benchmarks, metrics and the resumable experiment. */
+/** Continual learning: RebasinIL, baselines, benchmarks and metrics (the resumable experiment is in experiments/continual.ts). */
 export * from './benchmarks.js';
 export * from './common.js';
 export * from './metrics.js';
 export * from './strategy.js';
+export * from './strategies.js';
 export * from './rebasin-il.js';
 export * from './baselines.js';
-export * from './state.js';
-export * from './runner.js';

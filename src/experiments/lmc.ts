@@ -13,7 +13,7 @@ import { alignModels, type MethodName } from '../methods/registry.js';
 import { mlp, vggSmall, type Model } from '../models/index.js';
 import { mergeState, type Params } from '../state/params.js';
 import { fmtMeanStd, markdownTable } from '../report/markdown.js';
-import { Progress } from '../report/progress.js';
+import { Progress, trainingProgress } from '../report/progress.js';
 import { linePlots, type Panel } from '../report/svg.js';
 import { trainModel, type Criterion } from '../training/train.js';
 
@@ -119,7 +119,9 @@ async function endpoint(setup: TaskSetup, path: string, seed: number, retrain: b
     if (JSON.stringify(ck.model.config) === JSON.stringify(setup.model.config)) return { state: mergeState(ck.params, ck.buffers), seconds: 0 };
   }
   const t0 = performance.now();
-  const r = trainModel({ model: setup.model, data: setup.train, epochs: setup.epochs, batchSize: setup.batchSize, lr: setup.lr, seed, criterion: setup.criterion, progress: label, quiet });
+  const bar = trainingProgress(label, { quiet });
+  const r = trainModel({ model: setup.model, data: setup.train, epochs: setup.epochs, batchSize: setup.batchSize, lr: setup.lr, seed, criterion: setup.criterion, onBatch: bar.onBatch });
+  bar.finish(r.history);
   const seconds = (performance.now() - t0) / 1000;
   await saveCheckpoint(path, setup.model, r, { seed, epochs: setup.epochs });
   return { state: mergeState(r.params, r.buffers), seconds };

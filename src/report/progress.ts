@@ -2,6 +2,8 @@
  * A progress bar on stderr: redrawn in place on a terminal, a line every few seconds otherwise
  * (CI logs stay readable). Silent when `quiet`. Shows done/total, rate, ETA and custom fields.
  */
+import type { BatchProgress, EpochStats } from '../training/train.js';
+
 export interface ProgressOptions {
   label: string;
   total: number;
@@ -71,4 +73,31 @@ export function fmtTime(s: number): string {
   const m = Math.floor(s / 60);
   if (m < 60) return `${m}m${String(Math.floor(s % 60)).padStart(2, '0')}s`;
   return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}
+
+/**
+ * A progress bar for `trainModel`: pass `onBatch` to it, call `finish` with its history. Library
+ * functions only report through callbacks; drawing is the caller's choice.
+ */
+export function trainingProgress(label: string, opts: { quiet?: boolean } = {}): {
+  onBatch: (p: BatchProgress) => void;
+  finish: (history: readonly EpochStats[]) => void;
+} {
+  let bar: Progress | null = null;
+  const valText = (s?: EpochStats) => (s?.valLoss === undefined ? ''
+    : `  | val loss ${s.valLoss.toPrecision(4)}${s.valAcc !== undefined ? ` acc ${(100 * s.valAcc).toFixed(1)}%` : ''}`);
+  return {
+    onBatch(p) {
+      bar ??= new Progress({ label, total: p.epochs * p.batchesPerEpoch, quiet: opts.quiet });
+      const acc = p.acc !== undefined ? `  acc ${(100 * p.acc).toFixed(1)}%` : '';
+      bar.set((p.epoch - 1) * p.batchesPerEpoch + p.batch,
+        `epoch ${p.epoch}/${p.epochs} batch ${p.batch}/${p.batchesPerEpoch}  loss ${p.loss.toPrecision(4)}${acc}${valText(p.lastEpoch)}`);
+    },
+    finish(history) {
+      const end = history[history.length - 1];
+      if (!bar || !end) return;
+      const seconds = history.reduce((s, h) => s + h.seconds, 0);
+      bar.finish(`loss ${end.trainLoss.toPrecision(4)}${end.trainAcc !== undefined ? ` acc ${(100 * end.trainAcc).toFixed(1)}%` : ''}${valText(end)}  (${fmtTime(seconds)})`);
+    },
+  };
 }

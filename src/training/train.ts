@@ -16,7 +16,6 @@ import { InputError } from '../errors.js';
 import { graphTensors } from '../models/graph.js';
 import type { Model } from '../models/model.js';
 import type { Params } from '../state/params.js';
-import { fmtTime, Progress } from '../report/progress.js';
 import { batchLoss, checkData, countCorrect, countCorrectRows, inputTensor, streamSeed, type Criterion } from './common.js';
 import { FusedMlp } from './fused-mlp.js';
 import { evaluate } from './evaluate.js';
@@ -33,6 +32,21 @@ export interface EpochStats {
   valAcc?: number;
   /** Wall time of the epoch, validation included. */
   seconds: number;
+}
+
+/** Where a training run is, after one optimisation step. */
+export interface BatchProgress {
+  epoch: number;
+  epochs: number;
+  /** Batch within the epoch, from 1. */
+  batch: number;
+  batchesPerEpoch: number;
+  /** Mean training loss over the epoch's batches so far. */
+  loss: number;
+  /** Training-mode accuracy over the epoch so far (classification). */
+  acc?: number;
+  /** The last finished epoch's statistics (validation figures), if any. */
+  lastEpoch?: EpochStats;
 }
 
 export interface TrainOptions {
@@ -55,10 +69,8 @@ export interface TrainOptions {
   init?: { params: Params; buffers?: Params };
   /** Called after each epoch with its statistics and the live state (do not modify it). */
   onEpoch?: (stats: EpochStats, state: { params: Params; buffers: Params }) => void;
-  /** Progress bar on stderr (default true); a string sets its label. */
-  progress?: boolean | string;
-  /** No progress output at all. */
-  quiet?: boolean;
+  /** Called after every optimisation step (progress bars: report/progress.ts `trainingProgress`). */
+  onBatch?: (progress: BatchProgress) => void;
   /** Batch size of the per-epoch validation (default max(batchSize, 1000)). */
   evalBatchSize?: number;
   /**
@@ -125,15 +137,8 @@ export function trainModel(o: TrainOptions): TrainResult {
   const shuffleRng = new Rng(streamSeed(o.seed, 1));
   const dropRng = new Rng(streamSeed(o.seed, 2));
   const perEpoch = batchCount(data.n, o.batchSize);
-  const showProgress = !o.quiet && o.progress !== false;
-  const bar = new Progress({
-    label: typeof o.progress === 'string' ? o.progress : `train ${model.name}`,
-    total: o.epochs * perEpoch,
-    quiet: !showProgress,
-  });
   const cls = criterion === 'ce';
   const history: EpochStats[] = [];
-  let last = '';
   for (let epoch = 1; epoch <= o.epochs; epoch++) {
     const t0 = performance.now();
     let lossSum = 0;
@@ -168,10 +173,10 @@ export function trainModel(o: TrainOptions): TrainResult {
       opt.step();
       lossSum += lv * batch.size;
       seen += batch.size;
-      if (showProgress) {
-        const acc = cls ? `  acc ${((100 * correct) / seen).toFixed(1)}%` : '';
-        bar.tick(1, `epoch ${epoch}/${o.epochs} batch ${b}/${perEpoch}  loss ${(lossSum / seen).toPrecision(4)}${acc}${last}`);
-      }
+      o.onBatch?.({
+        epoch, epochs: o.epochs, batch: b, batchesPerEpoch: perEpoch, loss: lossSum / seen,
+        acc: cls ? correct / seen : undefined, lastEpoch: history[history.length - 1],
+      });
     }
     const stats: EpochStats = { epoch, trainLoss: lossSum / seen, seconds: 0 };
     if (cls) stats.trainAcc = correct / seen;
@@ -179,14 +184,11 @@ export function trainModel(o: TrainOptions): TrainResult {
       const r = evaluate(model, { params, buffers }, o.val, { batchSize: o.evalBatchSize ?? Math.max(o.batchSize, 1000), criterion });
       stats.valLoss = r.loss;
       if (r.accuracy !== undefined) stats.valAcc = r.accuracy;
-      last = `  | val loss ${r.loss.toPrecision(4)}${r.accuracy !== undefined ? ` acc ${(100 * r.accuracy).toFixed(1)}%` : ''}`;
     }
     stats.seconds = (performance.now() - t0) / 1000;
     history.push(stats);
     o.onEpoch?.(stats, { params, buffers });
   }
-  const end = history[history.length - 1];
-  bar.finish(end ? `loss ${end.trainLoss.toPrecision(4)}${end.trainAcc !== undefined ? ` acc ${(100 * end.trainAcc).toFixed(1)}%` : ''}${last}  (${fmtTime(history.reduce((s, h) => s + h.seconds, 0))})` : undefined);
   // Hand back plain leaves: further math on them (interpolation, permutation) must not build graphs.
   for (const p of list) {
     p.grad = null;

@@ -12,7 +12,7 @@ import { Tensor } from '../core/index.js';
 import { InputError } from '../errors.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import type { StateDict } from '../io/records.js';
-import type { StrategySnapshot } from './strategy.js';
+import type { StrategySnapshot } from '../continual/strategy.js';
 
 export const STATE_FORMAT = 'rebasin-continual-state';
 export const STATE_VERSION = 1;

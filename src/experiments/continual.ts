@@ -9,20 +9,19 @@ import { join } from 'node:path';
 import { Rng } from '../core/index.js';
 import { InputError } from '../errors.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
-import { mlp } from '../models/mlp.js';
 import type { Model } from '../models/model.js';
 import type { Params } from '../state/params.js';
 import { markdownTable } from '../report/markdown.js';
 import { fmtTime, Progress } from '../report/progress.js';
 import { heatMap, linePlots, type Series } from '../report/svg.js';
 import { streamSeed } from '../training/common.js';
-import { Agem, BASELINE_DEFAULTS, Ewc, Finetune, Joint, Lwf, Replay, withBatch, type BaselineOptions } from './baselines.js';
-import { loadBenchmark, type Benchmark, type BenchmarkName } from './benchmarks.js';
-import { accuracyRow } from './common.js';
-import { accuracyOverTasksSeen, continualMetrics, type ContinualMetrics } from './metrics.js';
-import { RebasinIL, REBASIN_IL_DEFAULTS, type RebasinILOptions } from './rebasin-il.js';
-import { configDifference, readRunState, toJson, writeRunState } from './state.js';
-import { METHODS, type MethodName, type Strategy, type StrategyEnv } from './strategy.js';
+import { loadBenchmark, type Benchmark, type BenchmarkName } from '../continual/benchmarks.js';
+import { accuracyRow } from '../continual/common.js';
+import { accuracyOverTasksSeen, continualMetrics, type ContinualMetrics } from '../continual/metrics.js';
+import type { RebasinILOptions } from '../continual/rebasin-il.js';
+import { continualModel, createStrategy, type StrategyChoices } from '../continual/strategies.js';
+import { configDifference, readRunState, toJson, writeRunState } from './continual-state.js';
+import { METHODS, type MethodName, type Strategy, type StrategyEnv } from '../continual/strategy.js';
 
 export interface ContinualOptions {
   benchmark: BenchmarkName;
@@ -81,32 +80,6 @@ export interface ContinualReport {
 
 function intOpt(name: string, v: number | undefined, min = 1): void {
   if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new InputError(`${name} must be an integer ≥ ${min}, got ${v}`);
-}
-
-/** The strategy of `method` with its effective options. */
-export function createStrategy(method: MethodName, env: StrategyEnv, init: Params, o: Pick<ContinualOptions, 'epochs' | 'baselineBatch' | 'jointEpochs' | 'rebasin'> = {}): Strategy {
-  if (method === 'rebasin-il') {
-    const opts: RebasinILOptions = { ...REBASIN_IL_DEFAULTS, ...(o.epochs ? { epochs: o.epochs } : {}), ...o.rebasin };
-    return new RebasinIL(env, init, opts);
-  }
-  let b: BaselineOptions = { ...BASELINE_DEFAULTS[method] };
-  if (o.baselineBatch && ['finetune', 'ewc', 'lwf', 'agem'].includes(method)) b = withBatch(b, o.baselineBatch);
-  if (o.epochs) b.epochs = o.epochs;
-  if (method === 'joint' && o.jointEpochs) b.epochs = o.jointEpochs;
-  switch (method) {
-    case 'finetune': return new Finetune(env, init, b);
-    case 'ewc': return new Ewc(env, init, b);
-    case 'lwf': return new Lwf(env, init, b);
-    case 'agem': return new Agem(env, init, b);
-    case 'replay': return new Replay(env, init, b);
-    case 'joint': return new Joint(env, init, b);
-    default: throw new InputError(`unknown method "${String(method)}" (have ${METHODS.join(', ')})`);
-  }
-}
-
-/** The model of a benchmark: MLP [input, hidden, classes] (the reference's SimpleMLP). */
-export function continualModel(bench: Benchmark, hidden = 256): Model {
-  return mlp({ sizes: [bench.inputSize, hidden, bench.numClasses] });
 }
 
 /** Name of the first tensor holding NaN/±Inf, or null. */
