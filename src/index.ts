@@ -47,7 +47,7 @@ export * from './io/safetensors.js';
 export * from './io/npy.js';
 export { FormatError } from './io/errors.js';
 export { writeFileAtomic, writeFileAtomicSync } from './io/atomic.js';
-export { saveCheckpoint, loadCheckpoint, loadState, stateToRecords, recordsToState, type Checkpoint } from './io/checkpoint.js';
+export { saveCheckpoint, loadCheckpoint, stateToRecords, recordsToState, type Checkpoint } from './io/checkpoint.js';
 export { loadTensors, loadSpecFile, type LoadedTensors, type TensorFileFormat } from './io/load-any.js';
 export { readOnnx, parseOnnx, inferSpecFromOnnx, type OnnxModel, type OnnxSpecResult } from './io/onnx.js';
 export { readTfjs, writeTfjs, tfjsToPytorchLayout, pytorchToTfjsLayout, inferSpecFromTfjs } from './io/tfjs.js';

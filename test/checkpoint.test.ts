@@ -1,14 +1,15 @@
 /** Checkpoints: safetensors round trips with model configs, strict loading, atomic saving. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { noGrad, randn, Rng, Tensor, zeros } from '../src/core/index.js';
 import { InputError } from '../src/errors.js';
 import {
-  loadCheckpoint, loadState, recordsToState, saveCheckpoint, splitLoadedState, stateToRecords,
+  loadCheckpoint, recordsToState, saveCheckpoint, splitLoadedState, stateToRecords,
 } from '../src/io/checkpoint.js';
+import { loadTensors } from '../src/io/load-any.js';
 import { writeNpz } from '../src/io/npy.js';
 import { openSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import type { StateDict } from '../src/io/records.js';
@@ -138,7 +139,7 @@ test('saveCheckpoint: a failed save leaves no file and no temp file, and keeps a
   assert.deepEqual(readdirSync(dir), ['m.safetensors']);
 }));
 
-test('loadState: plain safetensors and npz; records ↔ tensors conversions', () => withDir(async (dir) => {
+test('loadTensors: plain safetensors and npz, by extension and by content; records ↔ tensors conversions', () => withDir(async (dir) => {
   const dict: StateDict = new Map([
     ['fc.weight', { shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) }],
     ['bn.running_mean', { shape: [2], data: Float32Array.from([0.5, -0.5]) }],
@@ -148,8 +149,15 @@ test('loadState: plain safetensors and npz; records ↔ tensors conversions', ()
   const npz = join(dir, 'w.npz');
   await writeSafetensors(st, dict);
   await writeNpz(npz, dict);
-  for (const p of [st, npz]) {
-    const s = await loadState(p);
+  // Without an extension the format is recognised by content.
+  const stBare = join(dir, 'w-st');
+  const npzBare = join(dir, 'w-npz');
+  copyFileSync(st, stBare);
+  copyFileSync(npz, npzBare);
+  for (const [p, format] of [[st, 'safetensors'], [npz, 'npz'], [stBare, 'safetensors'], [npzBare, 'npz']] as const) {
+    const loaded = await loadTensors(p);
+    assert.equal(loaded.format, format);
+    const s = loaded.tensors;
     assert.ok(s.get('fc.weight') instanceof Tensor);
     assert.deepEqual(s.get('fc.weight')!.shape, [2, 3]);
     assert.deepEqual(s.get('fc.weight')!.toArray(), [1, 2, 3, 4, 5, 6]);
@@ -160,7 +168,7 @@ test('loadState: plain safetensors and npz; records ↔ tensors conversions', ()
   }
   const junk = join(dir, 'junk.bin');
   writeFileSync(junk, 'not a tensor file at all');
-  await assert.rejects(loadState(junk), (e: Error) => e.message.includes(junk));
+  await assert.rejects(loadTensors(junk), (e: Error) => e.message.includes(junk));
 
   // float64 tensors convert to float32 records; float32 data is shared.
   const f32 = zeros([2]);

@@ -100,7 +100,7 @@ export interface Checkpoint {
 export async function loadCheckpoint(path: string): Promise<Checkpoint> {
   const { tensors, metadata } = await readSafetensors(path);
   if (metadata.format !== CHECKPOINT_FORMAT) {
-    throw new InputError(`${path}: not a rebasin checkpoint (safetensors metadata "format" is ${metadata.format === undefined ? 'missing' : JSON.stringify(metadata.format)}); load plain weights with loadState()`);
+    throw new InputError(`${path}: not a rebasin checkpoint (safetensors metadata "format" is ${metadata.format === undefined ? 'missing' : JSON.stringify(metadata.format)}); load plain weights with loadTensors()`);
   }
   let config: ModelConfig;
   try {
@@ -122,26 +122,6 @@ export async function loadCheckpoint(path: string): Promise<Checkpoint> {
     (info.buffer ? buffers : params).set(info.name, new Tensor(r.data, r.shape));
   }
   return { model, params, buffers, metadata };
-}
-
-/**
- * Loads plain named tensors (a safetensors file, e.g. from PyTorch, or a NumPy .npz), whatever
- * their names; the format is recognised by content. Integer tensors (num_batches_tracked)
- * are converted to float32 like everything else.
- */
-export async function loadState(path: string): Promise<Params> {
-  const fh = await open(path, 'r');
-  let magic: Uint8Array;
-  try {
-    magic = new Uint8Array(4);
-    const { bytesRead } = await fh.read(magic, 0, 4, 0);
-    magic = magic.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-  // A zip (npz) starts with "PK\x03\x04" (or "PK\x05\x06" when empty); safetensors with a u64 header size.
-  if (magic.length >= 2 && magic[0] === 0x50 && magic[1] === 0x4b) return recordsToState(parseNpz(await readFile(path), path));
-  return recordsToState((await readSafetensors(path)).tensors);
 }
 
 /** Splits loaded named tensors into weights and BN statistics, dropping num_batches_tracked. */

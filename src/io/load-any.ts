@@ -23,8 +23,6 @@ import { readSafetensors } from './safetensors.js';
 import { readTfjs, tfjsToPytorchLayout } from './tfjs.js';
 import type { StateDict } from './records.js';
 
-export type TensorFileFormat = 'safetensors' | 'npz' | 'npy' | 'tfjs' | 'onnx';
-
 export interface LoadedTensors {
   path: string;
   format: TensorFileFormat;
@@ -40,6 +38,77 @@ export interface LoadTensorsOptions {
   /** TF.js only: 'pytorch' (default) converts names and layouts; 'native' keeps Keras ones. */
   layout?: 'pytorch' | 'native';
 }
+
+interface FormatRead {
+  records: StateDict;
+  metadata?: Record<string, string>;
+  notes?: string[];
+}
+
+interface TensorFormat {
+  /** File name extensions (lower case, with the dot). */
+  extensions: readonly string[];
+  /** Recognises the format from the file's first 8 bytes when the extension says nothing. */
+  sniff(head: Uint8Array): boolean;
+  read(path: string, opts: LoadTensorsOptions): Promise<FormatRead>;
+}
+
+/**
+ * Every tensor file format rebasin reads, by name: adding one is one entry here (plus its parser).
+ * Sniffing tries the entries in this order; safetensors (a u64 header size) is the last resort.
+ */
+const TENSOR_FORMATS = {
+  npz: {
+    extensions: ['.npz'],
+    // A zip starts with "PK".
+    sniff: (b) => b[0] === 0x50 && b[1] === 0x4b,
+    read: async (path) => ({ records: parseNpz(await readFile(path), path) }),
+  },
+  npy: {
+    extensions: ['.npy'],
+    sniff: (b) => b[0] === 0x93 && String.fromCharCode(...b.subarray(1, 6)) === 'NUMPY',
+    read: async (path) => ({ records: new Map([[basename(path).replace(/\.npy$/i, ''), parseNpy(await readFile(path), path)]]) }),
+  },
+  tfjs: {
+    extensions: ['.json'],
+    sniff: (b) => b[0] === 0x7b,
+    async read(path, opts) {
+      const m = await readTfjs(path);
+      const metadata: Record<string, string> = {};
+      if (m.modelJson.generatedBy) metadata.generatedBy = m.modelJson.generatedBy;
+      if (m.modelJson.convertedBy) metadata.convertedBy = m.modelJson.convertedBy;
+      if (opts.layout === 'native') return { records: m.tensors, metadata };
+      const conv = tfjsToPytorchLayout(m);
+      const notes = ['TF.js weights converted to PyTorch names and layouts (Dense [out, in], Conv [out, in, kh, kw])'];
+      if (conv.spec.params.some((p) => p.reorder)) notes.push('Dense kernels after a channels-last Flatten reordered to channel-major');
+      return { records: conv.tensors, metadata, notes };
+    },
+  },
+  onnx: {
+    extensions: ['.onnx'],
+    // ONNX files start with field 1 (ir_version, varint): tag 0x08.
+    sniff: (b) => b[0] === 0x08,
+    async read(path) {
+      const m = parseOnnx(await readFile(path), path);
+      return {
+        records: onnxInitializersToState(m),
+        metadata: { ...m.metadata, producer: `${m.producerName} ${m.producerVersion}`.trim() },
+        notes: ['ONNX initializers under their initializer names, ONNX layouts (MatMul weights [in, out])'],
+      };
+    },
+  },
+  safetensors: {
+    extensions: ['.safetensors'],
+    sniff: () => true,
+    async read(path) {
+      const r = await readSafetensors(path);
+      return { records: r.tensors, metadata: r.metadata };
+    },
+  },
+} satisfies Record<string, TensorFormat>;
+
+export type TensorFileFormat = keyof typeof TENSOR_FORMATS;
+const FORMAT_NAMES = Object.keys(TENSOR_FORMATS) as TensorFileFormat[];
 
 function unreadable(path: string, e: unknown): InputError {
   const code = (e as NodeJS.ErrnoException).code;
@@ -61,18 +130,10 @@ async function head(path: string, n: number): Promise<Uint8Array> {
 /** The format by extension, else by the first bytes. */
 export async function detectTensorFormat(path: string): Promise<TensorFileFormat> {
   const ext = extname(path).toLowerCase();
-  if (ext === '.safetensors') return 'safetensors';
-  if (ext === '.npz') return 'npz';
-  if (ext === '.npy') return 'npy';
-  if (ext === '.json') return 'tfjs';
-  if (ext === '.onnx') return 'onnx';
+  const byExtension = FORMAT_NAMES.find((f) => (TENSOR_FORMATS[f].extensions as readonly string[]).includes(ext));
+  if (byExtension) return byExtension;
   const b = await head(path, 8);
-  if (b[0] === 0x50 && b[1] === 0x4b) return 'npz';
-  if (b[0] === 0x93 && String.fromCharCode(...b.subarray(1, 6)) === 'NUMPY') return 'npy';
-  if (b[0] === 0x7b) return 'tfjs';
-  // ONNX files start with field 1 (ir_version, varint): tag 0x08; safetensors with a u64 size.
-  if (b[0] === 0x08) return 'onnx';
-  return 'safetensors';
+  return FORMAT_NAMES.find((f) => TENSOR_FORMATS[f].sniff(b))!;
 }
 
 /** Loads named tensors from any supported file (see the module comment). */
@@ -83,50 +144,15 @@ export async function loadTensors(path: string, opts: LoadTensorsOptions = {}): 
   } catch (e) {
     throw unreadable(path, e);
   }
-  const notes: string[] = [];
-  let records: StateDict;
-  let metadata: Record<string, string> = {};
+  let read: FormatRead;
   try {
-    switch (format) {
-      case 'safetensors': {
-        const r = await readSafetensors(path);
-        records = r.tensors;
-        metadata = r.metadata;
-        break;
-      }
-      case 'npz':
-        records = parseNpz(await readFile(path), path);
-        break;
-      case 'npy':
-        records = new Map([[basename(path).replace(/\.npy$/i, ''), parseNpy(await readFile(path), path)]]);
-        break;
-      case 'onnx': {
-        const m = parseOnnx(await readFile(path), path);
-        records = onnxInitializersToState(m);
-        metadata = { ...m.metadata, producer: `${m.producerName} ${m.producerVersion}`.trim() };
-        notes.push('ONNX initializers under their initializer names, ONNX layouts (MatMul weights [in, out])');
-        break;
-      }
-      case 'tfjs': {
-        const m = await readTfjs(path);
-        if (m.modelJson.generatedBy) metadata.generatedBy = m.modelJson.generatedBy;
-        if (m.modelJson.convertedBy) metadata.convertedBy = m.modelJson.convertedBy;
-        if (opts.layout === 'native') records = m.tensors;
-        else {
-          const conv = tfjsToPytorchLayout(m);
-          records = conv.tensors;
-          notes.push('TF.js weights converted to PyTorch names and layouts (Dense [out, in], Conv [out, in, kh, kw])');
-          if (conv.spec.params.some((p) => p.reorder)) notes.push('Dense kernels after a channels-last Flatten reordered to channel-major');
-        }
-        break;
-      }
-    }
+    read = await (TENSOR_FORMATS[format] as TensorFormat).read(path, opts);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (typeof code === 'string' && /^E[A-Z]+$/.test(code) && (e as Error).name !== 'FormatError') throw unreadable(path, e);
     throw e;
   }
-  return { path, format, tensors: recordsToState(records), metadata, notes };
+  return { path, format, tensors: recordsToState(read.records), metadata: read.metadata ?? {}, notes: read.notes ?? [] };
 }
 
 /** Reads a spec file written by `specToJSON` (or `rebasin spec infer`); InputError naming the file and every problem. */
