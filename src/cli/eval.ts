@@ -14,8 +14,9 @@ import { splitState, type Params } from '../state/params.js';
 import { hasBatchNorm, type Criterion } from '../training/common.js';
 import { evaluate, evaluateEnsemble, reestimateBatchNorm, type EnsembleMember, type EvalResult } from '../training/evaluate.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
-import { parseModelConfig, readDataset, readModelFile } from './model-files.js';
+import { isNamedDataset, NAMED_DATASETS, parseModelConfig, readDataset, readModelFile } from './model-files.js';
 
+const DATA_NAMES = Object.keys(NAMED_DATASETS);
 const SPLITS: readonly SplitName[] = ['train', 'test'];
 const DEFAULT_SPLIT: SplitName = 'test';
 const BN_MODES = ['keep', 'reestimate'] as const;
@@ -24,11 +25,11 @@ type BnChoice = (typeof BN_MODES)[number];
 export const evalSpec: CommandSpec = {
   name: 'eval',
   summary: 'Loss and accuracy of each model on a data set; --ensemble adds the ensemble of their outputs (average of probabilities).',
-  usage: 'rebasin eval M1.safetensors [M2 ...] --data mnist|fashion-mnist|x.npz [--split train|test] [--ensemble] [--bn keep|reestimate] [--json]',
+  usage: `rebasin eval M1.safetensors [M2 ...] --data ${DATA_NAMES.join('|')}|x.npz [--split train|test] [--ensemble] [--bn keep|reestimate] [--json]`,
   positionals: ['M1', '...'],
   options: {
-    data: { type: 'string', help: 'mnist, fashion-mnist or an .npz with arrays x [N, ...] and y [N] (class labels) or [N, k] (regression targets)' },
-    split: { type: 'string', help: `split of mnist/fashion-mnist to evaluate on (default ${DEFAULT_SPLIT}; an .npz is evaluated whole)`, choices: SPLITS },
+    data: { type: 'string', help: `${DATA_NAMES.join(', ')} or an .npz with arrays x [N, ...] and y [N] (class labels) or [N, k] (regression targets)` },
+    split: { type: 'string', help: `split of ${DATA_NAMES.join('/')} to evaluate on (default ${DEFAULT_SPLIT}; an .npz is evaluated whole)`, choices: SPLITS },
     ensemble: { type: 'boolean', help: 'also evaluate the ensemble of all models: softmax probabilities averaged (outputs averaged for regression); the models must share one architecture' },
     bn: { type: 'string', help: 'BatchNorm statistics: keep the stored ones, or re-estimate them on the training split (on the .npz itself for an .npz)', choices: BN_MODES, default: 'keep' },
     'model-config': { type: 'string', help: 'model definition for plain weights, as JSON or a JSON file, e.g. {"arch":"mlp","sizes":[784,512,10]}' },
@@ -53,13 +54,13 @@ export async function evalModels(args: Parsed): Promise<number> {
   const o = args.options;
   const paths = args.positionals;
   if (paths.length < 1) throw new UsageError('eval: expects at least one model file');
-  if (!o.data) throw new UsageError('eval: --data is required (mnist, fashion-mnist or an .npz with arrays x and y)');
+  if (!o.data) throw new UsageError(`eval: --data is required (${DATA_NAMES.join(', ')} or an .npz with arrays x and y)`);
   for (const k of ['data-limit', 'batch-size']) {
     if (o[k] !== undefined && !((o[k] as number) >= 1)) throw new UsageError(`eval: --${k} must be ≥ 1`);
   }
   const dataSpec = o.data as string;
-  const named = dataSpec === 'mnist' || dataSpec === 'fashion-mnist';
-  if (!named && o.split !== undefined) throw new UsageError(`eval: --split applies to mnist and fashion-mnist; ${dataSpec} is evaluated whole`);
+  const named = isNamedDataset(dataSpec);
+  if (!named && o.split !== undefined) throw new UsageError(`eval: --split applies to ${DATA_NAMES.join(' and ')}; ${dataSpec} is evaluated whole`);
   const split = (o.split as SplitName | undefined) ?? DEFAULT_SPLIT;
   const bnChoice = o.bn as BnChoice;
   const batchSize = o['batch-size'] as number;

@@ -80,6 +80,13 @@ export async function resolveSpec(specPath: string | undefined, model: Model | u
   throw new InputError(`${what}: no permutation spec: pass --spec spec.json (see \`rebasin spec infer\`), or use rebasin checkpoints / --model-config so the spec can be derived`);
 }
 
+/** Data sets `--data` knows by name (with a train and a test split); anything else must be an .npz. */
+export const NAMED_DATASETS = { mnist: loadMnist, 'fashion-mnist': loadFashionMnist } as const;
+
+export function isNamedDataset(spec: string): spec is keyof typeof NAMED_DATASETS {
+  return Object.hasOwn(NAMED_DATASETS, spec);
+}
+
 /**
  * A data set by name (mnist, fashion-mnist) or an .npz with arrays `x` [N, ...] and `y` [N]
  * (integer class labels) or [N, k] (regression targets). `split` picks the named sets' split
@@ -88,9 +95,8 @@ export async function resolveSpec(specPath: string | undefined, model: Model | u
 export async function readDataset(spec: string, opts: { dataDir?: string; limit?: number; model?: Model; split?: SplitName }): Promise<Dataset> {
   const layout = opts.model && opts.model.inputShape.length === 1 ? 'flat' : 'chw';
   const split = opts.split ?? 'train';
-  if (spec === 'mnist') return loadMnist(split, { limit: opts.limit, layout, dataDir: opts.dataDir });
-  if (spec === 'fashion-mnist') return loadFashionMnist(split, { limit: opts.limit, layout, dataDir: opts.dataDir });
-  if (!spec.endsWith('.npz')) throw new InputError(`--data: expected mnist, fashion-mnist or an .npz file with arrays x and y, got "${spec}"`);
+  if (isNamedDataset(spec)) return NAMED_DATASETS[spec](split, { limit: opts.limit, layout, dataDir: opts.dataDir });
+  if (!spec.endsWith('.npz')) throw new InputError(`--data: expected ${Object.keys(NAMED_DATASETS).join(', ')} or an .npz file with arrays x and y, got "${spec}"`);
   const arrays = await readNpz(spec);
   const x = arrays.get('x');
   const y = arrays.get('y');
