@@ -39,7 +39,7 @@ export * from './models/index.js';
 // Data, training.
 export * from './data/index.js';
 export { trainModel, type TrainOptions, type TrainResult, type EpochStats } from './training/train.js';
-export { evaluate, reestimateBatchNorm, type EvalOptions, type EvalResult } from './training/evaluate.js';
+export { evaluate, evaluateEnsemble, reestimateBatchNorm, type EnsembleMember, type EnsembleOptions, type EvalOptions, type EvalResult } from './training/evaluate.js';
 export type { Criterion } from './training/common.js';
 
 // Checkpoints and formats.

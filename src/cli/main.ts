@@ -7,6 +7,7 @@ import { CheckFailedError, EXIT, InputError } from '../errors.js';
 import { formatHelp, parseArgs, UsageError, type CommandSpec, type Parsed } from './args.js';
 import { align, alignSpec, interpolate, interpolateSpec, merge, mergeSpec } from './align.js';
 import { doctor, doctorSpec } from './doctor.js';
+import { evalModels, evalSpec } from './eval.js';
 import { continualSpec, experimentContinual } from './experiment-continual.js';
 import { experimentRecovery, recoverySpec } from './experiment-recovery.js';
 import { demo, demoSpec, experimentLmc, lmcSpec } from './experiment-lmc.js';
@@ -22,6 +23,7 @@ interface Command {
 const commands: Record<string, Command> = {
   align: { spec: alignSpec, run: align },
   demo: { spec: demoSpec, run: demo },
+  eval: { spec: evalSpec, run: evalModels },
   interpolate: { spec: interpolateSpec, run: interpolate },
   merge: { spec: mergeSpec, run: merge },
   doctor: { spec: doctorSpec, run: doctor },

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Rng } from '../core/random.js';
 import { Tensor } from '../core/tensor.js';
-import { loadFashionMnist, loadMnist, type Dataset } from '../data/index.js';
+import { loadFashionMnist, loadMnist, type Dataset, type SplitName } from '../data/index.js';
 import { InputError } from '../errors.js';
 import { ensureDirSync } from '../io/atomic.js';
 import { CHECKPOINT_FORMAT, loadCheckpoint, stateToRecords } from '../io/checkpoint.js';
@@ -80,15 +80,23 @@ export async function resolveSpec(specPath: string | undefined, model: Model | u
   throw new InputError(`${what}: no permutation spec: pass --spec spec.json (see \`rebasin spec infer\`), or use rebasin checkpoints / --model-config so the spec can be derived`);
 }
 
+/** Data sets `--data` knows by name (with a train and a test split); anything else must be an .npz. */
+export const NAMED_DATASETS = { mnist: loadMnist, 'fashion-mnist': loadFashionMnist } as const;
+
+export function isNamedDataset(spec: string): spec is keyof typeof NAMED_DATASETS {
+  return Object.hasOwn(NAMED_DATASETS, spec);
+}
+
 /**
  * A data set by name (mnist, fashion-mnist) or an .npz with arrays `x` [N, ...] and `y` [N]
- * (integer class labels) or [N, k] (regression targets).
+ * (integer class labels) or [N, k] (regression targets). `split` picks the named sets' split
+ * (default 'train'); an .npz is one set.
  */
-export async function readDataset(spec: string, opts: { dataDir?: string; limit?: number; model?: Model }): Promise<Dataset> {
+export async function readDataset(spec: string, opts: { dataDir?: string; limit?: number; model?: Model; split?: SplitName }): Promise<Dataset> {
   const layout = opts.model && opts.model.inputShape.length === 1 ? 'flat' : 'chw';
-  if (spec === 'mnist') return loadMnist('train', { limit: opts.limit, layout, dataDir: opts.dataDir });
-  if (spec === 'fashion-mnist') return loadFashionMnist('train', { limit: opts.limit, layout, dataDir: opts.dataDir });
-  if (!spec.endsWith('.npz')) throw new InputError(`--data: expected mnist, fashion-mnist or an .npz file with arrays x and y, got "${spec}"`);
+  const split = opts.split ?? 'train';
+  if (isNamedDataset(spec)) return NAMED_DATASETS[spec](split, { limit: opts.limit, layout, dataDir: opts.dataDir });
+  if (!spec.endsWith('.npz')) throw new InputError(`--data: expected ${Object.keys(NAMED_DATASETS).join(', ')} or an .npz file with arrays x and y, got "${spec}"`);
   const arrays = await readNpz(spec);
   const x = arrays.get('x');
   const y = arrays.get('y');

@@ -1,5 +1,6 @@
 /**
- * Evaluation (mean loss and accuracy over a dataset, without gradients) and BatchNorm statistic
+ * Evaluation (mean loss and accuracy over a dataset, without gradients; of one model or of the
+ * output ensemble of several) and BatchNorm statistic
  * re-estimation (the "reset BN" step REPAIR and the LMC literature apply to interpolated models,
  * whose interpolated running statistics no longer match their activations).
  */
@@ -9,7 +10,7 @@ import { InputError } from '../errors.js';
 import { runGraph } from '../models/graph.js';
 import type { Model } from '../models/model.js';
 import type { Params } from '../state/params.js';
-import { batchLoss, checkData, checkInputs, countCorrect, hasBatchNorm, inputTensor, type Criterion } from './common.js';
+import { batchLoss, checkData, checkInputs, countCorrect, countCorrectRows, hasBatchNorm, inputTensor, type Criterion } from './common.js';
 
 export interface EvalOptions {
   /** Default 1000. */
@@ -112,4 +113,96 @@ export function reestimateBatchNorm(model: Model, params: Params, data: Dataset,
   });
   if (k === 0) throw new InputError(`reestimateBatchNorm: dataset ${data.name} has no batch of at least 2 samples`);
   return buffers;
+}
+
+/** One model of an output ensemble: its definition and state (BN statistics in `buffers`). */
+export interface EnsembleMember {
+  model: Model;
+  params: Params;
+  buffers?: Params;
+}
+
+export interface EnsembleOptions extends EvalOptions {
+  /** Weight of each member's output (non-negative, normalised to sum 1). Default: equal weights. */
+  weights?: number[];
+}
+
+/**
+ * Loss and accuracy of the output ensemble of several models — the usual ceiling for a merged
+ * model. Classification ('ce'): the average of the members' softmax probabilities,
+ * p̄(x) = Σ_m w_m·softmax(f_m(x)); loss is the mean −log p̄_y(x) (computed in log space, float64),
+ * accuracy counts argmax p̄ = y. Regression ('mse'): the average of the outputs, scored by MSE.
+ * A one-member ensemble is that model (same loss as `evaluate`, up to float32 rounding).
+ */
+export function evaluateEnsemble(members: EnsembleMember[], data: Dataset, opts: EnsembleOptions): EvalResult {
+  if (members.length === 0) throw new InputError('evaluateEnsemble: needs at least one model');
+  const batchSize = opts.batchSize ?? 1000;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new InputError(`evaluateEnsemble: batchSize must be a positive integer, got ${batchSize}`);
+  const weights = ensembleWeights(members.length, opts.weights);
+  const bnMode = opts.bnMode ?? 'running';
+  const first = members[0].model;
+  members.forEach((m, i) => {
+    if (m.model.numOutputs !== first.numOutputs || m.model.inputShape.join(',') !== first.inputShape.join(',')) {
+      throw new InputError(`evaluateEnsemble: model ${i} (${m.model.name}) takes [${m.model.inputShape.join(', ')}] → ${m.model.numOutputs} outputs but model 0 (${first.name}) takes [${first.inputShape.join(', ')}] → ${first.numOutputs}`);
+    }
+    if (bnMode === 'running' && hasBatchNorm(m.model) && !m.buffers) {
+      throw new InputError(`evaluateEnsemble: model ${i} (${m.model.name}) has BatchNorm but no running statistics were given (pass buffers, or bnMode 'batch')`);
+    }
+  });
+  checkData('evaluateEnsemble', first, data, opts.criterion);
+  const d = sampleSize(data);
+  const c = first.numOutputs;
+  const t = opts.criterion === 'ce' ? 1 : targetSize(data);
+  return noGrad(() => {
+    let lossSum = 0;
+    let correct = 0;
+    for (let start = 0; start < data.n; start += batchSize) {
+      const size = Math.min(batchSize, data.n - start);
+      const x = inputTensor(first, data.x.subarray(start * d, (start + size) * d), size);
+      const y = data.y.subarray(start * t, (start + size) * t);
+      // avg: Σ w_m·softmax (ce) or Σ w_m·output (mse); logTarget: log Σ w_m·softmax_y, accumulated by log-add-exp.
+      const avg = new Float64Array(size * c);
+      const logTarget = new Float64Array(size).fill(-Infinity);
+      members.forEach((m, k) => {
+        if (weights[k] === 0) return;
+        const out = m.model.forward(m.params, x, { training: false, buffers: bnMode === 'running' ? m.buffers : undefined }).data;
+        const logW = Math.log(weights[k]);
+        for (let i = 0; i < size; i++) {
+          const o = i * c;
+          if (opts.criterion !== 'ce') {
+            for (let j = 0; j < c; j++) avg[o + j] += weights[k] * out[o + j];
+            continue;
+          }
+          let max = -Infinity;
+          for (let j = 0; j < c; j++) max = Math.max(max, out[o + j]);
+          let sum = 0;
+          for (let j = 0; j < c; j++) sum += Math.exp(out[o + j] - max);
+          for (let j = 0; j < c; j++) avg[o + j] += (weights[k] * Math.exp(out[o + j] - max)) / sum;
+          const lp = logW + out[o + y[i]] - max - Math.log(sum);
+          const hi = Math.max(logTarget[i], lp);
+          logTarget[i] = hi + Math.log(Math.exp(logTarget[i] - hi) + Math.exp(lp - hi));
+        }
+      });
+      if (opts.criterion === 'ce') {
+        for (let i = 0; i < size; i++) lossSum -= logTarget[i];
+        correct += countCorrectRows(avg, size, c, y as Int32Array);
+      } else {
+        let se = 0;
+        for (let i = 0; i < size * c; i++) se += (avg[i] - y[i]) ** 2;
+        lossSum += se / c;
+      }
+    }
+    const r: EvalResult = { loss: lossSum / data.n, n: data.n };
+    if (opts.criterion === 'ce') r.accuracy = correct / data.n;
+    return r;
+  });
+}
+
+function ensembleWeights(n: number, weights: number[] | undefined): number[] {
+  if (!weights) return new Array<number>(n).fill(1 / n);
+  const total = weights.reduce((s, w) => s + w, 0);
+  if (weights.length !== n || weights.some((w) => !(w >= 0 && Number.isFinite(w))) || !(total > 0 && Number.isFinite(total))) {
+    throw new InputError(`evaluateEnsemble: weights must be ${n} finite non-negative numbers with a positive sum, got [${weights.join(', ')}]`);
+  }
+  return weights.map((w) => w / total);
 }
