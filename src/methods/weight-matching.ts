@@ -54,12 +54,48 @@ export function matchingPlan(spec: PermutationSpec): { ids: string[]; byPerm: Re
 /**
  * One tensor's share of the objective, ⟨W_A, π(W_B)⟩, summed in float64 in flat order (each
  * float32 product is exact there), so the in-memory and the streaming variants log the same number.
+ * π(W_B) is read in place through per-axis offsets (what applyHard's gathers would copy).
  */
 export function tensorObjective(spec: PermutationSpec, name: string, ta: Tensor, tb: Tensor, perms: Record<string, Int32Array>): number {
+  const shape = ta.shape;
   const x = ta.data;
-  const y = noGrad(() => applyHard(spec, new Map([[name, tb]]), perms)).get(name)!.data;
+  const y = tb.data;
+  const rank = shape.length;
+  if (rank === 0) return x[0] * y[0];
+  // offs[d][i]: offset in B of index i along axis d of π(B) (new unit i ← old unit perm[i]).
+  const offs: Int32Array[] = new Array(rank);
+  let stride = 1;
+  for (let d = rank - 1; d >= 0; d--) {
+    const entry = spec.axes[name][d];
+    const id = axisPermId(entry);
+    const n = shape[d];
+    const off = new Int32Array(n);
+    if (id === null) for (let i = 0; i < n; i++) off[i] = i * stride;
+    else {
+      const perm = perms[id];
+      const inner = axisInner(entry);
+      for (let i = 0; i < n; i++) {
+        const c = (i / inner) | 0;
+        off[i] = (perm[c] * inner + (i - c * inner)) * stride;
+      }
+    }
+    offs[d] = off;
+    stride *= n;
+  }
+  const last = offs[rank - 1];
+  const L = shape[rank - 1];
+  const idx = new Int32Array(rank);
   let s = 0;
-  for (let i = 0; i < x.length; i++) s += x[i] * y[i];
+  let k = 0;
+  for (let r = 0, rows = x.length / L; r < rows; r++) {
+    let base = 0;
+    for (let d = 0; d < rank - 1; d++) base += offs[d][idx[d]];
+    for (let j = 0; j < L; j++) s += x[k++] * y[base + last[j]];
+    for (let d = rank - 2; d >= 0; d--) {
+      if (++idx[d] < shape[d]) break;
+      idx[d] = 0;
+    }
+  }
   return s;
 }
 
