@@ -60,20 +60,28 @@ export function tensorObjective(spec: PermutationSpec, name: string, ta: Tensor,
   const shape = ta.shape;
   const x = ta.data;
   const y = tb.data;
-  const rank = shape.length;
-  if (rank === 0) return x[0] * y[0];
+  const axes = spec.axes[name];
+  // The dims after the last permuted axis are read as one contiguous block.
+  let lastAxis = -1;
+  for (let d = 0; d < shape.length; d++) if (axisPermId(axes[d]) !== null) lastAxis = d;
+  let block = 1;
+  for (let d = lastAxis + 1; d < shape.length; d++) block *= shape[d];
+  if (lastAxis < 0) {
+    let s = 0;
+    for (let i = 0; i < x.length; i++) s += x[i] * y[i];
+    return s;
+  }
   // offs[d][i]: offset in B of index i along axis d of π(B) (new unit i ← old unit perm[i]).
-  const offs: Int32Array[] = new Array(rank);
-  let stride = 1;
-  for (let d = rank - 1; d >= 0; d--) {
-    const entry = spec.axes[name][d];
-    const id = axisPermId(entry);
+  const offs: Int32Array[] = new Array(lastAxis + 1);
+  let stride = block;
+  for (let d = lastAxis; d >= 0; d--) {
+    const id = axisPermId(axes[d]);
     const n = shape[d];
     const off = new Int32Array(n);
     if (id === null) for (let i = 0; i < n; i++) off[i] = i * stride;
     else {
       const perm = perms[id];
-      const inner = axisInner(entry);
+      const inner = axisInner(axes[d]);
       for (let i = 0; i < n; i++) {
         const c = (i / inner) | 0;
         off[i] = (perm[c] * inner + (i - c * inner)) * stride;
@@ -82,16 +90,19 @@ export function tensorObjective(spec: PermutationSpec, name: string, ta: Tensor,
     offs[d] = off;
     stride *= n;
   }
-  const last = offs[rank - 1];
-  const L = shape[rank - 1];
-  const idx = new Int32Array(rank);
+  const last = offs[lastAxis];
+  const L = shape[lastAxis];
+  const idx = new Int32Array(lastAxis);
   let s = 0;
   let k = 0;
-  for (let r = 0, rows = x.length / L; r < rows; r++) {
+  for (let r = 0, rows = x.length / (L * block); r < rows; r++) {
     let base = 0;
-    for (let d = 0; d < rank - 1; d++) base += offs[d][idx[d]];
-    for (let j = 0; j < L; j++) s += x[k++] * y[base + last[j]];
-    for (let d = rank - 2; d >= 0; d--) {
+    for (let d = 0; d < lastAxis; d++) base += offs[d][idx[d]];
+    for (let i = 0; i < L; i++) {
+      const o = base + last[i];
+      for (let j = 0; j < block; j++) s += x[k++] * y[o + j];
+    }
+    for (let d = lastAxis - 1; d >= 0; d--) {
       if (++idx[d] < shape[d]) break;
       idx[d] = 0;
     }
