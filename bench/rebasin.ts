@@ -55,14 +55,14 @@ export async function run(ctx: BenchContext, torch?: TorchFigures): Promise<Benc
 
   const sinkEpochs = ctx.quick ? 2 : 20;
   t0 = performance.now();
-  const mid = alignModels('sinkhorn-mid', { spec, a, b }, { model, data: train, batchSize: 1000, seed: 0, sinkhornEpochs: sinkEpochs });
+  const mid = alignModels('sinkhorn-mid', { spec, a, b }, { model, data: train, batchSize: 1000, seed: 0 }, { epochs: sinkEpochs });
   rows.push({ section: 'rebasin', name: `Sinkhorn-Mid, ${sinkEpochs} epochs (${mid.steps} steps)`, value: (performance.now() - t0) / 1000, unit: 's', higherIsBetter: false,
     ...anchor('midSec', ctx.quick ? 10.2 : 101.5), goal: '≤ 0.5× reference', note: ctx.quick ? 'quick: 2 epochs, quoted anchor scaled from 20' : undefined });
 
   // Sinkhorn-L2, 50 steps at τ = 1 on a planted permutation of A (the reference's recovery setup).
   const planted = applyHard(spec, a, randomPerms(spec, new Rng(3)));
   t0 = performance.now();
-  const l2 = alignModels('sinkhorn-l2', { spec, a, b: planted }, { sinkhorn: { tau: 1, steps: ctx.quick ? 10 : 50, stopAtZero: false } });
+  const l2 = alignModels('sinkhorn-l2', { spec, a, b: planted }, {}, { tau: 1, steps: ctx.quick ? 10 : 50, stopAtZero: false });
   rows.push({ section: 'rebasin', name: `Sinkhorn-L2, ${l2.steps} steps at width 512 (τ = 1)`, value: (performance.now() - t0) / 1000, unit: 's', higherIsBetter: false,
     ...anchor('l2Sec', ctx.quick ? 4.4 : 22) });
 

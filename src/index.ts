@@ -21,14 +21,15 @@ export { checkEquivalence, type EquivalenceResult } from './permutation/equivale
 
 // Methods.
 export type { AlignInput, AlignResult, StepLog, StepCallback } from './methods/types.js';
-export { weightMatching, type WeightMatchingOptions } from './methods/weight-matching.js';
-export { activationMatching, type ActivationMatchingOptions, type ActivationStatistic } from './methods/activation-matching.js';
-export { straightThroughEstimator, type SteOptions } from './methods/ste.js';
+export { weightMatching, WEIGHT_MATCHING_DEFAULTS, type WeightMatchingOptions } from './methods/weight-matching.js';
+export { weightMatchingLazy, type TensorSource, type LazyAlignInput, type LazyAlignResult, type WeightMatchingLazyOptions } from './methods/weight-matching-lazy.js';
+export { activationMatching, ACTIVATION_MATCHING_DEFAULTS, type ActivationMatchingOptions, type ActivationStatistic } from './methods/activation-matching.js';
+export { straightThroughEstimator, STE_DEFAULTS, type SteOptions } from './methods/ste.js';
 export { naive } from './methods/naive.js';
 export { sinkhornRebasin, hardPermutations, type SinkhornRebasinOptions, type RebasinCost } from './methods/sinkhorn-rebasin.js';
-export { weightCost, WEIGHT_COSTS, type WeightCostKind } from './methods/costs.js';
-export { midpointCost, randomPointCost, stateLoss, type Batch, type DataCostOptions } from './methods/data-costs.js';
-export { alignModels, METHODS, needsData, type MethodName, type MethodContext } from './methods/registry.js';
+export { weightCost, WEIGHT_COSTS, WEIGHT_COST_NAMES, type WeightCostKind, type WeightCostDef } from './methods/costs.js';
+export { midpointCost, randomPointCost, DATA_COSTS, DATA_COST_NAMES, type DataCostKind, type DataCostOptions } from './methods/data-costs.js';
+export { alignModels, METHODS, METHOD_NAMES, needsData, type MethodName, type MethodContext, type MethodEntry, type MethodOptions } from './methods/registry.js';
 
 // Analysis.
 export { interpolationCurve, barrier, lambdas, type CurvePoint, type BarrierSummary, type BnMode, type CurveOptions } from './analysis/lmc.js';
@@ -40,7 +41,7 @@ export * from './models/index.js';
 export * from './data/index.js';
 export { trainModel, type TrainOptions, type TrainResult, type EpochStats } from './training/train.js';
 export { evaluate, evaluateEnsemble, reestimateBatchNorm, type EnsembleMember, type EnsembleOptions, type EvalOptions, type EvalResult } from './training/evaluate.js';
-export type { Criterion } from './training/common.js';
+export { stateLoss, type Batch, type Criterion } from './models/loss.js';
 
 // Checkpoints and formats.
 export * from './io/safetensors.js';
@@ -52,6 +53,7 @@ export { loadTensors, loadSpecFile, type LoadedTensors, type TensorFileFormat } 
 export { readOnnx, parseOnnx, inferSpecFromOnnx, type OnnxModel, type OnnxSpecResult } from './io/onnx.js';
 export { readTfjs, writeTfjs, tfjsToPytorchLayout, pytorchToTfjsLayout, inferSpecFromTfjs } from './io/tfjs.js';
 export type { ArrayRecord, StateDict } from './io/records.js';
+export { safetensorsSource, applyPermutationsStreaming, type SafetensorsSource, type StreamingApplyResult } from './io/align-lazy.js';
 
 // Continual learning and experiments.
 export * as continual from './continual/index.js';

@@ -10,7 +10,8 @@ import { noGrad } from '../src/core/tensor.js';
 import { recordsToState, stateToRecords } from '../src/io/checkpoint.js';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { weightMatching } from '../src/methods/weight-matching.js';
-import { applyPermutationsStreaming, safetensorsSource, weightMatchingLazy, type TensorSource } from '../src/methods/weight-matching-lazy.js';
+import { applyPermutationsStreaming, safetensorsSource } from '../src/io/align-lazy.js';
+import { weightMatchingLazy, type TensorSource } from '../src/methods/weight-matching-lazy.js';
 import { isBufferName, type Params } from '../src/state/params.js';
 import { mlp, resnet20 } from '../src/models/index.js';
 import type { Model } from '../src/models/model.js';
@@ -82,7 +83,18 @@ for (const [label, build, maxSweeps] of cases) {
       await sb.close();
     }
     assert.equal(lazy.steps, ref.steps);
+    assert.ok(ref.steps >= 2, 'several sweeps, so a stale share would show');
     assert.deepEqual(lazy.log.map((e) => e.cost), ref.log.map((e) => e.cost));
+    // Both log the whole objective Σ ⟨W_A, π(W_B)⟩ over the matched tensors, not the last group's share.
+    const aligned = noGrad(() => applyHard(spec, b, lazy.perms));
+    let objective = 0;
+    for (const name of new Set(Object.values(permToAxes(spec)).flat().map((e) => e.name).filter((n) => !isBufferName(n)))) {
+      const x = a.get(name)!.data;
+      const y = aligned.get(name)!.data;
+      for (let i = 0; i < x.length; i++) objective += x[i] * y[i];
+    }
+    const last = lazy.log.at(-1)!.cost;
+    assert.ok(Math.abs(last + objective) <= 1e-9 * Math.abs(objective), `logged ${last}, objective ${-objective}`);
     assertSamePerms(lazy.perms, ref.perms);
     const out = join(dir, `${label}-out.safetensors`);
     const r = await applyPermutationsStreaming(spec, bPath, lazy.perms, out, { note: 'x' });

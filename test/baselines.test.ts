@@ -7,7 +7,7 @@ import { batches, type Dataset } from '../src/data/dataset.js';
 import { makeBlobs } from '../src/data/synthetic.js';
 import { InputError } from '../src/errors.js';
 import { activationMatching } from '../src/methods/activation-matching.js';
-import { criterionLoss, stateLoss } from '../src/methods/data-costs.js';
+import { criterionLoss, stateLoss } from '../src/models/loss.js';
 import { naive } from '../src/methods/naive.js';
 import { straightThroughEstimator } from '../src/methods/ste.js';
 import { weightMatching } from '../src/methods/weight-matching.js';

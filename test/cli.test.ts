@@ -234,3 +234,18 @@ test('experiment lmc: an impossible --tau is a usage error before any work', () 
   assert.equal(r.code, 2);
   assert.match(r.stderr, /--tau must be > 0, got 0/);
 });
+
+test('align/merge --method and the experiments\' --methods take their choices from the method table', async () => {
+  const { METHOD_NAMES, needsData } = await import('../src/methods/registry.js');
+  const { lmcSpec } = await import('../src/cli/experiment-lmc.js');
+  const { recoverySpec } = await import('../src/cli/experiment-recovery.js');
+  assert.deepEqual(alignSpec.options.method.choices, METHOD_NAMES);
+  assert.deepEqual(mergeSpec.options.method.choices, METHOD_NAMES);
+  assert.deepEqual(lmcSpec.options.methods.choices, METHOD_NAMES);
+  assert.deepEqual(recoverySpec.options.methods.choices, METHOD_NAMES.filter((m) => !needsData(m)));
+  // LMC runs every method by default, the weight costs represented by L2 (the paper's).
+  assert.deepEqual(lmcSpec.options.methods.default, ['naive', 'wm', 'am', 'ste', 'sinkhorn-l2', 'sinkhorn-mid', 'sinkhorn-rnd']);
+  for (const m of METHOD_NAMES) assert.equal(parseArgs(alignSpec, ['a', 'b', '--method', m]).options.method, m);
+  assert.throws(() => parseArgs(alignSpec, ['a', 'b', '--method', 'sinkhorn-l3']), /--method must be one of naive, wm/);
+  assert.match(alignSpec.options.data.help, /am\/ste\/sinkhorn-mid\/sinkhorn-rnd/);
+});

@@ -10,7 +10,7 @@ import { F, noGrad, Rng, Tensor, zeros } from '../src/core/index.js';
 import {
   accuracyOverTasksSeen, agemProject, averageAccuracy, backwardTransfer, continualMetrics, continualModel, distillationLoss,
   epochBatches, EwcPenalty, forgetting, loadBenchmark, mergeRebasin, taskAccuracy, RebasinIL, REBASIN_IL_DEFAULTS, ReplayBuffer,
-  type Benchmark, type MethodName,
+  type Benchmark, type StrategyName,
 } from '../src/continual/index.js';
 import { runContinual } from '../src/experiments/continual.js';
 import { readRunState } from '../src/experiments/continual-state.js';
@@ -336,7 +336,7 @@ test('split CIFAR-100 from tiny files in the official binary layout', async () =
 test('resume: 2 tasks, stop, resume gives the same R and bit-identical parameters as an uninterrupted run', async () => {
   const bench = tinyRotated();
   const dir = mkdtempSync(join(tmpdir(), 'cl-resume-'));
-  const methods: MethodName[] = ['rebasin-il', 'finetune', 'ewc', 'lwf', 'agem', 'replay', 'joint'];
+  const methods: StrategyName[] = ['rebasin-il', 'finetune', 'ewc', 'lwf', 'agem', 'replay', 'joint'];
   const common = { benchmark: 'rotated-mnist' as const, bench, methods, epochs: 1, jointEpochs: 3, baselineBatch: 50, quiet: true, seed: 7, rebasin: { batchSize: 100, memBatch: 100 } };
   try {
     const full = await runContinual({ ...common, outDir: join(dir, 'a') });

@@ -7,7 +7,10 @@ import { Rng } from '../src/core/random.js';
 import { noGrad } from '../src/core/tensor.js';
 import { InputError } from '../src/errors.js';
 import { runRecovery } from '../src/experiments/recovery.js';
-import { weightCost } from '../src/methods/costs.js';
+import { WEIGHT_COST_NAMES, weightCost } from '../src/methods/costs.js';
+import { DATA_COST_NAMES } from '../src/methods/data-costs.js';
+import { alignModels, METHOD_NAMES, METHODS, needsData } from '../src/methods/registry.js';
+import { polynomialTask } from '../src/data/index.js';
 import { sinkhornRebasin } from '../src/methods/sinkhorn-rebasin.js';
 import { kernels } from '../src/core/backend/index.js';
 import { isBufferName, type Params } from '../src/state/params.js';
@@ -56,8 +59,32 @@ test('weight matching recovers planted permutations exactly (MLP, VGG11-BN, ResN
 });
 
 /**
+ * The whole matching objective Σ ⟨W_A, π(W_B)⟩ over the weights on a permuted axis, from scratch:
+ * the whole of B permuted, float64 sums per tensor in flat order, tensors in group order.
+ */
+function matchingObjective(spec: PermutationSpec, a: Params, b: Params, perms: Record<string, Int32Array>): number {
+  const byPerm = permToAxes(spec);
+  const aligned = noGrad(() => applyHard(spec, b, perms));
+  const seen = new Set<string>();
+  let total = 0;
+  for (const p of Object.keys(spec.perms)) {
+    for (const e of byPerm[p] ?? []) {
+      if (isBufferName(e.name) || seen.has(e.name)) continue;
+      seen.add(e.name);
+      const x = a.get(e.name)!.data;
+      const y = aligned.get(e.name)!.data;
+      let s = 0;
+      for (let i = 0; i < x.length; i++) s += x[i] * y[i];
+      total += s;
+    }
+  }
+  return total;
+}
+
+/**
  * Git Re-Basin's loop as written, with nothing cached: every visit permutes B on the other axes,
- * rebuilds M from zero and solves it. weightMatching must give the same permutations and log.
+ * rebuilds M from zero and solves it. weightMatching must give the same permutations and log
+ * (minus the whole objective after each sweep).
  */
 function plainWeightMatching(spec: PermutationSpec, a: Params, b: Params, seed: number, init?: Record<string, Int32Array>) {
   const rng = new Rng(seed);
@@ -67,7 +94,6 @@ function plainWeightMatching(spec: PermutationSpec, a: Params, b: Params, seed: 
   const costs: number[] = [];
   for (let sweep = 0; sweep < 100; sweep++) {
     let progress = false;
-    let objective = 0;
     for (const p of rng.shuffle([...ids])) {
       const n = spec.perms[p];
       const M = new Float32Array(n * n);
@@ -81,9 +107,8 @@ function plainWeightMatching(spec: PermutationSpec, a: Params, b: Params, seed: 
       const best = bestGroupPermutation(M, n, perms[p]);
       if (best.improved) progress = true;
       perms[p] = best.perm;
-      objective = best.total;
     }
-    costs.push(-objective);
+    costs.push(-matchingObjective(spec, a, b, perms));
     if (!progress) break;
   }
   return { perms, costs };
@@ -110,6 +135,8 @@ test('weight matching = the plain uncached loop (MLP, VGGs with a flatten, ResNe
       assert.deepEqual(got.log.map((e) => e.cost), want.costs, `${model.name}: objective per sweep`);
       for (const [id, p] of Object.entries(want.perms)) assert.deepEqual(Array.from(got.perms[id]), Array.from(p), `${model.name}: permutation ${id}`);
       assertSameTensors(noGrad(() => applyHard(spec, b, want.perms)), got.aligned);
+      // The last sweep's cost is the whole objective under the returned permutations.
+      assert.equal(got.log.at(-1)!.cost, -matchingObjective(spec, a, b, got.perms), `${model.name}: final cost`);
     }
   }
   // A bad init is reported as before (it used to surface from applyHard).
@@ -186,4 +213,39 @@ test('experiment recovery writes the documented outputs', () => {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('the method table: a sinkhorn-<cost> method per weight and data cost, needsData and options from the entries', () => {
+  for (const c of WEIGHT_COST_NAMES) {
+    assert.ok(METHOD_NAMES.includes(`sinkhorn-${c}` as never), `sinkhorn-${c}`);
+    assert.equal(needsData(`sinkhorn-${c}` as never), false);
+  }
+  for (const c of DATA_COST_NAMES) assert.equal(needsData(`sinkhorn-${c}` as never), true, `sinkhorn-${c}`);
+  assert.deepEqual(METHOD_NAMES.filter(needsData), ['am', 'ste', 'sinkhorn-mid', 'sinkhorn-rnd']);
+  assert.throws(() => needsData('nope' as never), /unknown method "nope"/);
+
+  const { spec, a, b } = planted(mlp({ sizes: [10, 8, 8, 3] }), 5);
+  // Options reach the method; undefined ones keep the defaults.
+  const wm1 = alignModels('wm', { spec, a, b }, { seed: 2 }, { maxSweeps: 1 });
+  assert.equal(wm1.steps, 1);
+  const wm = alignModels('wm', { spec, a, b }, { seed: 2 }, { maxSweeps: undefined });
+  assert.deepEqual(wm.perms, weightMatching({ spec, a, b }, { seed: 2 }).perms);
+  const l1 = alignModels('sinkhorn-l1', { spec, a, b }, {}, { steps: 3, stopAtZero: false });
+  assert.equal(l1.method, 'sinkhorn-l1');
+  assert.equal(l1.steps, 3);
+  const direct = sinkhornRebasin({ spec, a, b }, { cost: 'l1', steps: 3, stopAtZero: false });
+  assert.deepEqual(l1.log.map((e) => e.cost), direct.log.map((e) => e.cost));
+  assert.throws(() => alignModels('am', { spec, a, b }), /needs the model definition and training data/);
+
+  // A data cost: steps = epochs × batches per epoch unless steps is given.
+  const model = mlp({ sizes: [1, 6, 1], activation: 'tanh' });
+  const s = model.init(new Rng(1));
+  const t = model.init(new Rng(2));
+  const input = { spec: model.permutationSpec(), a: new Map([...s.params, ...s.buffers]), b: new Map([...t.params, ...t.buffers]) };
+  const data = polynomialTask(1, { seed: 0 });
+  const mid = alignModels('sinkhorn-mid', input, { model, data, batchSize: 50 }, { epochs: 2 });
+  assert.equal(mid.steps, 2 * Math.ceil(data.n / 50));
+  assert.equal(mid.method, 'sinkhorn-mid');
+  assert.equal(alignModels('sinkhorn-rnd', input, { model, data, batchSize: 50 }, { epochs: 2, steps: 3 }).steps, 3);
+  assert.equal(METHODS['sinkhorn-mid'].defaults.epochs, 20);
 });

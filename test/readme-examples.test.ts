@@ -36,7 +36,7 @@ test('README: align two checkpoints, check equivalence, Sinkhorn costs, LMC and 
     assert.ok(steps >= 1 && Object.keys(perms).length === 2);
     assert.ok(maxAbsDiff < 1e-4, `max abs diff ${maxAbsDiff}`);
 
-    const mid = alignModels('sinkhorn-mid', { spec, a, b }, { model: A.model, data, batchSize: 300, sinkhornEpochs: 2 });
+    const mid = alignModels('sinkhorn-mid', { spec, a, b }, { model: A.model, data, batchSize: 300 }, { epochs: 2 });
     const custom = sinkhornRebasin({ spec, a, b }, { cost: (alignedB) => weightCost('l1', a, alignedB), tau: 0.1, steps: 5 });
     assert.equal(mid.steps, 4);
     const last = custom.log.at(-1)!;

@@ -9,7 +9,7 @@
  */
 import { noGrad } from '../core/tensor.js';
 import type { Dataset } from '../data/dataset.js';
-import type { Criterion } from '../methods/data-costs.js';
+import type { Criterion } from '../models/loss.js';
 import type { Model } from '../models/model.js';
 import { lerpState, splitState, type Params } from '../state/params.js';
 import { evaluate, reestimateBatchNorm } from '../training/evaluate.js';

@@ -11,9 +11,10 @@ import { noGrad } from '../core/tensor.js';
 import { CheckFailedError, InputError } from '../errors.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { CHECKPOINT_FORMAT } from '../io/checkpoint.js';
-import { applyPermutationsStreaming, safetensorsSource, weightMatchingLazy } from '../methods/weight-matching-lazy.js';
+import { applyPermutationsStreaming, safetensorsSource } from '../io/align-lazy.js';
+import { weightMatchingLazy } from '../methods/weight-matching-lazy.js';
 import { createModel } from '../models/registry.js';
-import { alignModels, METHODS, needsData, type MethodName } from '../methods/registry.js';
+import { alignModels, METHOD_NAMES, METHODS, needsData, type MethodName } from '../methods/registry.js';
 import type { AlignResult } from '../methods/types.js';
 import { assertCompatible } from '../methods/validate.js';
 import { lerpState, weightedAverage, type Params } from '../state/params.js';
@@ -24,10 +25,23 @@ import { linePlots } from '../report/svg.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 import { equivalenceCheck, parseModelConfig, readDataset, readModelFile, resolveSpec, writeModelFile, type EquivalenceReport, type ModelFile } from './model-files.js';
 
+const DATA_METHODS = METHOD_NAMES.filter(needsData);
+
+/** "(default X: m1, m2; Y: m3)": the methods with option `key`, grouped by their default. */
+function defaultsOf(key: string): string {
+  const byValue = new Map<string, MethodName[]>();
+  for (const m of METHOD_NAMES) {
+    const v = (METHODS[m].defaults as Record<string, unknown>)[key];
+    if (v === undefined) continue;
+    byValue.set(String(v), [...(byValue.get(String(v)) ?? []), m]);
+  }
+  return `(default ${[...byValue].map(([v, ms]) => `${v}: ${ms.join(', ')}`).join('; ')})`;
+}
+
 const common = {
   spec: { type: 'string', help: 'permutation spec JSON (default: derived from a rebasin checkpoint\'s model)' },
   'model-config': { type: 'string', help: 'model definition as JSON or a JSON file, e.g. {"arch":"mlp","sizes":[784,512,10]} (enables the functional check and data-driven methods for plain weights)' },
-  data: { type: 'string', help: 'training data for am/ste/sinkhorn-mid/sinkhorn-rnd: mnist, fashion-mnist or an .npz with x and y' },
+  data: { type: 'string', help: `training data for ${DATA_METHODS.join('/')}: mnist, fashion-mnist or an .npz with x and y` },
   'data-dir': { type: 'string', help: 'folder with the MNIST/Fashion-MNIST IDX files' },
   'data-limit': { type: 'int', help: 'use only the first N training samples' },
   seed: { type: 'int', help: 'random seed', default: 0 },
@@ -36,18 +50,18 @@ const common = {
 } as const;
 
 const methodOptions = {
-  method: { type: 'string', help: 'alignment method', choices: METHODS, default: 'wm' },
-  steps: { type: 'int', help: 'Sinkhorn steps (weight costs) ' },
-  epochs: { type: 'int', help: 'epochs over --data for sinkhorn-mid/rnd (default 20) and ste (default 5)' },
-  tau: { type: 'number', help: 'Sinkhorn temperature τ' },
-  lr: { type: 'number', help: 'learning rate of the Sinkhorn matrices / STE' },
+  method: { type: 'string', help: `alignment method (${DATA_METHODS.join(', ')} need --data)`, choices: METHOD_NAMES, default: 'wm' },
+  steps: { type: 'int', help: `Sinkhorn steps ${defaultsOf('steps')}; the data costs: --epochs passes over --data` },
+  epochs: { type: 'int', help: `epochs over --data ${defaultsOf('epochs')}` },
+  tau: { type: 'number', help: `Sinkhorn temperature τ ${defaultsOf('tau')}` },
+  lr: { type: 'number', help: `learning rate of the Sinkhorn matrices / STE ${defaultsOf('lr')}` },
   'batch-size': { type: 'int', help: 'mini-batch size for the data-driven methods', default: 1000 },
 } as const;
 
 export const alignSpec: CommandSpec = {
   name: 'align',
   summary: 'Permute model B into model A\'s basin and write the aligned B (same function as B).',
-  usage: 'rebasin align A.safetensors B.safetensors [--spec spec.json] [--method wm|am|ste|sinkhorn-l2|sinkhorn-mid|sinkhorn-rnd] [--data mnist] -o B_aligned.safetensors',
+  usage: `rebasin align A.safetensors B.safetensors [--spec spec.json] [--method ${METHOD_NAMES.join('|')}] [--data mnist] -o B_aligned.safetensors`,
   positionals: ['A', 'B'],
   options: {
     out: { type: 'string', alias: 'o', help: 'output safetensors for the aligned B' },
@@ -94,15 +108,13 @@ async function runMethod(cmd: string, method: MethodName, spec: PermutationSpec,
   const progress = new Progress({ label: `${cmd} ${method}`, total: 1, quiet: Boolean(o.quiet || o.json) });
   const result = alignModels(method, { spec, a: a.state, b: b.state }, {
     model, data, seed: o.seed as number, batchSize: o['batch-size'] as number,
-    sinkhorn: {
-      ...(o.steps !== undefined ? { steps: o.steps as number } : {}),
-      ...(o.tau !== undefined ? { tau: o.tau as number } : {}),
-      ...(o.lr !== undefined ? { lr: o.lr as number } : {}),
-    },
-    sinkhornEpochs: o.epochs as number | undefined,
-    steEpochs: o.epochs as number | undefined,
-    steLr: o.lr as number | undefined,
     onStep: (e) => { progress.tick(0, `step ${e.step} cost ${e.cost.toPrecision(4)}${e.hardCost !== undefined ? ` hard ${e.hardCost.toPrecision(4)}` : ''}`); },
+  }, {
+    // Each method reads the options it has (e.g. --epochs: STE and the data costs); the others are ignored.
+    steps: o.steps as number | undefined,
+    epochs: o.epochs as number | undefined,
+    tau: o.tau as number | undefined,
+    lr: o.lr as number | undefined,
   });
   progress.finish(`${result.steps} steps, ${result.seconds.toFixed(1)} s`);
   return result;

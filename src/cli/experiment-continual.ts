@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { BENCHMARKS, type BenchmarkName } from '../continual/benchmarks.js';
 import { runContinual } from '../experiments/continual.js';
 import { toJson } from '../experiments/continual-state.js';
-import { METHODS, type MethodName } from '../continual/strategy.js';
+import { STRATEGIES, type StrategyName } from '../continual/strategy.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
 /** SGD baselines' default batch: the reference's 10 is ~10× slower here for similar accuracy. */
@@ -15,7 +15,7 @@ export const continualSpec: CommandSpec = {
   usage: 'rebasin experiment continual --benchmark rotated-mnist|split-mnist|split-fashion-mnist|split-cifar100 --methods rebasin-il,finetune,... --out DIR [--tasks N] [--epochs N] [--seed N] [--samples-per-task N] [--data-dir DIR] [--resume] [--quiet] [--json]',
   options: {
     benchmark: { type: 'string', help: 'task sequence', choices: BENCHMARKS, default: 'rotated-mnist' },
-    methods: { type: 'list', help: 'methods to run, in order', choices: METHODS, default: [...METHODS] },
+    methods: { type: 'list', help: 'methods to run, in order', choices: STRATEGIES, default: [...STRATEGIES] },
     out: { type: 'string', help: 'output directory (results, plots and per-method state files)', default: './rebasin-out/continual' },
     tasks: { type: 'int', help: 'number of tasks (default: 20 rotations, 5 MNIST/Fashion splits, 10 CIFAR-100 splits)' },
     epochs: { type: 'int', help: 'epochs per task for every method (default: each method\'s reference value: 5, A-GEM 10, joint 50)' },
@@ -47,7 +47,7 @@ export async function experimentContinual(args: Parsed): Promise<number> {
   const maxTasks = benchmark === 'rotated-mnist' ? Infinity : benchmark === 'split-cifar100' ? 10 : 5;
   if (o.tasks !== undefined && (o.tasks as number) > maxTasks) throw new UsageError(`${CMD}: ${benchmark} has at most ${maxTasks} tasks, got --tasks ${o.tasks}`);
   if (benchmark === 'split-cifar100' && !o['data-dir']) throw new UsageError(`${CMD}: split-cifar100 needs --data-dir <folder with the CIFAR-100 binary files train.bin and test.bin>`);
-  const methods = [...new Set(o.methods as MethodName[])];
+  const methods = [...new Set(o.methods as StrategyName[])];
   const report = await runContinual({
     benchmark,
     methods,

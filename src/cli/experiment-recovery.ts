@@ -1,6 +1,7 @@
 /** `rebasin experiment recovery`: recover planted permutations with WM and Sinkhorn-L2. */
 import { resolve } from 'node:path';
-import { RECOVERY_METHODS, RECOVERY_MODELS, runRecovery, type RecoveryMethod } from '../experiments/recovery.js';
+import { RECOVERY_DEFAULT_METHODS, RECOVERY_METHODS, RECOVERY_MODELS, runRecovery } from '../experiments/recovery.js';
+import type { MethodName } from '../methods/registry.js';
 import { WEIGHT_COST_DEFAULTS } from '../methods/sinkhorn-rebasin.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
@@ -10,7 +11,7 @@ export const recoverySpec: CommandSpec = {
   usage: 'rebasin experiment recovery [--models mlp2,vgg11,...] [--methods wm,sinkhorn-l2] [--seeds N] [--out DIR]',
   options: {
     models: { type: 'list', help: 'models: mlpN (N hidden layers) or vgg11/13/16/19', default: [...RECOVERY_MODELS] },
-    methods: { type: 'list', help: 'methods to compare', choices: RECOVERY_METHODS, default: [...RECOVERY_METHODS] },
+    methods: { type: 'list', help: 'methods to compare', choices: RECOVERY_METHODS, default: [...RECOVERY_DEFAULT_METHODS] },
     seeds: { type: 'int', help: 'number of seeds (model init and planted permutation)', default: 3 },
     out: { type: 'string', help: 'output directory', default: './rebasin-out/recovery' },
     'mlp-width': { type: 'int', help: 'hidden width of the MLPs (784 inputs, 10 outputs)', default: 512 },
@@ -34,7 +35,7 @@ export async function experimentRecovery(args: Parsed): Promise<number> {
   if (!((o['vgg-width'] as number) > 0) || (o['mlp-width'] as number) < 2) throw new UsageError('experiment recovery: widths must be positive');
   const report = runRecovery({
     models: o.models as string[],
-    methods: o.methods as RecoveryMethod[],
+    methods: o.methods as MethodName[],
     seeds: o.seeds as number,
     outDir: resolve(o.out as string),
     mlpWidth: o['mlp-width'] as number,

@@ -14,7 +14,8 @@ import { InputError } from '../errors.js';
 import { saveCheckpoint } from '../io/checkpoint.js';
 import { createModel, type Model, type ModelConfig } from '../models/index.js';
 import { evaluate } from '../training/evaluate.js';
-import { trainModel, type Criterion } from '../training/train.js';
+import type { Criterion } from '../models/loss.js';
+import { trainModel } from '../training/train.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 import { trainingProgress } from '../report/progress.js';
 

@@ -31,7 +31,7 @@ import {
   batchCrossEntropy, flatGrad, frozenCopy, maskLogits, ReplayBuffer, setFlatGrad, stepsPerEpoch, trainableCopy,
   type TaskBatch,
 } from './common.js';
-import { prefixed, tensorOf, trainLoop, unprefixed, type MethodName, type Strategy, type StrategyEnv, type StrategySnapshot } from './strategy.js';
+import { prefixed, tensorOf, trainLoop, unprefixed, type StrategyName, type Strategy, type StrategyEnv, type StrategySnapshot } from './strategy.js';
 
 export interface BaselineOptions {
   epochs: number;
@@ -60,7 +60,7 @@ export interface BaselineOptions {
   memBatch?: number;
 }
 
-export const BASELINE_DEFAULTS: Record<Exclude<MethodName, 'rebasin-il'>, BaselineOptions> = {
+export const BASELINE_DEFAULTS: Record<Exclude<StrategyName, 'rebasin-il'>, BaselineOptions> = {
   finetune: { epochs: 5, batchSize: 10, lr: 0.01, optimizer: 'sgd', referenceBatch: 10, referenceLr: 0.01 },
   ewc: { epochs: 5, batchSize: 10, lr: 0.01, optimizer: 'sgd', referenceBatch: 10, referenceLr: 0.01, lambda: 100, fisherBatch: 10 },
   lwf: { epochs: 5, batchSize: 10, lr: 0.001, optimizer: 'sgd', referenceBatch: 10, referenceLr: 0.001, alpha: 1, temperature: 0.5 },
@@ -265,7 +265,7 @@ abstract class Sequential implements Strategy {
   readonly units: number;
   protected theta: Params;
 
-  constructor(readonly method: Exclude<MethodName, 'rebasin-il' | 'joint'>, protected readonly env: StrategyEnv, init: Params, readonly opts: BaselineOptions) {
+  constructor(readonly method: Exclude<StrategyName, 'rebasin-il' | 'joint'>, protected readonly env: StrategyEnv, init: Params, readonly opts: BaselineOptions) {
     for (const k of ['epochs', 'batchSize'] as const) {
       if (!(Number.isInteger(opts[k]) && opts[k] >= 1)) throw new InputError(`${method}: ${k} must be an integer ≥ 1, got ${opts[k]}`);
     }

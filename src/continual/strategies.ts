@@ -9,7 +9,7 @@ import type { Params } from '../state/params.js';
 import { Agem, BASELINE_DEFAULTS, Ewc, Finetune, Joint, Lwf, Replay, withBatch, type BaselineOptions } from './baselines.js';
 import type { Benchmark } from './benchmarks.js';
 import { RebasinIL, REBASIN_IL_DEFAULTS, type RebasinILOptions } from './rebasin-il.js';
-import { METHODS, type MethodName, type Strategy, type StrategyEnv } from './strategy.js';
+import { STRATEGIES, type StrategyName, type Strategy, type StrategyEnv } from './strategy.js';
 
 /** The run-wide choices that change a strategy's options. */
 export interface StrategyChoices {
@@ -24,7 +24,7 @@ export interface StrategyChoices {
 }
 
 /** The strategy of `method` with its effective options. */
-export function createStrategy(method: MethodName, env: StrategyEnv, init: Params, o: StrategyChoices = {}): Strategy {
+export function createStrategy(method: StrategyName, env: StrategyEnv, init: Params, o: StrategyChoices = {}): Strategy {
   if (method === 'rebasin-il') {
     const opts: RebasinILOptions = { ...REBASIN_IL_DEFAULTS, ...(o.epochs ? { epochs: o.epochs } : {}), ...o.rebasin };
     return new RebasinIL(env, init, opts);
@@ -40,7 +40,7 @@ export function createStrategy(method: MethodName, env: StrategyEnv, init: Param
     case 'agem': return new Agem(env, init, b);
     case 'replay': return new Replay(env, init, b);
     case 'joint': return new Joint(env, init, b);
-    default: throw new InputError(`unknown method "${String(method)}" (have ${METHODS.join(', ')})`);
+    default: throw new InputError(`unknown method "${String(method)}" (have ${STRATEGIES.join(', ')})`);
   }
 }
 

@@ -13,8 +13,9 @@ import type { Params } from '../state/params.js';
 import type { Benchmark } from './benchmarks.js';
 import { batchCrossEntropy, epochBatches, maskLogits, type ReplayBuffer, type StepHook, type TaskBatch } from './common.js';
 
-export const METHODS = ['rebasin-il', 'finetune', 'ewc', 'lwf', 'agem', 'replay', 'joint'] as const;
-export type MethodName = (typeof METHODS)[number];
+/** The continual-learning strategies by name: RebasinIL and the baselines it is compared with. */
+export const STRATEGIES = ['rebasin-il', 'finetune', 'ewc', 'lwf', 'agem', 'replay', 'joint'] as const;
+export type StrategyName = (typeof STRATEGIES)[number];
 
 export interface StrategyEnv {
   model: Model;
@@ -32,7 +33,7 @@ export interface StrategySnapshot {
 }
 
 export interface Strategy {
-  readonly method: MethodName;
+  readonly method: StrategyName;
   /** Hyper-parameters actually used (reported in the results). */
   readonly hyper: Record<string, unknown>;
   /** Resumable units: tasks, or epochs for joint training. */

@@ -21,11 +21,11 @@ import { accuracyOverTasksSeen, continualMetrics, type ContinualMetrics } from '
 import type { RebasinILOptions } from '../continual/rebasin-il.js';
 import { continualModel, createStrategy, type StrategyChoices } from '../continual/strategies.js';
 import { configDifference, readRunState, toJson, writeRunState } from './continual-state.js';
-import { METHODS, type MethodName, type Strategy, type StrategyEnv } from '../continual/strategy.js';
+import { STRATEGIES, type StrategyName, type Strategy, type StrategyEnv } from '../continual/strategy.js';
 
 export interface ContinualOptions {
   benchmark: BenchmarkName;
-  methods: MethodName[];
+  methods: StrategyName[];
   /** Number of tasks (benchmark default when unset). */
   tasks?: number;
   /** Epochs per task for every method (each method's reference value when unset). */
@@ -53,7 +53,7 @@ export interface ContinualOptions {
 }
 
 export interface MethodResult {
-  method: MethodName;
+  method: StrategyName;
   /** R[t][i]: accuracy on task i after task t (joint: one row, after training on everything). */
   R: number[][];
   metrics: ContinualMetrics;
@@ -88,7 +88,7 @@ function firstNonFinite(p: Params): string | null {
   return null;
 }
 
-function statePath(outDir: string, method: MethodName): string {
+function statePath(outDir: string, method: StrategyName): string {
   return join(outDir, `state-${method}.safetensors`);
 }
 
@@ -104,7 +104,7 @@ export async function runContinual(o: ContinualOptions): Promise<ContinualReport
   intOpt('stopAfterUnits', o.stopAfterUnits);
   intOpt('seed', o.seed, 0);
   if (o.methods.length === 0) throw new InputError('no methods given');
-  for (const m of o.methods) if (!(METHODS as readonly string[]).includes(m)) throw new InputError(`unknown method "${m}" (have ${METHODS.join(', ')})`);
+  for (const m of o.methods) if (!(STRATEGIES as readonly string[]).includes(m)) throw new InputError(`unknown method "${m}" (have ${STRATEGIES.join(', ')})`);
   const seed = o.seed ?? 0;
   const bench = o.bench ?? loadBenchmark(o.benchmark, { tasks: o.tasks, samplesPerTask: o.samplesPerTask, testSamplesPerTask: o.testSamplesPerTask, dataDir: o.dataDir });
   const model = continualModel(bench, o.hidden ?? 256);
@@ -113,7 +113,7 @@ export async function runContinual(o: ContinualOptions): Promise<ContinualReport
   const results: MethodResult[] = [];
   const deviations: string[] = [];
   for (const method of o.methods) {
-    const rng = new Rng(streamSeed(seed, METHODS.indexOf(method) + 1));
+    const rng = new Rng(streamSeed(seed, STRATEGIES.indexOf(method) + 1));
     const env: StrategyEnv = { model, bench, rng };
     const strategy = createStrategy(method, env, init, o);
     if (typeof strategy.hyper.deviation === 'string') deviations.push(strategy.hyper.deviation);
@@ -182,7 +182,7 @@ export async function runContinual(o: ContinualOptions): Promise<ContinualReport
 const pct = (v: number) => (Number.isFinite(v) ? 100 * v : NaN);
 
 /** One line per method for the markdown report. */
-const METHOD_NOTES: Record<MethodName, string> = {
+const METHOD_NOTES: Record<StrategyName, string> = {
   'rebasin-il': 'task 1 AdamW 1e-3; later tasks learn X (Sinkhorn τ=1, 20 it., AdamW 0.1) and Δ (SGD 0.05, wd 0.1, clip ±0.001) on C_IL = ℒ(½π_P(θ)+½θ+Δ), merge θ ← 0.8θ + 0.2π_Phard(θ) + Δ; replay 5/class/task; batch 500 + up to 500 replayed, 5 epochs',
   finetune: 'naive SGD, 5 epochs per task',
   ewc: 'EWC "separate", λ = 100, Fisher from batch-10 squared gradients, SGD, 5 epochs',

@@ -9,17 +9,19 @@ import { barrier, interpolationCurve, type BarrierSummary, type BnMode, type Cur
 import { loadFashionMnist, loadMnist, polynomialTask, splitTrainVal, take, type Dataset } from '../data/index.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
-import { alignModels, type MethodName } from '../methods/registry.js';
+import { alignModels, METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
+import type { Criterion } from '../models/loss.js';
 import { mlp, vggSmall, type Model } from '../models/index.js';
 import { mergeState, type Params } from '../state/params.js';
 import { fmtMeanStd, markdownTable } from '../report/markdown.js';
 import { Progress, trainingProgress } from '../report/progress.js';
 import { linePlots, type Panel } from '../report/svg.js';
-import { trainModel, type Criterion } from '../training/train.js';
+import { trainModel } from '../training/train.js';
 
 export const LMC_TASKS = ['poly1', 'poly2', 'poly3', 'mnist-mlp', 'fashion-mlp', 'mnist-vgg'] as const;
 export type LmcTask = (typeof LMC_TASKS)[number];
-export const LMC_METHODS = ['naive', 'wm', 'am', 'ste', 'sinkhorn-l2', 'sinkhorn-mid', 'sinkhorn-rnd'] as const satisfies readonly MethodName[];
+/** Every method, with the weight costs represented by L2 as in the paper (the others can be chosen). */
+export const LMC_METHODS: readonly MethodName[] = METHOD_NAMES.filter((m) => (METHODS[m].weightCost ?? 'l2') === 'l2');
 
 export interface TaskSetup {
   model: Model;
@@ -151,9 +153,10 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
           criterion: setup.criterion,
           batchSize: setup.batchSize,
           seed,
-          sinkhornEpochs: o.sinkhornEpochs ?? setup.sinkhornEpochs,
-          steEpochs: o.steEpochs ?? setup.steEpochs,
-          ...(o.tau !== undefined ? { sinkhorn: { tau: o.tau } } : {}),
+        }, {
+          // Read by the methods that have these options: epochs by STE and the data-cost Sinkhorns, τ by every Sinkhorn.
+          epochs: method === 'ste' ? o.steEpochs ?? setup.steEpochs : o.sinkhornEpochs ?? setup.sinkhornEpochs,
+          tau: o.tau,
         });
         const points = interpolationCurve({ model: setup.model, a: A.state, b: result.aligned, data: setup.test, criterion: setup.criterion, points: o.points ?? 25, bn: o.bn ?? setup.bn, bnData: setup.train });
         rows.push({ task, method, seed, seconds: result.seconds, ...barrier(points) });

@@ -8,9 +8,8 @@ import { Rng } from '../core/random.js';
 import { noGrad } from '../core/tensor.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { weightCost } from '../methods/costs.js';
-import { sinkhornRebasin, WEIGHT_COST_DEFAULTS } from '../methods/sinkhorn-rebasin.js';
-import type { AlignResult } from '../methods/types.js';
-import { weightMatching } from '../methods/weight-matching.js';
+import { alignModels, METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
+import { WEIGHT_COST_DEFAULTS } from '../methods/sinkhorn-rebasin.js';
 import { mlp, vgg, type Model } from '../models/index.js';
 import { applyHard, invertPermutation, randomPerms } from '../permutation/apply.js';
 import type { Params } from '../state/params.js';
@@ -19,12 +18,14 @@ import { Progress } from '../report/progress.js';
 import { linePlots, type Series } from '../report/svg.js';
 
 export const RECOVERY_MODELS = ['mlp2', 'mlp4', 'mlp8', 'mlp16', 'vgg11', 'vgg13', 'vgg16', 'vgg19'] as const;
-export const RECOVERY_METHODS = ['wm', 'sinkhorn-l2'] as const;
-export type RecoveryMethod = (typeof RECOVERY_METHODS)[number];
+/** The methods that align from the weights alone. */
+export const RECOVERY_METHODS: readonly MethodName[] = METHOD_NAMES.filter((m) => !METHODS[m].needsData);
+/** The paper's comparison: weight matching against Sinkhorn with the L2 cost. */
+export const RECOVERY_DEFAULT_METHODS: readonly MethodName[] = ['wm', 'sinkhorn-l2'];
 
 export interface RecoveryOptions {
   models: string[];
-  methods: RecoveryMethod[];
+  methods: MethodName[];
   seeds: number;
   outDir: string;
   /** Hidden width of the MLPs (input 784, 10 outputs). */
@@ -87,19 +88,12 @@ export function runRecovery(opts: RecoveryOptions): RecoveryReport {
       const b = noGrad(() => applyHard(spec, a, planted));
       const l2 = (aligned: Params) => noGrad(() => weightCost('l2', a, aligned).item());
       for (const method of opts.methods) {
-        let result: AlignResult;
-        if (method === 'wm') {
-          result = weightMatching({ spec, a, b }, { seed, hardCost: l2 });
-        } else {
-          result = sinkhornRebasin({ spec, a, b }, {
-            cost: 'l2',
-            tau: opts.tau ?? WEIGHT_COST_DEFAULTS.tau,
-            lr: opts.lr ?? WEIGHT_COST_DEFAULTS.lr,
-            steps: opts.steps ?? WEIGHT_COST_DEFAULTS.steps,
-            seed,
-            onStep: (e) => { progress.tick(0, `${name} seed ${seed} ${method} step ${e.step} cost ${e.hardCost?.toExponential(2)}`); },
-          });
-        }
+        if (METHODS[method].needsData) throw new Error(`recovery: method ${method} needs training data; have ${RECOVERY_METHODS.join(', ')}`);
+        // Every curve plots the hard L2 cost; τ, lr and steps are read by the Sinkhorn methods.
+        const result = alignModels(method, { spec, a, b }, {
+          seed,
+          onStep: (e) => { progress.tick(0, `${name} seed ${seed} ${method} step ${e.step} cost ${e.hardCost?.toExponential(2)}`); },
+        }, { hardCost: l2, tau: opts.tau, lr: opts.lr, steps: opts.steps });
         const hardCost = l2(result.aligned);
         for (const [perm, p] of Object.entries(planted)) {
           const expected = invertPermutation(p);

@@ -39,6 +39,9 @@ export interface ActivationMatchingOptions {
   onProgress?: (seen: number, total: number) => void;
 }
 
+/** The defaults of the options above. */
+export const ACTIVATION_MATCHING_DEFAULTS = { batchSize: 500, statistic: 'cross' as ActivationStatistic };
+
 /** Rows per float32 gemm before its product is added to the float64 sums. */
 const CHUNK = 4096;
 
@@ -117,8 +120,8 @@ export function activationMatching(input: AlignInput, opts: ActivationMatchingOp
   const { model, data } = opts;
   assertValidSpec(spec, a);
   assertCompatible(a, b);
-  const batchSize = opts.batchSize ?? 500;
-  const statistic = opts.statistic ?? 'cross';
+  const batchSize = opts.batchSize ?? ACTIVATION_MATCHING_DEFAULTS.batchSize;
+  const statistic = opts.statistic ?? ACTIVATION_MATCHING_DEFAULTS.statistic;
   if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InputError(`activationMatching: batchSize must be an integer ≥ 1, got ${batchSize}`);
   if (statistic !== 'cross' && statistic !== 'correlation') throw new InputError(`activationMatching: statistic must be "cross" or "correlation", got "${statistic as string}"`);
   if (opts.maxSamples !== undefined && !(Number.isInteger(opts.maxSamples) && opts.maxSamples >= 1)) {

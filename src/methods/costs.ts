@@ -12,10 +12,32 @@ import { F } from '../core/index.js';
 import { Tensor, scalar } from '../core/tensor.js';
 import { type Params, isBufferName } from '../state/params.js';
 
-export const WEIGHT_COSTS = ['l2', 'l1', 'cosine'] as const;
-export type WeightCostKind = (typeof WEIGHT_COSTS)[number];
+/** One weight cost: its per-tensor term, and whether the sum is a mean over scalars or over tensors. */
+export interface WeightCostDef {
+  term(ta: Tensor, tb: Tensor): Tensor;
+  meanOver: 'scalars' | 'tensors';
+}
+
+/** Every weight cost by name; the CLI's `sinkhorn-<name>` methods are generated from this table. */
+export const WEIGHT_COSTS = {
+  l2: { term: (ta, tb) => F.sum(F.square(F.sub(ta, tb))), meanOver: 'scalars' },
+  l1: { term: (ta, tb) => F.sum(F.abs(F.sub(ta, tb))), meanOver: 'scalars' },
+  cosine: {
+    term: (ta, tb) => {
+      const dot = F.sum(F.mul(ta, tb));
+      const na = Math.max(Math.sqrt(kernels().sumSquares(ta.data)), 1e-8);
+      const nb = F.maximum(F.sqrt(F.sum(F.square(tb))), scalar(1e-8, tb.dtype));
+      return F.affine(F.div(dot, F.mulScalar(nb, na)), -1, 1);
+    },
+    meanOver: 'tensors',
+  },
+} as const satisfies Record<string, WeightCostDef>;
+export type WeightCostKind = keyof typeof WEIGHT_COSTS;
+export const WEIGHT_COST_NAMES = Object.keys(WEIGHT_COSTS) as WeightCostKind[];
 
 export function weightCost(kind: WeightCostKind, a: Params, alignedB: Params): Tensor {
+  const def: WeightCostDef = WEIGHT_COSTS[kind];
+  if (!def) throw new Error(`weightCost: unknown cost "${String(kind)}" (have ${WEIGHT_COST_NAMES.join(', ')})`);
   let total: Tensor | null = null;
   let count = 0;
   let tensors = 0;
@@ -23,19 +45,11 @@ export function weightCost(kind: WeightCostKind, a: Params, alignedB: Params): T
     if (isBufferName(name)) continue;
     const ta = a.get(name);
     if (!ta) throw new Error(`weightCost: tensor "${name}" is missing from model A`);
-    let term: Tensor;
-    if (kind === 'l2') term = F.sum(F.square(F.sub(ta, tb)));
-    else if (kind === 'l1') term = F.sum(F.abs(F.sub(ta, tb)));
-    else {
-      const dot = F.sum(F.mul(ta, tb));
-      const na = Math.max(Math.sqrt(kernels().sumSquares(ta.data)), 1e-8);
-      const nb = F.maximum(F.sqrt(F.sum(F.square(tb))), scalar(1e-8, tb.dtype));
-      term = F.affine(F.div(dot, F.mulScalar(nb, na)), -1, 1);
-    }
+    const term = def.term(ta, tb);
     total = total ? F.add(total, term) : term;
     count += tb.size;
     tensors++;
   }
   if (!total) throw new Error('weightCost: no weight tensors to compare');
-  return F.mulScalar(total, 1 / (kind === 'cosine' ? tensors : count));
+  return F.mulScalar(total, 1 / (def.meanOver === 'tensors' ? tensors : count));
 }

@@ -5,32 +5,11 @@
  * ℒ is softmax cross-entropy or MSE. The interpolated network normalises with batch statistics
  * (its running statistics would be meaningless), and runs without dropout.
  */
-import type { Tensor } from '../core/index.js';
 import { Rng } from '../core/random.js';
+import { stateLoss, type Batch, type Criterion } from '../models/loss.js';
 import type { Model } from '../models/model.js';
-import { lerpState, splitState, type Params } from '../state/params.js';
-import { batchLoss, type Criterion } from '../training/common.js';
+import { lerpState, type Params } from '../state/params.js';
 import type { RebasinCost } from './sinkhorn-rebasin.js';
-
-export type { Criterion };
-
-export interface Batch {
-  x: Tensor;
-  /** Class labels (ce) or regression targets (mse). */
-  y: Int32Array | Tensor;
-}
-
-export function criterionLoss(criterion: Criterion, out: Tensor, y: Int32Array | Tensor): Tensor {
-  if (criterion === 'ce' && !(y instanceof Int32Array)) throw new Error('cross-entropy needs integer class labels');
-  if (criterion === 'mse' && y instanceof Int32Array) throw new Error('mse needs a target tensor');
-  return batchLoss(criterion, out, y instanceof Int32Array ? y : Float32Array.from(y.data), out.shape[0]);
-}
-
-/** Loss of the model at state `state` on one batch (batch statistics for BN). */
-export function stateLoss(model: Model, state: Params, batch: Batch, criterion: Criterion): Tensor {
-  const { params } = splitState(state);
-  return criterionLoss(criterion, model.forward(params, batch.x, { training: false }), batch.y);
-}
 
 export interface DataCostOptions {
   model: Model;
@@ -39,13 +18,15 @@ export interface DataCostOptions {
   /** Returns the mini-batch for a training step (step ≥ 1); step 0 asks for the evaluation batch. */
   batch: (step: number) => Batch;
   criterion: Criterion;
+  /** Seeds the random choices of the costs that make any (Rnd's λ). */
+  seed?: number;
 }
 
 export function midpointCost(o: DataCostOptions): RebasinCost {
   return (alignedB, step) => stateLoss(o.model, lerpState(o.a, alignedB, 0.5), o.batch(step), o.criterion);
 }
 
-export function randomPointCost(o: DataCostOptions & { seed?: number }): RebasinCost {
+export function randomPointCost(o: DataCostOptions): RebasinCost {
   const rng = new Rng(o.seed ?? 0);
   return (alignedB, step) => {
     // The evaluation call (step 0) uses the midpoint so hard costs are comparable across steps.
@@ -53,3 +34,11 @@ export function randomPointCost(o: DataCostOptions & { seed?: number }): Rebasin
     return stateLoss(o.model, lerpState(o.a, alignedB, lambda), o.batch(step), o.criterion);
   };
 }
+
+/** Every data-driven cost by name; the `sinkhorn-<name>` methods are generated from this table. */
+export const DATA_COSTS = {
+  mid: midpointCost,
+  rnd: randomPointCost,
+} as const satisfies Record<string, (o: DataCostOptions) => RebasinCost>;
+export type DataCostKind = keyof typeof DATA_COSTS;
+export const DATA_COST_NAMES = Object.keys(DATA_COSTS) as DataCostKind[];

@@ -25,7 +25,7 @@ import type { Model } from '../models/model.js';
 import { lerpState, splitState, type Params } from '../state/params.js';
 import { applyHard, identityPerms } from '../permutation/apply.js';
 import { assertValidSpec } from '../permutation/spec.js';
-import { stateLoss, type Batch, type Criterion } from './data-costs.js';
+import { stateLoss, type Batch, type Criterion } from '../models/loss.js';
 import type { AlignInput, AlignResult, StepCallback, StepLog } from './types.js';
 import { assertCompatible } from './validate.js';
 import { weightMatching } from './weight-matching.js';
@@ -52,6 +52,9 @@ export interface SteOptions {
   onStep?: StepCallback;
 }
 
+/** The defaults of the options above (see the note at the top for epochs). */
+export const STE_DEFAULTS = { epochs: 5, batchSize: 500, lr: 1e-2, momentum: 0.9 };
+
 export function straightThroughEstimator(input: AlignInput, opts: SteOptions): AlignResult {
   const { spec, a, b } = input;
   const { model, data } = opts;
@@ -59,10 +62,10 @@ export function straightThroughEstimator(input: AlignInput, opts: SteOptions): A
   assertCompatible(a, b);
   assertStateFitsModel(model, a, 'straightThroughEstimator', 'model A');
   assertDataFitsModel(model, data, 'straightThroughEstimator');
-  const epochs = opts.epochs ?? 5;
-  const batchSize = opts.batchSize ?? 500;
-  const lr = opts.lr ?? 1e-2;
-  const momentum = opts.momentum ?? 0.9;
+  const epochs = opts.epochs ?? STE_DEFAULTS.epochs;
+  const batchSize = opts.batchSize ?? STE_DEFAULTS.batchSize;
+  const lr = opts.lr ?? STE_DEFAULTS.lr;
+  const momentum = opts.momentum ?? STE_DEFAULTS.momentum;
   const criterion: Criterion = opts.criterion ?? (data.y instanceof Int32Array ? 'ce' : 'mse');
   const who = 'straightThroughEstimator';
   if (!(Number.isInteger(epochs) && epochs >= 1)) throw new InputError(`${who}: epochs must be an integer ≥ 1, got ${epochs}`);

@@ -3,51 +3,27 @@
  * `weightMatching` (same seeded group order, same progress test, same float operations, hence the
  * same permutations), but each group's tensors of A and B are read when the group is visited and
  * dropped after its LAP matrix is built. Peak memory ≈ one group's tensors of A and B + n×n.
- * The aligned B is then streamed tensor by tensor to a safetensors file.
+ * The tensors come from any `TensorSource`; io/align-lazy.ts reads them from safetensors files and
+ * streams the aligned B to one. The logged cost is weightMatching's (the whole objective): each
+ * matched tensor's share is scored while its group is in memory, and a tensor's last visit in a
+ * sweep fixes every permutation on its axes for the rest of that sweep.
  */
 import { kernels } from '../core/backend/index.js';
 import { Rng } from '../core/random.js';
-import { noGrad, Tensor } from '../core/tensor.js';
-import { CheckFailedError, InputError } from '../errors.js';
-import { openSafetensors, writeSafetensorsStreaming } from '../io/safetensors.js';
-import { bestGroupPermutation } from './weight-matching.js';
-import { applyHard, identityPerms, invertPerms, type Perms } from '../permutation/apply.js';
+import { noGrad, type Tensor } from '../core/tensor.js';
+import { InputError } from '../errors.js';
+import { identityPerms, type Perms } from '../permutation/apply.js';
 import { axisMatrix, permuteExceptAxis } from '../permutation/axes.js';
-import { assertValidSpec, permToAxes, type PermutationSpec } from '../permutation/spec.js';
-import { isBatchCounter, isBufferName } from '../state/params.js';
+import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
+import { isBufferName } from '../state/params.js';
 import type { StepCallback, StepLog } from './types.js';
+import { bestGroupPermutation, matchingPlan, tensorObjective, WEIGHT_MATCHING_DEFAULTS } from './weight-matching.js';
 
 /** Named tensors readable one at a time. */
 export interface TensorSource {
   names: string[];
   shape(name: string): number[];
   read(name: string): Promise<Tensor>;
-}
-
-export interface SafetensorsSource extends TensorSource {
-  path: string;
-  metadata: Record<string, string>;
-  close(): Promise<void>;
-}
-
-
-/**
- * A lazy source over a safetensors file. num_batches_tracked is left out, as readModelFile does
- * for the in-memory path (the aligned output never carries it). Call close().
- */
-export async function safetensorsSource(path: string): Promise<SafetensorsSource> {
-  const r = await openSafetensors(path);
-  return {
-    path,
-    metadata: r.metadata,
-    names: r.names.filter((n) => !isBatchCounter(n)),
-    shape: (name) => r.info(name).shape,
-    read: async (name) => {
-      const rec = await r.read(name);
-      return new Tensor(rec.data, rec.shape);
-    },
-    close: () => r.close(),
-  };
 }
 
 export interface LazyAlignInput {
@@ -100,20 +76,19 @@ export async function weightMatchingLazy(input: LazyAlignInput, opts: WeightMatc
   const { spec, a, b } = input;
   const shapes = checkSources(a, b);
   assertValidSpec(spec, shapes);
-  const maxSweeps = opts.maxSweeps ?? 100;
+  const maxSweeps = opts.maxSweeps ?? WEIGHT_MATCHING_DEFAULTS.maxSweeps;
   if (!(Number.isInteger(maxSweeps) && maxSweeps >= 1)) throw new Error(`weightMatchingLazy: maxSweeps must be an integer ≥ 1, got ${maxSweeps}`);
   const rng = new Rng(opts.seed ?? 0);
   const perms = identityPerms(spec);
-  const byPerm = permToAxes(spec);
   // Same id list and order as weightMatching, so the shuffles match.
-  const ids = Object.keys(spec.perms).filter((p) => byPerm[p]?.some((e) => !isBufferName(e.name)));
+  const { ids, byPerm, tensors } = matchingPlan(spec);
+  const share = new Map<string, number>();
   const t0 = performance.now();
   const log: StepLog[] = [];
   let sweeps = 0;
   for (let sweep = 0; sweep < maxSweeps; sweep++) {
     sweeps = sweep + 1;
     let progress = false;
-    let objective = 0;
     for (const p of rng.shuffle([...ids])) {
       const entries = byPerm[p].filter((e) => !isBufferName(e.name));
       // This group's tensors only; they go out of scope when the group is done.
@@ -142,54 +117,14 @@ export async function weightMatchingLazy(input: LazyAlignInput, opts: WeightMatc
       const best = bestGroupPermutation(M, n, perms[p]);
       if (best.improved) progress = true;
       perms[p] = best.perm;
-      objective = best.total;
+      for (const [name, x] of ta) share.set(name, tensorObjective(spec, name, x, tb.get(name)!, perms));
     }
+    let objective = 0;
+    for (const name of tensors) objective += share.get(name)!;
     const entry: StepLog = { step: sweeps, cost: -objective, seconds: (performance.now() - t0) / 1000 };
     log.push(entry);
     if (opts.onStep?.(entry) === true) break;
     if (!progress) break;
   }
   return { perms, log, steps: sweeps, seconds: (performance.now() - t0) / 1000 };
-}
-
-export interface StreamingApplyResult {
-  tensors: number;
-  /** Structural check: max |undo(π(B)) − B| over every tensor (0 when the permutation is exact). */
-  maxAbsDiff: number;
-}
-
-/**
- * Writes π(B) to `outPath` (F32 safetensors, atomically), reading B one tensor at a time. Each
- * permuted tensor is also un-permuted and compared with B exactly; a difference aborts the write
- * (CheckFailedError), so a bad result is never left on disk.
- */
-export async function applyPermutationsStreaming(
-  spec: PermutationSpec,
-  bPath: string,
-  perms: Perms,
-  outPath: string,
-  metadata: Record<string, string> = {},
-): Promise<StreamingApplyResult> {
-  const src = await safetensorsSource(bPath);
-  try {
-    const missing = src.names.filter((n) => !Object.prototype.hasOwnProperty.call(spec.axes, n));
-    if (missing.length) throw new InputError(`${bPath}: tensor "${missing[0]}" is not covered by the permutation spec${missing.length > 1 ? ` (and ${missing.length - 1} more)` : ''}`);
-    const inverse = invertPerms(perms);
-    let maxAbsDiff = 0;
-    const entries = src.names.map((name) => ({ name, shape: src.shape(name).slice() }));
-    await writeSafetensorsStreaming(outPath, entries, async (name) => {
-      const t = await src.read(name);
-      const one = new Map([[name, t]]);
-      const out = noGrad(() => applyHard(spec, one, perms)).get(name)!;
-      const back = noGrad(() => applyHard(spec, new Map([[name, out]]), inverse)).get(name)!;
-      let diff = 0;
-      for (let i = 0; i < t.size; i++) diff = Math.max(diff, Math.abs(back.data[i] - t.data[i]));
-      if (!(diff === 0)) throw new CheckFailedError(`tensor "${name}": undoing the permutation differs from B by ${diff}; nothing was written`);
-      maxAbsDiff = Math.max(maxAbsDiff, diff);
-      return out.data instanceof Float32Array ? out.data : Float32Array.from(out.data);
-    }, { dtype: 'F32', metadata });
-    return { tensors: entries.length, maxAbsDiff };
-  } finally {
-    await src.close();
-  }
 }

@@ -14,6 +14,9 @@
  * sum whose inputs are unchanged (terms with no permuted other axis, such as the first layer's,
  * are summed once) and a group whose M_p is unchanged keeps its previous assignment without
  * solving it again. The float operations, and so the permutations, are those of the plain loop.
+ *
+ * The log's `cost` after each sweep is minus the whole objective, Σ ⟨W_A, π(W_B)⟩ over the
+ * matched tensors (the weights on some permuted axis) under that sweep's permutations.
  */
 import { kernels } from '../core/backend/index.js';
 import { Rng } from '../core/random.js';
@@ -27,13 +30,89 @@ import { type Params, isBufferName } from '../state/params.js';
 import type { AlignInput, AlignResult, StepCallback, StepLog } from './types.js';
 
 export interface WeightMatchingOptions {
-  maxSweeps?: number; // 100, as Git Re-Basin
+  /** Default 100, as Git Re-Basin. */
+  maxSweeps?: number;
   seed?: number;
   /** Start from these permutations instead of the identity (STE warm-starts with the previous ones). */
   init?: Record<string, Int32Array>;
   /** Cost of the hard-permuted B after each sweep, for the log (e.g. a weight distance). */
   hardCost?: (alignedB: Params) => number;
   onStep?: StepCallback;
+}
+
+export const WEIGHT_MATCHING_DEFAULTS = { maxSweeps: 100 };
+
+/** The groups weight matching visits (those with a weight tensor) and the tensors it matches, in a fixed order. */
+export function matchingPlan(spec: PermutationSpec): { ids: string[]; byPerm: Record<string, AxisRef[]>; tensors: string[] } {
+  const byPerm = permToAxes(spec);
+  const ids = Object.keys(spec.perms).filter((p) => byPerm[p]?.some((e) => !isBufferName(e.name)));
+  const tensors: string[] = [];
+  for (const p of ids) for (const e of byPerm[p]) if (!isBufferName(e.name) && !tensors.includes(e.name)) tensors.push(e.name);
+  return { ids, byPerm, tensors };
+}
+
+/**
+ * One tensor's share of the objective, ⟨W_A, π(W_B)⟩, summed in float64 in flat order (each
+ * float32 product is exact there), so the in-memory and the streaming variants log the same number.
+ * π(W_B) is read in place through per-axis offsets (what applyHard's gathers would copy).
+ */
+export function tensorObjective(spec: PermutationSpec, name: string, ta: Tensor, tb: Tensor, perms: Record<string, Int32Array>): number {
+  const shape = ta.shape;
+  const x = ta.data;
+  const y = tb.data;
+  const axes = spec.axes[name];
+  // The dims after the last permuted axis are read as one contiguous block.
+  let lastAxis = -1;
+  for (let d = 0; d < shape.length; d++) if (axisPermId(axes[d]) !== null) lastAxis = d;
+  let block = 1;
+  for (let d = lastAxis + 1; d < shape.length; d++) block *= shape[d];
+  if (lastAxis < 0) {
+    let s = 0;
+    for (let i = 0; i < x.length; i++) s += x[i] * y[i];
+    return s;
+  }
+  // offs[d][i]: offset in B of index i along axis d of π(B) (new unit i ← old unit perm[i]).
+  const offs: Int32Array[] = new Array(lastAxis + 1);
+  let stride = block;
+  for (let d = lastAxis; d >= 0; d--) {
+    const id = axisPermId(axes[d]);
+    const n = shape[d];
+    const off = new Int32Array(n);
+    if (id === null) for (let i = 0; i < n; i++) off[i] = i * stride;
+    else {
+      const perm = perms[id];
+      const inner = axisInner(axes[d]);
+      for (let i = 0; i < n; i++) {
+        const c = (i / inner) | 0;
+        off[i] = (perm[c] * inner + (i - c * inner)) * stride;
+      }
+    }
+    offs[d] = off;
+    stride *= n;
+  }
+  const last = offs[lastAxis];
+  const L = shape[lastAxis];
+  const idx = new Int32Array(lastAxis);
+  let s = 0;
+  let k = 0;
+  for (let r = 0, rows = x.length / (L * block); r < rows; r++) {
+    let base = 0;
+    for (let d = 0; d < lastAxis; d++) base += offs[d][idx[d]];
+    for (let i = 0; i < L; i++) {
+      const o = base + last[i];
+      for (let j = 0; j < block; j++) s += x[k++] * y[o + j];
+    }
+    for (let d = lastAxis - 1; d >= 0; d--) {
+      if (++idx[d] < shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return s;
+}
+
+/** The permutation ids on a tensor's axes. */
+export function tensorPermIds(spec: PermutationSpec, name: string): string[] {
+  return spec.axes[name].map(axisPermId).filter((id): id is string => id !== null);
 }
 
 /**
@@ -129,9 +208,8 @@ interface Group {
   M: Float32Array;
   cuts: number[];
   partial: Float32Array[];
-  /** Whether M (and `total`) are from a completed visit. */
+  /** Whether M is from a completed visit. */
   solved: boolean;
-  total: number;
   /** The permutation of every dependency when M was last accumulated. */
   used: Map<string, Int32Array>;
 }
@@ -147,13 +225,16 @@ export function weightMatching(input: AlignInput, opts: WeightMatchingOptions = 
   const { spec, a, b } = input;
   assertValidSpec(spec, a);
   assertCompatible(a, b);
-  const maxSweeps = opts.maxSweeps ?? 100;
+  const maxSweeps = opts.maxSweeps ?? WEIGHT_MATCHING_DEFAULTS.maxSweeps;
   if (!(Number.isInteger(maxSweeps) && maxSweeps >= 1)) throw new Error(`weightMatching: maxSweeps must be an integer ≥ 1, got ${maxSweeps}`);
   const rng = new Rng(opts.seed ?? 0);
   const perms = opts.init ? Object.fromEntries(Object.entries(opts.init).map(([k, v]) => [k, Int32Array.from(v)])) : identityPerms(spec);
   if (opts.init) validatePerms(spec, perms);
-  const byPerm = permToAxes(spec);
-  const ids = Object.keys(spec.perms).filter((p) => byPerm[p]?.some((e) => !isBufferName(e.name)));
+  const { ids, byPerm, tensors } = matchingPlan(spec);
+  // Each matched tensor's share of the objective, re-scored only when a permutation on its axes changed.
+  const share = new Map<string, number>();
+  const tensorIds = new Map(tensors.map((name) => [name, tensorPermIds(spec, name)]));
+  let scoredWith: Record<string, Int32Array> = {};
   const t0 = performance.now();
   const log: AlignResult['log'] = [];
   let sweeps = 0;
@@ -175,7 +256,7 @@ export function weightMatching(input: AlignInput, opts: WeightMatchingOptions = 
         maxCols = Math.max(maxCols, t.rest);
         if (t.deps.length) maxGather = Math.max(maxGather, n * t.rest);
       });
-      groups.set(p, { n, terms, M: new Float32Array(n * n), cuts, partial: cuts.map(() => new Float32Array(n * n)), solved: false, total: 0, used: new Map() });
+      groups.set(p, { n, terms, M: new Float32Array(n * n), cuts, partial: cuts.map(() => new Float32Array(n * n)), solved: false, used: new Map() });
     }
     const colIndex = new Int32Array(maxCols);
     const gathered = new Float32Array(maxGather);
@@ -184,7 +265,6 @@ export function weightMatching(input: AlignInput, opts: WeightMatchingOptions = 
     for (let sweep = 0; sweep < maxSweeps; sweep++) {
       sweeps = sweep + 1;
       let progress = false;
-      let objective = 0;
       for (const p of rng.shuffle([...ids])) {
         const g = groups.get(p)!;
         const { n, terms, M } = g;
@@ -201,11 +281,8 @@ export function weightMatching(input: AlignInput, opts: WeightMatchingOptions = 
             }
           }
         }
-        if (first === terms.length) {
-          // M is what was solved last time, and perms[p] is that solution: nothing to improve.
-          objective = g.total;
-          continue;
-        }
+        // M is what was solved last time, and perms[p] is that solution: nothing to improve.
+        if (first === terms.length) continue;
         // Restart from the last kept partial sum at or before `first`.
         let start = 0;
         let c = -1;
@@ -233,10 +310,15 @@ export function weightMatching(input: AlignInput, opts: WeightMatchingOptions = 
         const best = bestGroupPermutation(M, n, perms[p], buf);
         if (best.improved) progress = true;
         perms[p] = best.perm;
-        objective = best.total;
         g.solved = true;
-        g.total = best.total;
       }
+      for (const name of tensors) {
+        if (share.has(name) && tensorIds.get(name)!.every((id) => sameContent(perms[id], scoredWith[id]))) continue;
+        share.set(name, tensorObjective(spec, name, a.get(name)!, b.get(name)!, perms));
+      }
+      scoredWith = { ...perms };
+      let objective = 0;
+      for (const name of tensors) objective += share.get(name)!;
       const entry: StepLog = { step: sweeps, cost: -objective, seconds: (performance.now() - t0 - loggingMs) / 1000 };
       if (opts.hardCost) {
         // Logging only: its time is kept out of the method's reported seconds.

@@ -1,14 +1,14 @@
 /**
  * Shared pieces of the training and evaluation loops: checking that a dataset fits a model and a
  * criterion (once, up front, so a mismatch is an InputError naming both rather than a shape error
- * deep in an op), building batch tensors over existing buffers, and the per-batch loss.
+ * deep in an op) and building batch tensors over existing buffers. The per-batch loss is
+ * models/loss.ts.
  */
-import { F, Tensor } from '../core/index.js';
+import { Tensor } from '../core/index.js';
 import { sampleSize, targetSize, type Dataset } from '../data/dataset.js';
 import { InputError } from '../errors.js';
+import type { Criterion } from '../models/loss.js';
 import type { Model } from '../models/model.js';
-
-export type Criterion = 'ce' | 'mse';
 
 /** Throws an InputError unless `data`'s samples fit the model's input. */
 export function checkInputs(who: string, model: Model, data: Dataset): void {
@@ -47,12 +47,6 @@ export function checkData(who: string, model: Model, data: Dataset, criterion: C
 /** A leaf tensor over `x` (no copy) shaped [size, ...model.inputShape]. */
 export function inputTensor(model: Model, x: Float32Array, size: number): Tensor {
   return new Tensor(x, [size, ...model.inputShape]);
-}
-
-/** Mean loss of one batch; `y` holds `size` labels or size × outputs targets. */
-export function batchLoss(criterion: Criterion, out: Tensor, y: Int32Array | Float32Array, size: number): Tensor {
-  if (criterion === 'ce') return F.crossEntropy(out, y as Int32Array);
-  return F.mse(out, new Tensor(y as Float32Array, [size, y.length / size]));
 }
 
 /** Number of rows of logits [N, C] whose argmax (first maximum, like torch.argmax) equals the label. */

@@ -10,7 +10,8 @@ import { InputError } from '../errors.js';
 import { runGraph } from '../models/graph.js';
 import type { Model } from '../models/model.js';
 import type { Params } from '../state/params.js';
-import { batchLoss, checkData, checkInputs, countCorrect, countCorrectRows, hasBatchNorm, inputTensor, type Criterion } from './common.js';
+import { batchLoss, type Criterion } from '../models/loss.js';
+import { checkData, checkInputs, countCorrect, countCorrectRows, hasBatchNorm, inputTensor } from './common.js';
 
 export interface EvalOptions {
   /** Default 1000. */

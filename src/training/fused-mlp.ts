@@ -12,7 +12,7 @@
 import { F, kernels, Tensor, type Rng } from '../core/index.js';
 import type { Model } from '../models/model.js';
 import type { Params } from '../state/params.js';
-import type { Criterion } from './common.js';
+import type { Criterion } from '../models/loss.js';
 
 interface LayerPlan {
   weight: string;

@@ -16,11 +16,10 @@ import { InputError } from '../errors.js';
 import { graphTensors } from '../models/graph.js';
 import type { Model } from '../models/model.js';
 import type { Params } from '../state/params.js';
-import { batchLoss, checkData, countCorrect, countCorrectRows, inputTensor, streamSeed, type Criterion } from './common.js';
+import { batchLoss, type Criterion } from '../models/loss.js';
+import { checkData, countCorrect, countCorrectRows, inputTensor, streamSeed } from './common.js';
 import { FusedMlp } from './fused-mlp.js';
 import { evaluate } from './evaluate.js';
-
-export type { Criterion };
 
 export interface EpochStats {
   epoch: number;
