@@ -1,4 +1,5 @@
 /** Models: PyTorch names and layouts, forward shapes, default init statistics, BN and dropout modes. */
+import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { F, Rng, randn, Tensor, noGrad } from '../src/core/index.js';
@@ -188,6 +189,24 @@ test('init: PyTorch defaults (U(±1/√fan_in) weights and biases, BN γ=1 β=0,
   // Seeded and dtype-selectable.
   assert.deepEqual(m.init(new Rng(11)).params.get('features.0.weight')!.toArray(), params.get('features.0.weight')!.toArray());
   assert.equal(m.init(new Rng(11), 'float64').params.get('features.0.weight')!.dtype, 'float64');
+});
+
+test('init is pinned: same RNG draws in the same order give bit-identical weights (and the same derived spec)', () => {
+  // Fingerprints recorded before the layer-kind table replaced the per-op switches; any change to
+  // init order, bounds or tensor order changes them. Backend-independent (init is plain JS).
+  const fingerprint = (m: Model) => {
+    const h = createHash('sha256');
+    const { params, buffers } = m.init(new Rng(42));
+    for (const [k, t] of [...params, ...buffers]) {
+      h.update(k);
+      h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    }
+    return [h.digest('hex').slice(0, 16), createHash('sha256').update(JSON.stringify(m.permutationSpec())).digest('hex').slice(0, 16)];
+  };
+  assert.deepEqual(fingerprint(mlp({ sizes: [12, 7, 5, 3], activation: 'tanh', dropout: 0.25 })), ['387a14c319e2e7e6', 'df41db077d64e9d9']);
+  assert.deepEqual(fingerprint(vggSmall({ channels: [4, 6, 8, 5], inputShape: [1, 12, 12] })), ['9169c9e8e99de86e', 'd01a5adeac0a28db']);
+  assert.deepEqual(fingerprint(vgg({ depth: 11, batchNorm: true, widthMultiplier: 1 / 16, classifier: 'three-layer', hiddenWidth: 9, dropout: 0.1 })), ['f48f983807e777ce', '4768166ea2b358bb']);
+  assert.deepEqual(fingerprint(resnet20({ widthMultiplier: 0.25, numClasses: 4, inputShape: [3, 8, 8] })), ['55a1c1fcfe4960ce', '3f1049bd12b6550f']);
 });
 
 test('batch norm: training uses batch stats and updates running stats; eval uses them; no buffers = batch stats', () => {
