@@ -4,8 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { F, Rng, randn, Tensor, noGrad } from '../src/core/index.js';
 import {
-  createModel, graphModel, graphTensors, GraphBuilder, inferShapes, mlp, resnet18, resnet20, vgg, vggSmall,
-  type Model, type Params,
+  createModel, graphModel, graphTensors, GraphBuilder, inferShapes, LAYERS, mlp, MODEL_ARCHS, MODEL_PRESETS, modelPreset, resnet18, resnet20, vgg, vggSmall,
+  type Model, type ModelConfig, type Params, type PresetInputs,
 } from '../src/models/index.js';
 
 const shapesOf = (m: Params) => Object.fromEntries([...m].map(([k, t]) => [k, [...t.shape]]));
@@ -296,4 +296,41 @@ test('runGraph fuses conv → ReLU into one kernel with the same outputs and gra
   const b = grads(() => forwardRecording(m.graph(), params, x, { training: true }, []).output); // one node at a time: unfused
   assert.deepEqual(a.y, b.y);
   a.g.forEach((g, i) => assert.deepEqual(g, b.g[i], `gradient ${i}`));
+});
+
+test('registry: architectures and presets come from the builder modules; unknown names list the table', () => {
+  assert.deepEqual(MODEL_ARCHS, ['mlp', 'vgg', 'vgg-small', 'resnet20', 'resnet18']);
+  assert.deepEqual(MODEL_PRESETS.map((p) => p.name), ['mlp', 'vgg-small', 'vgg11', 'resnet20']);
+  assert.throws(() => createModel({ arch: 'lenet' } as unknown as ModelConfig), (e: Error) => e.message === 'createModel: unknown arch "lenet" (expected mlp, vgg, vgg-small, resnet20, resnet18)');
+  assert.throws(() => modelPreset('vgg12'), /unknown model "vgg12" \(expected mlp, vgg-small, vgg11, resnet20\)/);
+  // @ts-expect-error: ModelConfig is derived from the builders' option types, so a wrong field is a compile error.
+  const bad: ModelConfig = { arch: 'vgg', depth: 12, batchNorm: true };
+  assert.equal(bad.arch, 'vgg');
+});
+
+test('presets: the configs `rebasin train` has always built (names, widths, data-dependent input shapes)', () => {
+  const image = (shape: number[], width: number): PresetInputs => ({ sampleShape: shape, outputs: 10, width, hiddenLayers: 2, activation: 'relu', dropout: 0 });
+  const cfg = (name: string, i: PresetInputs) => createModel(modelPreset(name).config(i)).config;
+  assert.deepEqual(cfg('mlp', { ...image([1, 28, 28], 512), activation: 'tanh', dropout: 0.25 }), { arch: 'mlp', sizes: [784, 512, 512, 10], activation: 'tanh', dropout: 0.25 });
+  assert.deepEqual(cfg('mlp', { ...image([8], 32), outputs: 4, hiddenLayers: 1 }), { arch: 'mlp', sizes: [8, 32, 4], activation: 'relu', dropout: 0 });
+  assert.deepEqual(cfg('vgg-small', image([1, 28, 28], 0.5)), { arch: 'vgg-small', channels: [4, 16, 32, 64], numClasses: 10, batchNorm: true, inputShape: [1, 28, 28] });
+  assert.deepEqual(cfg('vgg11', image([1, 32, 32], 0.25)), {
+    arch: 'vgg', depth: 11, batchNorm: true, inputShape: [1, 32, 32], numClasses: 10, widthMultiplier: 0.25,
+    classifier: 'single', hiddenWidth: 128, dropout: 0, avgpool: null,
+  });
+  assert.deepEqual(cfg('resnet20', image([1, 28, 28], 2)), { arch: 'resnet20', widthMultiplier: 2, numClasses: 10, inputShape: [1, 28, 28] });
+  const vgg11 = modelPreset('vgg11');
+  assert.equal(vgg11.padImagesTo, 32);
+  assert.deepEqual(MODEL_PRESETS.map((p) => [p.name, p.imagesOnly, p.width.default, p.width.vectorDefault, p.lr, Boolean(p.dropout)]), [
+    ['mlp', false, 512, 32, undefined, true], ['vgg-small', true, 1, undefined, 1e-2, false], ['vgg11', true, 1, undefined, undefined, false], ['resnet20', true, 1, undefined, undefined, false],
+  ]);
+});
+
+test('LAYERS: every kind the builders emit has an entry; channel-wise kinds pass their input on', () => {
+  assert.deepEqual(Object.keys(LAYERS).sort(), ['adaptiveavgpool2d', 'add', 'avgpool2d', 'batchnorm', 'conv2d', 'dropout', 'flatten', 'input', 'linear', 'maxpool2d', 'output', 'relu', 'tanh']);
+  const ops = new Set([mlp({ sizes: [4, 3, 2], activation: 'tanh', dropout: 0.1 }), vgg({ depth: 11, batchNorm: true, widthMultiplier: 1 / 16, avgpool: [7, 7] }), vggSmall(), resnet20({ widthMultiplier: 0.25 })]
+    .flatMap((m) => m.graph().nodes.map((n) => n.op)));
+  assert.deepEqual([...ops].sort(), Object.keys(LAYERS).sort());
+  assert.deepEqual(Object.entries(LAYERS).filter(([, k]) => k.activation === 'nonlinearity').map(([op]) => op), ['relu', 'tanh']);
+  assert.deepEqual(Object.entries(LAYERS).filter(([, k]) => k.fused).map(([op, k]) => [op, k.fused!.next]), [['conv2d', 'relu']]);
 });
