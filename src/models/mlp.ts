@@ -7,7 +7,7 @@
  * and B with dropout 0.25).
  */
 import { GraphBuilder } from './builder.js';
-import { arch, graphModel, type Model, type ModelFamily, type ModelPreset } from './model.js';
+import { defineArch, graphModel, type Model, type ModelFamily, type ModelPreset } from './model.js';
 
 export interface MlpOptions {
   /** [input, hidden…, output], e.g. [784, 512, 512, 10]. */
@@ -56,4 +56,4 @@ const MLP_PRESET: ModelPreset<MlpConfig> = {
   }),
 };
 
-export const MLP_MODELS = { archs: [arch('mlp', mlp)], presets: [MLP_PRESET] } satisfies ModelFamily;
+export const MLP_MODELS = { archs: [defineArch('mlp', mlp)], presets: [MLP_PRESET] } satisfies ModelFamily;

@@ -43,15 +43,15 @@ export interface Model {
 
 /**
  * An architecture: the `arch` name a ModelConfig carries and the builder that takes the rest of
- * the config as options. Declared by each builder module (see `arch`), collected in registry.ts.
+ * the config as options. Declared by each builder module (see `defineArch`), collected in registry.ts.
  */
 export interface ArchEntry<A extends string, O> {
   arch: A;
   build(options: O): Model;
 }
 
-/** Declares an architecture: `arch('vgg', vgg)`. */
-export function arch<A extends string, O>(name: A, build: (options: O) => Model): ArchEntry<A, O> {
+/** Declares an architecture: `defineArch('vgg', vgg)`. */
+export function defineArch<A extends string, O>(name: A, build: (options: O) => Model): ArchEntry<A, O> {
   return { arch: name, build };
 }
 

@@ -6,7 +6,7 @@
  * torchvision's kaiming_normal(fan_out).
  */
 import { GraphBuilder, outSize, scaled } from './builder.js';
-import { arch, graphModel, type Model, type ModelFamily, type ModelPreset } from './model.js';
+import { defineArch, graphModel, type Model, type ModelFamily, type ModelPreset } from './model.js';
 
 interface Stream {
   h: string;
@@ -108,6 +108,6 @@ const RESNET20_PRESET: ModelPreset<ResNet20Config> = {
 };
 
 export const RESNET_MODELS = {
-  archs: [arch('resnet20', resnet20), arch('resnet18', resnet18)],
+  archs: [defineArch('resnet20', resnet20), defineArch('resnet18', resnet18)],
   presets: [RESNET20_PRESET],
 } satisfies ModelFamily;

@@ -10,7 +10,7 @@
  * (the reference's alignment example: vgg11 at 32×32 with Linear(25088, 10)).
  */
 import { GraphBuilder, outSize, scaled } from './builder.js';
-import { arch, graphModel, type Model, type ModelFamily, type ModelPreset } from './model.js';
+import { defineArch, graphModel, type Model, type ModelFamily, type ModelPreset } from './model.js';
 
 type Cfg = (number | 'M')[];
 
@@ -175,6 +175,6 @@ const VGG11_PRESET: ModelPreset<VggConfig> = {
 };
 
 export const VGG_MODELS = {
-  archs: [arch('vgg', vgg), arch('vgg-small', vggSmall)],
+  archs: [defineArch('vgg', vgg), defineArch('vgg-small', vggSmall)],
   presets: [VGG_SMALL_PRESET, VGG11_PRESET],
 } satisfies ModelFamily;
