@@ -340,7 +340,7 @@ export function executeGraph(graph: ModelGraph, params: Params, x: Tensor, ctx: 
     const next = nodes[i + 1];
     let id = n.id;
     let y: Tensor;
-    if (opts.fuse && kind.fused && next?.op === kind.fused.next && readers.get(n.id) === 1 && nodeInputs(next).join() === n.id) {
+    if (opts.fuse && kind.fused && next?.op === kind.fused.next && readers.get(n.id) === 1 && nodeInputs(next).length === 1 && nodeInputs(next)[0] === n.id) {
       y = kind.fused.forward(n, ins, env);
       id = next.id;
       i++;
