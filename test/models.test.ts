@@ -1,10 +1,11 @@
 /** Models: PyTorch names and layouts, forward shapes, default init statistics, BN and dropout modes. */
+import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { F, Rng, randn, Tensor, noGrad } from '../src/core/index.js';
 import {
-  createModel, graphModel, graphTensors, GraphBuilder, inferShapes, mlp, resnet18, resnet20, vgg, vggSmall,
-  type Model, type Params,
+  createModel, graphModel, graphTensors, GraphBuilder, inferShapes, LAYERS, mlp, MODEL_ARCHS, MODEL_PRESETS, modelPreset, resnet18, resnet20, vgg, vggSmall,
+  type Model, type ModelConfig, type Params, type PresetInputs,
 } from '../src/models/index.js';
 
 const shapesOf = (m: Params) => Object.fromEntries([...m].map(([k, t]) => [k, [...t.shape]]));
@@ -190,6 +191,24 @@ test('init: PyTorch defaults (U(±1/√fan_in) weights and biases, BN γ=1 β=0,
   assert.equal(m.init(new Rng(11), 'float64').params.get('features.0.weight')!.dtype, 'float64');
 });
 
+test('init is pinned: same RNG draws in the same order give bit-identical weights (and the same derived spec)', () => {
+  // Fingerprints recorded before the layer-kind table replaced the per-op switches; any change to
+  // init order, bounds or tensor order changes them. Backend-independent (init is plain JS).
+  const fingerprint = (m: Model) => {
+    const h = createHash('sha256');
+    const { params, buffers } = m.init(new Rng(42));
+    for (const [k, t] of [...params, ...buffers]) {
+      h.update(k);
+      h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    }
+    return [h.digest('hex').slice(0, 16), createHash('sha256').update(JSON.stringify(m.permutationSpec())).digest('hex').slice(0, 16)];
+  };
+  assert.deepEqual(fingerprint(mlp({ sizes: [12, 7, 5, 3], activation: 'tanh', dropout: 0.25 })), ['387a14c319e2e7e6', 'df41db077d64e9d9']);
+  assert.deepEqual(fingerprint(vggSmall({ channels: [4, 6, 8, 5], inputShape: [1, 12, 12] })), ['9169c9e8e99de86e', 'd01a5adeac0a28db']);
+  assert.deepEqual(fingerprint(vgg({ depth: 11, batchNorm: true, widthMultiplier: 1 / 16, classifier: 'three-layer', hiddenWidth: 9, dropout: 0.1 })), ['f48f983807e777ce', '4768166ea2b358bb']);
+  assert.deepEqual(fingerprint(resnet20({ widthMultiplier: 0.25, numClasses: 4, inputShape: [3, 8, 8] })), ['55a1c1fcfe4960ce', '3f1049bd12b6550f']);
+});
+
 test('batch norm: training uses batch stats and updates running stats; eval uses them; no buffers = batch stats', () => {
   // input → BN → flatten → linear: BN semantics checked by hand.
   const b = new GraphBuilder();
@@ -277,4 +296,45 @@ test('runGraph fuses conv → ReLU into one kernel with the same outputs and gra
   const b = grads(() => forwardRecording(m.graph(), params, x, { training: true }, []).output); // one node at a time: unfused
   assert.deepEqual(a.y, b.y);
   a.g.forEach((g, i) => assert.deepEqual(g, b.g[i], `gradient ${i}`));
+});
+
+test('registry: architectures and presets come from the builder modules; unknown names list the table', () => {
+  // Today's names stay (checkpoints name their arch; scripts name --model); more may be added.
+  assert.deepEqual(MODEL_ARCHS.slice(0, 5), ['mlp', 'vgg', 'vgg-small', 'resnet20', 'resnet18']);
+  for (const name of ['mlp', 'vgg-small', 'vgg11', 'resnet20']) assert.equal(modelPreset(name).name, name);
+  assert.equal(MODEL_PRESETS[0].name, 'mlp', 'the default --model');
+  assert.throws(() => createModel({ arch: 'lenet' } as unknown as ModelConfig), (e: Error) => e.message === `createModel: unknown arch "lenet" (expected ${MODEL_ARCHS.join(', ')})`);
+  assert.throws(() => modelPreset('vgg12'), (e: Error) => e.message === `unknown model "vgg12" (expected ${MODEL_PRESETS.map((p) => p.name).join(', ')})`);
+  // @ts-expect-error: ModelConfig is derived from the builders' option types, so a wrong field is a compile error.
+  const bad: ModelConfig = { arch: 'vgg', depth: 12, batchNorm: true };
+  assert.equal(bad.arch, 'vgg');
+});
+
+test('presets: the configs `rebasin train` has always built (names, widths, data-dependent input shapes)', () => {
+  const image = (shape: number[], width: number): PresetInputs => ({ sampleShape: shape, outputs: 10, width, hiddenLayers: 2, activation: 'relu', dropout: 0 });
+  const cfg = (name: string, i: PresetInputs) => createModel(modelPreset(name).config(i)).config;
+  assert.deepEqual(cfg('mlp', { ...image([1, 28, 28], 512), activation: 'tanh', dropout: 0.25 }), { arch: 'mlp', sizes: [784, 512, 512, 10], activation: 'tanh', dropout: 0.25 });
+  assert.deepEqual(cfg('mlp', { ...image([8], 32), outputs: 4, hiddenLayers: 1 }), { arch: 'mlp', sizes: [8, 32, 4], activation: 'relu', dropout: 0 });
+  assert.deepEqual(cfg('vgg-small', image([1, 28, 28], 0.5)), { arch: 'vgg-small', channels: [4, 16, 32, 64], numClasses: 10, batchNorm: true, inputShape: [1, 28, 28] });
+  assert.deepEqual(cfg('vgg11', image([1, 32, 32], 0.25)), {
+    arch: 'vgg', depth: 11, batchNorm: true, inputShape: [1, 32, 32], numClasses: 10, widthMultiplier: 0.25,
+    classifier: 'single', hiddenWidth: 128, dropout: 0, avgpool: null,
+  });
+  assert.deepEqual(cfg('resnet20', image([1, 28, 28], 2)), { arch: 'resnet20', widthMultiplier: 2, numClasses: 10, inputShape: [1, 28, 28] });
+  const vgg11 = modelPreset('vgg11');
+  assert.equal(vgg11.padImagesTo, 32);
+  assert.deepEqual(['mlp', 'vgg-small', 'vgg11', 'resnet20'].map(modelPreset).map((p) => [p.name, p.imagesOnly, p.width.default, p.width.vectorDefault, p.lr, Boolean(p.dropout)]), [
+    ['mlp', false, 512, 32, undefined, true], ['vgg-small', true, 1, undefined, 1e-2, false], ['vgg11', true, 1, undefined, undefined, false], ['resnet20', true, 1, undefined, undefined, false],
+  ]);
+});
+
+test('LAYERS: every kind the builders emit has an entry; relu/tanh are nonlinearities; conv fuses with relu', () => {
+  const ops = new Set([mlp({ sizes: [4, 3, 2], activation: 'tanh', dropout: 0.1 }), vgg({ depth: 11, batchNorm: true, widthMultiplier: 1 / 16, avgpool: [7, 7] }), vggSmall(), resnet20({ widthMultiplier: 0.25 })]
+    .flatMap((m) => m.graph().nodes.map((n) => n.op)));
+  assert.equal(ops.size, 13);
+  for (const op of ops) assert.ok(op in LAYERS, op);
+  assert.equal(LAYERS.relu.activation, 'nonlinearity');
+  assert.equal(LAYERS.tanh.activation, 'nonlinearity');
+  assert.equal(LAYERS.add.activation, 'residual');
+  assert.equal(LAYERS.conv2d.fused?.next, 'relu');
 });

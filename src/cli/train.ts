@@ -12,33 +12,47 @@ import { polynomialTask } from '../data/polynomial.js';
 import { splitTrainVal, type Dataset } from '../data/dataset.js';
 import { InputError } from '../errors.js';
 import { saveCheckpoint } from '../io/checkpoint.js';
-import { createModel, type Model, type ModelConfig } from '../models/index.js';
+import { createModel, MODEL_PRESETS, modelPreset, type Model, type ModelConfig, type ModelPreset } from '../models/index.js';
 import { evaluate } from '../training/evaluate.js';
 import type { Criterion } from '../models/loss.js';
 import { trainModel } from '../training/train.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 import { trainingProgress } from '../report/progress.js';
 
-const MODELS = ['mlp', 'vgg-small', 'vgg11', 'resnet20'] as const;
 const DATASETS = ['mnist', 'fashion-mnist', 'blobs', 'poly1', 'poly2', 'poly3'] as const;
-type ModelName = (typeof MODELS)[number];
 type DatasetName = (typeof DATASETS)[number];
+
+/** Presets' names joined, e.g. "mlp" or "vgg-small/vgg11/resnet20". */
+const names = (presets: readonly ModelPreset[], sep: string) => presets.map((p) => p.name).join(sep);
+
+/** --width's meaning per group of presets that share it, e.g. "the channel multiplier of vgg-small/vgg11/resnet20 (default 1)". */
+function widthHelp(): string {
+  const groups = new Map<string, ModelPreset[]>();
+  for (const p of MODEL_PRESETS) {
+    const w = p.width;
+    const key = `the ${w.meaning} of %s (default ${w.default}${w.vectorDefault !== undefined ? `; ${w.vectorDefault} for blobs/poly` : ''})`;
+    groups.set(key, [...(groups.get(key) ?? []), p]);
+  }
+  return [...groups].map(([key, ps]) => key.replace('%s', names(ps, '/'))).join(', or ');
+}
+
+const lrHelp = () => `learning rate (default 1e-3; 1e-2 for poly${MODEL_PRESETS.filter((p) => p.lr !== undefined).map((p) => `; ${p.lr!.toExponential()} for ${p.name}`).join('')})`;
 
 export const trainSpec: CommandSpec = {
   name: 'train',
-  summary: 'Train a model (MLP, small VGG, VGG11, ResNet-20) and save it as a safetensors checkpoint.',
+  summary: `Train a model (${MODEL_PRESETS.map((p) => p.title).join(', ')}) and save it as a safetensors checkpoint.`,
   usage: 'rebasin train [--model mlp] [--dataset mnist] [--epochs N] [--seed N] ... -o model.safetensors',
   options: {
-    model: { type: 'string', help: 'architecture', choices: MODELS, default: 'mlp' },
+    model: { type: 'string', help: 'architecture', choices: MODEL_PRESETS.map((p) => p.name), default: MODEL_PRESETS[0].name },
     dataset: { type: 'string', help: 'training data (blobs: 4 Gaussian classes in 8-D; polyK: the reference\'s polynomial regression task K)', choices: DATASETS, default: 'mnist' },
-    width: { type: 'number', help: 'MLP hidden width (default 512; 32 for blobs/poly), or the channel multiplier of vgg-small/vgg11/resnet20 (default 1)' },
+    width: { type: 'number', help: widthHelp() },
     'hidden-layers': { type: 'int', help: 'MLP hidden layers', default: 2 },
     activation: { type: 'string', help: 'MLP activation', choices: ['relu', 'tanh'], default: 'relu' },
     dropout: { type: 'number', help: 'MLP dropout after each hidden activation (the reference\'s model B uses 0.25)', default: 0 },
     epochs: { type: 'int', help: 'epochs (default 50; 500 for poly)' },
     'batch-size': { type: 'int', help: 'mini-batch size (default 1000; 10 for poly)' },
     optimizer: { type: 'string', help: 'optimiser', choices: ['adamw', 'sgd'], default: 'adamw' },
-    lr: { type: 'number', help: 'learning rate (default 1e-3; 1e-2 for vgg-small, as the reference, and for poly)' },
+    lr: { type: 'number', help: lrHelp() },
     'weight-decay': { type: 'number', help: 'AdamW decoupled weight decay (default 0.01) or SGD L2 penalty (default 0)' },
     momentum: { type: 'number', help: 'SGD momentum', default: 0 },
     seed: { type: 'int', help: 'seed of the initialisation, shuffling and dropout', default: 0 },
@@ -54,7 +68,7 @@ export const trainSpec: CommandSpec = {
 };
 
 interface Resolved {
-  model: ModelName;
+  model: ModelPreset<ModelConfig>;
   dataset: DatasetName;
   width: number;
   hiddenLayers: number;
@@ -80,24 +94,26 @@ const isImage = (d: DatasetName) => d === 'mnist' || d === 'fashion-mnist';
 
 /** Fills dataset/model dependent defaults and rejects impossible combinations. */
 function resolveOptions(o: Parsed['options']): Resolved {
-  const model = o.model as ModelName;
+  const model = modelPreset(o.model as string);
   const dataset = o.dataset as DatasetName;
   const poly = isPoly(dataset);
   const fail = (msg: string) => new UsageError(`train: ${msg}`);
   if (typeof o.out !== 'string' || o.out === '') throw fail('-o/--out <file.safetensors> is required');
-  if (model !== 'mlp' && !isImage(dataset)) throw fail(`--model ${model} needs image data (mnist or fashion-mnist); ${dataset} is vector data, use --model mlp`);
-  if (model !== 'mlp' && (o.dropout as number) !== 0) throw fail('--dropout applies to --model mlp only');
+  if (model.imagesOnly && !isImage(dataset)) {
+    throw fail(`--model ${model.name} needs image data (mnist or fashion-mnist); ${dataset} is vector data, use --model ${names(MODEL_PRESETS.filter((p) => !p.imagesOnly), ' or ')}`);
+  }
+  if (!model.dropout && (o.dropout as number) !== 0) throw fail(`--dropout applies to --model ${names(MODEL_PRESETS.filter((p) => p.dropout), ' or ')} only`);
   const r: Resolved = {
     model,
     dataset,
-    width: (o.width as number | undefined) ?? (model !== 'mlp' ? 1 : isImage(dataset) ? 512 : 32),
+    width: (o.width as number | undefined) ?? (isImage(dataset) ? model.width.default : model.width.vectorDefault ?? model.width.default),
     hiddenLayers: o['hidden-layers'] as number,
     activation: o.activation as 'relu' | 'tanh',
     dropout: o.dropout as number,
     epochs: (o.epochs as number | undefined) ?? (poly ? 500 : 50),
     batchSize: (o['batch-size'] as number | undefined) ?? (poly ? 10 : 1000),
     optimizer: o.optimizer as 'adamw' | 'sgd',
-    lr: (o.lr as number | undefined) ?? (model === 'vgg-small' || poly ? 1e-2 : 1e-3),
+    lr: (o.lr as number | undefined) ?? model.lr ?? (poly ? 1e-2 : 1e-3),
     weightDecay: o['weight-decay'] as number | undefined,
     momentum: o.momentum as number,
     seed: o.seed as number,
@@ -109,7 +125,7 @@ function resolveOptions(o: Parsed['options']): Resolved {
     output: resolve(o.out),
   };
   if (!(r.width > 0)) throw fail(`--width must be positive, got ${r.width}`);
-  if (model === 'mlp' && !Number.isInteger(r.width)) throw fail(`--width of an MLP is a whole number of units, got ${r.width}`);
+  if (model.width.integer && !Number.isInteger(r.width)) throw fail(`--width of --model ${model.name} (its ${model.width.meaning}) is a whole number, got ${r.width}`);
   if (r.hiddenLayers < 0) throw fail(`--hidden-layers must be ≥ 0, got ${r.hiddenLayers}`);
   if (!(r.dropout >= 0 && r.dropout < 1)) throw fail(`--dropout must be in [0, 1), got ${r.dropout}`);
   if (r.epochs < 1) throw fail(`--epochs must be ≥ 1, got ${r.epochs}`);
@@ -125,16 +141,16 @@ function resolveOptions(o: Parsed['options']): Resolved {
   return r;
 }
 
-/** Zero-pads 28×28 images to 32×32 (VGG11's five 2×2 pools need ≥ 32 pixels; LeNet did the same). */
-function padTo32(ds: Dataset): Dataset {
+/** Zero-pads h×w images (h, w ≤ size) to size×size, centred (e.g. 28×28 MNIST to 32×32 for VGG11, as LeNet did). */
+function padImages(ds: Dataset, size: number): Dataset {
   const [c, h, w] = ds.sampleShape;
-  const x = new Float32Array(ds.n * c * 32 * 32);
-  const oy = (32 - h) >> 1;
-  const ox = (32 - w) >> 1;
+  const x = new Float32Array(ds.n * c * size * size);
+  const oy = (size - h) >> 1;
+  const ox = (size - w) >> 1;
   for (let i = 0; i < ds.n * c; i++) {
-    for (let r = 0; r < h; r++) x.set(ds.x.subarray((i * h + r) * w, (i * h + r + 1) * w), i * 1024 + (r + oy) * 32 + ox);
+    for (let r = 0; r < h; r++) x.set(ds.x.subarray((i * h + r) * w, (i * h + r + 1) * w), i * size * size + (r + oy) * size + ox);
   }
-  return { ...ds, name: `${ds.name}-pad32`, x, sampleShape: [c, 32, 32] };
+  return { ...ds, name: `${ds.name}-pad${size}`, x, sampleShape: [c, size, size] };
 }
 
 function loadData(r: Resolved): { all: Dataset; test?: Dataset; criterion: Criterion } {
@@ -144,9 +160,10 @@ function loadData(r: Resolved): { all: Dataset; test?: Dataset; criterion: Crite
       let all = load('train', { dataDir: r.dataDir, limit: r.limit });
       let test = r.test ? load('test', { dataDir: r.dataDir }) : undefined;
       if (all.n < r.limit) throw new InputError(`train: --limit ${r.limit} but ${r.dataset} has only ${all.n} training images`);
-      if (r.model === 'vgg11') {
-        all = padTo32(all);
-        if (test) test = padTo32(test);
+      const pad = r.model.padImagesTo;
+      if (pad !== undefined) {
+        all = padImages(all, pad);
+        if (test) test = padImages(test, pad);
       }
       return { all, test, criterion: 'ce' };
     }
@@ -156,24 +173,6 @@ function loadData(r: Resolved): { all: Dataset; test?: Dataset; criterion: Crite
   } catch (e) {
     if (e instanceof InputError) throw e;
     throw new InputError((e as Error).message);
-  }
-}
-
-function buildConfig(r: Resolved, data: Dataset, outputs: number): ModelConfig {
-  const inputShape = data.sampleShape as [number, number, number];
-  switch (r.model) {
-    case 'mlp': {
-      const inputs = data.sampleShape.reduce((a, b) => a * b, 1);
-      return { arch: 'mlp', sizes: [inputs, ...Array<number>(r.hiddenLayers).fill(r.width), outputs], activation: r.activation, dropout: r.dropout };
-    }
-    case 'vgg-small': {
-      const ch = [8, 32, 64, 128].map((c) => Math.max(1, Math.round(c * r.width))) as [number, number, number, number];
-      return { arch: 'vgg-small', channels: ch, numClasses: outputs, batchNorm: true, inputShape };
-    }
-    case 'vgg11':
-      return { arch: 'vgg', depth: 11, batchNorm: true, inputShape, numClasses: outputs, widthMultiplier: r.width };
-    case 'resnet20':
-      return { arch: 'resnet20', widthMultiplier: r.width, numClasses: outputs, inputShape };
   }
 }
 
@@ -190,9 +189,11 @@ export async function train(args: Parsed): Promise<number> {
   const outputs = criterion === 'ce' ? (all.numClasses ?? 10) : all.y.length / all.n;
   let model: Model;
   try {
-    model = createModel(buildConfig(r, all, outputs));
+    model = createModel(r.model.config({
+      sampleShape: all.sampleShape, outputs, width: r.width, hiddenLayers: r.hiddenLayers, activation: r.activation, dropout: r.dropout,
+    }));
   } catch (e) {
-    throw new UsageError(`train: cannot build --model ${r.model} for ${r.dataset}: ${(e as Error).message}`);
+    throw new UsageError(`train: cannot build --model ${r.model.name} for ${r.dataset}: ${(e as Error).message}`);
   }
   const t0 = performance.now();
   const bar = trainingProgress(`train ${model.name}`, { quiet });

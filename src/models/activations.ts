@@ -8,46 +8,48 @@
  * dropout, pooling) pass it on, `add` keeps its inputs' shared one, and a flatten with h·w > 1
  * ends it (the flattened vector mixes positions into the feature axis). Among the nodes of one
  * permutation, the activations read are:
- *   1. the outputs of every relu/tanh node (post-nonlinearity, as Git Re-Basin);
- *   2. else of every residual `add` (a stream with no nonlinearity after the sum);
+ *   1. the outputs of every nonlinearity (relu/tanh: `activation` in graph.ts' LAYERS; as Git Re-Basin);
+ *   2. else of every residual sum (`add`: a stream with no nonlinearity after the sum);
  *   3. else of the last node (e.g. a linear network).
  * A residual-stream permutation thus reads every point of the stream: the stem's ReLU and each
  * block's output after add+ReLU. All of them are samples of the same unit vector, so activation
  * matching pools their statistics (a sum of cross-moment matrices is still one LAP).
  */
-import { F, Tensor } from '../core/index.js';
+import type { Tensor } from '../core/index.js';
 import { InputError } from '../errors.js';
 import { sampleSize, type Dataset } from '../data/dataset.js';
 import { axisPermId, type PermutationSpec } from '../permutation/spec.js';
-import { graphTensors, nodeInputs, runGraph, type GraphNode, type ModelGraph, type RunContext } from './graph.js';
+import {
+  executeGraph, graphTensors, layerOf, nodeChannels, nodeInputs, type ChannelFlow, type GraphNode, type ModelGraph, type RunContext,
+} from './graph.js';
 import type { Model, Params } from './model.js';
+
+/** The permutation a node's output channels carry (null: none), and whether positions are flattened into them. */
+interface Carried {
+  perm: string | null;
+  flat: boolean;
+}
 
 /** Permutation id → the ids of the nodes whose outputs are that permutation's activations. */
 export function activationPoints(graph: ModelGraph, spec: PermutationSpec): Record<string, string[]> {
-  // Per node: the permutation its output channels carry (null: none), and whether it is flattened.
-  const carried = new Map<string, { perm: string | null; flat: boolean }>();
+  // The graph's channel flow (the same per-layer rules deriveSpec reads), with each new space
+  // named by the given spec's entry for the weight axis that opens it.
+  const flow: ChannelFlow<Carried> = {
+    input: () => ({ perm: null, flat: false }),
+    open: (_size, _owner, weight) => {
+      const e = spec.axes[weight]?.[0];
+      return { perm: e === undefined ? null : axisPermId(e), flat: false };
+    },
+    own: () => {},
+    join: (ins) => ins.find((i) => i.perm !== null) ?? ins[0],
+    flatten: (i, inner) => ({ perm: i.perm, flat: i.flat || inner !== 1 }),
+    flattened: (i) => i.flat,
+    output: () => ({ perm: null, flat: false }),
+  };
+  const carried = new Map<string, Carried>();
   const byPerm = new Map<string, GraphNode[]>();
   for (const n of graph.nodes) {
-    let c: { perm: string | null; flat: boolean };
-    switch (n.op) {
-      case 'input': case 'output': c = { perm: null, flat: false }; break;
-      case 'linear': case 'conv2d': {
-        const e = spec.axes[n.weight]?.[0];
-        c = { perm: e === undefined ? null : axisPermId(e), flat: false };
-        break;
-      }
-      case 'add': {
-        const ins = n.inputs.map((id) => carried.get(id)!);
-        c = ins.find((i) => i.perm !== null) ?? ins[0];
-        break;
-      }
-      case 'flatten': {
-        const i = carried.get(n.input)!;
-        c = { perm: i.perm, flat: i.flat || n.inner !== 1 };
-        break;
-      }
-      default: c = carried.get(n.input)!;
-    }
+    const c = nodeChannels(n, nodeInputs(n).map((id) => carried.get(id)!), flow);
     carried.set(n.id, c);
     if (c.perm !== null && !c.flat) {
       let list = byPerm.get(c.perm);
@@ -58,60 +60,22 @@ export function activationPoints(graph: ModelGraph, spec: PermutationSpec): Reco
   const out: Record<string, string[]> = {};
   for (const p of Object.keys(spec.perms)) {
     const nodes = byPerm.get(p) ?? [];
-    const acts = nodes.filter((n) => n.op === 'relu' || n.op === 'tanh');
-    const adds = nodes.filter((n) => n.op === 'add');
+    const acts = nodes.filter((n) => layerOf(n).activation === 'nonlinearity');
+    const adds = nodes.filter((n) => layerOf(n).activation === 'residual');
     out[p] = (acts.length ? acts : adds.length ? adds : nodes.slice(-1)).map((n) => n.id);
   }
   return out;
 }
 
-/** Index of the last node that reads each node's output, for freeing values after their last use. */
-function lastUses(graph: ModelGraph): Map<string, number> {
-  const last = new Map<string, number>();
-  graph.nodes.forEach((n, k) => {
-    for (const id of nodeInputs(n)) last.set(id, k);
-  });
-  return last;
-}
-
 /**
- * Forward pass that also returns the outputs of the nodes in `record`. It runs the graph one node
- * at a time, each as a one-node graph through `runGraph`, so every op keeps the forward pass's
- * exact semantics (BN modes, dropout, input reshape) without a hook in graph.ts.
+ * Forward pass that also returns the outputs of the nodes in `record`. Unfused (every node's
+ * output exists), otherwise the forward pass's exact semantics (BN modes, dropout, input reshape).
  */
 export function forwardRecording(graph: ModelGraph, params: Params, x: Tensor, ctx: RunContext, record: Iterable<string>): { output: Tensor; values: Map<string, Tensor> } {
   const want = new Set(record);
   const known = new Set(graph.nodes.map((n) => n.id));
   for (const id of want) if (!known.has(id)) throw new Error(`forwardRecording: the graph has no node "${id}"`);
-  const last = lastUses(graph);
-  const vals = new Map<string, Tensor>();
-  const values = new Map<string, Tensor>();
-  let output: Tensor | null = null;
-  graph.nodes.forEach((n, k) => {
-    let y: Tensor;
-    if (n.op === 'input') {
-      y = runGraph({ nodes: [n, { op: 'output', id: `${n.id}#out`, input: n.id }] }, params, x, ctx);
-    } else if (n.op === 'add') {
-      y = n.inputs.map((id) => vals.get(id)!).reduce((s, v) => F.add(s, v));
-    } else if (n.op === 'output') {
-      y = vals.get(n.input)!;
-      output = y;
-    } else {
-      const v = vals.get(n.input)!;
-      const inId = `${n.id}#in`;
-      const one: ModelGraph = {
-        nodes: [{ op: 'input', id: inId, shape: v.shape.slice(1) }, { ...n, input: inId } as GraphNode, { op: 'output', id: `${n.id}#out`, input: n.id }],
-      };
-      y = runGraph(one, params, v, ctx);
-    }
-    vals.set(n.id, y);
-    if (want.has(n.id)) values.set(n.id, y);
-    // Drop inputs no later node reads (activations of big conv nets add up).
-    const ins = nodeInputs(n);
-    for (const id of ins) if (last.get(id) === k) vals.delete(id);
-  });
-  if (!output) throw new Error('forwardRecording: the graph has no output node');
-  return { output, values };
+  return executeGraph(graph, params, x, ctx, { fuse: false, record: want });
 }
 
 /**

@@ -4,24 +4,24 @@ import type { GraphNode, ModelGraph } from './graph.js';
 export class GraphBuilder {
   readonly nodes: GraphNode[] = [];
 
-  /** Adds a node and returns its id (the next node's input). */
-  private push(n: GraphNode): string {
+  /** Adds a node of any layer kind and returns its id (the next node's input); the methods below are shorthands. */
+  node(n: GraphNode): string {
     this.nodes.push(n);
     return n.id;
   }
 
   input(shape: number[], id = 'input'): string {
-    return this.push({ op: 'input', id, shape: [...shape] });
+    return this.node({ op: 'input', id, shape: [...shape] });
   }
 
   /** PyTorch nn.Linear at module path `id` (`id.weight`, `id.bias`). */
   linear(id: string, input: string, inFeatures: number, outFeatures: number, bias = true): string {
-    return this.push({ op: 'linear', id, input, weight: `${id}.weight`, bias: bias ? `${id}.bias` : null, inFeatures, outFeatures });
+    return this.node({ op: 'linear', id, input, weight: `${id}.weight`, bias: bias ? `${id}.bias` : null, inFeatures, outFeatures });
   }
 
   /** PyTorch nn.Conv2d (square kernel) at module path `id`. */
   conv(id: string, input: string, inChannels: number, outChannels: number, kernel: number, stride: number, padding: number, bias: boolean): string {
-    return this.push({
+    return this.node({
       op: 'conv2d', id, input, weight: `${id}.weight`, bias: bias ? `${id}.bias` : null,
       inChannels, outChannels, kernel, stride, padding,
     });
@@ -29,7 +29,7 @@ export class GraphBuilder {
 
   /** PyTorch nn.BatchNorm1d/2d at module path `id` (defaults eps 1e-5, momentum 0.1). */
   batchNorm(id: string, input: string, channels: number): string {
-    return this.push({
+    return this.node({
       op: 'batchnorm', id, input, channels,
       weight: `${id}.weight`, bias: `${id}.bias`, runningMean: `${id}.running_mean`, runningVar: `${id}.running_var`,
       eps: 1e-5, momentum: 0.1,
@@ -37,36 +37,36 @@ export class GraphBuilder {
   }
 
   act(id: string, input: string, op: 'relu' | 'tanh'): string {
-    return this.push({ op, id, input });
+    return this.node({ op, id, input });
   }
 
   dropout(id: string, input: string, p: number): string {
     if (!(p >= 0 && p < 1)) throw new Error(`dropout "${id}": p must be in [0, 1), got ${p}`);
-    return this.push({ op: 'dropout', id, input, p });
+    return this.node({ op: 'dropout', id, input, p });
   }
 
   maxPool(id: string, input: string, kernel: number, stride = kernel, padding = 0): string {
-    return this.push({ op: 'maxpool2d', id, input, kernel, stride, padding });
+    return this.node({ op: 'maxpool2d', id, input, kernel, stride, padding });
   }
 
   avgPool(id: string, input: string, kernel: number, stride = kernel, padding = 0): string {
-    return this.push({ op: 'avgpool2d', id, input, kernel, stride, padding });
+    return this.node({ op: 'avgpool2d', id, input, kernel, stride, padding });
   }
 
   adaptiveAvgPool(id: string, input: string, size: [number, number]): string {
-    return this.push({ op: 'adaptiveavgpool2d', id, input, size });
+    return this.node({ op: 'adaptiveavgpool2d', id, input, size });
   }
 
   add(id: string, inputs: string[]): string {
-    return this.push({ op: 'add', id, inputs });
+    return this.node({ op: 'add', id, inputs });
   }
 
   flatten(id: string, input: string, inner: number): string {
-    return this.push({ op: 'flatten', id, input, inner });
+    return this.node({ op: 'flatten', id, input, inner });
   }
 
   output(input: string, id = 'output'): string {
-    return this.push({ op: 'output', id, input });
+    return this.node({ op: 'output', id, input });
   }
 
   build(): ModelGraph {

@@ -7,7 +7,7 @@
  * and B with dropout 0.25).
  */
 import { GraphBuilder } from './builder.js';
-import { graphModel, type MlpConfig, type Model } from './model.js';
+import { defineArch, graphModel, type Model, type ModelFamily, type ModelPreset } from './model.js';
 
 export interface MlpOptions {
   /** [input, hidden…, output], e.g. [784, 512, 512, 10]. */
@@ -16,6 +16,8 @@ export interface MlpOptions {
   /** Dropout probability after each hidden activation (training only). */
   dropout?: number;
 }
+
+export type MlpConfig = { arch: 'mlp' } & MlpOptions;
 
 export function mlp(opts: MlpOptions): Model {
   const { sizes } = opts;
@@ -39,3 +41,19 @@ export function mlp(opts: MlpOptions): Model {
   const name = `mlp-${sizes.join('-')}${activation === 'tanh' ? '-tanh' : ''}`;
   return graphModel(name, config, b.build());
 }
+
+/** `rebasin train --model mlp`: input → --hidden-layers × --width → outputs. */
+const MLP_PRESET: ModelPreset<MlpConfig> = {
+  name: 'mlp', title: 'MLP',
+  width: { meaning: 'hidden width', default: 512, vectorDefault: 32, integer: true },
+  imagesOnly: false,
+  dropout: true,
+  config: (i) => ({
+    arch: 'mlp',
+    sizes: [i.sampleShape.reduce((a, b) => a * b, 1), ...Array<number>(i.hiddenLayers).fill(i.width), i.outputs],
+    activation: i.activation,
+    dropout: i.dropout,
+  }),
+};
+
+export const MLP_MODELS = { archs: [defineArch('mlp', mlp)], presets: [MLP_PRESET] } satisfies ModelFamily;

@@ -8,8 +8,9 @@ import type { Rng } from '../core/random.js';
 import type { Params } from '../state/params.js';
 import type { PermutationSpec } from '../permutation/spec.js';
 import { deriveSpec, inferShapes, initGraph, runGraph, type ModelGraph } from './graph.js';
+import type { ModelConfig } from './registry.js';
 
-export type { Params };
+export type { Params, ModelConfig };
 
 export interface ForwardContext {
   training: boolean;
@@ -40,42 +41,64 @@ export interface Model {
   graph(): ModelGraph;
 }
 
-export interface MlpConfig {
-  arch: 'mlp';
-  sizes: number[];
-  activation?: 'relu' | 'tanh';
-  dropout?: number;
+/**
+ * An architecture: the `arch` name a ModelConfig carries and the builder that takes the rest of
+ * the config as options. Declared by each builder module (see `defineArch`), collected in registry.ts.
+ */
+export interface ArchEntry<A extends string, O> {
+  arch: A;
+  build(options: O): Model;
 }
 
-export interface VggConfig {
-  arch: 'vgg';
-  depth: 11 | 13 | 16 | 19;
-  batchNorm: boolean;
-  inputShape?: [number, number, number];
-  numClasses?: number;
-  widthMultiplier?: number;
-  classifier?: 'single' | 'three-layer';
-  hiddenWidth?: number;
-  dropout?: number;
-  avgpool?: [number, number] | null;
+/** Declares an architecture: `defineArch('vgg', vgg)`. */
+export function defineArch<A extends string, O>(name: A, build: (options: O) => Model): ArchEntry<A, O> {
+  return { arch: name, build };
 }
 
-export interface SmallVggConfig {
-  arch: 'vgg-small';
-  channels?: [number, number, number, number];
-  numClasses?: number;
-  batchNorm?: boolean;
-  inputShape?: [number, number, number];
+/** The config of an architecture: its name plus its builder's options. */
+export type ConfigOf<E> = E extends ArchEntry<infer A, infer O> ? { arch: A } & NonNullable<O> : never;
+
+/** What `rebasin train` hands a preset to build its config from. */
+export interface PresetInputs {
+  /** Per-sample shape of the training data (after `padImagesTo`). */
+  sampleShape: number[];
+  /** Classes (cross-entropy) or regression targets per sample. */
+  outputs: number;
+  /** --width, in the preset's own sense (see `ModelPreset.width`). */
+  width: number;
+  /** --hidden-layers, --activation, --dropout (presets with `dropout: true` only: MLPs). */
+  hiddenLayers: number;
+  activation: 'relu' | 'tanh';
+  dropout: number;
 }
 
-export interface ResNetConfig {
-  arch: 'resnet20' | 'resnet18';
-  widthMultiplier?: number;
-  numClasses?: number;
-  inputShape?: [number, number, number];
+/**
+ * A named model of `rebasin train --model NAME`: how the CLI's options and the data become a
+ * ModelConfig, and the defaults that go with it. Declared beside its builder.
+ */
+export interface ModelPreset<C extends { arch: string } = { arch: string }> {
+  /** The --model name, e.g. 'vgg11'. */
+  name: string;
+  /** For the command summary, e.g. 'VGG11'. */
+  title: string;
+  /** What --width means for it and its defaults (on image data; `vectorDefault` on vector data). */
+  width: { meaning: string; default: number; vectorDefault?: number; integer?: boolean };
+  /** Needs image samples [C, H, W] (the MLP flattens anything). */
+  imagesOnly: boolean;
+  /** Zero-pad smaller images to this size (VGG11's five 2×2 pools need ≥ 32 pixels). */
+  padImagesTo?: number;
+  /** Its default learning rate when not the CLI's general one. */
+  lr?: number;
+  /** Takes --dropout (and --hidden-layers, --activation). */
+  dropout?: boolean;
+  config(inputs: PresetInputs): C;
 }
 
-export type ModelConfig = MlpConfig | VggConfig | SmallVggConfig | ResNetConfig;
+/** What a builder module declares: its architectures and its named presets. */
+export interface ModelFamily {
+  archs: readonly ArchEntry<string, never>[];
+  presets: readonly ModelPreset[];
+}
 
 /** Wraps a graph as a Model. */
 export function graphModel(name: string, config: ModelConfig, graph: ModelGraph): Model {

@@ -1,16 +1,48 @@
-/** Rebuilds a model from its JSON config (`model.config`), e.g. when loading a checkpoint. */
-import type { Model, ModelConfig } from './model.js';
-import { mlp } from './mlp.js';
-import { resnet18, resnet20 } from './resnet.js';
-import { vgg, vggSmall } from './vgg.js';
+/**
+ * The model registry, derived from what each builder module declares (its `*_MODELS` family):
+ * `createModel` rebuilds a model from its JSON config (`model.config`, e.g. a checkpoint's), and
+ * `MODEL_PRESETS` are the named models of `rebasin train --model`. A new architecture is a builder
+ * module with its family, listed once in FAMILIES; a new preset is one entry in its family.
+ */
+import type { ArchEntry, ConfigOf, Model, ModelPreset } from './model.js';
+import { MLP_MODELS } from './mlp.js';
+import { RESNET_MODELS } from './resnet.js';
+import { VGG_MODELS } from './vgg.js';
 
-export function createModel(config: ModelConfig): Model {
-  switch (config.arch) {
-    case 'mlp': return mlp(config);
-    case 'vgg': return vgg(config);
-    case 'vgg-small': return vggSmall(config);
-    case 'resnet20': return resnet20(config);
-    case 'resnet18': return resnet18(config);
-    default: throw new Error(`createModel: unknown arch "${(config as { arch?: unknown }).arch as string}" (expected mlp, vgg, vgg-small, resnet20, resnet18)`);
+const FAMILIES = [MLP_MODELS, VGG_MODELS, RESNET_MODELS];
+
+/** A model's JSON config: `arch` plus that architecture's builder options. */
+export type ModelConfig = ConfigOf<(typeof FAMILIES)[number]['archs'][number]>;
+
+function byName<T>(items: T[], name: (t: T) => string, what: string): Map<string, T> {
+  const map = new Map<string, T>();
+  for (const t of items) {
+    if (map.has(name(t))) throw new Error(`models: ${what} "${name(t)}" is declared twice`);
+    map.set(name(t), t);
   }
+  return map;
+}
+
+const ARCHS = byName(FAMILIES.flatMap((f): ArchEntry<string, never>[] => f.archs), (e) => e.arch, 'arch');
+
+/** The architecture names createModel accepts, in declaration order. */
+export const MODEL_ARCHS: readonly string[] = [...ARCHS.keys()];
+
+/** The named models of `rebasin train --model`, in declaration order. */
+export const MODEL_PRESETS: readonly ModelPreset<ModelConfig>[] = FAMILIES.flatMap((f): ModelPreset<ModelConfig>[] => f.presets);
+
+const PRESETS = byName([...MODEL_PRESETS], (p) => p.name, 'preset');
+
+/** The preset called `name`; throws listing the names when there is none. */
+export function modelPreset(name: string): ModelPreset<ModelConfig> {
+  const p = PRESETS.get(name);
+  if (!p) throw new Error(`unknown model "${name}" (expected ${[...PRESETS.keys()].join(', ')})`);
+  return p;
+}
+
+/** Rebuilds a model from its JSON config (`model.config`), e.g. when loading a checkpoint. */
+export function createModel(config: ModelConfig): Model {
+  const entry = ARCHS.get((config as { arch?: unknown }).arch as string);
+  if (!entry) throw new Error(`createModel: unknown arch "${(config as { arch?: unknown }).arch as string}" (expected ${MODEL_ARCHS.join(', ')})`);
+  return (entry.build as (options: ModelConfig) => Model)(config);
 }

@@ -6,7 +6,7 @@
  * torchvision's kaiming_normal(fan_out).
  */
 import { GraphBuilder, outSize, scaled } from './builder.js';
-import { graphModel, type Model, type ResNetConfig } from './model.js';
+import { defineArch, graphModel, type Model, type ModelFamily, type ModelPreset } from './model.js';
 
 interface Stream {
   h: string;
@@ -52,6 +52,8 @@ export interface ResNet20Options {
   inputShape?: [number, number, number];
 }
 
+export type ResNet20Config = { arch: 'resnet20' } & ResNet20Options;
+
 /** CIFAR ResNet-20 (He et al. 2016): 3×3 stem, 3 stages of 3 basic blocks, 1×1 conv shortcuts. */
 export function resnet20(opts: ResNet20Options = {}): Model {
   const w = opts.widthMultiplier ?? 1;
@@ -64,7 +66,7 @@ export function resnet20(opts: ResNet20Options = {}): Model {
   h = b.act('relu', b.batchNorm('bn1', h, widths[0]), 'relu');
   const s = stages(b, { h, c: widths[0], H: inputShape[1], W: inputShape[2] }, widths, [3, 3, 3]);
   head(b, s, numClasses);
-  const config: ResNetConfig = { arch: 'resnet20', widthMultiplier: w, numClasses, inputShape: [...inputShape] };
+  const config: ResNet20Config = { arch: 'resnet20', widthMultiplier: w, numClasses, inputShape: [...inputShape] };
   return graphModel(`resnet20${w !== 1 ? `-w${w}` : ''}`, config, b.build());
 }
 
@@ -75,6 +77,8 @@ export interface ResNet18Options {
   /** Stage widths 64/128/256/512 × this; default 1 (torchvision). */
   widthMultiplier?: number;
 }
+
+export type ResNet18Config = { arch: 'resnet18' } & ResNet18Options;
 
 /** torchvision ResNet-18: 7×7/2 stem, 3×3/2 max-pool, 4 stages of 2 basic blocks. */
 export function resnet18(opts: ResNet18Options = {}): Model {
@@ -91,6 +95,19 @@ export function resnet18(opts: ResNet18Options = {}): Model {
   const W = outSize(outSize(inputShape[2], 7, 2, 3), 3, 2, 1);
   const s = stages(b, { h, c: widths[0], H, W }, widths, [2, 2, 2, 2]);
   head(b, s, numClasses);
-  const config: ResNetConfig = { arch: 'resnet18', widthMultiplier: w, numClasses, inputShape: [...inputShape] };
+  const config: ResNet18Config = { arch: 'resnet18', widthMultiplier: w, numClasses, inputShape: [...inputShape] };
   return graphModel(`resnet18${w !== 1 ? `-w${w}` : ''}`, config, b.build());
 }
+
+/** `rebasin train --model resnet20`: ResNet-20, stage widths scaled by --width. */
+const RESNET20_PRESET: ModelPreset<ResNet20Config> = {
+  name: 'resnet20', title: 'ResNet-20',
+  width: { meaning: 'channel multiplier', default: 1 },
+  imagesOnly: true,
+  config: (i) => ({ arch: 'resnet20', widthMultiplier: i.width, numClasses: i.outputs, inputShape: i.sampleShape as [number, number, number] }),
+};
+
+export const RESNET_MODELS = {
+  archs: [defineArch('resnet20', resnet20), defineArch('resnet18', resnet18)],
+  presets: [RESNET20_PRESET],
+} satisfies ModelFamily;

@@ -10,7 +10,7 @@
  * (the reference's alignment example: vgg11 at 32×32 with Linear(25088, 10)).
  */
 import { GraphBuilder, outSize, scaled } from './builder.js';
-import { graphModel, type Model, type SmallVggConfig, type VggConfig } from './model.js';
+import { defineArch, graphModel, type Model, type ModelFamily, type ModelPreset } from './model.js';
 
 type Cfg = (number | 'M')[];
 
@@ -42,6 +42,8 @@ export interface VggOptions {
   /** Adaptive average pool to this size before flattening (torchvision: [7, 7]); default none. */
   avgpool?: [number, number] | null;
 }
+
+export type VggConfig = { arch: 'vgg' } & VggOptions;
 
 /** Emits the conv stack; returns the last node, its channels and spatial size. */
 function features(b: GraphBuilder, input: string, cfg: Cfg, inC: number, h0: number, w0: number, batchNorm: boolean, model: string) {
@@ -116,6 +118,8 @@ export interface SmallVggOptions {
   inputShape?: [number, number, number];
 }
 
+export type SmallVggConfig = { arch: 'vgg-small' } & SmallVggOptions;
+
 /**
  * The reference's small MNIST VGG (`VGG("Small")` in sinkhorn-rebasin's `main_lmc_cnn.py`, a
  * kuangliu-style CIFAR VGG): conv c0 → M → conv c1 → M → conv c2 → conv c3 → AvgPool2d(1) →
@@ -143,3 +147,34 @@ export function vggSmall(opts: SmallVggOptions = {}): Model {
   const config: SmallVggConfig = { arch: 'vgg-small', channels: [...channels], numClasses, batchNorm, inputShape: [...inputShape] };
   return graphModel(name, config, b.build());
 }
+
+type ImageShape = [number, number, number];
+
+/** `rebasin train --model vgg-small`: the reference's MNIST VGG, its four widths scaled by --width. */
+const VGG_SMALL_PRESET: ModelPreset<SmallVggConfig> = {
+  name: 'vgg-small', title: 'small VGG',
+  width: { meaning: 'channel multiplier', default: 1 },
+  imagesOnly: true,
+  lr: 1e-2, // as the reference
+  config: (i) => ({
+    arch: 'vgg-small',
+    channels: [8, 32, 64, 128].map((c) => scaled(c, i.width)) as [number, number, number, number],
+    numClasses: i.outputs,
+    batchNorm: true,
+    inputShape: i.sampleShape as ImageShape,
+  }),
+};
+
+/** `rebasin train --model vgg11`: VGG11 with BatchNorm, 28×28 images padded to 32×32. */
+const VGG11_PRESET: ModelPreset<VggConfig> = {
+  name: 'vgg11', title: 'VGG11',
+  width: { meaning: 'channel multiplier', default: 1 },
+  imagesOnly: true,
+  padImagesTo: 32,
+  config: (i) => ({ arch: 'vgg', depth: 11, batchNorm: true, inputShape: i.sampleShape as ImageShape, numClasses: i.outputs, widthMultiplier: i.width }),
+};
+
+export const VGG_MODELS = {
+  archs: [defineArch('vgg', vgg), defineArch('vgg-small', vggSmall)],
+  presets: [VGG_SMALL_PRESET, VGG11_PRESET],
+} satisfies ModelFamily;
