@@ -7,7 +7,7 @@
 import { backendInfo, kernels } from '../src/core/backend/index.js';
 import { Rng } from '../src/core/random.js';
 import { noGrad, Tensor } from '../src/core/tensor.js';
-import { resetSinkhornDiagnostics, sinkhorn, sinkhornDiagnostics } from '../src/permutation/sinkhorn.js';
+import { newSinkhornDiagnostics, sinkhorn } from '../src/permutation/sinkhorn.js';
 import type { KktSolver } from '../src/permutation/sinkhorn.js';
 import { timeMedian, type BenchContext, type BenchRow } from './harness.js';
 import type { TorchFigures } from './training.js';
@@ -50,12 +50,11 @@ export async function run(ctx: BenchContext, torch?: TorchFigures): Promise<Benc
         const bigDense = kkt === 'dense' && (n >= 2048 || (backend === 'js' && n >= 1024));
         if (kkt === 'dense' && n >= 2048 && ctx.quick) continue;
         const Xn = randomX(n, new Rng(n), diag, noise).requireGrad();
-        const S = sinkhorn(Xn, { kkt });
+        const d = newSinkhornDiagnostics();
+        const S = sinkhorn(Xn, { kkt, diagnostics: d });
         const G = new Tensor(new Float32Array(n * n).map((_, i) => Math.sin(i)), [n, n]);
-        resetSinkhornDiagnostics();
         const reps = bigDense ? 1 : ctx.quick ? 3 : 7;
         const ms = await timeMedian(() => { Xn.grad = null; S.backward(G); }, reps, bigDense ? 0 : 1);
-        const d = sinkhornDiagnostics;
         const calls = d.cgSolves + d.denseSolves - d.cgFallbacks;
         const note = kkt === 'schur-cg'
           ? `${(d.cgIterations / Math.max(d.cgSolves, 1)).toFixed(1)} CG iterations per solve, ${d.cgFallbacks} dense fallbacks`

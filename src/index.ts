@@ -16,7 +16,7 @@ export { applyHard, applySoft, checkPermutation, composePermutations, composePer
 // Model states: named tensor maps.
 export { type Params, lerpState, weightedAverage, splitState, mergeState, cloneState, isBufferName, isBatchCounter } from './state/params.js';
 export { linearSumAssignment, permutationFromAssignment, type Assignment, type AssignmentOptions } from './permutation/assignment.js';
-export { sinkhorn, sinkhornDiagnostics, resetSinkhornDiagnostics, type SinkhornOptions, type CgWarmStart } from './permutation/sinkhorn.js';
+export { sinkhorn, newSinkhornDiagnostics, newSinkhornWorkspace, type SinkhornOptions, type CgWarmStart, type SinkhornDiagnostics, type SinkhornWorkspace, type SinkhornFallback } from './permutation/sinkhorn.js';
 export { checkEquivalence, type EquivalenceResult } from './permutation/equivalence.js';
 
 // Methods.
@@ -26,7 +26,7 @@ export { weightMatchingLazy, type TensorSource, type LazyAlignInput, type LazyAl
 export { activationMatching, ACTIVATION_MATCHING_DEFAULTS, type ActivationMatchingOptions, type ActivationStatistic } from './methods/activation-matching.js';
 export { straightThroughEstimator, STE_DEFAULTS, type SteOptions } from './methods/ste.js';
 export { naive } from './methods/naive.js';
-export { sinkhornRebasin, hardPermutations, type SinkhornRebasinOptions, type RebasinCost } from './methods/sinkhorn-rebasin.js';
+export { sinkhornRebasin, hardPermutations, type SinkhornRebasinOptions, type SinkhornRebasinResult, type RebasinCost } from './methods/sinkhorn-rebasin.js';
 export { weightCost, WEIGHT_COSTS, WEIGHT_COST_NAMES, type WeightCostKind, type WeightCostDef } from './methods/costs.js';
 export { midpointCost, randomPointCost, DATA_COSTS, DATA_COST_NAMES, type DataCostKind, type DataCostOptions } from './methods/data-costs.js';
 export { alignModels, METHODS, METHOD_NAMES, needsData, type MethodName, type MethodContext, type MethodEntry, type MethodOptions } from './methods/registry.js';

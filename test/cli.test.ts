@@ -199,6 +199,20 @@ test('data-driven alignment from the CLI (sinkhorn-mid with an .npz data set)', 
   assert.ok(s.equivalence.passed);
 });
 
+test('align prints one line when the Sinkhorn backward fell back to another solver, and none otherwise', () => {
+  const out = join(dir, 'sink.safetensors');
+  const args = ['align', join(dir, 'A.safetensors'), join(dir, 'P.safetensors'), '--method', 'sinkhorn-l2', '--steps', '2', '-o', out, '--json'];
+  // τ = 1e-4 turns every soft permutation into an exact 0/1 matrix: a singular KKT system in each backward.
+  const hard = run(...args, '--tau', '0.0001');
+  assert.equal(hard.code, 0, hard.stderr);
+  const lines = hard.stderr.split('\n').filter((l) => l.includes('warning:'));
+  assert.equal(lines.length, 1, hard.stderr);
+  assert.match(lines[0], /^align sinkhorn-l2: warning: in \d+ implicit-backward solves, .*singular \d+ times/);
+  const calm = run(...args);
+  assert.equal(calm.code, 0, calm.stderr);
+  assert.doesNotMatch(calm.stderr, /warning/i);
+});
+
 test('option names: one spelling of the output option; near misses are suggested', () => {
   for (const spec of [alignSpec, interpolateSpec, mergeSpec, specInferSpec, trainSpec]) {
     assert.equal(spec.options.out?.alias, 'o', spec.name);

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Rng } from '../src/core/random.js';
 import { FormatError } from '../src/io/errors.js';
-import { type ArrayRecord, type StateDict, numel } from '../src/io/records.js';
+import { numel } from '../src/core/tensor.js';
+import type { ArrayRecord, StateDict } from '../src/io/records.js';
 import { parseSafetensors, serializeSafetensors, openSafetensors } from '../src/io/safetensors.js';
 import { parseNpy, serializeNpy, parseNpz, serializeNpz, readNpy, readNpz } from '../src/io/npy.js';
 

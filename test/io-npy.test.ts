@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 import { Rng } from '../src/core/random.js';
 import { FormatError } from '../src/io/errors.js';
-import { type StateDict, numel } from '../src/io/records.js';
+import { numel } from '../src/core/tensor.js';
+import type { StateDict } from '../src/io/records.js';
 import { parseNpy, serializeNpy, readNpy, writeNpy, parseNpz, serializeNpz, readNpz, writeNpz, crc32, fortranToC } from '../src/io/npy.js';
 
 function tmp(): string {

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '../src/core/random.js';
 import { FormatError } from '../src/io/errors.js';
-import { type StateDict, numel, validateFinite } from '../src/io/records.js';
+import { numel } from '../src/core/tensor.js';
+import { type StateDict, validateFinite } from '../src/io/records.js';
 import { writeFileAtomic, writeFileAtomicSync, withAtomicFile, ensureDir, ensureDirSync } from '../src/io/atomic.js';
 import {
   float32ToFloat16Bits, float16BitsToFloat32, float32ToBfloat16Bits, bfloat16BitsToFloat32,

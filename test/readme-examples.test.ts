@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import {
   alignModels, barrier, checkEquivalence, eye, F, inferSpecFromOnnx, interpolationCurve, loadCheckpoint, loadMnist,
-  loadTensors, mergeState, mlp, randn, readOnnx, Rng, saveCheckpoint, sinkhorn, sinkhornRebasin, splitState, trainModel,
+  loadTensors, mergeState, mlp, newSinkhornDiagnostics, newSinkhornWorkspace, randn, readOnnx, Rng, saveCheckpoint, sinkhorn, sinkhornRebasin, splitState, trainModel,
   validateSpec, weightCost, weightedAverage, weightMatching,
 } from '../src/index.js';
 
@@ -41,6 +41,8 @@ test('README: align two checkpoints, check equivalence, Sinkhorn costs, LMC and 
     assert.equal(mid.steps, 4);
     const last = custom.log.at(-1)!;
     assert.ok(typeof last.cost === 'number' && typeof last.hardCost === 'number');
+    assert.equal(custom.diagnostics.cgSolves, custom.steps * Object.keys(spec.perms).length);
+    assert.equal(mid.diagnostics?.cgFallbacks, 0);
 
     const test = loadMnist('test', { limit: 500, layout: 'flat' });
     const curve = interpolationCurve({ model: A.model, a, b: aligned, data: test, criterion: 'ce', points: 5 });
@@ -58,9 +60,13 @@ test('README: the Sinkhorn operator on its own', () => {
   const n = 16;
   const target = randn([n, n], new Rng(1));
   const X = eye(n).requireGrad();
-  const S = sinkhorn(X, { tau: 1, iters: 20 });
+  const workspace = newSinkhornWorkspace();
+  const diagnostics = newSinkhornDiagnostics();
+  const S = sinkhorn(X, { tau: 1, iters: 20, workspace, diagnostics });
   F.sum(F.mul(S, target)).backward();
   assert.ok(X.grad && X.grad.data.every(Number.isFinite));
+  assert.deepEqual([diagnostics.cgSolves, diagnostics.cgFallbacks, diagnostics.lstsqFallbacks], [1, 0, 0]);
+  assert.ok(workspace.f32 && workspace.f32.length === n * n);
   for (let i = 0; i < n; i++) {
     let row = 0;
     for (let j = 0; j < n; j++) row += S.data[i * n + j];

@@ -1,7 +1,8 @@
 /**
  * The Sinkhorn operator: forward against a naive exp-domain Sinkhorn–Knopp, the implicit gradient
  * against finite differences at convergence, implicit vs unrolled, dense vs Schur-CG, the singular
- * (lstsq) case, input validation, and a small permutation-recovery run with AdamW.
+ * (lstsq) case, the caller-owned diagnostics and workspace, input validation, and a small
+ * permutation-recovery run with AdamW.
  * Gradient checks run in float64 on the pure-TS kernels.
  */
 import { test } from 'node:test';
@@ -13,7 +14,7 @@ import { Rng } from '../src/core/random.js';
 import { eye, noGrad, Tensor } from '../src/core/tensor.js';
 import type { FloatArray } from '../src/core/backend/types.js';
 import {
-  implicitSinkhornGrad, resetSinkhornDiagnostics, sinkhorn, sinkhornDiagnostics,
+  implicitSinkhornGrad, newSinkhornDiagnostics, newSinkhornWorkspace, sinkhorn,
 } from '../src/permutation/sinkhorn.js';
 import type { SinkhornFallback, SinkhornOptions } from '../src/permutation/sinkhorn.js';
 
@@ -282,13 +283,13 @@ test('dense and Schur-CG solves agree (n = 50, 200; float64 and float32); warm s
     for (const tau of [1, 0.3]) {
       const x = randn(n * n, rng);
       const W = randn(n * n, rng);
-      resetSinkhornDiagnostics();
-      const gd = analyticGrad(x, [n, n], W, { tau, kkt: 'dense' });
-      const gc = analyticGrad(x, [n, n], W, { tau, kkt: 'schur-cg' });
-      assert.equal(sinkhornDiagnostics.cgFallbacks, 0);
-      assert.equal(sinkhornDiagnostics.denseSolves, 1);
+      const d = newSinkhornDiagnostics();
+      const gd = analyticGrad(x, [n, n], W, { tau, kkt: 'dense', diagnostics: d });
+      const gc = analyticGrad(x, [n, n], W, { tau, kkt: 'schur-cg', diagnostics: d });
+      assert.deepEqual([d.denseSolves, d.cgSolves, d.cgFallbacks, d.lstsqFallbacks], [1, 1, 0, 0]);
+      assert.ok(d.lastCgIterations > 0 && d.cgIterations === d.lastCgIterations && d.lastCgResidual < 1e-10, JSON.stringify(d));
       const e = relErr(gc, gd);
-      t.diagnostic(`n=${n} τ=${tau}: CG ${sinkhornDiagnostics.lastCgIterations} iterations, relative difference ${e.toExponential(2)}`);
+      t.diagnostic(`n=${n} τ=${tau}: CG ${d.lastCgIterations} iterations, relative difference ${e.toExponential(2)}`);
       assert.ok(e < 1e-8, `float64 n=${n} τ=${tau}: ${e}`);
       const x32 = Float32Array.from(x);
       const W32 = Float32Array.from(W);
@@ -301,12 +302,15 @@ test('dense and Schur-CG solves agree (n = 50, 200; float64 and float32); warm s
   const x = randn(n * n, rng);
   const W = randn(n * n, rng);
   const warm = { db: null };
-  analyticGrad(x, [n, n], W, { tau: 0.3, warmStart: warm });
-  const cold = sinkhornDiagnostics.lastCgIterations;
+  const dCold = newSinkhornDiagnostics();
+  analyticGrad(x, [n, n], W, { tau: 0.3, warmStart: warm, diagnostics: dCold });
+  const cold = dCold.cgIterations;
   assert.ok(warm.db !== null);
   const x2 = x.map((v, i) => v + 1e-3 * Math.sin(i));
-  const gWarm = analyticGrad(x2, [n, n], W, { tau: 0.3, warmStart: warm });
-  const itWarm = sinkhornDiagnostics.lastCgIterations;
+  const dWarm = newSinkhornDiagnostics();
+  const gWarm = analyticGrad(x2, [n, n], W, { tau: 0.3, warmStart: warm, diagnostics: dWarm });
+  const itWarm = dWarm.cgIterations;
+  assert.equal(dCold.cgIterations, cold, 'the second run counts into its own object only');
   const gDense = analyticGrad(x2, [n, n], W, { tau: 0.3, kkt: 'dense' });
   assert.ok(relErr(gWarm, gDense) < 1e-8);
   assert.ok(itWarm < cold, `warm start: ${itWarm} iterations vs ${cold} cold`);
@@ -344,20 +348,28 @@ test('Schur complement is positive definite after removing the gauge (checked by
   }
 });
 
+/** X whose plan is an exact permutation (off-support entries of P underflow to 0): a singular KKT system. */
+function hardX(n: number, rng: Rng): FloatArray {
+  const x = randn(n * n, rng);
+  for (let i = 0; i < n; i++) x[i * n + ((i + 3) % n)] += 1000;
+  return x;
+}
+
 test('singular KKT (rows of P underflow): lstsq fallback is counted, reported, and the gradient is finite', () => {
   const rng = new Rng(10);
   const n = 8;
-  const x = randn(n * n, rng);
-  for (let i = 0; i < n; i++) x[i * n + ((i + 3) % n)] += 1000; // off-support entries of P are exactly 0
+  const x = hardX(n, rng);
   for (const kkt of ['dense', 'schur-cg'] as const) {
-    resetSinkhornDiagnostics();
+    const d = newSinkhornDiagnostics();
     const seen: SinkhornFallback[] = [];
     const X = mat(x, [n, n], true);
-    const S = sinkhorn(X, { kkt, onFallback: (f) => seen.push(f) });
+    const S = sinkhorn(X, { kkt, diagnostics: d, onFallback: (f) => seen.push(f) });
     assert.ok(S.data.some((v) => v === 0));
     S.backward(mat(randn(n * n, rng), [n, n]));
-    assert.equal(sinkhornDiagnostics.lstsqFallbacks, 1, kkt);
-    assert.ok(seen.some((f) => f.kind === 'lstsq'), `${kkt}: onFallback saw ${JSON.stringify(seen)}`);
+    // Schur-CG gives up at once (a column of the Laplacian is 0) and the dense solve is singular.
+    const cg = kkt === 'schur-cg' ? 1 : 0;
+    assert.deepEqual([d.lstsqFallbacks, d.cgFallbacks, d.cgSolves, d.denseSolves], [1, cg, cg, 1], kkt);
+    assert.deepEqual(seen.map((f) => f.kind), kkt === 'schur-cg' ? ['cg', 'lstsq'] : ['lstsq'], `${kkt}: onFallback saw ${JSON.stringify(seen)}`);
     assert.ok(X.grad!.data.every(Number.isFinite));
     // P is a hard permutation here, so the true derivative is 0.
     assert.ok(X.grad!.data.every((v) => Math.abs(v) < 1e-6), `${kkt}: max |grad| ${Math.max(...X.grad!.data.map(Math.abs))}`);
@@ -377,11 +389,55 @@ test('implicitSinkhornGrad: a batch of identical items gives identical gradients
   G2.set(G);
   G2.set(G, n * n);
   const gx = new Float64Array(2 * n * n);
-  const i0 = implicitSinkhornGrad(S2, G2, 0, n, n, 1, 1, gx, 'schur-cg');
-  const i1 = implicitSinkhornGrad(S2, G2, n * n, n, n, 1, 1, gx, 'dense');
+  const i0 = implicitSinkhornGrad(S2, G2, 0, n, n, gx, { tau: 1, scale: 1, solver: 'schur-cg' });
+  const i1 = implicitSinkhornGrad(S2, G2, n * n, n, n, gx, { tau: 1, scale: 1, solver: 'dense' });
   assert.equal(i0.method, 'cg');
   assert.equal(i1.method, 'lu');
   assert.ok(relErr(gx.subarray(0, n * n), gx.subarray(n * n)) < 1e-10);
+});
+
+test('diagnostics belong to the caller: separate runs keep separate counts, and nothing is printed', async () => {
+  const rng = new Rng(14);
+  const n = 8;
+  const warnings: Error[] = [];
+  const onWarning = (w: Error) => warnings.push(w);
+  process.on('warning', onWarning);
+  try {
+    const singular = newSinkhornDiagnostics();
+    const healthy = newSinkhornDiagnostics();
+    const a = mat(hardX(n, rng), [n, n], true);
+    const b = mat(randn(n * n, rng), [n, n], true);
+    const Sa = sinkhorn(a, { diagnostics: singular });
+    const Sb = sinkhorn(b, { diagnostics: healthy });
+    Sa.backward(mat(randn(n * n, rng), [n, n]));
+    Sb.backward(mat(randn(n * n, rng), [n, n]));
+    Sa.backward(mat(randn(n * n, rng), [n, n])); // every backward of a call counts, into that call's object
+    assert.deepEqual([singular.cgFallbacks, singular.lstsqFallbacks, singular.denseSolves], [2, 2, 2]);
+    assert.deepEqual([healthy.cgSolves, healthy.cgFallbacks, healthy.lstsqFallbacks, healthy.denseSolves], [1, 0, 0, 0]);
+    // Without a diagnostics object or onFallback a fallback is silent: the caller decides what to say.
+    sinkhorn(mat(hardX(n, rng), [n, n], true)).backward(mat(randn(n * n, rng), [n, n]));
+    await new Promise((resolve) => setImmediate(resolve)); // process warnings are emitted on the next tick
+    assert.deepEqual(warnings.map((w) => w.message), []);
+  } finally {
+    process.off('warning', onWarning);
+  }
+});
+
+test('workspace: the caller’s scratch buffer is used, grown on demand, and does not change the gradient', () => {
+  const rng = new Rng(15);
+  const ws = newSinkhornWorkspace();
+  for (const [n, dtype] of [[20, 'float64'], [12, 'float64'], [30, 'float64'], [16, 'float32']] as const) {
+    const x = randn(n * n, rng, dtype);
+    const W = randn(n * n, rng, dtype);
+    const fresh = analyticGrad(x, [n, n], W, { tau: 0.5 });
+    const shared = analyticGrad(x, [n, n], W, { tau: 0.5, workspace: ws });
+    assert.deepEqual(Array.from(shared), Array.from(fresh), `n=${n} ${dtype}`);
+    const buf = dtype === 'float64' ? ws.f64 : ws.f32;
+    assert.ok(buf && buf.length >= n * n, `n=${n} ${dtype}: workspace holds ${buf?.length} values`);
+  }
+  // Grown to the largest plan, and kept when a smaller one follows.
+  assert.equal(ws.f64!.length, 30 * 30);
+  assert.equal(ws.f32!.length, 16 * 16);
 });
 
 test('native backend (when built) agrees with the JS kernels in float32', (t) => {
@@ -424,10 +480,11 @@ test('end to end: AdamW on ⟨S(X), −P*⟩ from X = I recovers a planted permu
   const T = new Tensor(target, [n, n]);
   const X = eye(n).requireGrad();
   const opt = new AdamW([X], { lr: 0.1 });
-  resetSinkhornDiagnostics();
+  const d = newSinkhornDiagnostics();
+  const workspace = newSinkhornWorkspace();
   let loss = 0;
   for (let step = 0; step < 60; step++) {
-    const S = sinkhorn(X);
+    const S = sinkhorn(X, { diagnostics: d, workspace });
     const L = F.sum(F.mul(S, T));
     loss = L.item();
     opt.zeroGrad();
@@ -437,5 +494,5 @@ test('end to end: AdamW on ⟨S(X), −P*⟩ from X = I recovers a planted permu
   const am = F.argmax(X, 1);
   for (let i = 0; i < n; i++) assert.equal(am[i], perm[i], `row ${i}`);
   assert.ok(loss < -0.9 * n, `final loss ${loss}`);
-  assert.equal(sinkhornDiagnostics.cgFallbacks, 0);
+  assert.deepEqual([d.cgSolves, d.cgFallbacks, d.denseSolves], [60, 0, 0]);
 });

@@ -16,6 +16,7 @@ import { weightMatchingLazy } from '../methods/weight-matching-lazy.js';
 import { createModel } from '../models/registry.js';
 import { alignModels, METHOD_NAMES, METHODS, needsData, type MethodName } from '../methods/registry.js';
 import type { AlignResult } from '../methods/types.js';
+import type { SinkhornDiagnostics } from '../permutation/sinkhorn.js';
 import { assertCompatible } from '../methods/validate.js';
 import { lerpState, weightedAverage, type Params } from '../state/params.js';
 import { applyHard, invertPerms } from '../permutation/apply.js';
@@ -117,7 +118,21 @@ async function runMethod(cmd: string, method: MethodName, spec: PermutationSpec,
     lr: o.lr as number | undefined,
   });
   progress.finish(`${result.steps} steps, ${result.seconds.toFixed(1)} s`);
+  const note = result.diagnostics && fallbackNote(result.diagnostics);
+  if (note) process.stderr.write(`${cmd} ${method}: ${note}\n`);
   return result;
+}
+
+/** One line about the implicit backward's solver fallbacks, or null when there were none (the library only counts them). */
+function fallbackNote(d: SinkhornDiagnostics): string | null {
+  const parts: string[] = [];
+  if (d.cgFallbacks > 0) parts.push(`Schur-CG gave up ${d.cgFallbacks} times (the dense solve was used)`);
+  if (d.lstsqFallbacks > 0) {
+    parts.push(`the KKT system was singular ${d.lstsqFallbacks} times (least squares was used: soft permutations with underflowed rows or columns; a higher --tau or a lower --lr avoids it)`);
+  }
+  if (parts.length === 0) return null;
+  const solves = d.denseSolves + d.cgSolves - d.cgFallbacks;
+  return `warning: in ${solves} implicit-backward solves, ${parts.join(' and ')}`;
 }
 
 function checkOrThrow(what: string, r: EquivalenceReport, quiet: boolean): void {

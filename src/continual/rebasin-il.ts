@@ -19,7 +19,7 @@ import { AdamW, clipGradValue, eye, F, noGrad, SGD, type Tensor } from '../core/
 import { hardPermutations } from '../methods/sinkhorn-rebasin.js';
 import { applyHard, applySoft } from '../permutation/apply.js';
 import type { Params } from '../state/params.js';
-import { sinkhorn, type CgWarmStart } from '../permutation/sinkhorn.js';
+import { newSinkhornWorkspace, sinkhorn, type CgWarmStart } from '../permutation/sinkhorn.js';
 import type { PermutationSpec } from '../permutation/spec.js';
 import { InputError } from '../errors.js';
 import { batchCrossEntropy, frozenCopy, gaussianLike, maskLogits, ReplayBuffer, epochBatches, stepsPerEpoch, trainableCopy } from './common.js';
@@ -158,13 +158,14 @@ export class RebasinIL implements Strategy {
     const deltaList = [...delta.values()];
     const optX = new AdamW(Object.values(X), { lr: o.permLr, weightDecay: o.permWeightDecay });
     const optD = new SGD(deltaList, { lr: o.residualLr, weightDecay: o.residualWeightDecay });
+    const workspace = newSinkhornWorkspace(); // one scratch buffer for every backward of the task
     let last = NaN;
     for (let epoch = 1; epoch <= o.epochs; epoch++) {
       let sum = 0;
       let count = 0;
       for (const b of epochBatches(bench, t, o.batchSize, rng, this.buffer, o.memBatch)) {
         const S: Record<string, Tensor> = {};
-        for (const [id, x] of Object.entries(X)) S[id] = sinkhorn(x, { tau: o.tau, iters: o.sinkhornIters, warmStart: warm[id] });
+        for (const [id, x] of Object.entries(X)) S[id] = sinkhorn(x, { tau: o.tau, iters: o.sinkhornIters, warmStart: warm[id], workspace });
         const mixed = mixState(spec, this.theta, S, delta, 0.5);
         const logits = maskLogits(bench, model.forward(mixed, tensorOf(b, bench.inputSize), { training: true }), b.task, b.size);
         const loss = batchCrossEntropy(logits, b, bench.taskLabels);

@@ -38,6 +38,7 @@ export function isGradEnabled(): boolean {
   return gradEnabled;
 }
 
+/** Number of elements of a shape; the empty shape (a scalar) has one. */
 export function numel(shape: Shape): number {
   let n = 1;
   for (const s of shape) n *= s;

@@ -23,8 +23,9 @@
 import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { numel } from '../core/tensor.js';
 import { FormatError, describeError } from './errors.js';
-import { type ArrayRecord, type StateDict, checkRecord, firstNonFinite, nonFiniteError, numel } from './records.js';
+import { type ArrayRecord, type StateDict, checkRecord, firstNonFinite, nonFiniteError } from './records.js';
 import { withAtomicFile } from './atomic.js';
 import { float16ArrayToFloat32 } from './safetensors.js';
 

@@ -1,3 +1,4 @@
+import { numel } from '../core/tensor.js';
 import { FormatError } from './errors.js';
 
 /** One dense float32 array in C (row-major) order. Layouts follow PyTorch: Linear [out, in], Conv2d [out, in, kh, kw]. */
@@ -8,13 +9,6 @@ export interface ArrayRecord {
 
 /** Parameter name (PyTorch style, e.g. `layers.0.weight`) → array. Map keeps insertion order, which writers preserve. */
 export type StateDict = Map<string, ArrayRecord>;
-
-/** Number of elements of a shape; the empty shape (a scalar) has one. */
-export function numel(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
 
 /** Human-readable multi-index of flat position `flat` in a C-order array of `shape`. */
 export function unravelIndex(flat: number, shape: readonly number[]): number[] {

@@ -22,8 +22,9 @@
  */
 import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
+import { numel } from '../core/tensor.js';
 import { FormatError, describeError } from './errors.js';
-import { type ArrayRecord, type StateDict, checkRecord, firstNonFinite, nonFiniteError, numel } from './records.js';
+import { type ArrayRecord, type StateDict, checkRecord, firstNonFinite, nonFiniteError } from './records.js';
 import { type AtomicWriter, withAtomicFile } from './atomic.js';
 
 // ---------------------------------------------------------------------------------------------

@@ -21,9 +21,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
+import { numel } from '../core/tensor.js';
 import { FormatError, describeError } from './errors.js';
 import { float16BitsToFloat32 } from './safetensors.js';
-import { type ArrayRecord, type StateDict, numel } from './records.js';
+import { type ArrayRecord, type StateDict } from './records.js';
 import { writeFileAtomic } from './atomic.js';
 import { SpecFlow, type ChanRef, type FlowResult } from './onnx.js';
 

@@ -12,7 +12,7 @@ import { eye, noGrad, Tensor } from '../core/tensor.js';
 import type { Params } from '../state/params.js';
 import { linearSumAssignment } from '../permutation/assignment.js';
 import { applyHard, applySoft } from '../permutation/apply.js';
-import { sinkhorn, type CgWarmStart } from '../permutation/sinkhorn.js';
+import { newSinkhornDiagnostics, newSinkhornWorkspace, sinkhorn, type CgWarmStart, type SinkhornDiagnostics } from '../permutation/sinkhorn.js';
 import { assertValidSpec } from '../permutation/spec.js';
 import { weightCost, type WeightCostKind } from './costs.js';
 import type { AlignInput, AlignResult, StepCallback, StepLog } from './types.js';
@@ -40,6 +40,11 @@ export interface SinkhornRebasinOptions {
   onStep?: StepCallback;
 }
 
+/** An AlignResult with the counters of the implicit backward's KKT solves over the whole run. */
+export interface SinkhornRebasinResult extends AlignResult {
+  diagnostics: SinkhornDiagnostics;
+}
+
 /** The reference implementation's settings (method.md §2.1, §2.7), for reproducing it exactly. */
 export const REFERENCE_SINKHORN = { tau: 1, scale: 1, iters: 20, lr: 0.1, init: 'noisy' as const };
 
@@ -62,7 +67,7 @@ export function hardPermutations(X: Record<string, Tensor>): Record<string, Int3
   return perms;
 }
 
-export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions): AlignResult {
+export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions): SinkhornRebasinResult {
   const { spec, a, b } = input;
   assertValidSpec(spec, a);
   assertCompatible(a, b);
@@ -89,13 +94,16 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
   const opt = new AdamW(Object.values(X), { lr });
   // The KKT solutions change little between steps: each permutation warm-starts its own CG.
   const warm: Record<string, CgWarmStart> = Object.fromEntries(Object.keys(X).map((id) => [id, { db: null }]));
+  // One scratch buffer for every backward of the run (the permutations' backwards run one at a time).
+  const workspace = newSinkhornWorkspace();
+  const diagnostics = newSinkhornDiagnostics();
   const log: StepLog[] = [];
   const t0 = performance.now();
   let perms = hardPermutations(X);
   let done = 0;
   for (let step = 1; step <= steps; step++) {
     const S: Record<string, Tensor> = {};
-    for (const [id, x] of Object.entries(X)) S[id] = sinkhorn(x, { tau, scale, iters, kkt: opts.kkt, warmStart: warm[id] });
+    for (const [id, x] of Object.entries(X)) S[id] = sinkhorn(x, { tau, scale, iters, kkt: opts.kkt, warmStart: warm[id], workspace, diagnostics });
     const loss = costFn(applySoft(spec, b, S), step);
     opt.zeroGrad();
     loss.backward();
@@ -109,5 +117,8 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
     if ((opts.stopAtZero ?? true) && hard === 0) break;
   }
   const aligned = noGrad(() => applyHard(spec, b, perms));
-  return { method: typeof opts.cost === 'string' ? `sinkhorn-${opts.cost}` : 'sinkhorn', perms, aligned, log, steps: done, seconds: (performance.now() - t0) / 1000 };
+  return {
+    method: typeof opts.cost === 'string' ? `sinkhorn-${opts.cost}` : 'sinkhorn', perms, aligned, log, steps: done,
+    seconds: (performance.now() - t0) / 1000, diagnostics,
+  };
 }

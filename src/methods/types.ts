@@ -7,6 +7,7 @@
  * A permutation is an Int32Array with new unit i ← old unit perm[i].
  */
 import type { Params } from '../state/params.js';
+import type { SinkhornDiagnostics } from '../permutation/sinkhorn.js';
 import type { PermutationSpec } from '../permutation/spec.js';
 
 export interface StepLog {
@@ -26,6 +27,8 @@ export interface AlignResult {
   log: StepLog[];
   steps: number;
   seconds: number;
+  /** Counters of the Sinkhorn methods' implicit backward (solves, CG and least-squares fallbacks); absent for the others. */
+  diagnostics?: SinkhornDiagnostics;
 }
 
 export interface AlignInput {

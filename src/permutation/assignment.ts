@@ -304,15 +304,11 @@ function columnMinima(c: Float64Array, sg: number, n: number, r: Float64Array, w
  */
 const CACHED = 8;
 
-/** Cheapest and second cheapest column of a row and their reduced costs, set by the two functions below. */
-const pick = new Int32Array(2);
-const pickCost = new Float64Array(2);
-
 /**
  * Fills a row's cache with its CACHED cheapest columns under reduced costs c[off + j] − w_j, in
  * increasing (reduced cost, column) order: the columns at cacheCol[base …], their costs c_ij (not
- * reduced, so they stay valid as w changes) at cacheCost[base …]. Sets pick/pickCost to the first
- * two. Returns the reduced cost every column left out is at least (+∞ when n ≤ CACHED).
+ * reduced, so they stay valid as w changes) at cacheCost[base …]; the first two are the row's
+ * cheapest (see augmentingRowReduction). Returns the reduced cost every column left out is at least (+∞ when n ≤ CACHED).
  */
 function fillRowCache(
   c: Float64Array,
@@ -340,12 +336,6 @@ function fillRowCache(
     }
   }
   for (let t = 0; t < k; t++) cacheCost[base + t] = sg * c[off + cacheCol[base + t]];
-  const j1 = cacheCol[base];
-  const j2 = k > 1 ? cacheCol[base + 1] : -1;
-  pick[0] = j1;
-  pick[1] = j2;
-  pickCost[0] = cacheCost[base] - w[j1];
-  pickCost[1] = j2 < 0 ? Infinity : cacheCost[base + 1] - w[j2];
   return top;
 }
 
@@ -362,16 +352,19 @@ function insertSorted(cacheCost: Float64Array, cacheCol: Int32Array, base: numbe
 }
 
 /**
- * The row's two cheapest columns from its cache, re-evaluated under the current potentials, into
- * pick/pickCost (smallest reduced cost first, then smallest column, as a full scan orders them).
- * False when there is no cache yet or it cannot vouch for them: the second cheapest cached cost
- * has reached `top`, where an uncached column may be as cheap.
+ * Finds the row's two cheapest columns in its cache, re-evaluated under the current potentials
+ * (smallest reduced cost first, then smallest column, as a full scan orders them), and moves them
+ * to the first two slots of the cache, where augmentingRowReduction reads them; the other slots
+ * need no order. False when there is no cache yet or it cannot vouch for them: the second
+ * cheapest cached cost has reached `top`, where an uncached column may be as cheap.
  */
 function rowCacheTwoSmallest(w: Float64Array, cacheCost: Float64Array, cacheCol: Int32Array, base: number, top: number): boolean {
   let u1 = Infinity;
   let j1 = -1;
+  let t1 = -1;
   let u2 = Infinity;
   let j2 = -1;
+  let t2 = -1;
   for (let t = 0; t < CACHED; t++) {
     const j = cacheCol[base + t];
     if (j < 0) break;
@@ -379,20 +372,31 @@ function rowCacheTwoSmallest(w: Float64Array, cacheCost: Float64Array, cacheCol:
     if (h < u1 || (h === u1 && j < j1)) {
       u2 = u1;
       j2 = j1;
+      t2 = t1;
       u1 = h;
       j1 = j;
+      t1 = t;
     } else if (h < u2 || (h === u2 && j < j2)) {
       u2 = h;
       j2 = j;
+      t2 = t;
     }
   }
   // top = +∞ (n ≤ CACHED, every column cached) always vouches, as u2 is finite for n ≥ 2.
   if (j1 < 0 || !(u2 < top)) return false;
-  pick[0] = j1;
-  pick[1] = j2;
-  pickCost[0] = u1;
-  pickCost[1] = u2;
+  swapSlots(cacheCost, cacheCol, base, 0, t1);
+  if (t2 >= 0) swapSlots(cacheCost, cacheCol, base, 1, t2 === 0 ? t1 : t2);
   return true;
+}
+
+function swapSlots(cacheCost: Float64Array, cacheCol: Int32Array, base: number, s: number, t: number): void {
+  if (s === t) return;
+  const h = cacheCost[base + s];
+  const j = cacheCol[base + s];
+  cacheCost[base + s] = cacheCost[base + t];
+  cacheCol[base + s] = cacheCol[base + t];
+  cacheCost[base + t] = h;
+  cacheCol[base + t] = j;
 }
 
 /** First unmatched column whose reduced cost in the row equals `u`, or −1. */
@@ -461,10 +465,11 @@ function augmentingRowReduction(
       cacheTop[i] = fillRowCache(c, sg, off, n, w, cacheCost, cacheCol, base);
       scans++;
     }
-    let j1 = pick[0];
-    const j2 = pick[1]; // < 0 only when n = 1
-    const u1 = pickCost[0];
-    const u2 = pickCost[1];
+    // The row's two cheapest columns sit first in its cache.
+    let j1 = cacheCol[base];
+    const j2 = cacheCol[base + 1]; // < 0 only when n = 1
+    const u1 = cacheCost[base] - w[j1];
+    const u2 = j2 < 0 ? Infinity : cacheCost[base + 1] - w[j2];
     let i0 = y[j1];
     const strict = u1 < u2;
     if (strict) {

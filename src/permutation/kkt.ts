@@ -27,13 +27,17 @@
  * in which no two O(1) terms cancel (the E products are small-times-large). The two products
  * with E go through kernels().gemm (matrix–vector, so the native backend runs them); the O(n)
  * remainder and the CG recurrences are float64.
+ *
+ * Nothing here keeps state between calls: the n² scratch buffer lives in a caller-owned
+ * SinkhornWorkspace, and each call returns what it did (ImplicitGradInfo), which countSolve adds
+ * to a caller-owned SinkhornDiagnostics.
  */
 import { kernels } from '../core/backend/index.js';
 import type { FloatArray, Kernels } from '../core/backend/types.js';
 
 export type KktSolver = 'dense' | 'schur-cg';
 
-/** Counters over the process lifetime (reset with resetSinkhornDiagnostics). */
+/** Counters of implicit-backward solves, owned by the caller (newSinkhornDiagnostics, then countSolve per solve). */
 export interface SinkhornDiagnostics {
   /** Dense KKT solves (including those used as CG fallback). */
   denseSolves: number;
@@ -50,14 +54,47 @@ export interface SinkhornDiagnostics {
   lastCgResidual: number;
 }
 
-export const sinkhornDiagnostics: SinkhornDiagnostics = {
-  denseSolves: 0, lstsqFallbacks: 0, cgSolves: 0, cgIterations: 0, cgFallbacks: 0, lastCgIterations: 0, lastCgResidual: 0,
-};
+export function newSinkhornDiagnostics(): SinkhornDiagnostics {
+  return { denseSolves: 0, lstsqFallbacks: 0, cgSolves: 0, cgIterations: 0, cgFallbacks: 0, lastCgIterations: 0, lastCgResidual: 0 };
+}
 
-export function resetSinkhornDiagnostics(): void {
-  Object.assign(sinkhornDiagnostics, {
-    denseSolves: 0, lstsqFallbacks: 0, cgSolves: 0, cgIterations: 0, cgFallbacks: 0, lastCgIterations: 0, lastCgResidual: 0,
-  });
+/** Adds one implicitSinkhornGrad call, described by its returned info, to the counters. */
+export function countSolve(d: SinkhornDiagnostics, info: ImplicitGradInfo): void {
+  if (info.cgIterations !== undefined) {
+    d.cgSolves++;
+    d.cgIterations += info.cgIterations;
+    d.lastCgIterations = info.cgIterations;
+    d.lastCgResidual = info.cgResidual ?? NaN;
+    if (info.cgFailed) d.cgFallbacks++;
+  }
+  if (info.method !== 'cg') d.denseSolves++;
+  if (info.method === 'lstsq') d.lstsqFallbacks++;
+}
+
+/**
+ * Scratch memory of the Schur-CG solver, owned by the caller: E (P minus each row's largest
+ * entry) is m·n values, and reusing one buffer across backward passes avoids a fresh,
+ * page-faulting allocation each time. Grown on demand; one buffer per dtype.
+ */
+export interface SinkhornWorkspace {
+  f32: Float32Array | null;
+  f64: Float64Array | null;
+}
+
+export function newSinkhornWorkspace(): SinkhornWorkspace {
+  return { f32: null, f64: null };
+}
+
+/** Options of implicitSinkhornGrad. */
+export interface ImplicitGradOptions {
+  tau: number;
+  scale: number;
+  solver: KktSolver;
+  cg?: CgOptions;
+  /** Initial guess of d_b for Schur-CG (n values), e.g. the previous step's solution. */
+  x0?: Float64Array | null;
+  /** Where the n² scratch buffer lives; a fresh one per call when omitted. */
+  workspace?: SinkhornWorkspace;
 }
 
 export interface CgOptions {
@@ -67,6 +104,7 @@ export interface CgOptions {
   maxIter?: number;
 }
 
+/** What one implicitSinkhornGrad call did (countSolve turns it into counters). */
 export interface ImplicitGradInfo {
   method: 'lu' | 'lstsq' | 'cg';
   /** Set when Schur-CG was tried: its iterations and final relative residual (also on failure). */
@@ -82,22 +120,14 @@ function alloc(like: FloatArray, n: number): FloatArray {
   return like instanceof Float64Array ? new Float64Array(n) : new Float32Array(n);
 }
 
-// E (P minus each row's largest entry) is n² values; reusing one buffer avoids a fresh, page-faulting
-// allocation on every backward. Only the largest buffer of each dtype is kept.
-const scratch: { f32: Float32Array | null; f64: Float64Array | null } = { f32: null, f64: null };
-function scratchLike(like: FloatArray, n: number): FloatArray {
+/** n values of the workspace's buffer of like's dtype, grown if needed. */
+function scratchLike(ws: SinkhornWorkspace, like: FloatArray, n: number): FloatArray {
   if (like instanceof Float64Array) {
-    if (!scratch.f64 || scratch.f64.length < n) scratch.f64 = new Float64Array(n);
-    return scratch.f64.subarray(0, n);
+    if (!ws.f64 || ws.f64.length < n) ws.f64 = new Float64Array(n);
+    return ws.f64.subarray(0, n);
   }
-  if (!scratch.f32 || scratch.f32.length < n) scratch.f32 = new Float32Array(n);
-  return scratch.f32.subarray(0, n);
-}
-
-/** Frees the cached n² scratch buffers of the Schur-CG solver. */
-export function releaseSinkhornScratch(): void {
-  scratch.f32 = null;
-  scratch.f64 = null;
+  if (!ws.f32 || ws.f32.length < n) ws.f32 = new Float32Array(n);
+  return ws.f32.subarray(0, n);
 }
 
 /**
@@ -114,11 +144,11 @@ function matVec(k: Kernels, E: FloatArray, m: number, n: number, v: FloatArray, 
  * chosen solver ('schur-cg' falls back to 'dense' when it misses its tolerance).
  */
 export function implicitSinkhornGrad(S: FloatArray, G: FloatArray, off: number, m: number, n: number,
-  tau: number, scale: number, gx: FloatArray, solver: KktSolver, cg: CgOptions = {},
-  x0: Float64Array | null = null): ImplicitGradInfo {
+  gx: FloatArray, opts: ImplicitGradOptions): ImplicitGradInfo {
+  const { tau, scale } = opts;
   let info: ImplicitGradInfo | null = null;
-  if (solver === 'schur-cg' && n > 1) {
-    info = schurCg(S, G, off, m, n, 1 / tau, scale, gx, cg, x0);
+  if (opts.solver === 'schur-cg' && n > 1) {
+    info = schurCg(S, G, off, m, n, 1 / tau, scale, gx, opts.cg ?? {}, opts.x0 ?? null, opts.workspace ?? newSinkhornWorkspace());
     if (!info.cgFailed) return info;
   }
   const method = denseGrad(S, G, off, m, n, 1 / tau, scale, gx);
@@ -184,8 +214,6 @@ export function solveKktDense(P: FloatArray, off: number, m: number, n: number,
     t[m + j] = tb[j];
   }
   const method = kernels().solve(N, 1, K, t);
-  sinkhornDiagnostics.denseSolves++;
-  if (method === 'lstsq') sinkhornDiagnostics.lstsqFallbacks++;
   const da = new Float64Array(m);
   const db = new Float64Array(n);
   for (let i = 0; i < m; i++) da[i] = t[i];
@@ -198,25 +226,19 @@ export function solveKktDense(P: FloatArray, off: number, m: number, n: number,
  * failure returns { cgFailed: true } and leaves gx to the dense path.
  */
 function schurCg(S: FloatArray, G: FloatArray, off: number, m: number, n: number, invLambda: number, scale: number,
-  gx: FloatArray, opts: CgOptions, x0: Float64Array | null): ImplicitGradInfo {
+  gx: FloatArray, opts: CgOptions, x0: Float64Array | null, ws: SinkhornWorkspace): ImplicitGradInfo {
   const k = kernels();
   const f64 = S instanceof Float64Array;
   const tol = opts.tol ?? (f64 ? 1e-10 : 1e-6);
   const maxIter = opts.maxIter ?? 300;
-  sinkhornDiagnostics.cgSolves++;
-  const fail = (iters: number, res: number): ImplicitGradInfo => {
-    sinkhornDiagnostics.cgFallbacks++;
-    sinkhornDiagnostics.lastCgIterations = iters;
-    sinkhornDiagnostics.lastCgResidual = res;
-    return { method: 'cg', cgIterations: iters, cgResidual: res, cgFailed: true };
-  };
+  const fail = (iters: number, res: number): ImplicitGradInfo => ({ method: 'cg', cgIterations: iters, cgResidual: res, cgFailed: true });
 
   // Per row, one pass from memory and one over the cached row: â_i, t_a,i and r(i) first, then
   // s_i, the column sums c of E, the Jacobi diagonal diag(L)_j = Σ_i P_ij(â_i − P_ij)/â_i and
   // rhs_j = Σ_i (G̃_ij − P_ij t_a,i/â_i), whose dominant terms are rewritten without cancellation:
   // G̃_ir − P_ir t_a,i/â_i = (G̃_ir s_i − P_ir Σ_{k≠r} G̃_ik)/â_i.
   const mn = m * n;
-  const E = scratchLike(S, mn);
+  const E = scratchLike(ws, S, mn);
   E.set(S.subarray(off, off + mn));
   const rIdx = new Int32Array(m);
   const pr = new Float64Array(m);
@@ -334,10 +356,7 @@ function schurCg(S: FloatArray, G: FloatArray, off: number, m: number, n: number
   } else {
     x.fill(0);
   }
-  sinkhornDiagnostics.cgIterations += iters;
   if (!(relres <= tol)) return fail(iters, relres);
-  sinkhornDiagnostics.lastCgIterations = iters;
-  sinkhornDiagnostics.lastCgResidual = relres;
 
   // Fix the gauge (mean 0) so warm starts do not drift. Then U_ij = μ_i + (d_b,j − d_b,r(i)) with
   // μ_i = d_a,i + d_b,r(i) = (t_a,i − Σ_k P_ik (d_b,k − d_b,r(i)))/â_i and

@@ -24,11 +24,11 @@
 import { kernels } from '../core/backend/index.js';
 import type { FloatArray } from '../core/backend/types.js';
 import { allocLike, makeResult, Tensor, shapeStr } from '../core/tensor.js';
-import { implicitSinkhornGrad } from './kkt.js';
-import type { CgOptions, KktSolver } from './kkt.js';
+import { countSolve, implicitSinkhornGrad, newSinkhornWorkspace } from './kkt.js';
+import type { CgOptions, KktSolver, SinkhornDiagnostics, SinkhornWorkspace } from './kkt.js';
 
-export { sinkhornDiagnostics, resetSinkhornDiagnostics, implicitSinkhornGrad, solveKktDense, releaseSinkhornScratch } from './kkt.js';
-export type { SinkhornDiagnostics, CgOptions, KktSolver, ImplicitGradInfo } from './kkt.js';
+export { countSolve, implicitSinkhornGrad, newSinkhornDiagnostics, newSinkhornWorkspace, solveKktDense } from './kkt.js';
+export type { SinkhornDiagnostics, SinkhornWorkspace, CgOptions, KktSolver, ImplicitGradInfo, ImplicitGradOptions } from './kkt.js';
 
 /** Carries the previous Schur-CG solution between backward passes of one permutation. */
 export interface CgWarmStart {
@@ -62,15 +62,16 @@ export interface SinkhornOptions {
   cg?: CgOptions;
   /** Warm start for Schur-CG: keep one object per permutation across training steps. */
   warmStart?: CgWarmStart;
-  /** Called on every solver fallback (besides the counters in sinkhornDiagnostics and one warning). */
+  /**
+   * Scratch memory of the Schur-CG backward (an m·n buffer): keep one (newSinkhornWorkspace())
+   * across training steps to skip a fresh allocation per backward. Without it each sinkhorn()
+   * call gets its own.
+   */
+  workspace?: SinkhornWorkspace;
+  /** The backward counts its solves and fallbacks into this caller-owned object (newSinkhornDiagnostics()). */
+  diagnostics?: SinkhornDiagnostics;
+  /** Called on every solver fallback (they are also counted in `diagnostics`); nothing is printed. */
   onFallback?: (info: SinkhornFallback) => void;
-}
-
-const warned = new Set<string>();
-function warnOnce(kind: string, msg: string): void {
-  if (warned.has(kind)) return;
-  warned.add(kind);
-  process.emitWarning(msg, { code: `REBASIN_SINKHORN_${kind.toUpperCase()}` });
 }
 
 function fmtIndex(batched: boolean, b: number, i: number, j: number): string {
@@ -134,10 +135,11 @@ export function sinkhorn(X: Tensor, opts: SinkhornOptions = {}): Tensor {
   k.unary('exp', logP, S);
 
   const opName = o.backward === 'implicit' ? 'sinkhorn' : 'sinkhornUnrolled';
+  const workspace = opts.workspace ?? newSinkhornWorkspace();
   return makeResult(opName, X.shape, S, [X], (g) => {
     if (lse) return [unrolledBackward(g, logP, lse, batch, m, n, o.iters, logB, factor)];
     const gx = allocLike(X.dtype, X.size);
-    for (let b = 0; b < batch; b++) implicitBackward(S, g, gx, b, m, n, o, opts);
+    for (let b = 0; b < batch; b++) implicitBackward(S, g, gx, b, m, n, o, opts, workspace);
     return [gx];
   });
 }
@@ -247,23 +249,18 @@ function unrolledBackward(G: FloatArray, logP: FloatArray, lse: Float64Array[], 
   return gx;
 }
 
-/** Implicit gradient of batch item b into gx, with fallback reporting and the warm start. */
+/** Implicit gradient of batch item b into gx, with the warm start, the counters and fallback reporting. */
 function implicitBackward(S: FloatArray, G: FloatArray, gx: FloatArray, b: number, m: number, n: number,
-  o: Resolved, opts: SinkhornOptions): void {
-  const ws = opts.warmStart;
+  o: Resolved, opts: SinkhornOptions, workspace: SinkhornWorkspace): void {
+  const warm = opts.warmStart;
   const batch = S.length / (m * n);
-  const x0 = ws?.db && ws.db.length === batch * n ? ws.db.subarray(b * n, (b + 1) * n) : null;
-  const info = implicitSinkhornGrad(S, G, b * m * n, m, n, o.tau, o.scale, gx, o.kkt, opts.cg, x0);
-  if (ws && info.db) {
-    if (!ws.db || ws.db.length !== batch * n) ws.db = new Float64Array(batch * n);
-    ws.db.set(info.db, b * n);
+  const x0 = warm?.db && warm.db.length === batch * n ? warm.db.subarray(b * n, (b + 1) * n) : null;
+  const info = implicitSinkhornGrad(S, G, b * m * n, m, n, gx, { tau: o.tau, scale: o.scale, solver: o.kkt, cg: opts.cg, x0, workspace });
+  if (warm && info.db) {
+    if (!warm.db || warm.db.length !== batch * n) warm.db = new Float64Array(batch * n);
+    warm.db.set(info.db, b * n);
   }
-  if (info.cgFailed) {
-    opts.onFallback?.({ kind: 'cg', batchIndex: b, m, n, cgIterations: info.cgIterations, cgResidual: info.cgResidual });
-    warnOnce('cg', `sinkhorn: Schur-CG did not reach its tolerance (n = ${n}, ${info.cgIterations} iterations, residual ${info.cgResidual}); used the dense KKT solve`);
-  }
-  if (info.method === 'lstsq') {
-    opts.onFallback?.({ kind: 'lstsq', batchIndex: b, m, n });
-    warnOnce('lstsq', `sinkhorn: singular KKT system in the implicit backward (n = ${n}: P has rows/columns that underflowed, e.g. X too large for τ/scale); used least squares. A lower learning rate or a smaller scale avoids it.`);
-  }
+  if (opts.diagnostics) countSolve(opts.diagnostics, info);
+  if (info.cgFailed) opts.onFallback?.({ kind: 'cg', batchIndex: b, m, n, cgIterations: info.cgIterations, cgResidual: info.cgResidual });
+  if (info.method === 'lstsq') opts.onFallback?.({ kind: 'lstsq', batchIndex: b, m, n });
 }
