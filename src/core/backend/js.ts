@@ -17,6 +17,18 @@ function gemm(
     else if (beta !== 1) for (let j = 0; j < N; j++) C[c0 + j] *= beta;
   }
   if (alpha === 0 || K === 0) return;
+  if (N === 1 && !transA) {
+    // Matrix–vector: one contiguous dot product per row of A (the i-k-j loop below would run its
+    // inner loop over a single column).
+    const bStep = transB ? 1 : ldb;
+    for (let i = 0; i < M; i++) {
+      const a0 = aOff + i * lda;
+      let s = 0;
+      for (let k = 0; k < K; k++) s += A[a0 + k] * B[bOff + k * bStep];
+      C[cOff + i * ldc] += alpha * s;
+    }
+    return;
+  }
   // i-k-j order keeps the innermost loop contiguous in B and C when B is not transposed.
   if (!transB) {
     for (let i = 0; i < M; i++) {
