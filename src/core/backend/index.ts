@@ -9,8 +9,8 @@
  * picks the native sgemm (own AVX-512 kernels by default where the CPU has them).
  */
 import { jsKernels } from './js.js';
-import { loadNative, type GemmChoice } from './native.js';
-import type { Backend, Kernels } from './types.js';
+import { GEMM_CHOICES, loadNative } from './native.js';
+import { BACKEND_NAMES, type Backend, type Kernels } from './types.js';
 
 export type { Backend, BackendInfo, Kernels, KernelName, FloatArray, UnaryOp, BinaryOp, ConvGeometry, PoolGeometry } from './types.js';
 export { KERNEL_TABLE } from './types.js';
@@ -38,8 +38,8 @@ function choice<T extends string>(variable: string, allowed: readonly T[]): T | 
 }
 
 function resolveFromEnv(): Resolved {
-  const requested = choice('REBASIN_BACKEND', ['js', 'native'] as const);
-  const gemm = choice<GemmChoice>('REBASIN_GEMM', ['auto', 'openblas', 'own']);
+  const requested = choice('REBASIN_BACKEND', BACKEND_NAMES);
+  const gemm = choice('REBASIN_GEMM', GEMM_CHOICES);
   if (requested === 'js') return { default: jsBackend, native: null };
   // The addon is only loaded when it may be used; a load failure is reported, never thrown here.
   const load = loadNative();

@@ -11,6 +11,10 @@ import { fileURLToPath } from 'node:url';
 import { jsKernels } from './js.js';
 import { KERNEL_TABLE, type Backend, type BackendInfo, type KernelName, type Kernels } from './types.js';
 
+/** The sgemm choices of `gemmImpl` and REBASIN_GEMM: our AVX-512 kernels where the CPU has them ('auto'), or one of the two. */
+export const GEMM_CHOICES = ['auto', 'openblas', 'own'] as const;
+export type GemmChoice = (typeof GEMM_CHOICES)[number];
+
 /** The addon's functions besides the kernels: threads, build facts and bench/test switches. */
 export interface NativeControls {
   setThreads(n: number): void;
@@ -109,18 +113,6 @@ export function nativeAddon(): NativeAddon | null {
 export function setBlasThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`setBlasThreads: n must be a positive integer, got ${n}`);
   nativeAddon()?.setThreads(n);
-}
-
-export type GemmChoice = 'auto' | 'openblas' | 'own';
-
-/**
- * Chooses the sgemm behind every matmul and conv: our AVX-512 kernels ('own', the default where
- * the CPU has AVX-512) or OpenBLAS. Throws when 'own' is asked for on a CPU without AVX-512.
- * Returns the implementation now in use, or null without the addon.
- */
-export function setGemmImpl(choice: GemmChoice): 'own' | 'openblas' | null {
-  const a = nativeAddon();
-  return a ? a.gemmImpl(choice) : null;
 }
 
 /** OpenBLAS's thread count, or 0 when the addon is not loaded. */

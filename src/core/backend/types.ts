@@ -166,6 +166,10 @@ export const KERNEL_TABLE = {
   avgPool2dBackward: 0, softmaxCrossEntropy: 0, adamw: 0, sgd: 0, sumSquares: 0,
 } as const satisfies { readonly [K in KernelName]: FloatArgIndex<Kernels[K]> | 'all' };
 
+/** The backends by name (REBASIN_BACKEND's values). */
+export const BACKEND_NAMES = ['js', 'native'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+
 /** What `rebasin doctor` and the bench report about a backend. */
 export interface BackendInfo {
   /** OpenBLAS's thread count (0 without the addon). */
@@ -182,7 +186,7 @@ export interface BackendInfo {
  * REBASIN_BACKEND (see index.ts); `name` is for reporting only, nothing may branch on it.
  */
 export interface Backend {
-  readonly name: 'js' | 'native';
+  readonly name: BackendName;
   readonly kernels: Kernels;
   readonly info: BackendInfo;
 }
