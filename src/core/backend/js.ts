@@ -20,11 +20,12 @@ function gemm(
   if (N === 1 && !transA) {
     // Matrix–vector: one contiguous dot product per row of A (the i-k-j loop below would run its
     // inner loop over a single column).
-    const bStep = transB ? 1 : ldb;
+    const contiguous = transB || ldb === 1;
     for (let i = 0; i < M; i++) {
       const a0 = aOff + i * lda;
       let s = 0;
-      for (let k = 0; k < K; k++) s += A[a0 + k] * B[bOff + k * bStep];
+      if (contiguous) for (let k = 0; k < K; k++) s += A[a0 + k] * B[bOff + k];
+      else for (let k = 0; k < K; k++) s += A[a0 + k] * B[bOff + k * ldb];
       C[cOff + i * ldc] += alpha * s;
     }
     return;
