@@ -645,6 +645,28 @@ test('js and native kernels agree on solve, sinkhornLog, optimiser steps', { ski
   }
 });
 
+test('js gemm: the matrix–vector path (N = 1) matches the definition, strided or transposed B, offsets, alpha/beta', () => {
+  const rng = new Rng(22);
+  const gemm = jsBackend.kernels.gemm;
+  for (const [M, K] of [[5, 7], [1, 3], [4, 1]]) {
+    for (const transB of [false, true]) {
+      for (const ldb of transB ? [K, K + 2] : [1, 3]) {
+        const lda = K + 1;
+        const A = new Float64Array(2 + M * lda), B = new Float64Array(1 + K * ldb), C = new Float64Array(3 + M * 2);
+        rng.fillNormal(A); rng.fillNormal(B); rng.fillNormal(C);
+        const want = Float64Array.from(C);
+        for (let i = 0; i < M; i++) {
+          let s = 0;
+          for (let k = 0; k < K; k++) s += A[2 + i * lda + k] * B[1 + (transB ? k : k * ldb)];
+          want[3 + i * 2] = 0.5 * s + 2 * C[3 + i * 2];
+        }
+        gemm(false, transB, M, 1, K, 0.5, A, 2, lda, B, 1, ldb, 2, C, 3, 2);
+        assertClose(C, want, 1e-12, 1e-12, `M=${M} K=${K} transB=${transB} ldb=${ldb}`);
+      }
+    }
+  }
+});
+
 test('native availability is reported', () => {
   if (!native) {
     // Visible in the test log so a missing addon is not silently ignored.
