@@ -5,7 +5,7 @@
  * Standalone: `node dist/bench/kernels-native.js [--quick]`.
  */
 import { fileURLToPath } from 'node:url';
-import { loadNativeKernels, nativeAddon } from '../src/core/backend/native.js';
+import { loadNative } from '../src/core/backend/native.js';
 import type { ConvGeometry, Kernels } from '../src/core/backend/types.js';
 import { Rng } from '../src/core/random.js';
 import { timeInterleaved, timeMedian, type BenchContext, type BenchRow } from './harness.js';
@@ -58,13 +58,13 @@ function convWorkload(k: Kernels, batch: number, rng: Rng) {
 }
 
 export async function run(ctx: BenchContext, torch?: TorchAnchors): Promise<BenchRow[]> {
-  const loaded = loadNativeKernels();
-  const raw = nativeAddon();
-  if (!('kernels' in loaded) || !raw) {
-    ctx.log(`kernels: skipped, ${'error' in loaded ? loaded.error : 'native addon not loaded'}`);
+  const loaded = loadNative();
+  if ('error' in loaded) {
+    ctx.log(`kernels: skipped, ${loaded.error}`);
     return [];
   }
-  const k = loaded.kernels;
+  const k = loaded.backend.kernels;
+  const raw = loaded.addon;
   const rows: BenchRow[] = [];
   const reps = ctx.quick ? 3 : 9;
   const rng = new Rng(0);

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { backendInfo } from '../src/core/backend/index.js';
+import { currentBackend } from '../src/core/backend/index.js';
 import type { BenchContext, BenchRow } from './harness.js';
 import type { TorchFigures } from './training.js';
 
@@ -102,7 +102,7 @@ function writeResults(path: string, quick: boolean, torch: TorchFigures | undefi
   const out = resolve(path);
   mkdirSync(dirname(out), { recursive: true });
   const tmp = `${out}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify({ date: new Date().toISOString(), backend: backendInfo(), node: process.version, loadAverage: loadavg(), quick, torch: torch ?? null, rows }, null, 2));
+  writeFileSync(tmp, JSON.stringify({ date: new Date().toISOString(), backend: { name: currentBackend().name, ...currentBackend().info }, node: process.version, loadAverage: loadavg(), quick, torch: torch ?? null, rows }, null, 2));
   renameSync(tmp, out);
   return out;
 }

@@ -4,7 +4,7 @@
  * implicit backward with the dense KKT solve (what the reference does, torch.linalg.solve on the
  * (2n−1)² system) against the Schur-complement CG, at n = 512, 1024, 2048.
  */
-import { backendInfo, kernels } from '../src/core/backend/index.js';
+import { currentBackend, kernels } from '../src/core/backend/index.js';
 import { Rng } from '../src/core/random.js';
 import { noGrad, Tensor } from '../src/core/tensor.js';
 import { newSinkhornDiagnostics, sinkhorn } from '../src/permutation/sinkhorn.js';
@@ -23,7 +23,7 @@ function randomX(n: number, rng: Rng, diag: number, noise: number): Tensor {
 
 export async function run(ctx: BenchContext, torch?: TorchFigures): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  const backend = backendInfo().name;
+  const backend = currentBackend().name;
   const rng = new Rng(0);
 
   // Forward: the op as used in training (validation + scaling + 20 iterations + exp).

@@ -2,7 +2,7 @@
  * Training-step and matmul benchmarks: the workloads of the reference measurements
  * (../shared/reference/backend.md), timed through the public tensor API.
  */
-import { kernels } from '../src/core/backend/index.js';
+import { currentBackend, kernels } from '../src/core/backend/index.js';
 import { nativeAddon } from '../src/core/backend/native.js';
 import { F, noGrad, randn, Rng, SGD, Tensor, zeros } from '../src/core/index.js';
 import { timeInterleaved, timeMedian, type BenchContext, type BenchRow } from './harness.js';
@@ -83,7 +83,7 @@ export function cnnWorkload(batch = 128, fused = true): () => void {
 
 export async function run(ctx: BenchContext, torch?: TorchFigures): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  const native = kernels().name === 'native';
+  const native = currentBackend().name === 'native';
   const torchLabel = 'PyTorch 1.13 CPU (2 threads)';
   const anchor = (measured: number | undefined, quoted: number) =>
     measured !== undefined

@@ -2,7 +2,7 @@
  * N-API glue: argument checking and dispatch to the compute files. Every exported function takes
  * the same arguments as the matching method of the `Kernels` interface (src/core/backend/types.ts)
  * and works on the caller's typed arrays in place (zero copy). Float arrays must be Float32Array
- * (solve also takes Float64Array); anything malformed throws a TypeError or RangeError that names
+ * (solve also takes Float64Array, and refuses non-finite entries); anything malformed throws a TypeError or RangeError that names
  * the kernel and the argument, before any memory is touched.
  */
 #define _DEFAULT_SOURCE /* madvise */
@@ -17,6 +17,22 @@
 #include <string.h>
 
 #include "rb.h"
+
+/* Everything the addon exports, by its JS name: the kernels (KERNEL_TABLE in
+ * src/core/backend/types.ts, same order) and the controls (NATIVE_CONTROLS in native.ts). Each
+ * is implemented below as api_<name>; these lists declare those functions and register them in
+ * NAPI_MODULE_INIT, and test/backend-native.test.ts checks the exports against the TS lists. */
+#define RB_KERNELS(X)                                                                                      \
+  X(gemm) X(gemmStrided) X(solve) X(logsumexp) X(sinkhornLog) X(sumAxis) X(maxAxis) X(unary) X(binary)   \
+  X(axpy) X(affine) X(reluBackward) X(gather) X(scatterAdd) X(copyStrided) X(conv2dForward)              \
+  X(conv2dBackward) X(maxPool2dForward) X(maxPool2dBackward) X(avgPool2dForward) X(avgPool2dBackward)    \
+  X(softmaxCrossEntropy) X(adamw) X(sgd) X(sumSquares)
+#define RB_CONTROLS(X) X(setThreads) X(getThreads) X(config) X(convTune) X(allocatorTuned) X(gemmImpl)
+
+#define DECLARE(name) static napi_value api_##name(napi_env env, napi_callback_info info);
+RB_KERNELS(DECLARE)
+RB_CONTROLS(DECLARE)
+#undef DECLARE
 
 #define MAX_ARGS 20
 #define MAX_INDEX 9007199254740991.0 /* 2^53 - 1: exact in a JS number */
@@ -407,7 +423,7 @@ static bool get_gemm_call(call_t *c, bool strided, gemm_call *g) {
   return !c->failed;
 }
 
-static napi_value Gemm(napi_env env, napi_callback_info info) {
+static napi_value api_gemm(napi_env env, napi_callback_info info) {
   call_t c;
   gemm_call g;
   if (!begin(&c, env, info, "gemm", 16) || !get_gemm_call(&c, false, &g)) return NULL;
@@ -428,7 +444,7 @@ static napi_value Gemm(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value GemmStrided(napi_env env, napi_callback_info info) {
+static napi_value api_gemmStrided(napi_env env, napi_callback_info info) {
   call_t c;
   gemm_call g;
   if (!begin(&c, env, info, "gemmStrided", 17) || !get_gemm_call(&c, true, &g)) return NULL;
@@ -454,7 +470,18 @@ static napi_value GemmStrided(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value Solve(napi_env env, napi_callback_info info) {
+/* solve refuses non-finite systems up front (LU would only turn them into NaN answers), naming the
+ * first bad entry in the words of the JS kernel. */
+static void check_finite(call_t *c, const char *what, const void *p, bool f64, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows * cols && !c->failed; i++) {
+    double v = f64 ? ((const double *)p)[i] : ((const float *)p)[i];
+    if (!isfinite(v))
+      fail(c, true, "%s has a non-finite value (%s) at row %lld, column %lld", what,
+           isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity", (long long)(i / cols), (long long)(i % cols));
+  }
+}
+
+static napi_value api_solve(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "solve", 4)) return NULL;
   int64_t n = get_int(&c, 0, "n", 0, 46340); /* n*n must fit a 32-bit LAPACK index */
@@ -474,6 +501,11 @@ static napi_value Solve(napi_env env, napi_callback_info info) {
   void *B = get_typed(&c, 3, "B", ta, &lb); /* same dtype as A */
   need_len(&c, "A", la, n * n);
   need_len(&c, "B", lb, prod(&c, "n*nrhs", n, nrhs));
+  if (c.failed) return NULL;
+  char matrix[64];
+  snprintf(matrix, sizeof matrix, "the %lld×%lld matrix", (long long)n, (long long)n);
+  check_finite(&c, matrix, A, ta == napi_float64_array, n, n);
+  check_finite(&c, "the right-hand side", B, ta == napi_float64_array, n, nrhs);
   if (c.failed) return NULL;
   int r = ta == napi_float32_array ? rb_solve_f32((int)n, (int)nrhs, A, B) : rb_solve_f64((int)n, (int)nrhs, A, B);
   if (r == -1) { oom(&c); return NULL; }
@@ -527,11 +559,11 @@ static napi_value reduce_axis(napi_env env, napi_callback_info info, int op) {
   return undefined(env);
 }
 
-static napi_value Logsumexp(napi_env env, napi_callback_info info) { return reduce_axis(env, info, AXIS_LOGSUMEXP); }
-static napi_value SumAxis(napi_env env, napi_callback_info info) { return reduce_axis(env, info, AXIS_SUM); }
-static napi_value MaxAxis(napi_env env, napi_callback_info info) { return reduce_axis(env, info, AXIS_MAX); }
+static napi_value api_logsumexp(napi_env env, napi_callback_info info) { return reduce_axis(env, info, AXIS_LOGSUMEXP); }
+static napi_value api_sumAxis(napi_env env, napi_callback_info info) { return reduce_axis(env, info, AXIS_SUM); }
+static napi_value api_maxAxis(napi_env env, napi_callback_info info) { return reduce_axis(env, info, AXIS_MAX); }
 
-static napi_value SinkhornLog(napi_env env, napi_callback_info info) {
+static napi_value api_sinkhornLog(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "sinkhornLog", 5)) return NULL;
   size_t lp, la, lb;
@@ -555,7 +587,7 @@ static napi_value SinkhornLog(napi_env env, napi_callback_info info) {
 static const char *const unary_names[RB_UNARY_COUNT] = {"neg", "exp", "log", "relu", "tanh", "sigmoid", "sqrt", "abs", "square"};
 static const char *const binary_names[RB_BINARY_COUNT] = {"add", "sub", "mul", "div", "max", "min"};
 
-static napi_value Unary(napi_env env, napi_callback_info info) {
+static napi_value api_unary(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "unary", 3)) return NULL;
   int op = get_enum(&c, 0, "op", unary_names, RB_UNARY_COUNT);
@@ -589,7 +621,7 @@ static void check_view(call_t *c, const char *name, size_t len, int64_t offset, 
          (long long)lo, (long long)hi, len);
 }
 
-static napi_value Binary(napi_env env, napi_callback_info info) {
+static napi_value api_binary(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "binary", 7)) return NULL;
   int op = get_enum(&c, 0, "op", binary_names, RB_BINARY_COUNT);
@@ -617,7 +649,7 @@ static napi_value Binary(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value CopyStrided(napi_env env, napi_callback_info info) {
+static napi_value api_copyStrided(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "copyStrided", 5)) return NULL;
   size_t lx, lo;
@@ -642,7 +674,7 @@ static napi_value CopyStrided(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value Axpy(napi_env env, napi_callback_info info) {
+static napi_value api_axpy(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "axpy", 3)) return NULL;
   double alpha = get_num(&c, 0, "alpha");
@@ -655,7 +687,7 @@ static napi_value Axpy(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value Affine(napi_env env, napi_callback_info info) {
+static napi_value api_affine(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "affine", 4)) return NULL;
   size_t lx, lo;
@@ -669,7 +701,7 @@ static napi_value Affine(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value ReluBackward(napi_env env, napi_callback_info info) {
+static napi_value api_reluBackward(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "reluBackward", 3)) return NULL;
   size_t lx, ly, ld;
@@ -684,7 +716,7 @@ static napi_value ReluBackward(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value SumSquares(napi_env env, napi_callback_info info) {
+static napi_value api_sumSquares(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "sumSquares", 1)) return NULL;
   size_t lx;
@@ -729,7 +761,7 @@ static bool get_index_call(call_t *c, bool scatter, index_call *r) {
   return !c->failed;
 }
 
-static napi_value Gather(napi_env env, napi_callback_info info) {
+static napi_value api_gather(napi_env env, napi_callback_info info) {
   call_t c;
   index_call r;
   if (!begin(&c, env, info, "gather", 6) || !get_index_call(&c, false, &r)) return NULL;
@@ -738,7 +770,7 @@ static napi_value Gather(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value ScatterAdd(napi_env env, napi_callback_info info) {
+static napi_value api_scatterAdd(napi_env env, napi_callback_info info) {
   call_t c;
   index_call r;
   if (!begin(&c, env, info, "scatterAdd", 6) || !get_index_call(&c, true, &r)) return NULL;
@@ -788,7 +820,7 @@ static void conv_sizes(const rb_conv_geom *g, int64_t sizes[4]) {
   sizes[CONV_Y] = g->N * g->O * g->OH * g->OW;
 }
 
-static napi_value Conv2dForward(napi_env env, napi_callback_info info) {
+static napi_value api_conv2dForward(napi_env env, napi_callback_info info) {
   static const array_spec spec[] = {{"x", 'f', CONV_X}, {"w", 'f', CONV_W}, {"bias", 'n', CONV_B}, {"out", 'f', CONV_Y}};
   call_t c;
   if (!begin(&c, env, info, "conv2dForward", 5)) return NULL;
@@ -806,7 +838,7 @@ static napi_value Conv2dForward(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value Conv2dBackward(napi_env env, napi_callback_info info) {
+static napi_value api_conv2dBackward(napi_env env, napi_callback_info info) {
   static const array_spec spec[] = {{"x", 'f', CONV_X},  {"w", 'f', CONV_W},  {"dy", 'f', CONV_Y},
                                     {"dx", 'n', CONV_X}, {"dw", 'n', CONV_W}, {"db", 'n', CONV_B}};
   call_t c;
@@ -828,41 +860,6 @@ static napi_value Conv2dBackward(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value Im2col(napi_env env, napi_callback_info info) {
-  call_t c;
-  if (!begin(&c, env, info, "im2col", 4)) return NULL;
-  rb_conv_geom g;
-  get_conv_geom(&c, 3, &g);
-  size_t lx, lc;
-  float *x = get_f32(&c, 0, "x", &lx);
-  int64_t xOff = get_size(&c, 1, "xOff");
-  float *col = get_f32(&c, 2, "col", &lc);
-  if (c.failed) return NULL;
-  need_len(&c, "x", lx, xOff + g.C * g.H * g.W);
-  need_len(&c, "col", lc, g.C * g.KH * g.KW * g.OH * g.OW);
-  if (c.failed) return NULL;
-  hint_huge(col, (size_t)(g.C * g.KH * g.KW * g.OH * g.OW) * sizeof(float));
-  rb_im2col_f32(x + xOff, col, &g);
-  return undefined(env);
-}
-
-static napi_value Col2im(napi_env env, napi_callback_info info) {
-  call_t c;
-  if (!begin(&c, env, info, "col2im", 4)) return NULL;
-  rb_conv_geom g;
-  get_conv_geom(&c, 3, &g);
-  size_t lc, lx;
-  float *col = get_f32(&c, 0, "col", &lc);
-  float *dx = get_f32(&c, 1, "dx", &lx);
-  int64_t dxOff = get_size(&c, 2, "dxOff");
-  if (c.failed) return NULL;
-  need_len(&c, "col", lc, g.C * g.KH * g.KW * g.OH * g.OW);
-  need_len(&c, "dx", lx, dxOff + g.C * g.H * g.W);
-  if (c.failed) return NULL;
-  rb_col2im_f32(col, dx + dxOff, &g);
-  return undefined(env);
-}
-
 enum { POOL_IN, POOL_OUT };
 
 /* Starts a pooling call: geometry (the argument after the n arrays), the arrays, their lengths. */
@@ -875,7 +872,7 @@ static bool pool_call(call_t *c, napi_env env, napi_callback_info info, const ch
   return check_arrays(c, spec, n, a, sizes);
 }
 
-static napi_value MaxPool2dForward(napi_env env, napi_callback_info info) {
+static napi_value api_maxPool2dForward(napi_env env, napi_callback_info info) {
   static const array_spec spec[] = {{"x", 'f', POOL_IN}, {"out", 'f', POOL_OUT}, {"argmax", 'i', POOL_OUT}};
   call_t c;
   rb_pool_geom g;
@@ -888,7 +885,7 @@ static napi_value MaxPool2dForward(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value MaxPool2dBackward(napi_env env, napi_callback_info info) {
+static napi_value api_maxPool2dBackward(napi_env env, napi_callback_info info) {
   static const array_spec spec[] = {{"dy", 'f', POOL_OUT}, {"argmax", 'i', POOL_OUT}, {"dx", 'f', POOL_IN}};
   call_t c;
   rb_pool_geom g;
@@ -908,7 +905,7 @@ static napi_value MaxPool2dBackward(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value AvgPool2dForward(napi_env env, napi_callback_info info) {
+static napi_value api_avgPool2dForward(napi_env env, napi_callback_info info) {
   static const array_spec spec[] = {{"x", 'f', POOL_IN}, {"out", 'f', POOL_OUT}};
   call_t c;
   rb_pool_geom g;
@@ -919,7 +916,7 @@ static napi_value AvgPool2dForward(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value AvgPool2dBackward(napi_env env, napi_callback_info info) {
+static napi_value api_avgPool2dBackward(napi_env env, napi_callback_info info) {
   static const array_spec spec[] = {{"dy", 'f', POOL_OUT}, {"dx", 'f', POOL_IN}};
   call_t c;
   rb_pool_geom g;
@@ -934,7 +931,7 @@ static napi_value AvgPool2dBackward(napi_env env, napi_callback_info info) {
  * Loss and optimisers
  * ---------------------------------------------------------------------------------------------- */
 
-static napi_value SoftmaxCrossEntropy(napi_env env, napi_callback_info info) {
+static napi_value api_softmaxCrossEntropy(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "softmaxCrossEntropy", 5)) return NULL;
   size_t ll, lb, lp;
@@ -957,7 +954,7 @@ static napi_value SoftmaxCrossEntropy(napi_env env, napi_callback_info info) {
   return number(env, rb_softmax_ce_f32(logits, labels, (size_t)N, (size_t)C, probs));
 }
 
-static napi_value Adamw(napi_env env, napi_callback_info info) {
+static napi_value api_adamw(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "adamw", 10)) return NULL;
   size_t lp, lg, lm, lv;
@@ -975,7 +972,7 @@ static napi_value Adamw(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value Sgd(napi_env env, napi_callback_info info) {
+static napi_value api_sgd(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "sgd", 9)) return NULL;
   size_t lp, lg, lb;
@@ -997,7 +994,7 @@ static napi_value Sgd(napi_env env, napi_callback_info info) {
  * Threads and build information
  * ---------------------------------------------------------------------------------------------- */
 
-static napi_value SetThreads(napi_env env, napi_callback_info info) {
+static napi_value api_setThreads(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "setThreads", 1)) return NULL;
   int64_t n = get_int(&c, 0, "n", 1, 64);
@@ -1006,12 +1003,12 @@ static napi_value SetThreads(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value GetThreads(napi_env env, napi_callback_info info) {
+static napi_value api_getThreads(napi_env env, napi_callback_info info) {
   (void)info;
   return number(env, openblas_get_num_threads());
 }
 
-static napi_value Config(napi_env env, napi_callback_info info) {
+static napi_value api_config(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value s;
   const char *cfg = openblas_get_config();
@@ -1020,7 +1017,7 @@ static napi_value Config(napi_env env, napi_callback_info info) {
 }
 
 /* Benchmark hook: 0 auto, 1 our threads, 2 OpenBLAS threads; >= 100 sets the im2col chunk size. */
-static napi_value ConvTune(napi_env env, napi_callback_info info) {
+static napi_value api_convTune(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "convTune", 1)) return NULL;
   int64_t mode = get_int(&c, 0, "mode", 0, 1 << 26);
@@ -1047,7 +1044,7 @@ static void tune_malloc(void) {
   malloc_tuned = mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
 }
 
-static napi_value AllocatorTuned(napi_env env, napi_callback_info info) {
+static napi_value api_allocatorTuned(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value v;
   napi_get_boolean(env, malloc_tuned, &v);
@@ -1056,7 +1053,7 @@ static napi_value AllocatorTuned(napi_env env, napi_callback_info info) {
 
 /* gemmImpl() reports which sgemm runs ("own" AVX-512 kernels or "openblas"); gemmImpl(name) with
  * "auto" | "openblas" | "own" switches it (tests and the bench compare both). */
-static napi_value GemmImpl(napi_env env, napi_callback_info info) {
+static napi_value api_gemmImpl(napi_env env, napi_callback_info info) {
   static const char *const names[] = {"auto", "openblas", "own"};
   call_t c;
   if (!begin(&c, env, info, "gemmImpl", 0)) return NULL;
@@ -1077,46 +1074,12 @@ static napi_value GemmImpl(napi_env env, napi_callback_info info) {
   return s;
 }
 
-#define FN(name, f) {name, NULL, f, NULL, NULL, NULL, napi_enumerable, NULL}
+#define REGISTER(name) {#name, NULL, api_##name, NULL, NULL, NULL, napi_enumerable, NULL},
 
 NAPI_MODULE_INIT() {
   tune_malloc();
   rb_gemm_impl(); /* decide once, before any thread can call rb_gemm_f32 */
-  napi_property_descriptor props[] = {
-      FN("gemm", Gemm),
-      FN("gemmStrided", GemmStrided),
-      FN("solve", Solve),
-      FN("logsumexp", Logsumexp),
-      FN("sinkhornLog", SinkhornLog),
-      FN("sumAxis", SumAxis),
-      FN("maxAxis", MaxAxis),
-      FN("unary", Unary),
-      FN("binary", Binary),
-      FN("axpy", Axpy),
-      FN("affine", Affine),
-      FN("reluBackward", ReluBackward),
-      FN("gather", Gather),
-      FN("scatterAdd", ScatterAdd),
-      FN("copyStrided", CopyStrided),
-      FN("conv2dForward", Conv2dForward),
-      FN("conv2dBackward", Conv2dBackward),
-      FN("im2col", Im2col),
-      FN("col2im", Col2im),
-      FN("maxPool2dForward", MaxPool2dForward),
-      FN("maxPool2dBackward", MaxPool2dBackward),
-      FN("avgPool2dForward", AvgPool2dForward),
-      FN("avgPool2dBackward", AvgPool2dBackward),
-      FN("softmaxCrossEntropy", SoftmaxCrossEntropy),
-      FN("adamw", Adamw),
-      FN("sgd", Sgd),
-      FN("sumSquares", SumSquares),
-      FN("setThreads", SetThreads),
-      FN("getThreads", GetThreads),
-      FN("config", Config),
-      FN("convTune", ConvTune),
-      FN("allocatorTuned", AllocatorTuned),
-      FN("gemmImpl", GemmImpl),
-  };
+  napi_property_descriptor props[] = {RB_KERNELS(REGISTER) RB_CONTROLS(REGISTER)};
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;
 }

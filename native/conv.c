@@ -1,5 +1,5 @@
 /*
- * gemm wrappers and 2-D convolution as im2col + sgemm, entirely in C so a whole batch is one call.
+ * 2-D convolution as im2col + sgemm (rb_gemm_f32, gemm.c), entirely in C so a whole batch is one call.
  *
  * A conv call is split over samples: each of our pool threads takes a slice of the batch and runs
  * single-threaded sgemm on it (OpenBLAS is switched to 1 thread for the duration). Per-sample
@@ -15,87 +15,6 @@
 #include <string.h>
 
 #include "rb.h"
-
-/* ------------------------------------------------------------------------------------------------
- * gemm
- * ---------------------------------------------------------------------------------------------- */
-
-static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
-  for (int64_t i = 0; i < M; i++) {
-    float *r = C + i * ldc;
-    if (beta == 0.0f) memset(r, 0, (size_t)N * sizeof(float));
-    else if (beta != 1.0f) for (int64_t j = 0; j < N; j++) r[j] *= beta;
-  }
-}
-
-/* Which sgemm runs: our AVX-512 kernels (gemm.c) when the CPU has them, else OpenBLAS. */
-static bool gemm_use_own = false;
-static bool gemm_decided = false;
-
-int rb_gemm_set_impl(int impl) {
-  bool own_ok = rb_gemm_own_supported();
-  if (impl == RB_GEMM_OWN && !own_ok) return -1;
-  gemm_use_own = impl == RB_GEMM_OPENBLAS ? false : own_ok;
-  gemm_decided = true;
-  return 0;
-}
-
-int rb_gemm_impl(void) {
-  if (!gemm_decided) rb_gemm_set_impl(RB_GEMM_AUTO);
-  return gemm_use_own ? RB_GEMM_OWN : RB_GEMM_OPENBLAS;
-}
-
-void rb_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  /* BLAS rejects K = 0 leading dimensions in some builds; the result is just beta*C. */
-  if (K == 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return; }
-  if (gemm_use_own && rb_gemm_own_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
-              (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
-}
-
-typedef struct {
-  bool ta, tb;
-  int64_t M, N, K;
-  float alpha, beta;
-  const float *A, *B;
-  float *C;
-  int64_t sA, sB, sC, count;
-} gs_job;
-
-static void gemm_strided_task(void *p, int tid, int nth) {
-  gs_job *J = p;
-  int64_t lo = J->count * tid / nth, hi = J->count * (tid + 1) / nth;
-  int64_t lda = J->ta ? J->M : J->K, ldb = J->tb ? J->K : J->N;
-  for (int64_t b = lo; b < hi; b++)
-    rb_gemm_f32(J->ta, J->tb, J->M, J->N, J->K, J->alpha, J->A + b * J->sA, lda, J->B + b * J->sB, ldb, J->beta,
-                J->C + b * J->sC, J->N);
-}
-
-void rb_gemm_strided_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                         int64_t strideA, const float *B, int64_t strideB, float beta, float *C, int64_t strideC,
-                         int64_t count) {
-  if (count <= 0 || M == 0 || N == 0) return;
-  /* A batch of row blocks times one shared B is a single tall gemm (e.g. a linear layer over
-   * [batch, tokens, features]); one big call runs far faster than many small ones. */
-  if (!ta && strideB == 0 && strideA == M * K && strideC == M * N) {
-    rb_gemm_f32(false, tb, M * count, N, K, alpha, A, K, B, tb ? K : N, beta, C, N);
-    return;
-  }
-  gs_job J = {ta, tb, M, N, K, alpha, beta, A, B, C, strideA, strideB, strideC, count};
-  int nth = rb_threads();
-  double flops = 2.0 * (double)M * (double)N * (double)K;
-  /* Many small products: split the batch over our threads with single-threaded BLAS. Large ones:
-   * let OpenBLAS thread each product. */
-  if (nth > 1 && count >= 2 * nth && flops < 8e6) {
-    openblas_set_num_threads(1);
-    rb_parallel(nth, gemm_strided_task, &J);
-    openblas_set_num_threads(nth);
-  } else {
-    gemm_strided_task(&J, 0, 1);
-  }
-}
 
 /* ------------------------------------------------------------------------------------------------
  * im2col / col2im over output rows [oh0, oh1); col has (oh1-oh0)*OW columns.
@@ -161,8 +80,6 @@ static void col2im_rows(const float *col, float *dx, const rb_conv_geom *g, int6
   }
 }
 
-void rb_im2col_f32(const float *x, float *col, const rb_conv_geom *g) { im2col_rows(x, col, g, 0, g->OH); }
-void rb_col2im_f32(const float *col, float *dx, const rb_conv_geom *g) { col2im_rows(col, dx, g, 0, g->OH); }
 
 /* ------------------------------------------------------------------------------------------------
  * Convolution
@@ -210,7 +127,7 @@ static void conv_fwd_sample(const conv_job *J, float *col, int64_t n) {
   float *on = J->out + n * O * P;
   /* Our gemm reads im2col's panels straight from the image and adds bias and ReLU as it stores:
    * one pass over the output, no im2col buffer. */
-  if (gemm_use_own && conv_mode != 3 && !is_pointwise(g) && rb_conv_gemm_own_f32(J->w, O, xn, g, J->bias, J->relu, on))
+  if (rb_gemm_impl() == RB_GEMM_OWN && conv_mode != 3 && !is_pointwise(g) && rb_conv_gemm_own_f32(J->w, O, xn, g, J->bias, J->relu, on))
     return;
   /* Otherwise bias goes in first and sgemm accumulates onto it (beta = 1): that replaces both
    * OpenBLAS's zeroing pass over C (beta = 0) and a separate bias pass. */
@@ -382,10 +299,10 @@ static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
   size_t mask_b = backward && J->relu_y ? round64((size_t)(O * g->OH * g->OW) * sizeof(float)) : 0;
   /* dx by the flipped-kernel convolution needs stride 1, a square kernel and pad < kernel size
    * (so the flipped convolution's padding KH-1-pad is >= 0), and our gemm. */
-  bool flip = backward && J->dx && gemm_use_own && conv_mode != 3 && g->stride == 1 && g->KH == g->KW && g->pad < g->KH &&
+  bool flip = backward && J->dx && rb_gemm_impl() == RB_GEMM_OWN && conv_mode != 3 && g->stride == 1 && g->KH == g->KW && g->pad < g->KH &&
               !is_pointwise(g);
   size_t flip_b = flip ? round64((size_t)OK * sizeof(float)) : 0;
-  bool use_dwt = need_dw && gemm_use_own && conv_mode != 3;
+  bool use_dwt = need_dw && rb_gemm_impl() == RB_GEMM_OWN && conv_mode != 3;
   size_t dwt_b = use_dwt ? round64((size_t)OK * sizeof(float)) : 0;
   bool cached;
   char *base = scratch_get(col_b * (size_t)nth + dw_b + db_b + mask_b * (size_t)nth + flip_b + dwt_b * (size_t)nth,

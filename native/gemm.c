@@ -5,7 +5,7 @@
  * not change), so on this machine kind OpenBLAS uses half of each core's vector width. This file
  * is a compact BLIS-style gemm (Goto's loop nest, packed panels, an 8×32 register-tile
  * micro-kernel) compiled for AVX-512 through function target attributes, so the rest of the addon
- * still runs on any x86-64 CPU; rb_gemm_f32 (conv.c) picks it at run time only when the CPU
+ * still runs on any x86-64 CPU; rb_gemm_f32 (at the end of this file) picks it at run time only when the CPU
  * reports AVX-512F. Row-major throughout: C[M×N] = alpha·op(A)[M×K]·op(B)[K×N] + beta·C.
  *
  * Blocking (Zen 5 here: 48 KiB L1d, 1 MiB L2): MR×KC panels of A stream from an MC×KC block
@@ -14,6 +14,7 @@
  * each other); the micro-kernel itself runs at ~97% of the measured FMA peak (225 GFLOP/s/core).
  */
 #define _POSIX_C_SOURCE 200809L
+#include <cblas.h>
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@
 
 #define AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw")))
 
-bool rb_gemm_own_supported(void) {
+static bool own_supported(void) {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
@@ -346,7 +347,7 @@ static void gemm_task(void *p, int tid, int nth) {
   J->ok[tid] = ok;
 }
 
-bool rb_gemm_own_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+static bool gemm_own(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   gemm_job J = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
                 .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C};
@@ -592,4 +593,86 @@ bool rb_conv_dwt_own_f32(const float *dy, const float *x, const rb_conv_geom *g,
     }
   }
   return true;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The sgemm every caller uses (the addon's gemm/gemmStrided, conv.c): our kernels above when the
+ * CPU has AVX-512 (or as chosen by rb_gemm_set_impl), else OpenBLAS. The one place that picks.
+ * ---------------------------------------------------------------------------------------------- */
+
+static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
+  for (int64_t i = 0; i < M; i++) {
+    float *r = C + i * ldc;
+    if (beta == 0.0f) memset(r, 0, (size_t)N * sizeof(float));
+    else if (beta != 1.0f) for (int64_t j = 0; j < N; j++) r[j] *= beta;
+  }
+}
+
+/* Which sgemm runs: our AVX-512 kernels when the CPU has them, else OpenBLAS. */
+static bool gemm_use_own = false;
+static bool gemm_decided = false;
+
+int rb_gemm_set_impl(int impl) {
+  bool own_ok = own_supported();
+  if (impl == RB_GEMM_OWN && !own_ok) return -1;
+  gemm_use_own = impl == RB_GEMM_OPENBLAS ? false : own_ok;
+  gemm_decided = true;
+  return 0;
+}
+
+int rb_gemm_impl(void) {
+  if (!gemm_decided) rb_gemm_set_impl(RB_GEMM_AUTO);
+  return gemm_use_own ? RB_GEMM_OWN : RB_GEMM_OPENBLAS;
+}
+
+void rb_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  /* BLAS rejects K = 0 leading dimensions in some builds; the result is just beta*C. */
+  if (K == 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return; }
+  if (gemm_use_own && gemm_own(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
+              (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
+typedef struct {
+  bool ta, tb;
+  int64_t M, N, K;
+  float alpha, beta;
+  const float *A, *B;
+  float *C;
+  int64_t sA, sB, sC, count;
+} gs_job;
+
+static void gemm_strided_task(void *p, int tid, int nth) {
+  gs_job *J = p;
+  int64_t lo = J->count * tid / nth, hi = J->count * (tid + 1) / nth;
+  int64_t lda = J->ta ? J->M : J->K, ldb = J->tb ? J->K : J->N;
+  for (int64_t b = lo; b < hi; b++)
+    rb_gemm_f32(J->ta, J->tb, J->M, J->N, J->K, J->alpha, J->A + b * J->sA, lda, J->B + b * J->sB, ldb, J->beta,
+                J->C + b * J->sC, J->N);
+}
+
+void rb_gemm_strided_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                         int64_t strideA, const float *B, int64_t strideB, float beta, float *C, int64_t strideC,
+                         int64_t count) {
+  if (count <= 0 || M == 0 || N == 0) return;
+  /* A batch of row blocks times one shared B is a single tall gemm (e.g. a linear layer over
+   * [batch, tokens, features]); one big call runs far faster than many small ones. */
+  if (!ta && strideB == 0 && strideA == M * K && strideC == M * N) {
+    rb_gemm_f32(false, tb, M * count, N, K, alpha, A, K, B, tb ? K : N, beta, C, N);
+    return;
+  }
+  gs_job J = {ta, tb, M, N, K, alpha, beta, A, B, C, strideA, strideB, strideC, count};
+  int nth = rb_threads();
+  double flops = 2.0 * (double)M * (double)N * (double)K;
+  /* Many small products: split the batch over our threads with single-threaded BLAS. Large ones:
+   * let OpenBLAS thread each product. */
+  if (nth > 1 && count >= 2 * nth && flops < 8e6) {
+    openblas_set_num_threads(1);
+    rb_parallel(nth, gemm_strided_task, &J);
+    openblas_set_num_threads(nth);
+  } else {
+    gemm_strided_task(&J, 0, 1);
+  }
 }

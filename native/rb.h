@@ -61,23 +61,7 @@ void rb_adamw_f32(float *param, const float *grad, float *m, float *v, size_t n,
 void rb_sgd_f32(float *param, const float *grad, float *buf, size_t n, double lr, double momentum,
                 double dampening, bool nesterov, double wd, bool first);
 
-/* ---- our AVX-512 sgemm (gemm.c) ---- */
-bool rb_gemm_own_supported(void);
-/* Same contract as rb_gemm_f32 (K > 0, alpha != 0); false when packing buffers cannot be allocated. */
-bool rb_gemm_own_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-
-/* Single-threaded C[M × OH·OW] = A[M × C·KH·KW] · im2col(x) (+ bias[row]) (then ReLU) for one
- * sample x [C,H,W], packing im2col's panels straight from the image. bias may be NULL. Same
- * false-on-allocation-failure contract. */
-bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_conv_geom *g, const float *bias,
-                          bool relu, float *C);
-
-/* dwt[C·KH·KW × O] += im2col(x_n) · dy_nᵀ for one sample (the conv weight gradient, transposed),
- * reading x directly. False when buffers cannot be allocated or O exceeds the packing width. */
-bool rb_conv_dwt_own_f32(const float *dy, const float *x, const rb_conv_geom *g, float *dwt);
-
-/* ---- gemm and convolution (conv.c) ---- */
+/* ---- sgemm (gemm.c): our AVX-512 kernels or OpenBLAS, picked in one place ---- */
 enum { RB_GEMM_AUTO = 0, RB_GEMM_OPENBLAS = 1, RB_GEMM_OWN = 2 };
 /* Chooses the sgemm behind rb_gemm_f32: auto = own when the CPU supports it. -1 if own is unsupported. */
 int rb_gemm_set_impl(int impl);
@@ -88,8 +72,19 @@ void rb_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
 void rb_gemm_strided_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                          int64_t strideA, const float *B, int64_t strideB, float beta, float *C, int64_t strideC,
                          int64_t count);
-void rb_im2col_f32(const float *x, float *col, const rb_conv_geom *g);
-void rb_col2im_f32(const float *col, float *dx, const rb_conv_geom *g);
+
+/* The own kernels' convolution entry points (only while rb_gemm_impl() == RB_GEMM_OWN). Single-threaded
+ * C[M × OH·OW] = A[M × C·KH·KW] · im2col(x) (+ bias[row]) (then ReLU) for one sample x [C,H,W],
+ * packing im2col's panels straight from the image. bias may be NULL. False when packing buffers
+ * cannot be allocated. */
+bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_conv_geom *g, const float *bias,
+                          bool relu, float *C);
+
+/* dwt[C·KH·KW × O] += im2col(x_n) · dy_nᵀ for one sample (the conv weight gradient, transposed),
+ * reading x directly. False when buffers cannot be allocated or O exceeds the packing width. */
+bool rb_conv_dwt_own_f32(const float *dy, const float *x, const rb_conv_geom *g, float *dwt);
+
+/* ---- convolution (conv.c) ---- */
 /* Return 0, or -1 when scratch memory could not be allocated. */
 /* relu: out = max(0, conv + bias) in the same pass. */
 int rb_conv_fwd_f32(const float *x, const float *w, const float *bias, float *out, const rb_conv_geom *g,

@@ -5,13 +5,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { blasThreads, loadNativeKernels, nativeAddon, setBlasThreads } from '../src/core/backend/native.js';
-import { jsKernels } from '../src/core/backend/js.js';
+import { NATIVE_CONTROLS, blasThreads, loadNative, nativeAddon, setBlasThreads } from '../src/core/backend/native.js';
+import { col2im, im2col, jsKernels } from '../src/core/backend/js.js';
+import { KERNEL_TABLE } from '../src/core/backend/types.js';
 import type { ConvGeometry, FloatArray, Kernels, PoolGeometry } from '../src/core/backend/types.js';
 import { Rng } from '../src/core/random.js';
 
-const loaded = loadNativeKernels();
-const nk: Kernels | null = 'kernels' in loaded ? loaded.kernels : null;
+const loaded = loadNative();
+const nk: Kernels | null = 'backend' in loaded ? loaded.backend.kernels : null;
 const skip: string | false = nk ? false : `native addon not available: ${'error' in loaded ? loaded.error : ''}`;
 const js = jsKernels;
 /** Non-null accessor for use inside (skipped-when-null) tests. */
@@ -90,16 +91,25 @@ function withGemm<T>(impl: 'own' | 'openblas', fn: () => T): T {
 // ------------------------------------------------------------------------------------------------
 
 test('native: loads and reports OpenBLAS', { skip }, () => {
-  assert.ok('info' in loaded);
-  assert.equal(loaded.info.name, 'native');
-  assert.match(loaded.info.detail, /OpenBLAS/);
-  assert.ok(loaded.info.blasThreads >= 1);
-  assert.equal(N().name, 'native');
+  assert.ok('backend' in loaded);
+  const { name, info } = loaded.backend;
+  assert.equal(name, 'native');
+  assert.match(info.detail, /OpenBLAS/);
+  assert.ok(info.blasThreads >= 1);
+  assert.equal(info.sgemm, loaded.addon.gemmImpl());
   // Loading the addon must not switch the process to flush-to-zero (a -ffast-math link side effect).
   assert.ok(5e-324 > 0 && 2.2250738585072014e-308 / 4 > 0);
   const d = new Float32Array([-100]);
   N().unary('exp', d, d);
   assert.ok(d[0] > 0 && d[0] < 1.2e-38, `exp(-100) should be a float32 subnormal, got ${d[0]}`);
+});
+
+test('native: the addon exports exactly the kernel table and the controls (the C list matches the TS one)', { skip }, () => {
+  const raw = nativeAddon()! as unknown as Record<string, unknown>;
+  const exported = Object.keys(raw).filter((k) => typeof raw[k] === 'function').sort();
+  assert.deepEqual(exported, [...Object.keys(KERNEL_TABLE), ...Object.keys(NATIVE_CONTROLS)].sort());
+  // The dispatch: float32 at the table's argument runs in C, which names that kernel in its errors.
+  assert.throws(() => N().axpy(1, new Float32Array(2), new Float64Array(2)), /rebasin native axpy: argument 'y'/);
 });
 
 test('native: setBlasThreads / blasThreads round-trip', { skip }, () => {
@@ -563,21 +573,57 @@ test('native: conv2d gives the same answer with 1 and 2 BLAS threads', { skip },
   close(a.db, b.db, 1e-6, 1e-5, 'conv db 1 vs 2 threads');
 });
 
-test('native: im2col / col2im with offsets', { skip }, () => {
+// im2col / col2im are internal to conv: the explicit-buffer path (mode 3), in small chunks of output
+// rows (a chunk of 100 floats), must match the JS conv, whose im2col is checked directly below.
+for (const impl of gemmImpls()) test(`native: conv2d through explicit im2col/col2im in row chunks (${impl} sgemm)`, { skip }, () => withGemm(impl, () => {
   const rng = new Rng(15);
-  for (const g of [convGeom(1, 3, 7, 6, 1, 3, 3, 2, 1), convGeom(1, 2, 5, 5, 1, 2, 2, 1, 0)]) {
-    const L = g.C * g.KH * g.KW * g.OH * g.OW;
-    const x = randn(9 + g.C * g.H * g.W, rng);
-    const cn = new Float32Array(L), cj = new Float32Array(L);
-    N().im2col(x, 9, cn, g);
-    js.im2col(x, 9, cj, g);
-    exact(cn, cj, 'im2col');
-    const d0 = randn(4 + g.C * g.H * g.W, rng);
-    const dn = d0.slice(), dj = d0.slice();
-    N().col2im(cn, dn, 4, g);
-    js.col2im(cj, dj, 4, g);
-    close(dn, dj, 1e-6, 1e-6, 'col2im');
+  const raw = nativeAddon()!;
+  raw.convTune(3);
+  raw.convTune(100);
+  try {
+    for (const g of [convGeom(2, 3, 7, 6, 4, 3, 3, 2, 1), convGeom(1, 2, 5, 5, 3, 2, 2, 1, 0), convGeom(2, 3, 9, 9, 5, 3, 3, 1, 1)]) {
+      const label = JSON.stringify(g);
+      const K = g.C * g.KH * g.KW;
+      const x = randn(g.N * g.C * g.H * g.W, rng), w = randn(g.O * K, rng), dy = randn(g.N * g.O * g.OH * g.OW, rng);
+      const on = new Float32Array(dy.length), oj = on.slice();
+      N().conv2dForward(x, w, null, on, g);
+      js.conv2dForward(x, w, null, oj, g);
+      close(on, oj, 1e-5, 1e-5 * Math.sqrt(K), `conv fwd ${label}`);
+      const n = { dx: new Float32Array(x.length), dw: new Float32Array(w.length) }, j = { dx: new Float32Array(x.length), dw: new Float32Array(w.length) };
+      N().conv2dBackward(x, w, dy, n.dx, n.dw, null, g);
+      js.conv2dBackward(x, w, dy, j.dx, j.dw, null, g);
+      close(n.dx, j.dx, 1e-5, 1e-5 * Math.sqrt(g.O * K), `conv dx ${label}`);
+      close(n.dw, j.dw, 1e-5, 1e-5 * Math.sqrt(g.N * g.OH * g.OW), `conv dw ${label}`);
+    }
+  } finally {
+    raw.convTune(1 << 17);
+    raw.convTune(0);
   }
+}));
+
+test('js im2col / col2im: the layout they document, at an offset, and col2im as the adjoint', () => {
+  const g = convGeom(1, 2, 5, 4, 1, 3, 2, 2, 1);
+  const L = g.OH * g.OW;
+  const x = Float32Array.from({ length: 3 + g.C * g.H * g.W }, (_, i) => i + 1);
+  const col = new Float32Array(g.C * g.KH * g.KW * L).fill(NaN);
+  im2col(x, 3, col, g);
+  for (let c = 0; c < g.C; c++) for (let kh = 0; kh < g.KH; kh++) for (let kw = 0; kw < g.KW; kw++) {
+    for (let oh = 0; oh < g.OH; oh++) for (let ow = 0; ow < g.OW; ow++) {
+      const ih = oh * g.stride - g.pad + kh, iw = ow * g.stride - g.pad + kw;
+      const want = ih >= 0 && ih < g.H && iw >= 0 && iw < g.W ? x[3 + (c * g.H + ih) * g.W + iw] : 0;
+      assert.equal(col[((c * g.KH + kh) * g.KW + kw) * L + oh * g.OW + ow], want);
+    }
+  }
+  // <im2col(x), y> = <x, col2im(y)> for random y, and col2im accumulates.
+  const rng = new Rng(21);
+  const y = randn(col.length, rng);
+  const dx = new Float32Array(x.length).fill(1);
+  col2im(y, dx, 3, g);
+  let lhs = 0, rhs = 0;
+  for (let i = 0; i < col.length; i++) lhs += col[i] * y[i];
+  for (let i = 3; i < x.length; i++) rhs += x[i] * (dx[i] - 1);
+  assert.ok(Math.abs(lhs - rhs) <= 1e-3 * Math.abs(lhs), `${lhs} vs ${rhs}`);
+  assert.deepEqual([...dx.subarray(0, 3)], [1, 1, 1]);
 });
 
 function poolGeom(N_: number, C: number, H: number, W: number, K: number, stride: number, pad: number): PoolGeometry {

@@ -1,13 +1,13 @@
 /** Error paths: messages name the op and the offending shapes/values, so users can find their bug. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { jsKernels, nativeKernels, setKernels } from '../src/core/backend/index.js';
+import { jsBackend, nativeBackend, setBackend } from '../src/core/backend/index.js';
 import * as F from '../src/core/ops/index.js';
 import { AdamW, clipGradValue, SGD } from '../src/core/optim/optimizers.js';
 import { Rng } from '../src/core/random.js';
 import { defineOp, scalar, Tensor, zeros } from '../src/core/tensor.js';
 
-setKernels(jsKernels);
+setBackend(jsBackend);
 
 const t = (shape: number[], requiresGrad = false) => zeros(shape, 'float64').requireGrad(requiresGrad);
 
@@ -81,14 +81,14 @@ test('losses: labels out of range, wrong counts, shape mismatches', () => {
 });
 
 // The label check lives in the kernel: the native one must throw too, never read out of bounds.
-test('crossEntropy rejects out-of-range labels on the native backend too', { skip: nativeKernels() ? false : 'native backend not available' }, () => {
-  const prev = setKernels(nativeKernels()!);
+test('crossEntropy rejects out-of-range labels on the native backend too', { skip: nativeBackend() ? false : 'native backend not available' }, () => {
+  const prev = setBackend(nativeBackend()!);
   try {
     const logits = zeros([3, 4]);
     assert.throws(() => F.crossEntropy(logits, Int32Array.from([0, 4, 1])), /label 4.*\[0, 4\)/);
     assert.throws(() => F.crossEntropy(logits, Int32Array.from([-1, 0, 1])), /label -1/);
   } finally {
-    setKernels(prev);
+    setBackend(prev);
   }
 });
 
@@ -154,8 +154,7 @@ test('optimiser setState rejects state of another shape', () => {
 });
 
 test('solve refuses non-finite systems on every backend, naming the position', async () => {
-  const { jsKernels, nativeKernels } = await import('../src/core/backend/index.js');
-  for (const k of [jsKernels, nativeKernels()].filter((x) => x !== null)) {
+  for (const k of [jsBackend.kernels, nativeBackend()?.kernels ?? null].filter((x) => x !== null)) {
     const A = Float32Array.from([1, 2, 3, 4]);
     A[2] = NaN;
     assert.throws(() => k!.solve(2, 1, A, Float32Array.from([1, 1])), /solve: .*non-finite value \(NaN\) at row 1, column 0/);

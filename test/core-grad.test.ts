@@ -4,13 +4,13 @@ import assert from 'node:assert/strict';
 import * as F from '../src/core/ops/index.js';
 import { Rng } from '../src/core/random.js';
 import { defineOp, Tensor } from '../src/core/tensor.js';
-import { jsKernels, setKernels } from '../src/core/backend/index.js';
+import { jsBackend, setBackend } from '../src/core/backend/index.js';
 import { gradcheck } from './helpers/gradcheck.js';
 import { opCases } from './helpers/opcases.js';
 import { fromArray, randT } from './helpers/tensors.js';
 
 // Everything here runs on the pure-TS kernels (float64 support, deterministic).
-setKernels(jsKernels);
+setBackend(jsBackend);
 
 opCases.forEach((c, i) => {
   test(`gradcheck: ${c.name}`, () => {

@@ -5,8 +5,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { jsKernels, nativeKernels, nativeLoadError, setKernels, kernels } from '../src/core/backend/index.js';
-import type { Kernels } from '../src/core/backend/types.js';
+import { currentBackend, jsBackend, nativeBackend, nativeLoadError, setBackend } from '../src/core/backend/index.js';
+import type { Backend } from '../src/core/backend/types.js';
 import * as F from '../src/core/ops/index.js';
 import { AdamW, SGD } from '../src/core/optim/optimizers.js';
 import { Rng } from '../src/core/random.js';
@@ -14,7 +14,7 @@ import { cast, eye, full, isGradEnabled, noGrad, ones, rand, randn, scalar, tens
 import { opCases } from './helpers/opcases.js';
 import { assertClose, assertShape, distinctT, fromArray, randT, ravel, unravel } from './helpers/tensors.js';
 
-setKernels(jsKernels);
+setBackend(jsBackend);
 
 // ---------------------------------------------------------------- references
 
@@ -562,12 +562,12 @@ test('noGrad records nothing; its results have no node and need no grad', () => 
 
 // ---------------------------------------------------------------- js vs native
 
-const native = nativeKernels();
+const native = nativeBackend();
 const skipNative = native ? false : `native backend not available (${nativeLoadError() ?? 'not loaded'})`;
 
 /** Runs a case on one backend: output and gradients of Σ out ⊙ R, all in float32. */
-function runOn(k: Kernels, c: (typeof opCases)[number], seed: number): { out: Float32Array; shape: number[]; grads: (Float32Array | null)[] } {
-  const prev = setKernels(k);
+function runOn(b: Backend, c: (typeof opCases)[number], seed: number): { out: Float32Array; shape: number[]; grads: (Float32Array | null)[] } {
+  const prev = setBackend(b);
   try {
     const { inputs, fn } = c.build('float32', new Rng(seed));
     const out = fn(...inputs);
@@ -576,7 +576,7 @@ function runOn(k: Kernels, c: (typeof opCases)[number], seed: number): { out: Fl
     if (out.requiresGrad) F.sum(F.mul(out, new Tensor(r, out.shape))).backward();
     return { out: Float32Array.from(out.data), shape: [...out.shape], grads: inputs.map((t) => (t.grad ? Float32Array.from(t.grad.data) : null)) };
   } finally {
-    setKernels(prev);
+    setBackend(prev);
   }
 }
 
@@ -588,9 +588,9 @@ function close32(a: Float32Array, b: Float32Array, what: string): void {
 }
 
 test('js and native backends agree on every op (float32, forward and backward)', { skip: skipNative }, () => {
-  assert.equal(kernels().name, 'js');
+  assert.equal(currentBackend(), jsBackend);
   opCases.forEach((c, i) => {
-    const j = runOn(jsKernels, c, 1000 + i);
+    const j = runOn(jsBackend, c, 1000 + i);
     const n = runOn(native!, c, 1000 + i);
     assert.deepEqual(n.shape, j.shape, `${c.name}: shape`);
     close32(n.out, j.out, `${c.name}: forward`);
@@ -601,8 +601,9 @@ test('js and native backends agree on every op (float32, forward and backward)',
   });
 });
 
-test('js and native kernels agree on solve, sinkhornLog, im2col/col2im, optimiser steps', { skip: skipNative }, () => {
-  const K = native!;
+test('js and native kernels agree on solve, sinkhornLog, optimiser steps', { skip: skipNative }, () => {
+  const K = native!.kernels;
+  const jsKernels = jsBackend.kernels;
   const rng = new Rng(20);
   // solve: a well-conditioned system, float32 and float64.
   for (const make of [(n: number) => new Float32Array(n), (n: number) => new Float64Array(n)]) {
@@ -626,35 +627,43 @@ test('js and native kernels agree on solve, sinkhornLog, im2col/col2im, optimise
   jsKernels.sinkhornLog(pj, 2, 3, 4, 20, logA, logB);
   K.sinkhornLog(pn, 2, 3, 4, 20, logA, logB);
   assertClose(pn, pj, 1e-4, 1e-4, 'sinkhornLog');
-  // im2col / col2im.
-  const g = { N: 1, C: 2, H: 5, W: 4, O: 3, KH: 3, KW: 2, stride: 2, pad: 1, OH: 3, OW: 3 };
-  const x = new Float32Array(2 * 5 * 4);
-  rng.fillNormal(x);
-  const colJ = new Float32Array(2 * 3 * 2 * 9);
-  const colN = colJ.slice();
-  jsKernels.im2col(x, 0, colJ, g);
-  K.im2col(x, 0, colN, g);
-  assertClose(colN, colJ, 0, 0, 'im2col');
-  const dxJ = new Float32Array(x.length).fill(1);
-  const dxN = dxJ.slice();
-  jsKernels.col2im(colJ, dxJ, 0, g);
-  K.col2im(colJ, dxN, 0, g);
-  assertClose(dxN, dxJ, 1e-6, 1e-6, 'col2im');
   // Optimiser steps through the public classes.
   for (const mk of [(p: Tensor[]) => new AdamW(p, { lr: 0.01 }), (p: Tensor[]) => new SGD(p, { lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 0.01 })]) {
     const res: Float32Array[] = [];
-    for (const k of [jsKernels, K]) {
-      const prev = setKernels(k);
+    for (const b of [jsBackend, native!]) {
+      const prev = setBackend(b);
       const p = new Tensor(Float32Array.from([0.5, -1, 2, 0.1]), [4], true);
       const opt = mk([p]);
       for (let s = 0; s < 5; s++) {
         p.grad = new Tensor(Float32Array.from([0.1 * s, -0.2, 0.3, s % 2]), [4]);
         opt.step();
       }
-      setKernels(prev);
+      setBackend(prev);
       res.push(p.data as Float32Array);
     }
     assertClose(res[1], res[0], 1e-5, 1e-6, 'optimiser step');
+  }
+});
+
+test('js gemm: the matrix–vector path (N = 1) matches the definition, strided or transposed B, offsets, alpha/beta', () => {
+  const rng = new Rng(22);
+  const gemm = jsBackend.kernels.gemm;
+  for (const [M, K] of [[5, 7], [1, 3], [4, 1]]) {
+    for (const transB of [false, true]) {
+      for (const ldb of transB ? [K, K + 2] : [1, 3]) {
+        const lda = K + 1;
+        const A = new Float64Array(2 + M * lda), B = new Float64Array(1 + K * ldb), C = new Float64Array(3 + M * 2);
+        rng.fillNormal(A); rng.fillNormal(B); rng.fillNormal(C);
+        const want = Float64Array.from(C);
+        for (let i = 0; i < M; i++) {
+          let s = 0;
+          for (let k = 0; k < K; k++) s += A[2 + i * lda + k] * B[1 + (transB ? k : k * ldb)];
+          want[3 + i * 2] = 0.5 * s + 2 * C[3 + i * 2];
+        }
+        gemm(false, transB, M, 1, K, 0.5, A, 2, lda, B, 1, ldb, 2, C, 3, 2);
+        assertClose(C, want, 1e-12, 1e-12, `M=${M} K=${K} transB=${transB} ldb=${ldb}`);
+      }
+    }
   }
 });
 

@@ -4,13 +4,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { jsKernels, setKernels } from '../src/core/backend/index.js';
+import { jsBackend, setBackend } from '../src/core/backend/index.js';
 import * as F from '../src/core/ops/index.js';
 import { AdamW, clipGradNorm, clipGradValue, SGD, type Optimizer } from '../src/core/optim/optimizers.js';
 import { type DType, Tensor } from '../src/core/tensor.js';
 import { assertClose, fromArray } from './helpers/tensors.js';
 
-setKernels(jsKernels);
+setBackend(jsBackend);
 
 /** torch.optim.SGD for one scalar parameter (maximize = False). */
 class RefSGD {

@@ -6,13 +6,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { jsKernels, setKernels } from '../src/core/backend/index.js';
+import { jsBackend, setBackend } from '../src/core/backend/index.js';
 import * as F from '../src/core/ops/index.js';
 import { AdamW } from '../src/core/optim/optimizers.js';
 import { Rng } from '../src/core/random.js';
 import { noGrad, Tensor } from '../src/core/tensor.js';
 
-setKernels(jsKernels);
+setBackend(jsBackend);
 
 /** global.gc when node runs with --expose-gc; otherwise enable it at run time (V8 flag + fresh context). */
 function getGc(): () => void {

@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { jsKernels, nativeKernels, setKernels } from '../src/core/backend/index.js';
+import { jsBackend, nativeBackend, setBackend } from '../src/core/backend/index.js';
 import * as F from '../src/core/ops/index.js';
 import { AdamW } from '../src/core/optim/optimizers.js';
 import { Rng } from '../src/core/random.js';
@@ -18,7 +18,7 @@ import {
 } from '../src/permutation/sinkhorn.js';
 import type { SinkhornFallback, SinkhornOptions } from '../src/permutation/sinkhorn.js';
 
-setKernels(jsKernels);
+setBackend(jsBackend);
 
 function randn(n: number, rng: Rng, dtype: 'float32' | 'float64' = 'float64'): FloatArray {
   const a = dtype === 'float64' ? new Float64Array(n) : new Float32Array(n);
@@ -441,7 +441,7 @@ test('workspace: the caller’s scratch buffer is used, grown on demand, and doe
 });
 
 test('native backend (when built) agrees with the JS kernels in float32', (t) => {
-  const native = nativeKernels();
+  const native = nativeBackend();
   if (!native) {
     t.skip('native addon not built');
     return;
@@ -458,13 +458,13 @@ test('native backend (when built) agrees with the JS kernels in float32', (t) =>
   };
   for (const kkt of ['schur-cg', 'dense'] as const) {
     const js = run(kkt);
-    const prev = setKernels(native);
+    const prev = setBackend(native);
     try {
       const nat = run(kkt);
       assert.ok(relErr(nat.S, js.S) < 1e-5, `${kkt} forward: ${relErr(nat.S, js.S)}`);
       assert.ok(relErr(nat.g, js.g) < 1e-3, `${kkt} gradient: ${relErr(nat.g, js.g)}`);
     } finally {
-      setKernels(prev);
+      setBackend(prev);
     }
   }
 });

@@ -5,7 +5,7 @@
  * lr 1e-3, 50 epochs.
  */
 import { resolve } from 'node:path';
-import { backendInfo } from '../core/index.js';
+import { currentBackend } from '../core/index.js';
 import { loadFashionMnist, loadMnist } from '../data/mnist.js';
 import { makeBlobs } from '../data/synthetic.js';
 import { polynomialTask } from '../data/polynomial.js';
@@ -222,11 +222,11 @@ export async function train(args: Parsed): Promise<number> {
   if (args.options.json) {
     process.stdout.write(JSON.stringify({
       output: r.output, model: model.name, config: model.config, ...training, nTrain: trainData.n, nVal: valData?.n ?? 0,
-      seconds, backend: backendInfo().name, ...summary,
+      seconds, backend: currentBackend().name, ...summary,
     }) + '\n');
   } else {
     const lines = [
-      `trained ${model.name} on ${r.dataset} (${trainData.n} train / ${valData?.n ?? 0} val) for ${r.epochs} epochs in ${seconds.toFixed(1)} s (${backendInfo().name} backend)`,
+      `trained ${model.name} on ${r.dataset} (${trainData.n} train / ${valData?.n ?? 0} val) for ${r.epochs} epochs in ${seconds.toFixed(1)} s (${currentBackend().name} backend)`,
       `  train  loss ${trainEval.loss.toFixed(4)}${pct(trainEval.accuracy)}`,
       ...(valEval ? [`  val    loss ${valEval.loss.toFixed(4)}${pct(valEval.accuracy)}`] : []),
       ...(testEval ? [`  test   loss ${testEval.loss.toFixed(4)}${pct(testEval.accuracy)}`] : []),

@@ -130,13 +130,9 @@ function scratchLike(ws: SinkhornWorkspace, like: FloatArray, n: number): FloatA
   return ws.f32.subarray(0, n);
 }
 
-/**
- * out = E v (E m×n row-major) as a gemm. BLAS takes it as N = 1; the JS gemm is 3× faster on the
- * equivalent vᵀEᵀ (contiguous dot products), so that form is used there.
- */
+/** out = E v (E m×n row-major) as a gemm with N = 1 (every backend's gemm has a matrix–vector path). */
 function matVec(k: Kernels, E: FloatArray, m: number, n: number, v: FloatArray, out: FloatArray): void {
-  if (k.name === 'js') k.gemm(false, true, 1, m, n, 1, v, 0, n, E, 0, n, 0, out, 0, m);
-  else k.gemm(false, false, m, 1, n, 1, E, 0, n, v, 0, 1, 0, out, 0, 1);
+  k.gemm(false, false, m, 1, n, 1, E, 0, n, v, 0, 1, 0, out, 0, 1);
 }
 
 /**

@@ -6,7 +6,7 @@
  * Runs in float64 on the pure-TS kernels so truncation (O(ε²)) and round-off (O(u/ε)) stay far
  * below the tolerances.
  */
-import { jsKernels, setKernels } from '../../src/core/backend/index.js';
+import { jsBackend, setBackend } from '../../src/core/backend/index.js';
 import * as F from '../../src/core/ops/index.js';
 import { Rng } from '../../src/core/random.js';
 import { noGrad, shapeStr, Tensor } from '../../src/core/tensor.js';
@@ -49,7 +49,7 @@ export function gradcheck(fn: (...inputs: Tensor[]) => Tensor, inputs: Tensor[],
   const eps = opts.eps ?? 1e-6;
   const rtol = opts.rtol ?? 1e-5;
   const atol = opts.atol ?? 1e-6;
-  const prev = setKernels(jsKernels);
+  const prev = setBackend(jsBackend);
   try {
     for (const [i, t] of inputs.entries()) {
       if (t.dtype !== 'float64') throw new Error(`gradcheck: input ${i} is ${t.dtype}; finite differences need float64`);
@@ -98,6 +98,6 @@ export function gradcheck(fn: (...inputs: Tensor[]) => Tensor, inputs: Tensor[],
     for (const t of inputs) t.grad = null;
     return { maxAbsErr, checked };
   } finally {
-    setKernels(prev);
+    setBackend(prev);
   }
 }

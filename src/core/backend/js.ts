@@ -17,6 +17,19 @@ function gemm(
     else if (beta !== 1) for (let j = 0; j < N; j++) C[c0 + j] *= beta;
   }
   if (alpha === 0 || K === 0) return;
+  if (N === 1 && !transA) {
+    // Matrix–vector: one contiguous dot product per row of A (the i-k-j loop below would run its
+    // inner loop over a single column).
+    const contiguous = transB || ldb === 1;
+    for (let i = 0; i < M; i++) {
+      const a0 = aOff + i * lda;
+      let s = 0;
+      if (contiguous) for (let k = 0; k < K; k++) s += A[a0 + k] * B[bOff + k];
+      else for (let k = 0; k < K; k++) s += A[a0 + k] * B[bOff + k * ldb];
+      C[cOff + i * ldc] += alpha * s;
+    }
+    return;
+  }
   // i-k-j order keeps the innermost loop contiguous in B and C when B is not transposed.
   if (!transB) {
     for (let i = 0; i < M; i++) {
@@ -127,7 +140,7 @@ function lstsqSolve(n: number, nrhs: number, A: Float64Array, B: Float64Array): 
 }
 
 /** Both backends refuse non-finite systems up front: LU would only turn them into NaN answers. */
-export function assertFiniteSystem(n: number, nrhs: number, A: FloatArray, B: FloatArray): void {
+function assertFiniteSystem(n: number, nrhs: number, A: FloatArray, B: FloatArray): void {
   for (let i = 0; i < n * n; i++) {
     if (!Number.isFinite(A[i])) throw new RangeError(`solve: the ${n}×${n} matrix has a non-finite value (${A[i]}) at row ${Math.floor(i / n)}, column ${i % n}`);
   }
@@ -395,7 +408,8 @@ function copyStrided(x: FloatArray, offset: number, strides: readonly number[], 
   }
 }
 
-function im2col(x: FloatArray, xOff: number, col: FloatArray, g: ConvGeometry): void {
+/** im2col for one image: col[(c*KH + kh)*KW + kw, oh*OW + ow] = x[c, oh*s - p + kh, ow*s - p + kw] (0 outside). */
+export function im2col(x: FloatArray, xOff: number, col: FloatArray, g: ConvGeometry): void {
   const { C, H, W, KH, KW, stride, pad, OH, OW } = g;
   const L = OH * OW;
   for (let c = 0; c < C; c++) {
@@ -417,7 +431,8 @@ function im2col(x: FloatArray, xOff: number, col: FloatArray, g: ConvGeometry): 
   }
 }
 
-function col2im(col: FloatArray, dx: FloatArray, dxOff: number, g: ConvGeometry): void {
+/** Adjoint of im2col: accumulates col into dx (the region of one image is not cleared first). */
+export function col2im(col: FloatArray, dx: FloatArray, dxOff: number, g: ConvGeometry): void {
   const { C, H, W, KH, KW, stride, pad, OH, OW } = g;
   const L = OH * OW;
   for (let c = 0; c < C; c++) {
@@ -622,9 +637,8 @@ function sumSquares(x: FloatArray): number {
 }
 
 export const jsKernels: Kernels = {
-  name: 'js',
   gemm, gemmStrided, solve, logsumexp, sinkhornLog, sumAxis, maxAxis, unary, binary, axpy, affine,
-  reluBackward, gather, scatterAdd, copyStrided, conv2dForward, conv2dBackward, im2col, col2im,
+  reluBackward, gather, scatterAdd, copyStrided, conv2dForward, conv2dBackward,
   maxPool2dForward, maxPool2dBackward, avgPool2dForward, avgPool2dBackward, softmaxCrossEntropy,
   adamw, sgd, sumSquares,
 };

@@ -8,38 +8,15 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { assertFiniteSystem, jsKernels } from './js.js';
-import type { BackendInfo, Kernels } from './types.js';
+import { jsKernels } from './js.js';
+import { KERNEL_TABLE, type Backend, type BackendInfo, type KernelName, type Kernels } from './types.js';
 
-/** The raw addon. Its functions take the same arguments as the `Kernels` methods of the same name. */
-export interface NativeAddon {
-  gemm: Kernels['gemm'];
-  gemmStrided: Kernels['gemmStrided'];
-  solve: Kernels['solve'];
-  logsumexp: Kernels['logsumexp'];
-  sinkhornLog: Kernels['sinkhornLog'];
-  sumAxis: Kernels['sumAxis'];
-  maxAxis: Kernels['maxAxis'];
-  unary: Kernels['unary'];
-  binary: Kernels['binary'];
-  axpy: Kernels['axpy'];
-  affine: Kernels['affine'];
-  reluBackward: Kernels['reluBackward'];
-  gather: Kernels['gather'];
-  scatterAdd: Kernels['scatterAdd'];
-  copyStrided: Kernels['copyStrided'];
-  conv2dForward: Kernels['conv2dForward'];
-  conv2dBackward: Kernels['conv2dBackward'];
-  im2col: Kernels['im2col'];
-  col2im: Kernels['col2im'];
-  maxPool2dForward: Kernels['maxPool2dForward'];
-  maxPool2dBackward: Kernels['maxPool2dBackward'];
-  avgPool2dForward: Kernels['avgPool2dForward'];
-  avgPool2dBackward: Kernels['avgPool2dBackward'];
-  softmaxCrossEntropy: Kernels['softmaxCrossEntropy'];
-  adamw: Kernels['adamw'];
-  sgd: Kernels['sgd'];
-  sumSquares: Kernels['sumSquares'];
+/** The sgemm choices of `gemmImpl` and REBASIN_GEMM: our AVX-512 kernels where the CPU has them ('auto'), or one of the two. */
+export const GEMM_CHOICES = ['auto', 'openblas', 'own'] as const;
+export type GemmChoice = (typeof GEMM_CHOICES)[number];
+
+/** The addon's functions besides the kernels: threads, build facts and bench/test switches. */
+export interface NativeControls {
   setThreads(n: number): void;
   getThreads(): number;
   config(): string;
@@ -48,15 +25,22 @@ export interface NativeAddon {
   /** True when the addon raised glibc's mmap/trim thresholds (off with REBASIN_MALLOC=system). */
   allocatorTuned(): boolean;
   /** The sgemm in use; with an argument, switches it ('own' needs AVX-512 and throws without it). */
-  gemmImpl(impl?: 'auto' | 'openblas' | 'own'): 'own' | 'openblas';
+  gemmImpl(impl?: GemmChoice): 'own' | 'openblas';
 }
 
-const REQUIRED: readonly (keyof NativeAddon)[] = [
-  'gemm', 'gemmStrided', 'solve', 'logsumexp', 'sinkhornLog', 'sumAxis', 'maxAxis', 'unary', 'binary', 'axpy',
-  'affine', 'reluBackward', 'gather', 'scatterAdd', 'copyStrided', 'conv2dForward', 'conv2dBackward', 'im2col',
-  'col2im', 'maxPool2dForward', 'maxPool2dBackward', 'avgPool2dForward', 'avgPool2dBackward', 'softmaxCrossEntropy',
-  'adamw', 'sgd', 'sumSquares', 'setThreads', 'getThreads', 'config', 'convTune', 'allocatorTuned', 'gemmImpl',
-];
+/** The controls by name, so the load-time check (and a test) can list them. */
+export const NATIVE_CONTROLS = {
+  setThreads: true, getThreads: true, config: true, convTune: true, allocatorTuned: true, gemmImpl: true,
+} as const satisfies Record<keyof NativeControls, true>;
+
+/**
+ * The raw addon: every kernel of the table (taking the same arguments as the `Kernels` method of
+ * the same name, Float32Array only except where the table says 'all') plus the controls.
+ */
+export type NativeAddon = Pick<Kernels, KernelName> & NativeControls;
+
+/** Every function the addon must export; an older build missing one is reported, not called. */
+const REQUIRED = [...Object.keys(KERNEL_TABLE), ...Object.keys(NATIVE_CONTROLS)] as (keyof NativeAddon)[];
 
 /** Where the package root is: this file runs as dist/src/core/backend/native.js (or from src/ under a TS runner). */
 function packageRoot(): string {
@@ -73,12 +57,11 @@ export function nativeAddonPath(): string {
   return join(packageRoot(), 'build', 'Release', 'rebasin_native.node');
 }
 
-type LoadResult = { kernels: Kernels; info: BackendInfo } | { error: string };
+export type NativeLoad = { backend: Backend; addon: NativeAddon } | { error: string };
 
-let cached: LoadResult | null = null;
-let addon: NativeAddon | null = null;
+let cached: NativeLoad | null = null;
 
-function tryLoad(): LoadResult {
+function tryLoad(): NativeLoad {
   const file = nativeAddonPath();
   if (!existsSync(file)) {
     return { error: `the native addon is not built (${file} is missing); run npm install with libopenblas-dev installed` };
@@ -94,22 +77,22 @@ function tryLoad(): LoadResult {
     return { error: `the native addon at ${file} is out of date (missing ${missing.join(', ')}); run npm install again` };
   }
   const a = mod as NativeAddon;
-  addon = a;
   const config = a.config().trim();
   const info: BackendInfo = {
-    name: 'native',
     // Getters, so setBlasThreads / gemmImpl switches are reflected in what doctor/bench report.
     get blasThreads() { return a.getThreads(); },
     get detail() {
       const gemm = a.gemmImpl() === 'own' ? 'sgemm: own AVX-512 kernels' : 'sgemm: OpenBLAS';
       return `N-API addon over ${config}; ${gemm}${a.allocatorTuned() ? '; large allocations kept mapped' : ''}`;
     },
+    get sgemm() { return a.gemmImpl(); },
+    get allocatorTuned() { return a.allocatorTuned(); },
   };
-  return { kernels: makeKernels(a), info };
+  return { backend: { name: 'native', kernels: dispatchKernels(a, jsKernels), info }, addon: a };
 }
 
-/** Loads the addon once; never throws. */
-export function loadNativeKernels(): LoadResult {
+/** Loads the addon once (it is process-wide); never throws. */
+export function loadNative(): NativeLoad {
   if (cached === null) {
     try {
       cached = tryLoad();
@@ -122,8 +105,8 @@ export function loadNativeKernels(): LoadResult {
 
 /** The raw addon if it loaded (benchmarks and tests only). */
 export function nativeAddon(): NativeAddon | null {
-  loadNativeKernels();
-  return addon;
+  const load = loadNative();
+  return 'addon' in load ? load.addon : null;
 }
 
 /** Sets OpenBLAS's thread count (also used by the addon's own threaded loops). No-op without the addon. */
@@ -132,138 +115,25 @@ export function setBlasThreads(n: number): void {
   nativeAddon()?.setThreads(n);
 }
 
-export type GemmChoice = 'auto' | 'openblas' | 'own';
-
-/**
- * Chooses the sgemm behind every matmul and conv: our AVX-512 kernels ('own', the default where
- * the CPU has AVX-512) or OpenBLAS. Throws when 'own' is asked for on a CPU without AVX-512.
- * Returns the implementation now in use, or null without the addon.
- */
-export function setGemmImpl(choice: GemmChoice): 'own' | 'openblas' | null {
-  const a = nativeAddon();
-  return a ? a.gemmImpl(choice) : null;
-}
-
 /** OpenBLAS's thread count, or 0 when the addon is not loaded. */
 export function blasThreads(): number {
   return nativeAddon()?.getThreads() ?? 0;
 }
 
-const F32 = Float32Array;
+type AnyKernel = (...args: unknown[]) => unknown;
 
 /**
- * Float32Array (judged by the first array argument) goes to C, which also checks that the other
- * arrays are Float32Array and throws a TypeError naming the argument when they are not; float64
- * goes to the JS kernels.
+ * The native kernels, derived from the table: for each kernel, a Float32Array at its dtype argument
+ * goes to C (which also checks that the other arrays are Float32Array and throws a TypeError naming
+ * the argument when they are not) and anything else to the JS kernels; 'all' goes to C as is.
  */
-function makeKernels(n: NativeAddon): Kernels {
-  const js = jsKernels;
-  return {
-    name: 'native',
-    gemm(tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc) {
-      if (A instanceof F32) n.gemm(tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc);
-      else js.gemm(tA, tB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc);
-    },
-    gemmStrided(tA, tB, M, N, K, alpha, A, aOff, sA, B, bOff, sB, beta, C, cOff, sC, count) {
-      if (A instanceof F32) n.gemmStrided(tA, tB, M, N, K, alpha, A, aOff, sA, B, bOff, sB, beta, C, cOff, sC, count);
-      else js.gemmStrided(tA, tB, M, N, K, alpha, A, aOff, sA, B, bOff, sB, beta, C, cOff, sC, count);
-    },
-    solve: (nn, nrhs, A, B) => {
-      if (A.length >= nn * nn && B.length >= nn * nrhs) assertFiniteSystem(nn, nrhs, A, B);
-      return n.solve(nn, nrhs, A, B);
-    },
-    logsumexp(x, outer, len, inner, out) {
-      if (x instanceof F32) n.logsumexp(x, outer, len, inner, out);
-      else js.logsumexp(x, outer, len, inner, out);
-    },
-    sinkhornLog(logP, batch, m, nn, iters, logA, logB) {
-      if (logP instanceof F32) n.sinkhornLog(logP, batch, m, nn, iters, logA, logB);
-      else js.sinkhornLog(logP, batch, m, nn, iters, logA, logB);
-    },
-    sumAxis(x, outer, len, inner, out) {
-      if (x instanceof F32) n.sumAxis(x, outer, len, inner, out);
-      else js.sumAxis(x, outer, len, inner, out);
-    },
-    maxAxis(x, outer, len, inner, out, argmax) {
-      if (x instanceof F32) n.maxAxis(x, outer, len, inner, out, argmax);
-      else js.maxAxis(x, outer, len, inner, out, argmax);
-    },
-    unary(op, x, out) {
-      if (x instanceof F32) n.unary(op, x, out);
-      else js.unary(op, x, out);
-    },
-    binary(op, a, aStrides, b, bStrides, out, shape) {
-      if (a instanceof F32) n.binary(op, a, aStrides, b, bStrides, out, shape);
-      else js.binary(op, a, aStrides, b, bStrides, out, shape);
-    },
-    axpy(alpha, x, y) {
-      if (x instanceof F32) n.axpy(alpha, x, y);
-      else js.axpy(alpha, x, y);
-    },
-    affine(x, alpha, beta, out) {
-      if (x instanceof F32) n.affine(x, alpha, beta, out);
-      else js.affine(x, alpha, beta, out);
-    },
-    reluBackward(x, dy, dx) {
-      if (x instanceof F32) n.reluBackward(x, dy, dx);
-      else js.reluBackward(x, dy, dx);
-    },
-    gather(x, outer, len, inner, index, out) {
-      if (x instanceof F32) n.gather(x, outer, len, inner, index, out);
-      else js.gather(x, outer, len, inner, index, out);
-    },
-    scatterAdd(dy, outer, len, inner, index, dx) {
-      if (dy instanceof F32) n.scatterAdd(dy, outer, len, inner, index, dx);
-      else js.scatterAdd(dy, outer, len, inner, index, dx);
-    },
-    copyStrided(x, offset, strides, out, shape) {
-      if (x instanceof F32) n.copyStrided(x, offset, strides, out, shape);
-      else js.copyStrided(x, offset, strides, out, shape);
-    },
-    conv2dForward(x, w, bias, out, g, relu = false) {
-      if (x instanceof F32) n.conv2dForward(x, w, bias, out, g, relu);
-      else js.conv2dForward(x, w, bias, out, g, relu);
-    },
-    conv2dBackward(x, w, dy, dx, dw, db, g, reluOut = null) {
-      if (x instanceof F32) n.conv2dBackward(x, w, dy, dx, dw, db, g, reluOut);
-      else js.conv2dBackward(x, w, dy, dx, dw, db, g, reluOut);
-    },
-    im2col(x, xOff, col, g) {
-      if (x instanceof F32) n.im2col(x, xOff, col, g);
-      else js.im2col(x, xOff, col, g);
-    },
-    col2im(col, dx, dxOff, g) {
-      if (col instanceof F32) n.col2im(col, dx, dxOff, g);
-      else js.col2im(col, dx, dxOff, g);
-    },
-    maxPool2dForward(x, out, argmax, g) {
-      if (x instanceof F32) n.maxPool2dForward(x, out, argmax, g);
-      else js.maxPool2dForward(x, out, argmax, g);
-    },
-    maxPool2dBackward(dy, argmax, dx, g) {
-      if (dy instanceof F32) n.maxPool2dBackward(dy, argmax, dx, g);
-      else js.maxPool2dBackward(dy, argmax, dx, g);
-    },
-    avgPool2dForward(x, out, g) {
-      if (x instanceof F32) n.avgPool2dForward(x, out, g);
-      else js.avgPool2dForward(x, out, g);
-    },
-    avgPool2dBackward(dy, dx, g) {
-      if (dy instanceof F32) n.avgPool2dBackward(dy, dx, g);
-      else js.avgPool2dBackward(dy, dx, g);
-    },
-    softmaxCrossEntropy(logits, labels, N, C, probs) {
-      return logits instanceof F32 ? n.softmaxCrossEntropy(logits, labels, N, C, probs)
-        : js.softmaxCrossEntropy(logits, labels, N, C, probs);
-    },
-    adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step) {
-      if (param instanceof F32) n.adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step);
-      else js.adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step);
-    },
-    sgd(param, grad, buf, lr, momentum, dampening, nesterov, weightDecay, first) {
-      if (param instanceof F32) n.sgd(param, grad, buf, lr, momentum, dampening, nesterov, weightDecay, first);
-      else js.sgd(param, grad, buf, lr, momentum, dampening, nesterov, weightDecay, first);
-    },
-    sumSquares: (x) => (x instanceof F32 ? n.sumSquares(x) : js.sumSquares(x)),
-  };
+function dispatchKernels(addon: NativeAddon, js: Kernels): Kernels {
+  const out: Partial<Record<KernelName, AnyKernel>> = {};
+  for (const name of Object.keys(KERNEL_TABLE) as KernelName[]) {
+    const native = addon[name] as AnyKernel;
+    const fallback = js[name] as AnyKernel;
+    const at = KERNEL_TABLE[name];
+    out[name] = at === 'all' ? native : (...args) => (args[at] instanceof Float32Array ? native(...args) : fallback(...args));
+  }
+  return out as Kernels;
 }

@@ -40,8 +40,6 @@ export interface PoolGeometry {
 }
 
 export interface Kernels {
-  readonly name: 'js' | 'native';
-
   /** C[cOff + i*ldc + j] = alpha * Σ_k op(A)[i,k] op(B)[k,j] + beta * C[...]. op(A) is M×K, op(B) K×N. */
   gemm(
     transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
@@ -117,10 +115,6 @@ export interface Kernels {
    */
   conv2dBackward(x: FloatArray, w: FloatArray, dy: FloatArray,
     dx: FloatArray | null, dw: FloatArray | null, db: FloatArray | null, g: ConvGeometry, reluOut?: FloatArray | null): void;
-  /** im2col for one image: col[(c*KH + kh)*KW + kw, oh*OW + ow] = x[c, oh*s - p + kh, ow*s - p + kw] (0 outside). */
-  im2col(x: FloatArray, xOff: number, col: FloatArray, g: ConvGeometry): void;
-  /** Adjoint of im2col: accumulates col into dx (dx region of one image is NOT cleared first). */
-  col2im(col: FloatArray, dx: FloatArray, dxOff: number, g: ConvGeometry): void;
 
   /** Max pooling; argmax holds the flat index h*W+w within each input plane (-1 if the window is all padding). */
   maxPool2dForward(x: FloatArray, out: FloatArray, argmax: Int32Array, g: PoolGeometry): void;
@@ -151,9 +145,48 @@ export interface Kernels {
   sumSquares(x: FloatArray): number;
 }
 
+export type KernelName = keyof Kernels;
+
+/** The argument positions of kernel F whose type is exactly a float array (not `| null`), as numbers. */
+type FloatArgIndex<F> = F extends (...args: infer P) => unknown
+  ? { [I in keyof P]: P[I] extends FloatArray ? (I extends `${infer N extends number}` ? N : never) : never }[number]
+  : never;
+
+/**
+ * The kernel table: every kernel once, with the argument whose dtype picks the implementation on
+ * the native backend (a Float32Array there runs in C, anything else in the JS kernels), or 'all'
+ * when the addon serves every float dtype itself (LAPACK solves in float64 too). It is typed
+ * against `Kernels`, so a missing or extra entry, or a position that is not a float array, does
+ * not compile; the native dispatch, the addon's type and its load-time check derive from it.
+ */
+export const KERNEL_TABLE = {
+  gemm: 6, gemmStrided: 6, solve: 'all', logsumexp: 0, sinkhornLog: 0, sumAxis: 0, maxAxis: 0,
+  unary: 1, binary: 1, axpy: 1, affine: 0, reluBackward: 0, gather: 0, scatterAdd: 0, copyStrided: 0,
+  conv2dForward: 0, conv2dBackward: 0, maxPool2dForward: 0, maxPool2dBackward: 0, avgPool2dForward: 0,
+  avgPool2dBackward: 0, softmaxCrossEntropy: 0, adamw: 0, sgd: 0, sumSquares: 0,
+} as const satisfies { readonly [K in KernelName]: FloatArgIndex<Kernels[K]> | 'all' };
+
+/** The backends by name (REBASIN_BACKEND's values). */
+export const BACKEND_NAMES = ['js', 'native'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+
 /** What `rebasin doctor` and the bench report about a backend. */
 export interface BackendInfo {
-  name: 'js' | 'native';
+  /** OpenBLAS's thread count (0 without the addon). */
   blasThreads: number;
   detail: string;
+  /** The sgemm behind matmul and conv (REBASIN_GEMM), or null without the addon. */
+  sgemm: 'own' | 'openblas' | null;
+  /** Whether the addon keeps large allocations mapped (REBASIN_MALLOC). */
+  allocatorTuned: boolean;
+}
+
+/**
+ * A backend as a value: its kernels and what is reported about it. The process default comes from
+ * REBASIN_BACKEND (see index.ts); `name` is for reporting only, nothing may branch on it.
+ */
+export interface Backend {
+  readonly name: BackendName;
+  readonly kernels: Kernels;
+  readonly info: BackendInfo;
 }
