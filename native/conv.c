@@ -28,29 +28,15 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
   }
 }
 
-/* Which sgemm runs: our AVX-512 kernels (gemm.c) when the CPU has them, else OpenBLAS. */
-static bool gemm_use_own = false;
-static bool gemm_decided = false;
-
-int rb_gemm_set_impl(int impl) {
-  bool own_ok = rb_gemm_own_supported();
-  if (impl == RB_GEMM_OWN && !own_ok) return -1;
-  gemm_use_own = impl == RB_GEMM_OPENBLAS ? false : own_ok;
-  gemm_decided = true;
-  return 0;
-}
-
-int rb_gemm_impl(void) {
-  if (!gemm_decided) rb_gemm_set_impl(RB_GEMM_AUTO);
-  return gemm_use_own ? RB_GEMM_OWN : RB_GEMM_OPENBLAS;
-}
+/* Whether one of our own sgemm kernels runs (gemm.c chooses which), rather than OpenBLAS. */
+static bool gemm_use_own(void) { return rb_gemm_impl() != RB_GEMM_OPENBLAS; }
 
 void rb_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   /* BLAS rejects K = 0 leading dimensions in some builds; the result is just beta*C. */
   if (K == 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return; }
-  if (gemm_use_own && rb_gemm_own_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+  if (rb_gemm_own_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
               (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
@@ -210,7 +196,7 @@ static void conv_fwd_sample(const conv_job *J, float *col, int64_t n) {
   float *on = J->out + n * O * P;
   /* Our gemm reads im2col's panels straight from the image and adds bias and ReLU as it stores:
    * one pass over the output, no im2col buffer. */
-  if (gemm_use_own && conv_mode != 3 && !is_pointwise(g) && rb_conv_gemm_own_f32(J->w, O, xn, g, J->bias, J->relu, on))
+  if (conv_mode != 3 && !is_pointwise(g) && rb_conv_gemm_own_f32(J->w, O, xn, g, J->bias, J->relu, on))
     return;
   /* Otherwise bias goes in first and sgemm accumulates onto it (beta = 1): that replaces both
    * OpenBLAS's zeroing pass over C (beta = 0) and a separate bias pass. */
@@ -382,10 +368,10 @@ static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
   size_t mask_b = backward && J->relu_y ? round64((size_t)(O * g->OH * g->OW) * sizeof(float)) : 0;
   /* dx by the flipped-kernel convolution needs stride 1, a square kernel and pad < kernel size
    * (so the flipped convolution's padding KH-1-pad is >= 0), and our gemm. */
-  bool flip = backward && J->dx && gemm_use_own && conv_mode != 3 && g->stride == 1 && g->KH == g->KW && g->pad < g->KH &&
+  bool flip = backward && J->dx && gemm_use_own() && conv_mode != 3 && g->stride == 1 && g->KH == g->KW && g->pad < g->KH &&
               !is_pointwise(g);
   size_t flip_b = flip ? round64((size_t)OK * sizeof(float)) : 0;
-  bool use_dwt = need_dw && gemm_use_own && conv_mode != 3;
+  bool use_dwt = need_dw && gemm_use_own() && conv_mode != 3;
   size_t dwt_b = use_dwt ? round64((size_t)OK * sizeof(float)) : 0;
   bool cached;
   char *base = scratch_get(col_b * (size_t)nth + dw_b + db_b + mask_b * (size_t)nth + flip_b + dwt_b * (size_t)nth,

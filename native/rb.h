@@ -61,28 +61,30 @@ void rb_adamw_f32(float *param, const float *grad, float *m, float *v, size_t n,
 void rb_sgd_f32(float *param, const float *grad, float *buf, size_t n, double lr, double momentum,
                 double dampening, bool nesterov, double wd, bool first);
 
-/* ---- our AVX-512 sgemm (gemm.c) ---- */
-bool rb_gemm_own_supported(void);
-/* Same contract as rb_gemm_f32 (K > 0, alpha != 0); false when packing buffers cannot be allocated. */
+/* ---- our own sgemm (gemm.c: AVX-512; gemm_avx2.c: AVX2+FMA) and which sgemm runs ---- */
+/* avx512 / avx2: those own kernels; own: the best own kernel the CPU supports; auto: that, else
+ * OpenBLAS. */
+enum { RB_GEMM_AUTO = 0, RB_GEMM_OPENBLAS = 1, RB_GEMM_OWN = 2, RB_GEMM_AVX512 = 3, RB_GEMM_AVX2 = 4 };
+/* Chooses the sgemm behind rb_gemm_f32 and the convolutions. -1 if the CPU cannot run that path. */
+int rb_gemm_set_impl(int impl);
+/* RB_GEMM_OPENBLAS, RB_GEMM_AVX512 or RB_GEMM_AVX2: what runs now. */
+int rb_gemm_impl(void);
+/* The own kernels in use. Each returns false when OpenBLAS is selected or buffers cannot be
+ * allocated (the caller then falls back to OpenBLAS). */
+/* Same contract as rb_gemm_f32 (K > 0, alpha != 0). */
 bool rb_gemm_own_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 /* Single-threaded C[M × OH·OW] = A[M × C·KH·KW] · im2col(x) (+ bias[row]) (then ReLU) for one
- * sample x [C,H,W], packing im2col's panels straight from the image. bias may be NULL. Same
- * false-on-allocation-failure contract. */
+ * sample x [C,H,W], packing im2col's panels straight from the image. bias may be NULL. */
 bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_conv_geom *g, const float *bias,
                           bool relu, float *C);
 
 /* dwt[C·KH·KW × O] += im2col(x_n) · dy_nᵀ for one sample (the conv weight gradient, transposed),
- * reading x directly. False when buffers cannot be allocated or O exceeds the packing width. */
+ * reading x directly. Also false when O exceeds the packing width. */
 bool rb_conv_dwt_own_f32(const float *dy, const float *x, const rb_conv_geom *g, float *dwt);
 
 /* ---- gemm and convolution (conv.c) ---- */
-enum { RB_GEMM_AUTO = 0, RB_GEMM_OPENBLAS = 1, RB_GEMM_OWN = 2 };
-/* Chooses the sgemm behind rb_gemm_f32: auto = own when the CPU supports it. -1 if own is unsupported. */
-int rb_gemm_set_impl(int impl);
-/* RB_GEMM_OPENBLAS or RB_GEMM_OWN: what rb_gemm_f32 currently runs. */
-int rb_gemm_impl(void);
 void rb_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void rb_gemm_strided_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,

@@ -1,11 +1,11 @@
 /**
  * Backend selection. The native OpenBLAS kernels are used when the addon loads; otherwise the
  * pure-TypeScript kernels, with one warning. REBASIN_BACKEND=js|native forces a choice (forcing
- * native when it cannot load is an error that says why). REBASIN_GEMM=auto|openblas|own picks the
- * native sgemm (own AVX-512 kernels by default where the CPU has them).
+ * native when it cannot load is an error that says why). REBASIN_GEMM=auto|own|avx512|avx2|openblas
+ * picks the native sgemm (by default our own AVX-512 kernels, else our AVX2 ones, else OpenBLAS).
  */
 import { jsKernels } from './js.js';
-import type { GemmChoice } from './native.js';
+import { GEMM_CHOICES, type GemmChoice } from './native.js';
 import type { BackendInfo, Kernels } from './types.js';
 
 export type { BackendInfo, Kernels, FloatArray, UnaryOp, BinaryOp, ConvGeometry, PoolGeometry } from './types.js';
@@ -18,8 +18,8 @@ if (requested !== undefined && requested !== '' && requested !== 'js' && request
 }
 
 const gemmChoice = process.env.REBASIN_GEMM;
-if (gemmChoice !== undefined && gemmChoice !== '' && gemmChoice !== 'auto' && gemmChoice !== 'openblas' && gemmChoice !== 'own') {
-  throw new Error(`REBASIN_GEMM must be "auto", "openblas" or "own", got "${gemmChoice}"`);
+if (gemmChoice !== undefined && gemmChoice !== '' && !(GEMM_CHOICES as readonly string[]).includes(gemmChoice)) {
+  throw new Error(`REBASIN_GEMM must be one of ${GEMM_CHOICES.map((c) => `"${c}"`).join(', ')}, got "${gemmChoice}"`);
 }
 
 // The addon is only loaded when it may be used; a load failure is reported, never thrown here.

@@ -47,8 +47,8 @@ export interface NativeAddon {
   convTune(mode: number): void;
   /** True when the addon raised glibc's mmap/trim thresholds (off with REBASIN_MALLOC=system). */
   allocatorTuned(): boolean;
-  /** The sgemm in use; with an argument, switches it ('own' needs AVX-512 and throws without it). */
-  gemmImpl(impl?: 'auto' | 'openblas' | 'own'): 'own' | 'openblas';
+  /** The sgemm path in use; with an argument, switches it (throws when the CPU cannot run that path). */
+  gemmImpl(impl?: GemmChoice): GemmPath;
 }
 
 const REQUIRED: readonly (keyof NativeAddon)[] = [
@@ -101,7 +101,8 @@ function tryLoad(): LoadResult {
     // Getters, so setBlasThreads / gemmImpl switches are reflected in what doctor/bench report.
     get blasThreads() { return a.getThreads(); },
     get detail() {
-      const gemm = a.gemmImpl() === 'own' ? 'sgemm: own AVX-512 kernels' : 'sgemm: OpenBLAS';
+      const path = a.gemmImpl();
+      const gemm = path === 'openblas' ? 'sgemm: OpenBLAS' : `sgemm: own ${path === 'avx512' ? 'AVX-512' : 'AVX2'} kernels`;
       return `N-API addon over ${config}; ${gemm}${a.allocatorTuned() ? '; large allocations kept mapped' : ''}`;
     },
   };
@@ -132,16 +133,41 @@ export function setBlasThreads(n: number): void {
   nativeAddon()?.setThreads(n);
 }
 
-export type GemmChoice = 'auto' | 'openblas' | 'own';
+/**
+ * REBASIN_GEMM's values. The paths, best first: our own 'avx512' or 'avx2' kernels, or 'openblas';
+ * 'own' is the best own kernel the CPU supports; 'auto' is that, else OpenBLAS.
+ */
+export const GEMM_PATHS = ['avx512', 'avx2', 'openblas'] as const;
+export const GEMM_CHOICES = ['auto', 'own', ...GEMM_PATHS] as const;
+export type GemmChoice = (typeof GEMM_CHOICES)[number];
+/** The sgemm paths themselves (what `gemmImpl()` reports). */
+export type GemmPath = (typeof GEMM_PATHS)[number];
 
 /**
- * Chooses the sgemm behind every matmul and conv: our AVX-512 kernels ('own', the default where
- * the CPU has AVX-512) or OpenBLAS. Throws when 'own' is asked for on a CPU without AVX-512.
- * Returns the implementation now in use, or null without the addon.
+ * Chooses the sgemm behind every matmul and conv (see GEMM_CHOICES). Throws when the CPU cannot
+ * run the path asked for. Returns the path now in use, or null without the addon.
  */
-export function setGemmImpl(choice: GemmChoice): 'own' | 'openblas' | null {
+export function setGemmImpl(choice: GemmChoice): GemmPath | null {
   const a = nativeAddon();
   return a ? a.gemmImpl(choice) : null;
+}
+
+/** The sgemm paths this CPU can run, best first (tests and benchmarks cover each); [] without the addon. */
+export function supportedGemmPaths(): GemmPath[] {
+  const a = nativeAddon();
+  if (!a) return [];
+  const prev = a.gemmImpl();
+  try {
+    return GEMM_PATHS.filter((path) => {
+      try {
+        return a.gemmImpl(path) === path;
+      } catch {
+        return false; // the CPU lacks it
+      }
+    });
+  } finally {
+    a.gemmImpl(prev);
+  }
 }
 
 /** OpenBLAS's thread count, or 0 when the addon is not loaded. */
