@@ -6,7 +6,8 @@
  * is a compact BLIS-style gemm (Goto's loop nest, packed panels, an 8×32 register-tile
  * micro-kernel) compiled for AVX-512 through function target attributes, so the rest of the addon
  * still runs on any x86-64 CPU; the selection at the end of this file picks it at run time only
- * when the CPU reports AVX-512 (F, VL, DQ, BW), else the AVX2 kernels of gemm_avx2.c. Row-major throughout: C[M×N] = alpha·op(A)[M×K]·op(B)[K×N] + beta·C.
+ * when the CPU reports AVX-512 (F, VL, DQ, BW), else the AVX2 kernels of gemm_avx2.c.
+ * Row-major throughout: C[M×N] = alpha·op(A)[M×K]·op(B)[K×N] + beta·C.
  *
  * Blocking (Zen 5 here: 48 KiB L1d, 1 MiB L2): MR×KC panels of A stream from an MC×KC block
  * (192 KiB) held in L2 against one KC×NR panel of B; the KC×NC block of B (4 MiB) lives in L3.
