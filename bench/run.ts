@@ -5,11 +5,12 @@
  * in the same process tree first, so ratios are measured side by side instead of quoted.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { currentBackend } from '../src/core/backend/index.js';
+import { nativeAddon, supportedGemmPaths } from '../src/core/backend/native.js';
 import type { BenchContext, BenchRow } from './harness.js';
 import type { TorchFigures } from './training.js';
 
@@ -98,11 +99,32 @@ async function main(): Promise<void> {
   console.log(`wrote ${writeResults(opts.out, opts.quick, torch, rows)}`);
 }
 
+/**
+ * The CPU the figures come from: model, the vector features that decide the sgemm path (from
+ * /proc/cpuinfo where there is one), the paths it runs and the one in use.
+ */
+function cpuInfo() {
+  const wanted = ['avx2', 'fma', 'avx512f', 'avx512vl', 'avx512dq', 'avx512bw'];
+  let flags: string[] | null = null;
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+    const have = new Set(line?.split(':')[1]?.trim().split(/\s+/) ?? []);
+    flags = wanted.filter((f) => have.has(f));
+  } catch {
+    // not Linux: features unknown
+  }
+  const native = currentBackend().name === 'native';
+  return {
+    model: cpus()[0]?.model ?? null, features: flags,
+    gemmPaths: native ? supportedGemmPaths() : [], gemm: native ? nativeAddon()?.gemmImpl() ?? null : null,
+  };
+}
+
 function writeResults(path: string, quick: boolean, torch: TorchFigures | undefined, rows: BenchRow[]): string {
   const out = resolve(path);
   mkdirSync(dirname(out), { recursive: true });
   const tmp = `${out}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify({ date: new Date().toISOString(), backend: { name: currentBackend().name, ...currentBackend().info }, node: process.version, loadAverage: loadavg(), quick, torch: torch ?? null, rows }, null, 2));
+  writeFileSync(tmp, JSON.stringify({ date: new Date().toISOString(), backend: { name: currentBackend().name, ...currentBackend().info }, cpu: cpuInfo(), node: process.version, loadAverage: loadavg(), quick, torch: torch ?? null, rows }, null, 2));
   renameSync(tmp, out);
   return out;
 }

@@ -1051,26 +1051,30 @@ static napi_value api_allocatorTuned(napi_env env, napi_callback_info info) {
   return v;
 }
 
-/* gemmImpl() reports which sgemm runs ("own" AVX-512 kernels or "openblas"); gemmImpl(name) with
- * "auto" | "openblas" | "own" switches it (tests and the bench compare both). */
+/* gemmImpl() reports which sgemm runs ("avx512" or "avx2": our own kernels; or "openblas");
+ * gemmImpl(name) with "auto" | "openblas" | "own" | "avx512" | "avx2" switches it ("own" = the
+ * best own kernel the CPU supports), for tests and the bench to compare every path. */
 static napi_value api_gemmImpl(napi_env env, napi_callback_info info) {
-  static const char *const names[] = {"auto", "openblas", "own"};
+  /* Indexed by RB_GEMM_*. */
+  static const char *const names[] = {"auto", "openblas", "own", "avx512", "avx2"};
+  static const char *const needs[] = {"", "", "AVX-512 (F, VL, DQ, BW) or AVX2 and FMA", "AVX-512 (F, VL, DQ, BW)",
+                                      "AVX2 and FMA"};
   call_t c;
   if (!begin(&c, env, info, "gemmImpl", 0)) return NULL;
   if (c.argc >= 1) {
     napi_valuetype t;
     napi_typeof(env, c.argv[0], &t);
     if (t != napi_undefined) {
-      int impl = get_enum(&c, 0, "gemm implementation", names, 3);
+      int impl = get_enum(&c, 0, "gemm implementation", names, 5);
       if (c.failed) return NULL;
       if (rb_gemm_set_impl(impl) != 0) {
-        fail(&c, false, "the own sgemm needs AVX-512 (F, VL, DQ, BW), which this CPU does not report");
+        fail(&c, false, "the %s sgemm needs %s, which this CPU does not report", names[impl], needs[impl]);
         return NULL;
       }
     }
   }
   napi_value s;
-  napi_create_string_utf8(env, rb_gemm_impl() == RB_GEMM_OWN ? "own" : "openblas", NAPI_AUTO_LENGTH, &s);
+  napi_create_string_utf8(env, names[rb_gemm_impl()], NAPI_AUTO_LENGTH, &s);
   return s;
 }
 

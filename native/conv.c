@@ -127,7 +127,7 @@ static void conv_fwd_sample(const conv_job *J, float *col, int64_t n) {
   float *on = J->out + n * O * P;
   /* Our gemm reads im2col's panels straight from the image and adds bias and ReLU as it stores:
    * one pass over the output, no im2col buffer. */
-  if (rb_gemm_impl() == RB_GEMM_OWN && conv_mode != 3 && !is_pointwise(g) && rb_conv_gemm_own_f32(J->w, O, xn, g, J->bias, J->relu, on))
+  if (conv_mode != 3 && !is_pointwise(g) && rb_conv_gemm_own_f32(J->w, O, xn, g, J->bias, J->relu, on))
     return;
   /* Otherwise bias goes in first and sgemm accumulates onto it (beta = 1): that replaces both
    * OpenBLAS's zeroing pass over C (beta = 0) and a separate bias pass. */
@@ -299,10 +299,10 @@ static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
   size_t mask_b = backward && J->relu_y ? round64((size_t)(O * g->OH * g->OW) * sizeof(float)) : 0;
   /* dx by the flipped-kernel convolution needs stride 1, a square kernel and pad < kernel size
    * (so the flipped convolution's padding KH-1-pad is >= 0), and our gemm. */
-  bool flip = backward && J->dx && rb_gemm_impl() == RB_GEMM_OWN && conv_mode != 3 && g->stride == 1 && g->KH == g->KW && g->pad < g->KH &&
+  bool flip = backward && J->dx && rb_gemm_impl() != RB_GEMM_OPENBLAS && conv_mode != 3 && g->stride == 1 && g->KH == g->KW && g->pad < g->KH &&
               !is_pointwise(g);
   size_t flip_b = flip ? round64((size_t)OK * sizeof(float)) : 0;
-  bool use_dwt = need_dw && rb_gemm_impl() == RB_GEMM_OWN && conv_mode != 3;
+  bool use_dwt = need_dw && rb_gemm_impl() != RB_GEMM_OPENBLAS && conv_mode != 3;
   size_t dwt_b = use_dwt ? round64((size_t)OK * sizeof(float)) : 0;
   bool cached;
   char *base = scratch_get(col_b * (size_t)nth + dw_b + db_b + mask_b * (size_t)nth + flip_b + dwt_b * (size_t)nth,

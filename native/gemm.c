@@ -5,8 +5,9 @@
  * not change), so on this machine kind OpenBLAS uses half of each core's vector width. This file
  * is a compact BLIS-style gemm (Goto's loop nest, packed panels, an 8×32 register-tile
  * micro-kernel) compiled for AVX-512 through function target attributes, so the rest of the addon
- * still runs on any x86-64 CPU; rb_gemm_f32 (at the end of this file) picks it at run time only when the CPU
- * reports AVX-512F. Row-major throughout: C[M×N] = alpha·op(A)[M×K]·op(B)[K×N] + beta·C.
+ * still runs on any x86-64 CPU; the selection at the end of this file picks it at run time only
+ * when the CPU reports AVX-512 (F, VL, DQ, BW), else the AVX2 kernels of gemm_avx2.c.
+ * Row-major throughout: C[M×N] = alpha·op(A)[M×K]·op(B)[K×N] + beta·C.
  *
  * Blocking (Zen 5 here: 48 KiB L1d, 1 MiB L2): MR×KC panels of A stream from an MC×KC block
  * (192 KiB) held in L2 against one KC×NR panel of B; the KC×NC block of B (4 MiB) lives in L3.
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm_avx2.h"
 #include "rb.h"
 
 #define MR 8
@@ -38,7 +40,7 @@
 
 #define AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw")))
 
-static bool own_supported(void) {
+static bool avx512_supported(void) {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
@@ -347,8 +349,8 @@ static void gemm_task(void *p, int tid, int nth) {
   J->ok[tid] = ok;
 }
 
-static bool gemm_own(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+static bool avx512_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   gemm_job J = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
                 .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C};
   int nth = rb_threads();
@@ -547,8 +549,8 @@ AVX512 static bool conv_gemm_image(const float *A, int64_t M, const float *x, co
   return true;
 }
 
-bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_conv_geom *g, const float *bias,
-                          bool relu, float *C) {
+static bool avx512_conv_gemm(const float *A, int64_t M, const float *x, const rb_conv_geom *g, const float *bias,
+                             bool relu, float *C) {
   int64_t K = g->C * g->KH * g->KW, N = g->OH * g->OW;
   if (g->stride == 1 && g->OW % 16 == 0) return conv_gemm_image(A, M, x, g, bias, relu, C);
   b_source src = {.x = x, .g = g};
@@ -562,7 +564,7 @@ bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_co
  * per K slice and serves all K/MR row panels. The caller transposes dwt into dw once per block of
  * samples. Any stride.
  */
-bool rb_conv_dwt_own_f32(const float *dy, const float *x, const rb_conv_geom *g, float *dwt) {
+static bool avx512_conv_dwt(const float *dy, const float *x, const rb_conv_geom *g, float *dwt) {
   if (g->O > NC) return false;
   workspace *ws = padded_copy(x, g);
   if (!ws) return false;
@@ -596,8 +598,9 @@ bool rb_conv_dwt_own_f32(const float *dy, const float *x, const rb_conv_geom *g,
 }
 
 /* ------------------------------------------------------------------------------------------------
- * The sgemm every caller uses (the addon's gemm/gemmStrided, conv.c): our kernels above when the
- * CPU has AVX-512 (or as chosen by rb_gemm_set_impl), else OpenBLAS. The one place that picks.
+ * The sgemm every caller uses (the addon's gemm/gemmStrided, conv.c): one of our own kernel sets
+ * (AVX-512 above, AVX2 in gemm_avx2.c) when the CPU has it or as chosen by rb_gemm_set_impl, else
+ * OpenBLAS (own_active == NULL). The one place that picks.
  * ---------------------------------------------------------------------------------------------- */
 
 static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
@@ -608,21 +611,54 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
   }
 }
 
-/* Which sgemm runs: our AVX-512 kernels when the CPU has them, else OpenBLAS. */
-static bool gemm_use_own = false;
-static bool gemm_decided = false;
+typedef struct {
+  int impl;
+  bool (*supported)(void);
+  bool (*gemm)(bool, bool, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *, int64_t, float,
+               float *, int64_t);
+  bool (*conv_gemm)(const float *, int64_t, const float *, const rb_conv_geom *, const float *, bool, float *);
+  bool (*conv_dwt)(const float *, const float *, const rb_conv_geom *, float *);
+} own_kernels;
+
+/* Best first: auto and own take the first one the CPU supports. */
+static const own_kernels own_list[] = {
+    {RB_GEMM_AVX512, avx512_supported, avx512_gemm, avx512_conv_gemm, avx512_conv_dwt},
+    {RB_GEMM_AVX2, rb_gemm_avx2_supported, rb_gemm_avx2_f32, rb_conv_gemm_avx2_f32, rb_conv_dwt_avx2_f32},
+};
+
+static const own_kernels *own_active;
+static bool own_decided;
 
 int rb_gemm_set_impl(int impl) {
-  bool own_ok = own_supported();
-  if (impl == RB_GEMM_OWN && !own_ok) return -1;
-  gemm_use_own = impl == RB_GEMM_OPENBLAS ? false : own_ok;
-  gemm_decided = true;
+  const own_kernels *pick = NULL;
+  if (impl != RB_GEMM_OPENBLAS) {
+    for (size_t i = 0; i < sizeof own_list / sizeof own_list[0] && !pick; i++)
+      if ((impl == RB_GEMM_AUTO || impl == RB_GEMM_OWN || impl == own_list[i].impl) && own_list[i].supported())
+        pick = &own_list[i];
+    if (!pick && impl != RB_GEMM_AUTO) return -1;
+  }
+  own_active = pick;
+  own_decided = true;
   return 0;
 }
 
 int rb_gemm_impl(void) {
-  if (!gemm_decided) rb_gemm_set_impl(RB_GEMM_AUTO);
-  return gemm_use_own ? RB_GEMM_OWN : RB_GEMM_OPENBLAS;
+  if (!own_decided) rb_gemm_set_impl(RB_GEMM_AUTO);
+  return own_active ? own_active->impl : RB_GEMM_OPENBLAS;
+}
+
+bool rb_gemm_own_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  return own_active && own_active->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+bool rb_conv_gemm_own_f32(const float *A, int64_t M, const float *x, const rb_conv_geom *g, const float *bias,
+                          bool relu, float *C) {
+  return own_active && own_active->conv_gemm(A, M, x, g, bias, relu, C);
+}
+
+bool rb_conv_dwt_own_f32(const float *dy, const float *x, const rb_conv_geom *g, float *dwt) {
+  return own_active && own_active->conv_dwt(dy, x, g, dwt);
 }
 
 void rb_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
@@ -630,7 +666,7 @@ void rb_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
   if (M == 0 || N == 0) return;
   /* BLAS rejects K = 0 leading dimensions in some builds; the result is just beta*C. */
   if (K == 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return; }
-  if (gemm_use_own && gemm_own(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+  if (rb_gemm_own_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
               (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }

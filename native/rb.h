@@ -61,19 +61,26 @@ void rb_adamw_f32(float *param, const float *grad, float *m, float *v, size_t n,
 void rb_sgd_f32(float *param, const float *grad, float *buf, size_t n, double lr, double momentum,
                 double dampening, bool nesterov, double wd, bool first);
 
-/* ---- sgemm (gemm.c): our AVX-512 kernels or OpenBLAS, picked in one place ---- */
-enum { RB_GEMM_AUTO = 0, RB_GEMM_OPENBLAS = 1, RB_GEMM_OWN = 2 };
-/* Chooses the sgemm behind rb_gemm_f32: auto = own when the CPU supports it. -1 if own is unsupported. */
+/* ---- sgemm (gemm.c): our own kernels (gemm.c: AVX-512; gemm_avx2.c: AVX2+FMA) or OpenBLAS, picked
+ * in one place ---- */
+/* avx512 / avx2: those own kernels; own: the best own kernel the CPU supports; auto: that, else
+ * OpenBLAS. */
+enum { RB_GEMM_AUTO = 0, RB_GEMM_OPENBLAS = 1, RB_GEMM_OWN = 2, RB_GEMM_AVX512 = 3, RB_GEMM_AVX2 = 4 };
+/* Chooses the sgemm behind rb_gemm_f32 and the convolutions. -1 if the CPU cannot run that path. */
 int rb_gemm_set_impl(int impl);
-/* RB_GEMM_OPENBLAS or RB_GEMM_OWN: what rb_gemm_f32 currently runs. */
+/* RB_GEMM_OPENBLAS, RB_GEMM_AVX512 or RB_GEMM_AVX2: what runs now. */
 int rb_gemm_impl(void);
+/* The own gemm in use: same contract as rb_gemm_f32 (K > 0, alpha != 0); false when OpenBLAS is
+ * selected or buffers cannot be allocated (the caller then falls back to OpenBLAS). */
+bool rb_gemm_own_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void rb_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void rb_gemm_strided_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                          int64_t strideA, const float *B, int64_t strideB, float beta, float *C, int64_t strideC,
                          int64_t count);
 
-/* The own kernels' convolution entry points (only while rb_gemm_impl() == RB_GEMM_OWN). Single-threaded
+/* The own kernels' convolution entry points (false while OpenBLAS is selected). Single-threaded
  * C[M × OH·OW] = A[M × C·KH·KW] · im2col(x) (+ bias[row]) (then ReLU) for one sample x [C,H,W],
  * packing im2col's panels straight from the image. bias may be NULL. False when packing buffers
  * cannot be allocated. */

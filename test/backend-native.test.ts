@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NATIVE_CONTROLS, blasThreads, loadNative, nativeAddon, setBlasThreads } from '../src/core/backend/native.js';
+import { NATIVE_CONTROLS, blasThreads, GEMM_PATHS, loadNative, nativeAddon, setBlasThreads, supportedGemmPaths, type GemmPath } from '../src/core/backend/native.js';
 import { col2im, im2col, jsKernels } from '../src/core/backend/js.js';
 import { KERNEL_TABLE } from '../src/core/backend/types.js';
 import type { ConvGeometry, FloatArray, Kernels, PoolGeometry } from '../src/core/backend/types.js';
@@ -57,27 +57,8 @@ function exact(actual: ArrayLike<number>, expected: ArrayLike<number>, what: str
   close(actual, expected, 0, 0, what);
 }
 
-/**
- * The sgemm implementations this CPU can run: 'openblas' always, 'own' (AVX-512) where supported.
- * Kernel tests that reach sgemm (gemm, conv) run under each; the choice is restored afterwards.
- */
-function gemmImpls(): ('own' | 'openblas')[] {
-  const a = nativeAddon();
-  if (!a) return [];
-  const prev = a.gemmImpl();
-  const impls: ('own' | 'openblas')[] = ['openblas'];
-  try {
-    a.gemmImpl('own');
-    impls.push('own');
-  } catch {
-    // No AVX-512: only OpenBLAS.
-  } finally {
-    a.gemmImpl(prev);
-  }
-  return impls;
-}
-
-function withGemm<T>(impl: 'own' | 'openblas', fn: () => T): T {
+/** Runs fn with the sgemm path switched to impl (the kernel tests that reach sgemm run under every path the CPU supports). */
+function withGemm<T>(impl: GemmPath, fn: () => T): T {
   const a = nativeAddon()!;
   const prev = a.gemmImpl();
   a.gemmImpl(impl);
@@ -121,11 +102,20 @@ test('native: setBlasThreads / blasThreads round-trip', { skip }, () => {
   assert.throws(() => setBlasThreads(0), RangeError);
 });
 
-test('native: gemm impl switch: auto picks own exactly when AVX-512 is there; bad names are refused', { skip }, () => {
+test('native: gemm impl switch: auto and own pick the best own kernel the CPU has; bad names are refused', { skip }, () => {
   const a = nativeAddon()!;
   const prev = a.gemmImpl();
+  const paths = supportedGemmPaths();
+  assert.ok(paths.includes('openblas'));
+  const best = paths.includes('avx512') ? 'avx512' : paths.includes('avx2') ? 'avx2' : null;
   try {
-    assert.equal(a.gemmImpl('auto'), gemmImpls().includes('own') ? 'own' : 'openblas');
+    // A path the CPU lacks is refused by name, saying what it needs.
+    for (const path of GEMM_PATHS.filter((p) => !paths.includes(p))) {
+      assert.throws(() => a.gemmImpl(path), new RegExp(`the ${path} sgemm needs .*which this CPU does not report`));
+    }
+    assert.equal(a.gemmImpl('auto'), best ?? 'openblas');
+    if (best) assert.equal(a.gemmImpl('own'), best);
+    else assert.throws(() => a.gemmImpl('own'), /the own sgemm needs/);
     assert.equal(a.gemmImpl('openblas'), 'openblas');
     assert.throws(() => a.gemmImpl('mkl' as 'own'), /unknown gemm implementation 'mkl'/);
   } finally {
@@ -133,7 +123,7 @@ test('native: gemm impl switch: auto picks own exactly when AVX-512 is there; ba
   }
 });
 
-for (const impl of gemmImpls()) test(`native: gemm (${impl}), all transposes, offsets, padded leading dimensions`, { skip }, () => withGemm(impl, () => {
+for (const impl of supportedGemmPaths()) test(`native: gemm (${impl}), all transposes, offsets, padded leading dimensions`, { skip }, () => withGemm(impl, () => {
   const rng = new Rng(1);
   // Small, and large enough for several K slices, row blocks and ragged register tiles.
   for (const [M, Nn, K] of [[37, 29, 45], [203, 77, 1100], [9, 2100, 70]]) for (const tA of [false, true]) {
@@ -164,7 +154,7 @@ for (const impl of gemmImpls()) test(`native: gemm (${impl}), all transposes, of
   exact(C, [0.5, 1, 1.5, 2], 'gemm M=0');
 }));
 
-test('native: gemmStrided, including broadcast (stride 0) and the fused tall-gemm case', { skip }, () => {
+for (const impl of supportedGemmPaths()) test(`native: gemmStrided (${impl}), including broadcast (stride 0) and the fused tall-gemm case`, { skip }, () => withGemm(impl, () => {
   const rng = new Rng(2);
   const M = 6, Nn = 7, K = 5, count = 9;
   for (const tA of [false, true]) {
@@ -193,7 +183,7 @@ test('native: gemmStrided, including broadcast (stride 0) and the fused tall-gem
   N().gemmStrided(false, true, 16, 16, 16, 1, A, 0, 256, B, 0, 256, 0, Cn, 0, 256, cnt);
   js.gemmStrided(false, true, 16, 16, 16, 1, A, 0, 256, B, 0, 256, 0, Cj, 0, 256, cnt);
   close(Cn, Cj, 1e-5, 1e-5, 'gemmStrided many small');
-});
+}));
 
 function wellConditioned(n: number, rng: Rng, Ctor: typeof Float32Array | typeof Float64Array): FloatArray {
   const A = new Ctor(n * n);
@@ -487,7 +477,7 @@ function convGeom(N_: number, C: number, H: number, W: number, O: number, KH: nu
   };
 }
 
-for (const impl of gemmImpls()) test(`native: conv2d (${impl} sgemm) forward/backward (stride 2, padding, 1×1, rectangular kernels, partial grads)`, { skip }, () => withGemm(impl, () => {
+for (const impl of supportedGemmPaths()) test(`native: conv2d (${impl} sgemm) forward/backward (stride 2, padding, 1×1, rectangular kernels, partial grads)`, { skip }, () => withGemm(impl, () => {
   const rng = new Rng(13);
   const geoms = [
     convGeom(3, 3, 9, 8, 4, 3, 3, 1, 1),
@@ -509,6 +499,11 @@ for (const impl of gemmImpls()) test(`native: conv2d (${impl} sgemm) forward/bac
     convGeom(2, 5, 3, 16, 9, 3, 3, 1, 1),
     convGeom(2, 3, 14, 14, 6, 3, 3, 1, 2),
     convGeom(1, 40, 8, 32, 11, 3, 3, 1, 1), // K = 360: two K slices of the image path
+    // OW a multiple of 8 but not 16 (the AVX2 kernel's direct path, a half last panel), OW 33 (one
+    // lane past a panel), and stride 2 at width 17 (the AVX2 packing gathers every group).
+    convGeom(2, 3, 10, 24, 7, 3, 3, 1, 1),
+    convGeom(2, 3, 6, 33, 4, 3, 3, 1, 1),
+    convGeom(2, 3, 17, 33, 6, 3, 3, 2, 1),
   ];
   for (const g of geoms) {
     const label = JSON.stringify(g);
@@ -575,7 +570,7 @@ test('native: conv2d gives the same answer with 1 and 2 BLAS threads', { skip },
 
 // im2col / col2im are internal to conv: the explicit-buffer path (mode 3), in small chunks of output
 // rows (a chunk of 100 floats), must match the JS conv, whose im2col is checked directly below.
-for (const impl of gemmImpls()) test(`native: conv2d through explicit im2col/col2im in row chunks (${impl} sgemm)`, { skip }, () => withGemm(impl, () => {
+for (const impl of supportedGemmPaths()) test(`native: conv2d through explicit im2col/col2im in row chunks (${impl} sgemm)`, { skip }, () => withGemm(impl, () => {
   const rng = new Rng(15);
   const raw = nativeAddon()!;
   raw.convTune(3);

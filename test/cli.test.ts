@@ -240,7 +240,9 @@ test('doctor: REBASIN_GEMM picks the sgemm, REBASIN_MALLOC=system leaves malloc 
   assert.equal(base.allocatorTuned, true);
   const bad = doctor({ REBASIN_GEMM: 'mkl' });
   assert.notEqual(bad.status, 0);
-  assert.match(bad.stderr, /REBASIN_GEMM must be "auto", "openblas" or "own", got "mkl"/);
+  assert.equal(bad.status, 3);
+  assert.equal(bad.stderr.trim().split("\n").length, 1, bad.stderr);
+  assert.match(bad.stderr, /REBASIN_GEMM must be "auto", "own", "avx512", "avx2" or "openblas", got "mkl"/);
 });
 
 test('experiment lmc: an impossible --tau is a usage error before any work', () => {

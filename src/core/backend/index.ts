@@ -5,9 +5,10 @@
  *
  * The default is resolved once, synchronously, on first use: REBASIN_BACKEND=js|native forces a
  * choice (forcing native when it cannot load is an error that says why); without it native is used
- * when the addon loads, else the pure-TypeScript kernels with one warning. REBASIN_GEMM=auto|openblas|own
- * picks the native sgemm (own AVX-512 kernels by default where the CPU has them).
+ * when the addon loads, else the pure-TypeScript kernels with one warning. REBASIN_GEMM=auto|own|avx512|avx2|openblas
+ * picks the native sgemm (by default our own AVX-512 kernels, else our AVX2 ones, else OpenBLAS).
  */
+import { InputError } from '../../errors.js';
 import { jsKernels } from './js.js';
 import { GEMM_CHOICES, loadNative } from './native.js';
 import { BACKEND_NAMES, type Backend, type Kernels } from './types.js';
@@ -32,7 +33,7 @@ function choice<T extends string>(variable: string, allowed: readonly T[]): T | 
   if (v === undefined || v === '') return undefined;
   if (!(allowed as readonly string[]).includes(v)) {
     const list = allowed.map((a) => `"${a}"`);
-    throw new Error(`${variable} must be ${list.slice(0, -1).join(', ')} or ${list[list.length - 1]}, got "${v}"`);
+    throw new InputError(`${variable} must be ${list.slice(0, -1).join(', ')} or ${list[list.length - 1]}, got "${v}"`);
   }
   return v as T;
 }
@@ -44,7 +45,7 @@ function resolveFromEnv(): Resolved {
   // The addon is only loaded when it may be used; a load failure is reported, never thrown here.
   const load = loadNative();
   if ('error' in load) {
-    if (requested === 'native') throw new Error(`REBASIN_BACKEND=native, but the native addon cannot be loaded: ${load.error}`);
+    if (requested === 'native') throw new InputError(`REBASIN_BACKEND=native, but the native addon cannot be loaded: ${load.error}`);
     if (process.env.REBASIN_QUIET_BACKEND !== '1') {
       process.emitWarning(`rebasin: using the pure-TypeScript backend (slow): ${load.error}`, { code: 'REBASIN_BACKEND' });
     }
@@ -54,7 +55,7 @@ function resolveFromEnv(): Resolved {
     try {
       load.addon.gemmImpl(gemm);
     } catch (e) {
-      throw new Error(`REBASIN_GEMM=${gemm}: ${(e as Error).message}`);
+      throw new InputError(`REBASIN_GEMM=${gemm}: ${(e as Error).message}`);
     }
   }
   return { default: load.backend, native: load.backend };

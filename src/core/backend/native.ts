@@ -11,9 +11,15 @@ import { fileURLToPath } from 'node:url';
 import { jsKernels } from './js.js';
 import { KERNEL_TABLE, type Backend, type BackendInfo, type KernelName, type Kernels } from './types.js';
 
-/** The sgemm choices of `gemmImpl` and REBASIN_GEMM: our AVX-512 kernels where the CPU has them ('auto'), or one of the two. */
-export const GEMM_CHOICES = ['auto', 'openblas', 'own'] as const;
+/**
+ * REBASIN_GEMM's values. The paths, best first: our own 'avx512' or 'avx2' kernels, or 'openblas';
+ * 'own' is the best own kernel the CPU supports; 'auto' is that, else OpenBLAS.
+ */
+export const GEMM_PATHS = ['avx512', 'avx2', 'openblas'] as const;
+export const GEMM_CHOICES = ['auto', 'own', ...GEMM_PATHS] as const;
 export type GemmChoice = (typeof GEMM_CHOICES)[number];
+/** The sgemm paths themselves (what `gemmImpl()` reports). */
+export type GemmPath = (typeof GEMM_PATHS)[number];
 
 /** The addon's functions besides the kernels: threads, build facts and bench/test switches. */
 export interface NativeControls {
@@ -24,8 +30,8 @@ export interface NativeControls {
   convTune(mode: number): void;
   /** True when the addon raised glibc's mmap/trim thresholds (off with REBASIN_MALLOC=system). */
   allocatorTuned(): boolean;
-  /** The sgemm in use; with an argument, switches it ('own' needs AVX-512 and throws without it). */
-  gemmImpl(impl?: GemmChoice): 'own' | 'openblas';
+  /** The sgemm path in use; with an argument, switches it (throws when the CPU cannot run that path). */
+  gemmImpl(impl?: GemmChoice): GemmPath;
 }
 
 /** The controls by name, so the load-time check (and a test) can list them. */
@@ -82,7 +88,8 @@ function tryLoad(): NativeLoad {
     // Getters, so setBlasThreads / gemmImpl switches are reflected in what doctor/bench report.
     get blasThreads() { return a.getThreads(); },
     get detail() {
-      const gemm = a.gemmImpl() === 'own' ? 'sgemm: own AVX-512 kernels' : 'sgemm: OpenBLAS';
+      const path = a.gemmImpl();
+      const gemm = path === 'openblas' ? 'sgemm: OpenBLAS' : `sgemm: own ${path === 'avx512' ? 'AVX-512' : 'AVX2'} kernels`;
       return `N-API addon over ${config}; ${gemm}${a.allocatorTuned() ? '; large allocations kept mapped' : ''}`;
     },
     get sgemm() { return a.gemmImpl(); },
@@ -113,6 +120,24 @@ export function nativeAddon(): NativeAddon | null {
 export function setBlasThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`setBlasThreads: n must be a positive integer, got ${n}`);
   nativeAddon()?.setThreads(n);
+}
+
+/** The sgemm paths this CPU can run, best first (tests and benchmarks cover each); [] without the addon. */
+export function supportedGemmPaths(): GemmPath[] {
+  const a = nativeAddon();
+  if (!a) return [];
+  const prev = a.gemmImpl();
+  try {
+    return GEMM_PATHS.filter((path) => {
+      try {
+        return a.gemmImpl(path) === path;
+      } catch {
+        return false; // the CPU lacks it
+      }
+    });
+  } finally {
+    a.gemmImpl(prev);
+  }
 }
 
 /** OpenBLAS's thread count, or 0 when the addon is not loaded. */

@@ -176,7 +176,7 @@ export interface BackendInfo {
   blasThreads: number;
   detail: string;
   /** The sgemm behind matmul and conv (REBASIN_GEMM), or null without the addon. */
-  sgemm: 'own' | 'openblas' | null;
+  sgemm: 'avx512' | 'avx2' | 'openblas' | null;
   /** Whether the addon keeps large allocations mapped (REBASIN_MALLOC). */
   allocatorTuned: boolean;
 }
