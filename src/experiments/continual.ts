@@ -19,7 +19,7 @@ import { loadBenchmark, type Benchmark, type BenchmarkName } from '../continual/
 import { accuracyRow } from '../continual/common.js';
 import { accuracyOverTasksSeen, continualMetrics, type ContinualMetrics } from '../continual/metrics.js';
 import type { RebasinILOptions } from '../continual/rebasin-il.js';
-import { continualModel, createStrategy, type StrategyChoices } from '../continual/strategies.js';
+import { continualModel, createStrategy, STRATEGY_TABLE, type StrategyChoices } from '../continual/strategies.js';
 import { configDifference, readRunState, toJson, writeRunState } from './continual-state.js';
 import { STRATEGIES, type StrategyName, type Strategy, type StrategyEnv } from '../continual/strategy.js';
 
@@ -181,17 +181,6 @@ export async function runContinual(o: ContinualOptions): Promise<ContinualReport
 
 const pct = (v: number) => (Number.isFinite(v) ? 100 * v : NaN);
 
-/** One line per method for the markdown report. */
-const METHOD_NOTES: Record<StrategyName, string> = {
-  'rebasin-il': 'task 1 AdamW 1e-3; later tasks learn X (Sinkhorn τ=1, 20 it., AdamW 0.1) and Δ (SGD 0.05, wd 0.1, clip ±0.001) on C_IL = ℒ(½π_P(θ)+½θ+Δ), merge θ ← 0.8θ + 0.2π_Phard(θ) + Δ; replay 5/class/task; batch 500 + up to 500 replayed, 5 epochs',
-  finetune: 'naive SGD, 5 epochs per task',
-  ewc: 'EWC "separate", λ = 100, Fisher from batch-10 squared gradients, SGD, 5 epochs',
-  lwf: 'LwF, α = 1, logits divided by T = 0.5 (sharpened), KL batchmean, SGD, 5 epochs',
-  agem: 'A-GEM, 50 random patterns per task, reference gradient on ≤50 memory samples, SGD, 10 epochs',
-  replay: 'RebasinIL without re-basin: same buffer, batches and AdamW 1e-3 (not in the reference scripts)',
-  joint: 'all tasks at once, SGD 0.1, batch 500 (upper bound)',
-};
-
 /** results.json, results.md, heatmap-<method>.svg and accuracy.svg; returns their paths. */
 export function writeReports(outDir: string, report: ContinualReport): string[] {
   const files: string[] = [];
@@ -216,7 +205,7 @@ export function writeReports(outDir: string, report: ContinualReport): string[] 
     'Average accuracy: mean of the last row of R (accuracy on every task after the last one). Forgetting: mean over earlier tasks of max_{t<T} R[t][i] − R[T][i]. BWT: mean of R[T][i] − R[i][i] (Avalanche\'s StreamForgetting = −BWT). Joint training is one run on all tasks: no forgetting or BWT.',
     '',
     'Methods:',
-    ...report.results.map((r) => `- ${r.method}: ${METHOD_NOTES[r.method]}${r.method === 'joint' ? `, ${r.units} epochs` : ''}.`),
+    ...report.results.map((r) => `- ${r.method}: ${STRATEGY_TABLE[r.method].note}${r.method === 'joint' ? `, ${r.units} epochs` : ''}.`),
     ...(report.deviations.length ? ['', 'Deviations from the reference hyper-parameters:', ...report.deviations.map((d) => `- ${d}`)] : []),
     '',
   ].join('\n');
