@@ -39,6 +39,8 @@ export interface MergeResult {
 export type MergeContext = RunContext;
 
 export interface MergeStrategyEntry<O extends object> {
+  /** One line for the CLI's help. */
+  summary: string;
   /** Whether the strategy (with these options) needs `model` and `data` in the context. */
   needsData(opts: O): boolean;
   /** The strategy's own options; a value here is its default. */
@@ -67,11 +69,13 @@ const strategy = <O extends object>(e: MergeStrategyEntry<O>): MergeStrategyEntr
  */
 export const MERGE_STRATEGIES = {
   first: strategy<FirstOptions>({
+    summary: 'align every model to the first with a pairwise method (--method), then average',
     needsData: (o) => needsData(o.method),
     defaults: { method: 'wm', methodOptions: {} },
     run: (input, ctx, o) => mergeToFirst(input, ctx, o),
   }),
   mergemany: strategy<MergeManyOptions>({
+    summary: 'Git Re-Basin\'s MergeMany: align each model to the average of the others (weight matching), in random order, until nothing moves; then average',
     needsData: () => false,
     defaults: { maxRounds: 100, wm: {} },
     run: (input, ctx, o) => mergeMany(input, ctx, o),
