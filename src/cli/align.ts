@@ -339,6 +339,7 @@ export const mergeSpec: CommandSpec = {
     split: { type: 'string', help: `split of --eval-data to evaluate on (default ${DEFAULT_SPLIT}; an .npz is evaluated whole)`, choices: SPLITS },
     bn: { type: 'string', help: 'BatchNorm statistics of the merged model (with --eval-data): re-estimate them on the training split of --eval-data (default for models with BatchNorm; the written file gets them) or keep the averaged ones', choices: BN_MODES },
     ...common,
+    'data-limit': { type: 'int', help: 'use only the first N samples of --data and of --eval-data (each split)' },
   },
 };
 
