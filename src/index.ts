@@ -30,6 +30,7 @@ export { sinkhornRebasin, hardPermutations, type SinkhornRebasinOptions, type Si
 export { weightCost, WEIGHT_COSTS, WEIGHT_COST_NAMES, type WeightCostKind, type WeightCostDef } from './methods/costs.js';
 export { midpointCost, randomPointCost, DATA_COSTS, DATA_COST_NAMES, type DataCostKind, type DataCostOptions } from './methods/data-costs.js';
 export { alignModels, METHODS, METHOD_NAMES, needsData, type MethodName, type MethodContext, type MethodEntry, type MethodOptions } from './methods/registry.js';
+export { MERGE_STRATEGIES, MERGE_STRATEGY_NAMES, mergeModels, mergeWeights, strategyNeedsData, type MergeInput, type MergeResult, type MergeStrategyEntry, type MergeStrategyName, type MergeStrategyOptions } from './methods/merge.js';
 
 // Analysis.
 export { interpolationCurve, barrier, lambdas, type CurvePoint, type BarrierSummary, type BnMode, type CurveOptions } from './analysis/lmc.js';
@@ -59,6 +60,7 @@ export { safetensorsSource, applyPermutationsStreaming, type SafetensorsSource, 
 export * as continual from './continual/index.js';
 export { runRecovery, type RecoveryOptions, type RecoveryRow } from './experiments/recovery.js';
 export { runLmc, taskSetup, type LmcOptions, type LmcRow } from './experiments/lmc.js';
+export { MERGE_VARIANTS, runMergeExperiment, type MergeExperimentOptions, type MergeRow } from './experiments/merge.js';
 export { runContinual } from './experiments/continual.js';
 export { readRunState } from './experiments/continual-state.js';
 

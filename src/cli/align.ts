@@ -1,6 +1,6 @@
 /**
  * Checkpoint commands: `align` (permute B into A's basin), `interpolate` (models along the path)
- * and `merge` (align several models to the first, then average). Outputs are safetensors written
+ * and `merge` (permute several models into one basin with a merge strategy, then average). Outputs are safetensors written
  * atomically; align and merge end with the equivalence check of every permuted model.
  */
 import { existsSync } from 'node:fs';
@@ -14,17 +14,25 @@ import { CHECKPOINT_FORMAT } from '../io/checkpoint.js';
 import { applyPermutationsStreaming, safetensorsSource } from '../io/align-lazy.js';
 import { weightMatchingLazy } from '../methods/weight-matching-lazy.js';
 import { createModel } from '../models/registry.js';
+import type { Criterion } from '../models/loss.js';
+import type { Model } from '../models/model.js';
+import type { Dataset, SplitName } from '../data/index.js';
+import { MERGE_STRATEGIES, MERGE_STRATEGY_NAMES, mergeModels, mergeWeights, strategyNeedsData, type MergeStrategyName } from '../methods/merge.js';
+import { hasBatchNorm } from '../training/common.js';
+import { evaluate, evaluateEnsemble, reestimateBatchNorm, type EvalResult } from '../training/evaluate.js';
+import { markdownTable } from '../report/markdown.js';
 import { alignModels, METHOD_NAMES, METHODS, needsData, type MethodName } from '../methods/registry.js';
 import type { AlignResult } from '../methods/types.js';
 import type { SinkhornDiagnostics } from '../permutation/sinkhorn.js';
 import { assertCompatible } from '../methods/validate.js';
-import { lerpState, weightedAverage, type Params } from '../state/params.js';
+import { lerpState, mergeState, splitState, type Params } from '../state/params.js';
 import { applyHard, invertPerms } from '../permutation/apply.js';
 import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
 import { Progress } from '../report/progress.js';
 import { linePlots } from '../report/svg.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
-import { equivalenceCheck, parseModelConfig, readDataset, readModelFile, resolveSpec, writeModelFile, type EquivalenceReport, type ModelFile } from './model-files.js';
+import { BN_MODES, checkFits, DEFAULT_SPLIT, SPLITS, type BnChoice } from './eval.js';
+import { equivalenceCheck, isNamedDataset, NAMED_DATASETS, parseModelConfig, readDataset, readModelFile, resolveSpec, writeModelFile, type EquivalenceReport, type ModelFile } from './model-files.js';
 
 const DATA_METHODS = METHOD_NAMES.filter(needsData);
 
@@ -87,7 +95,15 @@ async function loadModels(cmd: string, paths: string[], o: Parsed['options']): P
   } catch (e) {
     throw new InputError(`${cmd}: the spec does not match ${files[0].path}: ${(e as Error).message}`);
   }
-  for (const f of files.slice(1)) assertCompatible(files[0].state, f.state);
+  for (const f of files.slice(1)) {
+    if (files[0].model && f.model && files[0].model.name !== f.model.name) throw new InputError(`${cmd}: ${files[0].path} is ${files[0].model.name} but ${f.path} is ${f.model.name}: the models must share one architecture`);
+    try {
+      assertCompatible(files[0].state, f.state);
+    } catch (e) {
+      if (!(e instanceof InputError)) throw e;
+      throw new InputError(`${cmd}: ${f.path} does not match ${files[0].path} (model A): ${e.message}`);
+    }
+  }
   return { files, spec };
 }
 
@@ -322,50 +338,162 @@ export async function interpolate(args: Parsed): Promise<number> {
   return 0;
 }
 
+const strategyHelp = MERGE_STRATEGY_NAMES.map((n) => `${n}: ${MERGE_STRATEGIES[n].summary}`).join('; ');
+
 export const mergeSpec: CommandSpec = {
   name: 'merge',
-  summary: 'Align every model to the first one, then average them (optionally weighted).',
-  usage: 'rebasin merge M1.safetensors M2.safetensors [M3 ...] [--weights 0.5,0.3,0.2] [--method wm] -o merged.safetensors',
+  summary: 'Merge several models into one: permute them into one basin (to the first model, or with MergeMany) and average; --eval-data reports the inputs, the merged model and their ensemble.',
+  usage: `rebasin merge M1.safetensors M2.safetensors [M3 ...] [--strategy ${MERGE_STRATEGY_NAMES.join('|')}] [--method wm] [--weights 0.5,0.3,0.2] [--eval-data ${Object.keys(NAMED_DATASETS).join('|')}|x.npz [--split train|test] [--bn keep|reestimate]] -o merged.safetensors`,
   positionals: ['M1', 'M2', '...'],
   options: {
     out: { type: 'string', alias: 'o', help: 'output safetensors for the merged model' },
     weights: { type: 'list', help: 'averaging weights, one per model (normalised to sum to 1)' },
+    strategy: { type: 'string', help: `how the models are brought into one basin (${strategyHelp})`, choices: MERGE_STRATEGY_NAMES, default: 'first' },
     ...methodOptions,
+    'eval-data': { type: 'string', help: `report loss/accuracy of each input, the merged model and the inputs' ensemble on ${Object.keys(NAMED_DATASETS).join(', ')} or an .npz with x and y (needs a model definition)` },
+    split: { type: 'string', help: `split of --eval-data to evaluate on (default ${DEFAULT_SPLIT}; an .npz is evaluated whole)`, choices: SPLITS },
+    bn: { type: 'string', help: 'BatchNorm statistics of the merged model (with --eval-data): re-estimate them on the training split of --eval-data (default for models with BatchNorm; the written file gets them) or keep the averaged ones', choices: BN_MODES },
     ...common,
+    'data-limit': { type: 'int', help: 'use only the first N samples of --data and of --eval-data (each split)' },
   },
 };
 
+interface MergeEvaluation {
+  data: { name: string; split: SplitName | null; n: number };
+  criterion: Criterion;
+  bn: BnChoice | null;
+  models: { path: string; loss: number; accuracy: number | null }[];
+  merged: { loss: number; accuracy: number | null };
+  ensemble: { loss: number; accuracy: number | null };
+}
+
+/** The validated --weights, normalised; a usage error naming the problem otherwise. */
+function parseMergeWeights(n: number, given: string[] | undefined): number[] | undefined {
+  if (!given) return undefined;
+  if (given.length !== n) throw new UsageError(`merge: --weights needs ${n} numbers (one per model), got ${given.length}`);
+  try {
+    return mergeWeights(n, given.map((v) => (v.trim() === '' ? NaN : Number(v))));
+  } catch (e) {
+    throw new UsageError(`merge: --weights: ${(e as Error).message}`);
+  }
+}
+
 export async function merge(args: Parsed): Promise<number> {
   const o = args.options;
-  if (args.positionals.length < 2) throw new UsageError(`merge: expects at least two model files, got ${args.positionals.length}`);
+  const paths = args.positionals;
+  if (paths.length < 2) throw new UsageError(`merge: expects at least two model files, got ${paths.length}`);
   if (!o.out) throw new UsageError('merge: -o/--out is required');
   const method = checkMethodOptions('merge', o);
-  let weights: number[] | undefined;
-  if (o.weights) {
-    const w = (o.weights as string[]).map(Number);
-    if (w.length !== args.positionals.length || w.some((v) => !(v >= 0)) || !(w.reduce((s, v) => s + v, 0) > 0)) {
-      throw new UsageError(`merge: --weights needs ${args.positionals.length} non-negative numbers with a positive sum`);
-    }
-    const total = w.reduce((s, v) => s + v, 0);
-    weights = w.map((v) => v / total);
-  }
-  const { files, spec } = await loadModels('merge', args.positionals, o);
+  const strategy = o.strategy as MergeStrategyName;
+  if (strategy !== 'first' && method !== 'wm') throw new UsageError(`merge: --method applies to --strategy first; ${strategy} aligns with weight matching`);
+  const weights = parseMergeWeights(paths.length, o.weights as string[] | undefined);
+  const evalSpecName = o['eval-data'] as string | undefined;
+  if (!evalSpecName && o.split !== undefined) throw new UsageError('merge: --split applies to --eval-data');
+  if (!evalSpecName && o.bn !== undefined) throw new UsageError('merge: --bn applies to --eval-data');
+  if (evalSpecName && !isNamedDataset(evalSpecName) && o.split !== undefined) throw new UsageError(`merge: --split applies to ${Object.keys(NAMED_DATASETS).join(' and ')}; ${evalSpecName} is evaluated whole`);
+
+  // Every check on the inputs runs before anything is merged or written.
+  const { files, spec } = await loadModels('merge', paths, o);
   const reference = files[0];
-  const aligned: Params[] = [reference.state];
+  const model = files.find((f) => f.model)?.model;
+  const options = strategy === 'first'
+    ? { method, methodOptions: { steps: o.steps as number | undefined, epochs: o.epochs as number | undefined, tau: o.tau as number | undefined, lr: o.lr as number | undefined } }
+    : {};
+  if (strategyNeedsData(strategy, options) && !model) throw new UsageError(`merge: --strategy ${strategy}${strategy === 'first' ? ` --method ${method}` : ''} needs a model definition: use rebasin checkpoints or pass --model-config`);
+  const evalSetup = evalSpecName ? await mergeEvalSetup(evalSpecName, o, files) : null;
+  const readOpts = { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model };
+  const data = o.data ? await readDataset(o.data as string, readOpts) : undefined;
+
+  const quiet = Boolean(o.quiet || o.json);
+  const progress = new Progress({ label: `merge ${strategy}`, total: 1, quiet });
+  const result = mergeModels(strategy, { spec, models: files.map((f) => f.state), weights }, {
+    model, data, seed: o.seed as number, batchSize: o['batch-size'] as number,
+    onStep: (e) => { progress.tick(0, `step ${e.step} cost ${e.cost.toPrecision(4)}${e.hardCost !== undefined ? ` hard ${e.hardCost.toPrecision(4)}` : ''}`); },
+  }, options);
+  progress.finish(`${result.seconds.toFixed(1)} s`);
   const checks: EquivalenceReport[] = [];
-  for (const f of files.slice(1)) {
-    const r = await runMethod(`merge ${f.path}`, method, spec, reference, f, o);
-    const check = equivalenceCheck(reference.model ?? f.model, f.state, r.aligned, () => noGrad(() => applyHard(spec, r.aligned, invertPerms(r.perms))));
-    checkOrThrow(`merge ${f.path}`, check, Boolean(o.json));
+  files.forEach((f, i) => {
+    if (i === 0) return;
+    const check = equivalenceCheck(reference.model ?? f.model, f.state, result.aligned[i], () => noGrad(() => applyHard(spec, result.aligned[i], invertPerms(result.perms[i]))));
+    checkOrThrow(`merge ${f.path}`, check, quiet);
     checks.push(check);
-    aligned.push(r.aligned);
-  }
-  const merged = weightedAverage(aligned, weights);
+  });
+  let merged = result.merged;
+  let evaluation: MergeEvaluation | null = null;
+  if (evalSetup) ({ merged, evaluation } = evaluateMerge(evalSetup, files, merged, weights, o['batch-size'] as number));
+
   const out = resolve(o.out as string);
-  await writeModelFile(out, merged, reference.metadata, { rebasin_merged: JSON.stringify({ models: files.map((f) => f.path), weights: weights ?? null, method }) });
-  if (o.json) process.stdout.write(JSON.stringify({ output: out, method, models: files.map((f) => f.path), weights: weights ?? files.map(() => 1 / files.length), equivalence: checks }) + '\n');
-  else process.stdout.write(`merged ${files.length} models (aligned to ${reference.path} with ${method}); wrote ${out}\n`);
+  const usedWeights = weights ?? files.map(() => 1 / files.length);
+  const usedMethod = strategy === 'first' ? method : 'wm';
+  await writeModelFile(out, merged, reference.metadata, { rebasin_merged: JSON.stringify({ models: files.map((f) => f.path), weights: weights ?? null, strategy, method: usedMethod, bn: evaluation?.bn === 'reestimate' ? `re-estimated on ${evaluation.data.name} train` : null }) });
+  if (o.json) {
+    process.stdout.write(JSON.stringify({ output: out, strategy, method: usedMethod, models: files.map((f) => f.path), weights: usedWeights, seconds: result.seconds, equivalence: checks, evaluation }) + '\n');
+    return 0;
+  }
+  process.stdout.write(strategy === 'first'
+    ? `merged ${files.length} models (aligned to ${reference.path} with ${method}); wrote ${out}\n`
+    : `merged ${files.length} models with ${strategy} (${result.log.length} rounds, ${result.seconds.toFixed(1)} s); wrote ${out}\n`);
+  if (evaluation) process.stdout.write(`\n${mergeEvalTable(evaluation, files.map((f) => f.path))}`);
   return 0;
 }
 
+interface MergeEvalSetup {
+  dataName: string;
+  split: SplitName | null;
+  model: Model;
+  data: Dataset;
+  criterion: Criterion;
+  bn: BnChoice | null;
+  bnData?: Dataset;
+}
 
+/** Loads --eval-data and checks that it fits every model (before anything is merged). */
+async function mergeEvalSetup(dataSpec: string, o: Parsed['options'], files: ModelFile[]): Promise<MergeEvalSetup> {
+  const model = files[0].model ?? files.find((f) => f.model)?.model;
+  if (!model) throw new UsageError('merge: --eval-data needs a model definition: use rebasin checkpoints or pass --model-config');
+  const named = isNamedDataset(dataSpec);
+  const split = named ? (o.split as SplitName | undefined) ?? DEFAULT_SPLIT : null;
+  const bnModel = hasBatchNorm(model);
+  if (!bnModel && o.bn === 'reestimate') throw new UsageError('merge: --bn reestimate: the model has no BatchNorm');
+  const bn: BnChoice | null = bnModel ? (o.bn as BnChoice | undefined) ?? 'reestimate' : null;
+  const readOpts = { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model };
+  const data = await readDataset(dataSpec, split ? { ...readOpts, split } : readOpts);
+  const criterion: Criterion = data.y instanceof Int32Array ? 'ce' : 'mse';
+  for (const f of files) checkFits(dataSpec, named, data, criterion, f.path, f.model ?? model);
+  const bnData = bn !== 'reestimate' ? undefined : split && split !== 'train' ? await readDataset(dataSpec, { ...readOpts, split: 'train' }) : data;
+  return { dataName: dataSpec, split, model, data, criterion, bn, bnData };
+}
+
+/** Each input, the merged model (BN statistics re-estimated if chosen: the returned state has them) and the inputs' ensemble. */
+function evaluateMerge(s: MergeEvalSetup, files: ModelFile[], merged: Params, weights: number[] | undefined, batchSize: number): { merged: Params; evaluation: MergeEvaluation } {
+  const opts = { batchSize, criterion: s.criterion };
+  const members = files.map((f) => ({ model: f.model ?? s.model, ...splitState(f.state) }));
+  const models = members.map((m, i) => ({ path: files[i].path, ...figures(evaluate(m.model, m, s.data, opts)) }));
+  const { params, buffers: averaged } = splitState(merged);
+  const buffers = s.bn === 'reestimate' ? reestimateBatchNorm(s.model, params, s.bnData!, { batchSize }) : averaged;
+  const ensemble = figures(evaluateEnsemble(members, s.data, { ...opts, weights }));
+  return {
+    merged: mergeState(params, buffers),
+    evaluation: {
+      data: { name: s.dataName, split: s.split, n: s.data.n }, criterion: s.criterion, bn: s.bn,
+      models, merged: figures(evaluate(s.model, { params, buffers }, s.data, opts)), ensemble,
+    },
+  };
+}
+
+function figures(r: EvalResult): { loss: number; accuracy: number | null } {
+  return { loss: r.loss, accuracy: r.accuracy ?? null };
+}
+
+function mergeEvalTable(e: MergeEvaluation, paths: string[]): string {
+  const ce = e.criterion === 'ce';
+  const header = ['model', ce ? 'loss (cross-entropy)' : 'loss (MSE)', ...(ce ? ['accuracy'] : [])];
+  const row = (name: string, r: { loss: number; accuracy: number | null }) => [name, r.loss.toPrecision(5), ...(ce ? [`${(100 * r.accuracy!).toFixed(2)}%`] : [])];
+  const bn = e.bn === 'reestimate' ? ' (BN statistics re-estimated)' : e.bn === 'keep' ? ' (BN statistics averaged)' : '';
+  const rows = [
+    ...e.models.map((m, i) => row(paths[i], m)),
+    row(`merged${bn}`, e.merged),
+    row(`ensemble of ${paths.length} (${ce ? 'mean of probabilities' : 'mean of outputs'})`, e.ensemble),
+  ];
+  return `${e.data.name}${e.data.split ? ` ${e.data.split}` : ''}: ${e.data.n} samples\n\n${markdownTable(header, rows)}`;
+}

@@ -18,10 +18,10 @@ import { UsageError, type CommandSpec, type Parsed } from './args.js';
 import { isNamedDataset, NAMED_DATASETS, parseModelConfig, readDataset, readModelFile } from './model-files.js';
 
 const DATA_NAMES = Object.keys(NAMED_DATASETS);
-const SPLITS: readonly SplitName[] = ['train', 'test'];
-const DEFAULT_SPLIT: SplitName = 'test';
-const BN_MODES = ['keep', 'reestimate'] as const;
-type BnChoice = (typeof BN_MODES)[number];
+export const SPLITS: readonly SplitName[] = ['train', 'test'];
+export const DEFAULT_SPLIT: SplitName = 'test';
+export const BN_MODES = ['keep', 'reestimate'] as const;
+export type BnChoice = (typeof BN_MODES)[number];
 
 export const evalSpec: CommandSpec = {
   name: 'eval',
@@ -136,7 +136,7 @@ export async function evalModels(args: Parsed): Promise<number> {
 }
 
 /** InputError unless the data's samples fit `model`'s input and its labels/targets its outputs. */
-function checkFits(dataSpec: string, named: boolean, data: Dataset, criterion: Criterion, arg: string, model: Model): void {
+export function checkFits(dataSpec: string, named: boolean, data: Dataset, criterion: Criterion, arg: string, model: Model): void {
   const want = model.inputShape.reduce((a, b) => a * b, 1);
   const what = (array: string) => (named ? dataSpec : `${dataSpec}: array "${array}"`);
   if (sampleSize(data) !== want) {

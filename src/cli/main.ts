@@ -11,6 +11,7 @@ import { evalModels, evalSpec } from './eval.js';
 import { continualSpec, experimentContinual } from './experiment-continual.js';
 import { experimentRecovery, recoverySpec } from './experiment-recovery.js';
 import { demo, demoSpec, experimentLmc, lmcSpec } from './experiment-lmc.js';
+import { experimentMerge, mergeExperimentSpec } from './experiment-merge.js';
 import { train, trainSpec } from './train.js';
 import { specCheck, specCheckSpec, specInfer, specInferSpec } from './spec.js';
 
@@ -33,6 +34,7 @@ const commands: Record<string, Command> = {
   'spec check': { spec: specCheckSpec, run: specCheck },
   'experiment recovery': { spec: recoverySpec, run: experimentRecovery },
   'experiment continual': { spec: continualSpec, run: experimentContinual },
+  'experiment merge': { spec: mergeExperimentSpec, run: experimentMerge },
 };
 
 function topHelp(): string {

@@ -115,7 +115,8 @@ export interface LmcReport {
   files: string[];
 }
 
-async function endpoint(setup: TaskSetup, path: string, seed: number, retrain: boolean, label: string, quiet: boolean): Promise<{ state: Params; seconds: number }> {
+/** A trained model of `setup`: loaded from `path` when a checkpoint of the same model is there (unless `retrain`), else trained with `seed` and saved there. */
+export async function endpoint(setup: TaskSetup, path: string, seed: number, retrain: boolean, label: string, quiet: boolean): Promise<{ state: Params; seconds: number }> {
   if (!retrain && existsSync(path)) {
     const ck = await loadCheckpoint(path);
     if (JSON.stringify(ck.model.config) === JSON.stringify(setup.model.config)) return { state: mergeState(ck.params, ck.buffers), seconds: 0 };

@@ -1,0 +1,161 @@
+/** `rebasin merge --strategy … --eval-data`: figures equal the library's; bad input exits 2/3 with one line and writes nothing. */
+import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { Rng } from '../src/core/random.js';
+import { noGrad } from '../src/core/tensor.js';
+import { loadMnist } from '../src/data/index.js';
+import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint.js';
+import { serializeNpz } from '../src/io/npy.js';
+import { mergeModels } from '../src/methods/merge.js';
+import { mlp, vggSmall } from '../src/models/index.js';
+import { applyHard, randomPerms } from '../src/permutation/apply.js';
+import { mergeState, splitState, type Params } from '../src/state/params.js';
+import { evaluate, evaluateEnsemble, reestimateBatchNorm } from '../src/training/evaluate.js';
+
+const CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
+const LIMIT = 200;
+const model = mlp({ sizes: [784, 16, 10] });
+const bnModel = vggSmall({ channels: [2, 2, 2, 2], numClasses: 10 });
+const states: Params[] = [];
+let dir = '';
+const f = (name: string) => join(dir, name);
+
+function run(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [CLI, 'merge', ...args], { env: { ...process.env, REBASIN_QUIET_BACKEND: '1' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.on('close', (code) => done({ code, stdout, stderr }));
+  });
+}
+
+async function runJson(...args: string[]) {
+  const r = await run(...args, '--json');
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'rebasin-merge-'));
+  for (const [i, seed] of [1, 2, 3].entries()) {
+    const s = model.init(new Rng(seed));
+    states.push(mergeState(s.params, s.buffers));
+    await saveCheckpoint(f(`M${i}.safetensors`), model, s);
+  }
+  // A planted permutation of M0: merging M0 with it gives M0 back.
+  const p = noGrad(() => applyHard(model.permutationSpec(), states[0], randomPerms(model.permutationSpec(), new Rng(9))));
+  await saveCheckpoint(f('P.safetensors'), model, splitState(p));
+  await saveCheckpoint(f('bn0.safetensors'), bnModel, bnModel.init(new Rng(4)));
+  await saveCheckpoint(f('bn1.safetensors'), bnModel, bnModel.init(new Rng(5)));
+  await saveCheckpoint(f('other.safetensors'), mlp({ sizes: [784, 8, 10] }), mlp({ sizes: [784, 8, 10] }).init(new Rng(6)));
+  const test = loadMnist('test', { limit: 40, layout: 'flat' });
+  writeFileSync(f('wide.npz'), serializeNpz(new Map([['x', { shape: [40, 785], data: new Float32Array(40 * 785) }], ['y', { shape: [40], data: Float32Array.from(test.y) }]])));
+});
+
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('merge --strategy mergemany --eval-data: inputs, merged and ensemble figures are the library\'s', async () => {
+  const out = f('mm.safetensors');
+  const models = ['M0', 'M1', 'M2'].map((m) => f(`${m}.safetensors`));
+  const weights = [0.5, 0.25, 0.25];
+  const r = await runJson(...models, '--strategy', 'mergemany', '--weights', '2,1,1', '--eval-data', 'mnist', '--data-limit', String(LIMIT), '--seed', '3', '-o', out);
+  assert.equal(r.strategy, 'mergemany');
+  assert.deepEqual(r.weights, weights);
+  assert.equal(r.equivalence.length, 2);
+  assert.ok(r.equivalence.every((c: { passed: boolean; kind: string }) => c.passed && c.kind === 'functional'));
+  const data = loadMnist('test', { limit: LIMIT, layout: 'flat' });
+  assert.deepEqual(r.evaluation.data, { name: 'mnist', split: 'test', n: LIMIT });
+  assert.equal(r.evaluation.bn, null);
+  states.forEach((s, i) => {
+    const want = evaluate(model, splitState(s), data, { criterion: 'ce' });
+    assert.equal(r.evaluation.models[i].path, models[i]);
+    assert.equal(r.evaluation.models[i].loss, want.loss);
+    assert.equal(r.evaluation.models[i].accuracy, want.accuracy);
+  });
+  const lib = mergeModels('mergemany', { spec: model.permutationSpec(), models: states, weights }, { seed: 3 });
+  const merged = evaluate(model, splitState(lib.merged), data, { criterion: 'ce' });
+  assert.equal(r.evaluation.merged.loss, merged.loss);
+  assert.equal(r.evaluation.merged.accuracy, merged.accuracy);
+  const ens = evaluateEnsemble(states.map((s) => ({ model, ...splitState(s) })), data, { criterion: 'ce', weights });
+  assert.equal(r.evaluation.ensemble.loss, ens.loss);
+  assert.equal(r.evaluation.ensemble.accuracy, ens.accuracy);
+  // The written file is the library's merged model.
+  const written = await loadCheckpoint(out);
+  for (const [name, t] of written.params) assert.deepEqual(Array.from(t.data), Array.from(lib.merged.get(name)!.data), name);
+});
+
+test('merge (default strategy first) keeps its output line, and prints the table with --eval-data', async () => {
+  const out = f('first.safetensors');
+  let r = await run(f('M0.safetensors'), f('P.safetensors'), '-o', out);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, `merged 2 models (aligned to ${f('M0.safetensors')} with wm); wrote ${out}\n`);
+  // P is a permutation of M0: the merged model is M0.
+  const m = await loadCheckpoint(out);
+  for (const [name, t] of m.params) for (let i = 0; i < t.size; i++) assert.ok(Math.abs(t.data[i] - states[0].get(name)!.data[i]) < 1e-6, name);
+  r = await run(f('M0.safetensors'), f('M1.safetensors'), '-o', out, '--eval-data', 'mnist', '--data-limit', String(LIMIT), '--split', 'train', '--quiet');
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trimEnd().split('\n');
+  assert.match(lines[0], /^merged 2 models \(aligned to .*M0\.safetensors with wm\)/);
+  assert.ok(lines.includes(`mnist train: ${LIMIT} samples`));
+  const rows = lines.filter((l) => l.startsWith('| ') && !l.startsWith('| model'));
+  assert.equal(rows.length, 4);
+  assert.match(rows[2], /^\| merged /);
+  assert.match(rows[3], /^\| ensemble of 2 \(mean of probabilities\)/);
+  const train = loadMnist('train', { limit: LIMIT, layout: 'flat' });
+  assert.ok(rows[0].includes(`${(100 * evaluate(model, splitState(states[0]), train, { criterion: 'ce' }).accuracy!).toFixed(2)}%`));
+});
+
+test('merge --eval-data on a BatchNorm model re-estimates the merged model\'s statistics by default (and writes them)', async () => {
+  const out = f('bn.safetensors');
+  const limit = 64;
+  const args = [f('bn0.safetensors'), f('bn1.safetensors'), '--eval-data', 'mnist', '--data-limit', String(limit), '-o', out];
+  const re = await runJson(...args);
+  assert.equal(re.evaluation.bn, 'reestimate');
+  const written = await loadCheckpoint(out);
+  const train = loadMnist('train', { limit });
+  const test = loadMnist('test', { limit });
+  const buffers = reestimateBatchNorm(bnModel, written.params, train, { batchSize: 1000 });
+  for (const [name, t] of buffers) assert.deepEqual(Array.from(written.buffers.get(name)!.data), Array.from(t.data), name);
+  assert.equal(re.evaluation.merged.loss, evaluate(bnModel, { params: written.params, buffers }, test, { criterion: 'ce' }).loss);
+  const keep = await runJson(...args, '--bn', 'keep');
+  assert.equal(keep.evaluation.bn, 'keep');
+  assert.notEqual(keep.evaluation.merged.loss, re.evaluation.merged.loss);
+});
+
+test('merge: bad input exits 2 or 3 with one line naming the problem, and writes nothing', async () => {
+  const out = f('never.safetensors');
+  const [m0, m1] = [f('M0.safetensors'), f('M1.safetensors')];
+  const cases: [number, RegExp, string[]][] = [
+    [2, /at least two model files, got 1/, [m0]],
+    [3, /M0\.safetensors is mlp-784-16-10 but .*other\.safetensors is mlp-784-8-10/, [m0, f('other.safetensors')]],
+    [2, /--weights needs 2 numbers \(one per model\), got 3/, [m0, m1, '--weights', '1,1,1']],
+    [2, /--weights: the weights sum to zero/, [m0, m1, '--weights', '0,0']],
+    [2, /--weights: the weights overflow/, [m0, m1, '--weights', '1e308,1e308']],
+    [2, /--weights: weight 2 is NaN/, [m0, m1, '--weights', '1,x']],
+    [2, /--weights: weight 1 is -1/, [m0, m1, '--weights', '-1,2']],
+    [2, /--strategy must be one of/, [m0, m1, '--strategy', 'magic']],
+    [2, /--method applies to --strategy first/, [m0, m1, '--strategy', 'mergemany', '--method', 'naive']],
+    [2, /--split applies to --eval-data/, [m0, m1, '--split', 'test']],
+    [2, /--bn reestimate: the model has no BatchNorm/, [m0, m1, '--eval-data', 'mnist', '--bn', 'reestimate']],
+    [3, /wide\.npz: array "x" has samples of shape \[785\] but .*M0\.safetensors \(mlp-784-16-10\) takes \[784\]/, [m0, m1, '--eval-data', f('wide.npz')]],
+    [3, /missing\.safetensors: no such file/, [m0, f('missing.safetensors')]],
+  ];
+  await Promise.all(cases.map(async ([code, pattern, args]) => {
+    const r = await run(...args, '-o', out);
+    assert.equal(r.code, code, `${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
+    assert.equal(r.stdout, '');
+    const lines = r.stderr.trimEnd().split('\n');
+    assert.equal(lines.length, 1, `one line expected, got:\n${r.stderr}`);
+    assert.match(lines[0], /^rebasin merge/);
+    assert.match(lines[0], pattern);
+  }));
+  assert.ok(!existsSync(out));
+  assert.deepEqual(readdirSync(dir).filter((n) => n.includes('never') || n.includes('.tmp')), []);
+});
