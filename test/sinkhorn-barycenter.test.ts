@@ -11,6 +11,7 @@ import { noGrad, Tensor } from '../src/core/tensor.js';
 import { makeBlobs } from '../src/data/synthetic.js';
 import { InputError } from '../src/errors.js';
 import { weightCost } from '../src/methods/costs.js';
+import { midpointCost } from '../src/methods/data-costs.js';
 import { batchSupplier } from '../src/methods/registry.js';
 import { sinkhornBarycenter } from '../src/methods/sinkhorn-barycenter.js';
 import { sinkhornRebasin } from '../src/methods/sinkhorn-rebasin.js';
@@ -128,6 +129,19 @@ test('two models, weights cost: the same hard alignment as two-model Sinkhorn wi
   assert.ok(baryCost <= pairCost * (1 + 1e-6), `barycenter L2 ${baryCost} worse than the pair's ${pairCost}`);
   // For N = 2, equal weights, the barycenter cost is ¼ of the L2 cost (module doc).
   assert.ok(Math.abs(4 * bary.log.at(-1)!.hardCost! - baryCost) <= 1e-6 * baryCost);
+});
+
+test('two models, data cost: exactly the two-model Sinkhorn-Mid run (same batches, same steps)', () => {
+  // For N = 2 with equal weights the merged model is the midpoint ½·A + ½·π(B): C_Mid itself.
+  const data = makeBlobs({ n: 300, dim: 6, classes: 3, seed: 5, spread: 1.5 });
+  const model = mlp({ sizes: [6, 12, 12, 3] });
+  const spec = model.permutationSpec();
+  const [a, b] = [1, 2].map((seed) => trainModel({ model, data, epochs: 2, batchSize: 32, lr: 0.01, seed, criterion: 'ce' }).params);
+  const opts = { steps: 25, seed: 4 };
+  const pair = sinkhornRebasin({ spec, a, b }, { ...opts, cost: midpointCost({ model, a, batch: batchSupplier(model, data, 100, 0), criterion: 'ce' }), stopAtZero: false });
+  const bary = sinkhornBarycenter({ spec, models: [a, b] }, { ...opts, cost: 'data', model, batch: batchSupplier(model, data, 100, 0) });
+  assert.deepEqual(bary.log.map((e) => e.cost), pair.log.map((e) => e.cost));
+  for (const id of Object.keys(spec.perms)) assert.deepEqual(Array.from(bary.perms[1][id]), Array.from(pair.perms[id]), `permutation ${id}`);
 });
 
 test('bad input: fewer than two models, mismatched models, bad weights, data cost without data', () => {
