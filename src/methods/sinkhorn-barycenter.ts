@@ -24,15 +24,12 @@ import { stateLoss, type Batch, type Criterion } from '../models/loss.js';
 import type { Model } from '../models/model.js';
 import { applyHard, applySoft, identityPerms, type Perms } from '../permutation/apply.js';
 import { sinkhorn, type CgWarmStart } from '../permutation/sinkhorn.js';
-import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
+import { assertValidSpec } from '../permutation/spec.js';
 import { isBufferName, splitState, weightedAverage, type Params } from '../state/params.js';
+import type { MergeInput, MergeResult } from './merge.js';
 import { DATA_COST_DEFAULTS, hardPermutations, WEIGHT_COST_DEFAULTS } from './sinkhorn-rebasin.js';
 import type { StepCallback, StepLog } from './types.js';
 import { assertCompatible } from './validate.js';
-
-// The merge contract (branch `merge`, src/methods/merge.ts); declared here until it lands.
-export interface MergeInput { spec: PermutationSpec; models: Params[]; weights?: number[]; }
-export interface MergeResult { strategy: string; perms: Perms[]; aligned: Params[]; merged: Params; log: StepLog[]; seconds: number; }
 
 export type BarycenterCost = 'data' | 'weights';
 
