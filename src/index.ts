@@ -27,6 +27,7 @@ export { activationMatching, ACTIVATION_MATCHING_DEFAULTS, type ActivationMatchi
 export { straightThroughEstimator, STE_DEFAULTS, type SteOptions } from './methods/ste.js';
 export { naive } from './methods/naive.js';
 export { sinkhornRebasin, hardPermutations, type SinkhornRebasinOptions, type SinkhornRebasinResult, type RebasinCost } from './methods/sinkhorn-rebasin.js';
+export { sinkhornBarycenter, type SinkhornBarycenterOptions, type BarycenterCost, type BarycenterTau } from './methods/sinkhorn-barycenter.js';
 export { weightCost, WEIGHT_COSTS, WEIGHT_COST_NAMES, type WeightCostKind, type WeightCostDef } from './methods/costs.js';
 export { midpointCost, randomPointCost, DATA_COSTS, DATA_COST_NAMES, type DataCostKind, type DataCostOptions } from './methods/data-costs.js';
 export { alignModels, METHODS, METHOD_NAMES, needsData, type MethodName, type MethodContext, type MethodEntry, type MethodOptions } from './methods/registry.js';
