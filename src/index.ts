@@ -14,7 +14,7 @@ export * from './permutation/spec.js';
 export { UnionFind } from './permutation/union-find.js';
 export { applyHard, applySoft, checkPermutation, composePermutations, composePerms, identityPerms, invertPermutation, invertPerms, permutationMatrices, permutationMatrix, randomPerms, rowArgmax, validatePerms, type ApplySoftOptions, type Perms } from './permutation/apply.js';
 // Model states: named tensor maps.
-export { type Params, lerpState, weightedAverage, splitState, mergeState, cloneState, isBufferName, isBatchCounter } from './state/params.js';
+export { type Params, lerpState, weightedAverage, splitState, mergeState, cloneState, isBufferName, isBatchCounter, mergeWeights } from './state/params.js';
 export { linearSumAssignment, permutationFromAssignment, type Assignment, type AssignmentOptions } from './permutation/assignment.js';
 export { sinkhorn, newSinkhornDiagnostics, newSinkhornWorkspace, type SinkhornOptions, type CgWarmStart, type SinkhornDiagnostics, type SinkhornWorkspace, type SinkhornFallback } from './permutation/sinkhorn.js';
 export { checkEquivalence, type EquivalenceResult } from './permutation/equivalence.js';
@@ -31,7 +31,7 @@ export { sinkhornBarycenter, type SinkhornBarycenterOptions, type BarycenterCost
 export { weightCost, WEIGHT_COSTS, WEIGHT_COST_NAMES, type WeightCostKind, type WeightCostDef } from './methods/costs.js';
 export { midpointCost, randomPointCost, DATA_COSTS, DATA_COST_NAMES, type DataCostKind, type DataCostOptions } from './methods/data-costs.js';
 export { alignModels, METHODS, METHOD_NAMES, needsData, type MethodName, type MethodContext, type MethodEntry, type MethodOptions } from './methods/registry.js';
-export { MERGE_STRATEGIES, MERGE_STRATEGY_NAMES, mergeModels, mergeWeights, strategyNeedsData, type MergeInput, type MergeResult, type MergeStrategyEntry, type MergeStrategyName, type MergeStrategyOptions } from './methods/merge.js';
+export { MERGE_STRATEGIES, MERGE_STRATEGY_NAMES, mergeModels, strategyNeedsData, type MergeInput, type MergeResult, type MergeStrategyEntry, type MergeStrategyName, type MergeStrategyOptions } from './methods/merge.js';
 
 // Analysis.
 export { interpolationCurve, barrier, lambdas, type CurvePoint, type BarrierSummary, type BnMode, type CurveOptions } from './analysis/lmc.js';

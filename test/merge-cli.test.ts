@@ -159,3 +159,23 @@ test('merge: bad input exits 2 or 3 with one line naming the problem, and writes
   assert.ok(!existsSync(out));
   assert.deepEqual(readdirSync(dir).filter((n) => n.includes('never') || n.includes('.tmp')), []);
 });
+
+test('merge --strategy sinkhorn: the barycenter undoes a planted permutation (weights cost); its options are checked first', async () => {
+  const out = f('bary.safetensors');
+  const j = await runJson(f('M0.safetensors'), f('P.safetensors'), '--strategy', 'sinkhorn', '--barycenter-cost', 'weights', '-o', out);
+  assert.equal(j.strategy, 'sinkhorn');
+  const merged = await loadCheckpoint(out);
+  for (const [name, t] of states[0]) {
+    const m = merged.params.get(name) ?? merged.buffers.get(name);
+    assert.ok(m, name);
+    for (let i = 0; i < t.size; i++) assert.ok(Math.abs(m.data[i] - t.data[i]) <= 1e-6 * (1 + Math.abs(t.data[i])), `${name}[${i}]`);
+  }
+  const before = readdirSync(dir).length;
+  const noData = await run(f('M0.safetensors'), f('M1.safetensors'), '--strategy', 'sinkhorn', '-o', f('never.safetensors'));
+  assert.equal(noData.code, 2);
+  assert.match(noData.stderr.trim(), /^rebasin merge: --strategy sinkhorn needs --data/);
+  const misplaced = await run(f('M0.safetensors'), f('M1.safetensors'), '--barycenter-cost', 'weights', '-o', f('never.safetensors'));
+  assert.equal(misplaced.code, 2);
+  assert.match(misplaced.stderr, /--barycenter-cost applies to --strategy sinkhorn/);
+  assert.equal(readdirSync(dir).length, before);
+});

@@ -3,10 +3,10 @@ import { test } from 'node:test';
 import { Rng } from '../src/core/random.js';
 import { noGrad, Tensor } from '../src/core/tensor.js';
 import { InputError } from '../src/errors.js';
-import { MERGE_STRATEGIES, MERGE_STRATEGY_NAMES, mergeModels, mergeWeights, strategyNeedsData } from '../src/methods/merge.js';
+import { MERGE_STRATEGIES, MERGE_STRATEGY_NAMES, mergeModels, strategyNeedsData } from '../src/methods/merge.js';
 import { mlp, type Model } from '../src/models/index.js';
 import { applyHard, invertPermutation, randomPerms } from '../src/permutation/apply.js';
-import { splitState, type Params } from '../src/state/params.js';
+import { mergeWeights, splitState, type Params } from '../src/state/params.js';
 
 const model = mlp({ sizes: [8, 16, 16, 3] });
 const spec = model.permutationSpec();

@@ -17,7 +17,7 @@ import { createModel } from '../models/registry.js';
 import type { Criterion } from '../models/loss.js';
 import type { Model } from '../models/model.js';
 import type { Dataset, SplitName } from '../data/index.js';
-import { MERGE_STRATEGIES, MERGE_STRATEGY_NAMES, mergeModels, mergeWeights, strategyNeedsData, type MergeStrategyName } from '../methods/merge.js';
+import { MERGE_STRATEGIES, MERGE_STRATEGY_NAMES, mergeModels, strategyNeedsData, type MergeStrategyName } from '../methods/merge.js';
 import { hasBatchNorm } from '../training/common.js';
 import { evaluate, evaluateEnsemble, reestimateBatchNorm, type EvalResult } from '../training/evaluate.js';
 import { markdownTable } from '../report/markdown.js';
@@ -25,7 +25,7 @@ import { alignModels, METHOD_NAMES, METHODS, needsData, type MethodName } from '
 import type { AlignResult } from '../methods/types.js';
 import type { SinkhornDiagnostics } from '../permutation/sinkhorn.js';
 import { assertCompatible } from '../methods/validate.js';
-import { lerpState, mergeState, splitState, type Params } from '../state/params.js';
+import { lerpState, mergeState, mergeWeights, splitState, type Params } from '../state/params.js';
 import { applyHard, invertPerms } from '../permutation/apply.js';
 import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
 import { Progress } from '../report/progress.js';
@@ -349,6 +349,7 @@ export const mergeSpec: CommandSpec = {
     out: { type: 'string', alias: 'o', help: 'output safetensors for the merged model' },
     weights: { type: 'list', help: 'averaging weights, one per model (normalised to sum to 1)' },
     strategy: { type: 'string', help: `how the models are brought into one basin (${strategyHelp})`, choices: MERGE_STRATEGY_NAMES, default: 'first' },
+    'barycenter-cost': { type: 'string', help: 'cost of --strategy sinkhorn: data (loss of the average on --data; default) or weights (distance to the average)', choices: ['data', 'weights'] },
     ...methodOptions,
     'eval-data': { type: 'string', help: `report loss/accuracy of each input, the merged model and the inputs' ensemble on ${Object.keys(NAMED_DATASETS).join(', ')} or an .npz with x and y (needs a model definition)` },
     split: { type: 'string', help: `split of --eval-data to evaluate on (default ${DEFAULT_SPLIT}; an .npz is evaluated whole)`, choices: SPLITS },
@@ -396,10 +397,13 @@ export async function merge(args: Parsed): Promise<number> {
   const { files, spec } = await loadModels('merge', paths, o);
   const reference = files[0];
   const model = files.find((f) => f.model)?.model;
-  const options = strategy === 'first'
-    ? { method, methodOptions: { steps: o.steps as number | undefined, epochs: o.epochs as number | undefined, tau: o.tau as number | undefined, lr: o.lr as number | undefined } }
-    : {};
+  if (strategy !== 'sinkhorn' && o['barycenter-cost'] !== undefined) throw new UsageError('merge: --barycenter-cost applies to --strategy sinkhorn');
+  const tuning = { steps: o.steps as number | undefined, tau: o.tau as number | undefined, lr: o.lr as number | undefined };
+  const options = strategy === 'first' ? { method, methodOptions: { ...tuning, epochs: o.epochs as number | undefined } }
+    : strategy === 'sinkhorn' ? { cost: o['barycenter-cost'] as 'data' | 'weights' | undefined, barycenter: tuning }
+      : {};
   if (strategyNeedsData(strategy, options) && !model) throw new UsageError(`merge: --strategy ${strategy}${strategy === 'first' ? ` --method ${method}` : ''} needs a model definition: use rebasin checkpoints or pass --model-config`);
+  if (strategyNeedsData(strategy, options) && !o.data) throw new UsageError(`merge: --strategy ${strategy}${strategy === 'first' ? ` --method ${method}` : ''} needs --data (${Object.keys(NAMED_DATASETS).join(', ')} or an .npz) to fit on`);
   const evalSetup = evalSpecName ? await mergeEvalSetup(evalSpecName, o, files) : null;
   const readOpts = { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model };
   const data = o.data ? await readDataset(o.data as string, readOpts) : undefined;

@@ -2,16 +2,17 @@
  * Merging N models into one: the shared input/result types and the merge-strategy table.
  * models[0] is the reference (never permuted); each other model is permuted into a common basin
  * and the merged model is the weighted average of the permuted models. Strategies: `first`
- * (align each model to models[0] with a pairwise method of the method table) and `mergemany`
- * (Git Re-Basin's MergeMany).
+ * (align each model to models[0] with a pairwise method of the method table), `mergemany`
+ * (Git Re-Basin's MergeMany) and `sinkhorn` (the Sinkhorn barycenter, sinkhorn-barycenter.ts).
  */
 import { Rng } from '../core/random.js';
 import { noGrad } from '../core/tensor.js';
 import { InputError } from '../errors.js';
 import { applyHard, composePerms, identityPerms, invertPerms, type Perms } from '../permutation/apply.js';
 import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
-import { isBufferName, weightedAverage, type Params } from '../state/params.js';
-import { alignModels, needsData, type MethodContext, type MethodName, type MethodOptions, type RunContext } from './registry.js';
+import { isBufferName, mergeWeights, weightedAverage, type Params } from '../state/params.js';
+import { sinkhornBarycenter, type BarycenterCost, type SinkhornBarycenterOptions } from './sinkhorn-barycenter.js';
+import { alignModels, batchSupplier, needsData, type MethodContext, type MethodName, type MethodOptions, type RunContext } from './registry.js';
 import type { StepLog } from './types.js';
 import { assertCompatible } from './validate.js';
 
@@ -55,6 +56,12 @@ export interface FirstOptions {
   methodOptions: MethodOptions<MethodName>;
 }
 
+/** `sinkhorn`: the barycenter's cost and its Sinkhorn options (τ, steps, lr…; defaults per cost). */
+export interface SinkhornMergeOptions {
+  cost: BarycenterCost;
+  barycenter: Omit<SinkhornBarycenterOptions, 'cost' | 'model' | 'batch' | 'criterion' | 'seed' | 'onStep'>;
+}
+
 /** `mergemany`: the cap on full rounds, and weight matching's own options for each alignment. */
 export interface MergeManyOptions {
   maxRounds: number;
@@ -80,7 +87,20 @@ export const MERGE_STRATEGIES = {
     defaults: { maxRounds: 100, wm: {} },
     run: (input, ctx, o) => mergeMany(input, ctx, o),
   }),
-  // The Sinkhorn barycenter (sinkhorn-barycenter.ts) takes its entry here.
+  sinkhorn: strategy<SinkhornMergeOptions>({
+    summary: 'Sinkhorn barycenter: learn every model\'s soft permutations at once (implicit Sinkhorn) on the loss of their average on --data (cost data, the default) or on the weight distance to the average (cost weights); then project to hard permutations and average',
+    needsData: (o) => o.cost === 'data',
+    defaults: { cost: 'data', barycenter: {} },
+    run: (input, ctx, o) => sinkhornBarycenter(input, {
+      ...o.barycenter,
+      cost: o.cost,
+      model: ctx.model,
+      batch: o.cost === 'data' ? batchSupplier(ctx.model!, ctx.data!, ctx.batchSize ?? 1000, ctx.seed) : undefined,
+      criterion: ctx.criterion,
+      seed: ctx.seed,
+      onStep: ctx.onStep,
+    }),
+  }),
 };
 
 export type MergeStrategyName = keyof typeof MERGE_STRATEGIES;
@@ -97,22 +117,6 @@ function strategyEntry(name: MergeStrategyName): MergeStrategyEntry<object> {
 export function strategyNeedsData<S extends MergeStrategyName>(name: S, options: MergeStrategyOptions<S> = {} as MergeStrategyOptions<S>): boolean {
   const e = strategyEntry(name);
   return e.needsData({ ...e.defaults, ...defined(options) });
-}
-
-/**
- * Averaging weights for n models: `weights` (non-negative, finite, with a positive finite sum)
- * normalised to sum 1, or uniform. Throws a one-line message naming the problem.
- */
-export function mergeWeights(n: number, weights?: readonly number[]): number[] {
-  if (!(Number.isInteger(n) && n >= 2)) throw new InputError(`merge needs at least two models, got ${n}`);
-  if (!weights) return Array.from({ length: n }, () => 1 / n);
-  if (weights.length !== n) throw new InputError(`${weights.length} weights for ${n} models`);
-  const bad = weights.findIndex((w) => !(Number.isFinite(w) && w >= 0));
-  if (bad >= 0) throw new InputError(`weight ${bad + 1} is ${weights[bad]}; weights must be finite and non-negative`);
-  const total = weights.reduce((s, w) => s + w, 0);
-  if (!(total > 0)) throw new InputError('the weights sum to zero');
-  if (!Number.isFinite(total)) throw new InputError('the weights overflow: their sum is not a finite number');
-  return weights.map((w) => w / total);
 }
 
 /**

@@ -25,7 +25,7 @@ import type { Model } from '../models/model.js';
 import { applyHard, applySoft, identityPerms, type Perms } from '../permutation/apply.js';
 import { sinkhorn, type CgWarmStart } from '../permutation/sinkhorn.js';
 import { assertValidSpec } from '../permutation/spec.js';
-import { isBufferName, splitState, weightedAverage, type Params } from '../state/params.js';
+import { isBufferName, mergeWeights, splitState, weightedAverage, type Params } from '../state/params.js';
 import type { MergeInput, MergeResult } from './merge.js';
 import { DATA_COST_DEFAULTS, hardPermutations, WEIGHT_COST_DEFAULTS } from './sinkhorn-rebasin.js';
 import type { StepCallback, StepLog } from './types.js';
@@ -58,18 +58,6 @@ export interface SinkhornBarycenterOptions {
   kkt?: 'dense' | 'schur-cg';
   /** After every step: the soft cost, and for the weights cost the hard cost. Return true to stop. */
   onStep?: StepCallback;
-}
-
-/** The weights normalised to sum 1 (equal by default); one line naming the problem otherwise. */
-function normalisedWeights(count: number, weights?: number[]): number[] {
-  if (!weights) return new Array<number>(count).fill(1 / count);
-  if (weights.length !== count) throw new InputError(`sinkhornBarycenter: ${weights.length} weights for ${count} models`);
-  weights.forEach((w, i) => {
-    if (!Number.isFinite(w) || w < 0) throw new InputError(`sinkhornBarycenter: weight ${i + 1} is ${w}; weights must be finite and ≥ 0`);
-  });
-  const sum = weights.reduce((s, w) => s + w, 0);
-  if (!(sum > 0) || !Number.isFinite(sum)) throw new InputError(`sinkhornBarycenter: the weights sum to ${sum}; it must be a finite number > 0`);
-  return weights.map((w) => w / sum);
 }
 
 /** Σ_i w_i · state_i, differentiable (weightedAverage runs without gradients). */
@@ -148,7 +136,7 @@ export function sinkhornBarycenter(input: MergeInput, opts: SinkhornBarycenterOp
       throw new InputError(`sinkhornBarycenter: model ${i + 1} does not match model 1: ${(e as Error).message}`);
     }
   }
-  const w = normalisedWeights(models.length, input.weights);
+  const w = mergeWeights(models.length, input.weights);
   const { cost } = opts;
   if (cost !== 'data' && cost !== 'weights') throw new InputError(`sinkhornBarycenter: cost must be 'data' or 'weights', got '${String(cost)}'`);
   if (cost === 'data' && (!opts.model || !opts.batch)) throw new InputError('sinkhornBarycenter: the data cost needs the model definition and a batch supplier');

@@ -5,6 +5,7 @@
  * through `lerpState`).
  */
 import { F, noGrad, type Tensor } from '../core/index.js';
+import { InputError } from '../errors.js';
 
 /** Named tensors with PyTorch names and layouts (Linear `[out, in]`, Conv2d `[out, in, kh, kw]`). */
 export type Params = Map<string, Tensor>;
@@ -71,4 +72,20 @@ export function weightedAverage(states: Params[], weights?: number[]): Params {
 /** A detached deep copy (leaves, no graph). */
 export function cloneState(s: Params): Params {
   return new Map([...s].map(([k, v]) => [k, v.clone()]));
+}
+
+/**
+ * Averaging weights for n models: `weights` (non-negative, finite, with a positive finite sum)
+ * normalised to sum 1, or uniform. Throws a one-line message naming the problem.
+ */
+export function mergeWeights(n: number, weights?: readonly number[]): number[] {
+  if (!(Number.isInteger(n) && n >= 2)) throw new InputError(`merge needs at least two models, got ${n}`);
+  if (!weights) return Array.from({ length: n }, () => 1 / n);
+  if (weights.length !== n) throw new InputError(`${weights.length} weights for ${n} models`);
+  const bad = weights.findIndex((w) => !(Number.isFinite(w) && w >= 0));
+  if (bad >= 0) throw new InputError(`weight ${bad + 1} is ${weights[bad]}; weights must be finite and non-negative`);
+  const total = weights.reduce((s, w) => s + w, 0);
+  if (!(total > 0)) throw new InputError('the weights sum to zero');
+  if (!Number.isFinite(total)) throw new InputError('the weights overflow: their sum is not a finite number');
+  return weights.map((w) => w / total);
 }
