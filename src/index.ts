@@ -25,7 +25,7 @@ export { weightMatching, type WeightMatchingOptions } from './methods/weight-mat
 export { activationMatching, type ActivationMatchingOptions, type ActivationStatistic } from './methods/activation-matching.js';
 export { straightThroughEstimator, type SteOptions } from './methods/ste.js';
 export { naive } from './methods/naive.js';
-export { sinkhornRebasin, hardPermutations, type SinkhornRebasinOptions, type RebasinCost } from './methods/sinkhorn-rebasin.js';
+export { sinkhornRebasin, hardPermutations, widthTau, describeTau, type SinkhornRebasinOptions, type RebasinCost, type TauSchedule } from './methods/sinkhorn-rebasin.js';
 export { weightCost, WEIGHT_COSTS, type WeightCostKind } from './methods/costs.js';
 export { midpointCost, randomPointCost, stateLoss, type Batch, type DataCostOptions } from './methods/data-costs.js';
 export { alignModels, METHODS, needsData, type MethodName, type MethodContext } from './methods/registry.js';
