@@ -28,7 +28,7 @@ function recover(model: Model, seed: number, tau?: number) {
 
 test('widthTau starts every group half-soft: diagonal mass (n + 1)/(2n) from X = I', () => {
   for (const n of [1, 8, 37, 512]) {
-    const t = widthTau(n, 1);
+    const t = widthTau(n);
     const diag = Math.exp(1 / t) / (Math.exp(1 / t) + n - 1);
     assert.ok(Math.abs(diag - (n + 1) / (2 * n)) < 1e-12, `n = ${n}`);
   }

@@ -21,8 +21,8 @@ import { assertCompatible } from './validate.js';
 /** A differentiable cost of the permuted model B; `step` counts training steps from 1 and is 0 when the default hard cost evaluates it. */
 export type RebasinCost = (alignedB: Params, step: number) => Tensor;
 
-/** τ of one permutation group of n units at one step (counted from 1). */
-export type TauSchedule = (n: number, step: number) => number;
+/** τ of one permutation group of n units at one step (counted from 1), given the group's X before the step (read only). */
+export type TauSchedule = (n: number, step: number, x: Tensor) => number;
 
 export interface SinkhornRebasinOptions {
   /** A weight distance to model A, or any differentiable cost (the data-driven Mid/Rnd costs). */
@@ -53,7 +53,9 @@ export const REFERENCE_SINKHORN = { tau: 1, scale: 1, iters: 20, lr: 0.1, init: 
  * starts a 16-unit group almost hard (0.9995 on the diagonal; it hardens with a pair swapped) and
  * τ = 1 a 512-unit group almost flat (0.005; slow). README, "Choosing τ", has the measurements.
  */
-export const widthTau: TauSchedule = (n) => 1 / Math.log(n + 1);
+export function widthTau(n: number): number {
+  return 1 / Math.log(n + 1);
+}
 
 /** "τ = 0.1", or the schedule's formula. */
 export function describeTau(tau: number | TauSchedule): string {
@@ -109,7 +111,7 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
   let done = 0;
   for (let step = 1; step <= steps; step++) {
     const S: Record<string, Tensor> = {};
-    for (const [id, x] of Object.entries(X)) S[id] = sinkhorn(x, { tau: typeof tau === 'number' ? tau : tau(x.shape[0], step), scale, iters, kkt: opts.kkt, warmStart: warm[id] });
+    for (const [id, x] of Object.entries(X)) S[id] = sinkhorn(x, { tau: typeof tau === 'number' ? tau : tau(x.shape[0], step, x), scale, iters, kkt: opts.kkt, warmStart: warm[id] });
     const loss = costFn(applySoft(spec, b, S), step);
     opt.zeroGrad();
     loss.backward();
