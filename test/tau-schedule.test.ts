@@ -26,15 +26,18 @@ function recover(model: Model, seed: number, tau?: number) {
   return { found, expected, steps: result.steps };
 }
 
-test('widthTau starts every group half-soft: diagonal mass (n + 1)/(2n) from X = I', () => {
+test('widthTau: 3× softer at first, then every group half-soft (diagonal mass (n + 1)/(2n) from X = I)', () => {
   for (const n of [1, 8, 37, 512]) {
-    const t = widthTau(n);
+    const t = widthTau(n, 51);
     const diag = Math.exp(1 / t) / (Math.exp(1 / t) + n - 1);
     assert.ok(Math.abs(diag - (n + 1) / (2 * n)) < 1e-12, `n = ${n}`);
+    assert.ok(Math.abs(widthTau(n, 1) - 3 * t) < 1e-12);
+    assert.equal(widthTau(n, 300), t);
+    assert.ok(widthTau(n, 20) < widthTau(n, 19));
   }
   assert.equal(WEIGHT_COST_DEFAULTS.tau, widthTau);
   assert.equal(describeTau(0.1), 'τ = 0.1');
-  assert.match(describeTau(widthTau), /1\/ln\(n \+ 1\)/);
+  assert.match(describeTau(widthTau), /ln\(n \+ 1\)/);
 });
 
 test('default Sinkhorn-L2 recovers planted permutations exactly across narrow and odd widths and seeds', () => {

@@ -48,22 +48,28 @@ export interface SinkhornRebasinOptions {
 export const REFERENCE_SINKHORN = { tau: 1, scale: 1, iters: 20, lr: 0.1, init: 'noisy' as const };
 
 /**
- * τ by width, τ_n = 1/ln(n + 1): from X = I, Sinkhorn(X/τ_n) puts (n + 1)/(2n) ≈ ½ of each row's
- * mass on the diagonal, so every group starts equally soft whatever its width. A fixed τ = 0.1
- * starts a 16-unit group almost hard (0.9995 on the diagonal; it hardens with a pair swapped) and
- * τ = 1 a 512-unit group almost flat (0.005; slow). README, "Choosing τ", has the measurements.
+ * The weight costs' default τ for a group of n units at step t: τ = 3^(1 − (t − 1)/50) / ln(n + 1),
+ * i.e. τ_n = 1/ln(n + 1), approached geometrically from 3·τ_n over the first 50 steps.
+ * Width: from X = I, Sinkhorn(X/τ_n) puts (n + 1)/(2n) ≈ ½ of each row's mass on the diagonal,
+ * so every group is equally soft whatever its width. A fixed τ = 0.1 starts a 16-unit group
+ * almost hard (0.9993 on the diagonal): as X grows the soft permutation hardens, the gradient on
+ * a still-swapped pair (∝ its mass, e^(−gap/τ)) vanishes and the pair stays swapped; τ = 1 starts
+ * a 512-unit group almost flat (0.005) and needs ~150 steps. Anneal: in a deep network a layer's
+ * gradient points the right way only once its neighbours are aligned, and the soft start keeps
+ * the early wrong moves cheap to undo (784-64×8-10: at most 55 steps instead of 184).
+ * README, "Choosing τ for the weight costs", has the measurements.
  */
-export function widthTau(n: number): number {
-  return 1 / Math.log(n + 1);
+export function widthTau(n: number, step: number): number {
+  return Math.pow(3, Math.max(0, 1 - (step - 1) / 50)) / Math.log(n + 1);
 }
 
 /** "τ = 0.1", or the schedule's formula. */
 export function describeTau(tau: number | TauSchedule): string {
   if (typeof tau === 'number') return `τ = ${tau}`;
-  return tau === widthTau ? 'τ = 1/ln(n + 1) for a group of n units' : 'τ: a custom schedule';
+  return tau === widthTau ? 'τ = 3^(1 − (t − 1)/50)/ln(n + 1) for a group of n units at step t' : 'τ: a custom schedule';
 }
 
-/** Defaults for the weight-distance costs: τ by width; they recover planted permutations exactly. */
+/** Defaults for the weight-distance costs (τ by width; README, "Permutation recovery", has the sweep). */
 export const WEIGHT_COST_DEFAULTS = { tau: widthTau as number | TauSchedule, scale: 1, iters: 20, lr: 0.1, steps: 300, init: 'identity' as const };
 
 /** Defaults for data-driven costs (Mid, Rnd, custom): the reference's LMC setup. */
