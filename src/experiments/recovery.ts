@@ -178,7 +178,7 @@ export function recoveryMarkdown(opts: RecoveryOptions, rows: RecoveryRow[]): st
       ]);
     }
   }
-  return `# Permutation recovery\n\nWidth = first hidden layer: MLP 784-width×N-10, VGG ×width/64 and ResNet-20 ×width/16 on 32×32×3 inputs; random init; ${opts.seeds} seed(s). ` +
+  return `# Permutation recovery\n\nWidth = first hidden layer: MLP 784-width×N-10 (or -inK/-outK sizes), VGG ×width/64 and ResNet-20 ×width/16 on 32×32×3 inputs; random init; ${opts.seeds} seed(s). ` +
     `Sinkhorn-L2: ${describeTau(opts.tau ?? WEIGHT_COST_DEFAULTS.tau)}, lr = ${opts.lr ?? WEIGHT_COST_DEFAULTS.lr}, at most ${opts.steps ?? WEIGHT_COST_DEFAULTS.steps} steps. Mean ± std over seeds.\n\n` +
     markdownTable(header, body);
 }
