@@ -4,7 +4,8 @@
 //   SCHEDULE: fixed:T | anneal:T0:T1:K (geometric T0 → T1 over K steps) | gap:C (τ = C · mean row gap
 //             max − mean of X) | logn:K (τ = K/ln(n + 1), the default at K = 1) | softlogn:A:K
 //             [:B] (τ = B · A^(1 − (step − 1)/K) / ln(n + 1): A times softer at first, B/ln(n + 1)
-//             from step K + 1; B defaults to 1: the default schedule is softlogn:3:50)
+//             from step K + 1; B defaults to 1: the default schedule is softlogn:3:50) |
+//             softsqrt:A:K:C (τ = C · A^(1 − (step − 1)/K) / √n)
 //   MODELS:   comma-separated mlp<depth>x<width>[t][i<in>][o<out>] (t = tanh; default 784 in, 10 out),
 //             vgg<11|13|16|19>x<multiplier>, resnet20x<multiplier>
 // Needs a build (npx tsc -p tsconfig.json). Same seeds, init and planted permutation as
@@ -39,6 +40,7 @@ function schedule(arg) {
   if (kind === 'anneal') return (n, step) => q[0] * Math.pow(q[1] / q[0], Math.min(1, (step - 1) / q[2]));
   if (kind === 'gap') return (n, step, x) => q[0] * rowGap(x, n);
   if (kind === 'logn') return (n) => q[0] / Math.log(n + 1);
+  if (kind === 'softsqrt') return (n, step) => q[2] * Math.pow(q[0], Math.max(0, 1 - (step - 1) / q[1])) / Math.sqrt(n);
   if (kind === 'softlogn') return (n, step) => (q[2] ?? 1) * Math.pow(q[0], Math.max(0, 1 - (step - 1) / q[1])) / Math.log(n + 1);
   throw new Error(`unknown schedule ${arg}`);
 }
