@@ -214,17 +214,18 @@ test('methods reject mismatched models, non-finite weights and impossible option
 test('experiment recovery writes the documented outputs', () => {
   const dir = mkdtempSync(join(tmpdir(), 'rebasin-recovery-'));
   try {
-    const report = runRecovery({ models: ['mlp2'], methods: ['wm', 'sinkhorn-l2'], seeds: 1, outDir: dir, mlpWidth: 12, vggWidth: 0.125, steps: 200, quiet: true });
+    const report = runRecovery({ models: ['mlp2'], methods: ['wm', 'sinkhorn-l2'], seeds: 1, outDir: dir, widths: [12, 7], steps: 200, quiet: true });
     const json = JSON.parse(readFileSync(join(dir, 'recovery.json'), 'utf8'));
-    assert.equal(json.rows.length, 2 * 2); // 2 methods × 2 permutations
+    assert.equal(json.rows.length, 2 * 2 * 2); // 2 widths × 2 methods × 2 permutations
+    assert.deepEqual([...new Set(json.rows.map((r: { width: number }) => r.width))], [12, 7]);
     for (const row of json.rows) {
-      for (const f of ['model', 'method', 'seed', 'perm', 'recovered', 'steps', 'seconds', 'hardCost']) assert.ok(f in row, `field ${f}`);
+      for (const f of ['model', 'width', 'method', 'seed', 'perm', 'recovered', 'steps', 'seconds', 'hardCost']) assert.ok(f in row, `field ${f}`);
       assert.ok(row.recovered >= 0 && row.recovered <= 1);
     }
     assert.ok(json.rows.filter((r: { method: string }) => r.method === 'wm').every((r: { recovered: number }) => r.recovered === 1));
     assert.ok(existsSync(join(dir, 'recovery.md')) && readFileSync(join(dir, 'recovery.md'), 'utf8').includes('| mlp2'));
     assert.ok(readFileSync(join(dir, 'cost-mlp2.svg'), 'utf8').startsWith('<svg'));
-    assert.equal(report.curves.length, 2);
+    assert.equal(report.curves.length, 2 * 2);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

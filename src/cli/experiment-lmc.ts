@@ -19,7 +19,7 @@ export const lmcSpec: CommandSpec = {
     epochs: { type: 'int', help: 'training epochs of the endpoints (default: per task, as the reference)' },
     'sinkhorn-epochs': { type: 'int', help: 'epochs of Sinkhorn-Mid/Rnd over the training data (default: 20 on MNIST tasks, 300 on the 100-point polynomial tasks)' },
     'ste-epochs': { type: 'int', help: 'epochs of the straight-through estimator (default: 5 on MNIST tasks, 300 on polynomial tasks)' },
-    tau: { type: 'number', help: 'Sinkhorn temperature τ of every Sinkhorn method (default: 0.1 for L2/L1/cosine, 1 for Mid/Rnd as the reference)' },
+    tau: { type: 'number', help: 'Sinkhorn temperature τ of every Sinkhorn method (default: 1/ln(n + 1) for a group of n units with L2/L1/cosine, 1 for Mid/Rnd as the reference)' },
     'test-limit': { type: 'int', help: 'evaluate the curves on the first N test samples only' },
     'data-dir': { type: 'string', help: 'folder with the Fashion-MNIST/MNIST IDX files' },
     retrain: { type: 'boolean', help: 'retrain endpoints even if their checkpoints exist' },

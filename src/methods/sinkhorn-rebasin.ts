@@ -21,12 +21,16 @@ import { assertCompatible } from './validate.js';
 /** A differentiable cost of the permuted model B; `step` counts training steps from 1 and is 0 when the default hard cost evaluates it. */
 export type RebasinCost = (alignedB: Params, step: number) => Tensor;
 
+/** τ of one permutation group of n units at one step (counted from 1), given the group's X before the step (read only). */
+export type TauSchedule = (n: number, step: number, x: Tensor) => number;
+
 export interface SinkhornRebasinOptions {
   /** A weight distance to model A, or any differentiable cost (the data-driven Mid/Rnd costs). */
   cost: WeightCostKind | RebasinCost;
   /** Cost of the hard-permuted B, for the log and the early stop (default: `cost` without grad). */
   hardCost?: (alignedB: Params) => number;
-  tau?: number;
+  /** A fixed temperature, or a schedule (default: WEIGHT_COST_DEFAULTS.tau or DATA_COST_DEFAULTS.tau). */
+  tau?: number | TauSchedule;
   scale?: number;
   iters?: number;
   lr?: number;
@@ -49,14 +53,32 @@ export interface SinkhornRebasinResult extends AlignResult {
 export const REFERENCE_SINKHORN = { tau: 1, scale: 1, iters: 20, lr: 0.1, init: 'noisy' as const };
 
 /**
- * Defaults for the weight-distance costs. τ = 0.1 recovers a planted 512-wide permutation of the
- * 784-512-512-10 MLP exactly in ~15 steps, where the reference's τ = 1 needs ~150; τ = 0.03 freezes
- * the soft permutations and fails (README, "Choosing τ", has the measurement).
+ * The weight costs' default τ for a group of n units at step t: τ = 3^(1 − (t − 1)/50) / ln(n + 1),
+ * i.e. τ_n = 1/ln(n + 1), approached geometrically from 3·τ_n over the first 50 steps.
+ * Width: from X = I, Sinkhorn(X/τ_n) puts (n + 1)/(2n) ≈ ½ of each row's mass on the diagonal,
+ * so every group is equally soft whatever its width. A fixed τ = 0.1 starts a 16-unit group
+ * almost hard (0.9993 on the diagonal): as X grows the soft permutation hardens, the gradient on
+ * a still-swapped pair (∝ its mass, e^(−gap/τ)) vanishes and the pair stays swapped; τ = 1 starts
+ * a 512-unit group almost flat (0.005) and needs ~150 steps. Anneal: in a deep network a layer's
+ * gradient points the right way only once its neighbours are aligned, and the soft start keeps
+ * the early wrong moves cheap to undo (784-64×8-10: at most 55 steps instead of 184).
+ * README, "Choosing τ for the weight costs", has the measurements.
  */
-export const WEIGHT_COST_DEFAULTS = { tau: 0.1, scale: 1, iters: 20, lr: 0.1, steps: 300, init: 'identity' as const };
+export function widthTau(n: number, step: number): number {
+  return Math.pow(3, Math.max(0, 1 - (step - 1) / 50)) / Math.log(n + 1);
+}
+
+/** "τ = 0.1", or the schedule's formula. */
+export function describeTau(tau: number | TauSchedule): string {
+  if (typeof tau === 'number') return `τ = ${tau}`;
+  return tau === widthTau ? 'τ = 3^(1 − (t − 1)/50)/ln(n + 1) for a group of n units at step t' : 'τ: a custom schedule';
+}
+
+/** Defaults for the weight-distance costs (τ by width; README, "Permutation recovery", has the sweep). */
+export const WEIGHT_COST_DEFAULTS = { tau: widthTau as number | TauSchedule, scale: 1, iters: 20, lr: 0.1, steps: 300, init: 'identity' as const };
 
 /** Defaults for data-driven costs (Mid, Rnd, custom): the reference's LMC setup. */
-export const DATA_COST_DEFAULTS = { tau: 1, scale: 1, iters: 20, lr: 0.1, steps: 180, init: 'noisy' as const };
+export const DATA_COST_DEFAULTS = { tau: 1 as number | TauSchedule, scale: 1, iters: 20, lr: 0.1, steps: 180, init: 'noisy' as const };
 
 export function hardPermutations(X: Record<string, Tensor>): Record<string, Int32Array> {
   const perms: Record<string, Int32Array> = {};
@@ -77,7 +99,7 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
   const iters = opts.iters ?? d.iters;
   const lr = opts.lr ?? d.lr;
   const steps = opts.steps ?? d.steps;
-  if (!(tau > 0) || !Number.isFinite(tau)) throw new Error(`sinkhornRebasin: tau must be > 0, got ${tau}`);
+  if (typeof tau === 'number' && (!(tau > 0) || !Number.isFinite(tau))) throw new Error(`sinkhornRebasin: tau must be > 0, got ${tau}`);
   if (!(Number.isInteger(iters) && iters >= 1)) throw new Error(`sinkhornRebasin: iters must be an integer ≥ 1, got ${iters}`);
   if (!(Number.isInteger(steps) && steps >= 1)) throw new Error(`sinkhornRebasin: steps must be an integer ≥ 1, got ${steps}`);
   const costFn: RebasinCost = typeof opts.cost === 'string'
@@ -103,7 +125,7 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
   let done = 0;
   for (let step = 1; step <= steps; step++) {
     const S: Record<string, Tensor> = {};
-    for (const [id, x] of Object.entries(X)) S[id] = sinkhorn(x, { tau, scale, iters, kkt: opts.kkt, warmStart: warm[id], workspace, diagnostics });
+    for (const [id, x] of Object.entries(X)) S[id] = sinkhorn(x, { tau: typeof tau === 'number' ? tau : tau(x.shape[0], step, x), scale, iters, kkt: opts.kkt, warmStart: warm[id], workspace, diagnostics });
     const loss = costFn(applySoft(spec, b, S), step);
     opt.zeroGrad();
     loss.backward();
