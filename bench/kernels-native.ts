@@ -5,7 +5,7 @@
  * Standalone: `node dist/bench/kernels-native.js [--quick]`.
  */
 import { fileURLToPath } from 'node:url';
-import { loadNative, nativeAddon, supportedGemmPaths, type GemmPath } from '../src/core/backend/native.js';
+import { loadNative, supportedGemmPaths, type GemmPath } from '../src/core/backend/native.js';
 import type { ConvGeometry, Kernels } from '../src/core/backend/types.js';
 import { Rng } from '../src/core/random.js';
 import { timeInterleaved, timeMedian, type BenchContext, type BenchRow } from './harness.js';

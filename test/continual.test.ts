@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { F, noGrad, Rng, Tensor, zeros } from '../src/core/index.js';
+import { noGrad, Rng, Tensor, zeros } from '../src/core/index.js';
 import {
   accuracyOverTasksSeen, agemProject, averageAccuracy, backwardTransfer, continualMetrics, continualModel, distillationLoss,
   epochBatches, EwcPenalty, forgetting, loadBenchmark, mergeRebasin, taskAccuracy, RebasinIL, REBASIN_IL_DEFAULTS, ReplayBuffer,

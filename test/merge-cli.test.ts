@@ -179,3 +179,23 @@ test('merge --strategy sinkhorn: the barycenter undoes a planted permutation (we
   assert.match(misplaced.stderr, /--barycenter-cost applies to --strategy sinkhorn/);
   assert.equal(readdirSync(dir).length, before);
 });
+
+test('align/merge: a --data file that is missing or does not fit the model is one line and exit 3, before any work', async () => {
+  const before = readdirSync(dir).length;
+  const merged = await run(f('M0.safetensors'), f('M1.safetensors'), '--strategy', 'sinkhorn', '--data', f('wide.npz'), '-o', f('never.safetensors'));
+  assert.equal(merged.code, 3, merged.stderr);
+  assert.match(merged.stderr.trim(), /^rebasin merge: .*wide\.npz: array "x" has samples of shape \[785\] but the model \(mlp-784-16-10\) takes \[784\]$/);
+  const align = (...args: string[]) => new Promise<{ code: number | null; stderr: string }>((done) => {
+    const child = spawn(process.execPath, [CLI, 'align', f('M0.safetensors'), f('M1.safetensors'), '--method', 'sinkhorn-mid', ...args, '-o', f('never.safetensors')], { env: { ...process.env, REBASIN_QUIET_BACKEND: '1' } });
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.on('close', (code) => done({ code, stderr }));
+  });
+  const wide = await align('--data', f('wide.npz'));
+  assert.equal(wide.code, 3, wide.stderr);
+  assert.equal(wide.stderr.trim().split('\n').length, 1, wide.stderr);
+  const missing = await align('--data', f('absent.npz'));
+  assert.equal(missing.code, 3, missing.stderr);
+  assert.match(missing.stderr.trim(), /^rebasin align: .*absent\.npz: cannot read \(no such file\)$/);
+  assert.equal(readdirSync(dir).length, before);
+});

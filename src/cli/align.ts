@@ -31,8 +31,8 @@ import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
 import { Progress } from '../report/progress.js';
 import { linePlots } from '../report/svg.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
-import { BN_MODES, checkFits, DEFAULT_SPLIT, SPLITS, type BnChoice } from './eval.js';
-import { equivalenceCheck, isNamedDataset, NAMED_DATASETS, parseModelConfig, readDataset, readModelFile, resolveSpec, writeModelFile, type EquivalenceReport, type ModelFile } from './model-files.js';
+import { BN_MODES, DEFAULT_SPLIT, SPLITS, type BnChoice } from './eval.js';
+import { checkFits, equivalenceCheck, isNamedDataset, NAMED_DATASETS, parseModelConfig, readDataset, readFitData, readModelFile, resolveSpec, writeModelFile, type EquivalenceReport, type ModelFile } from './model-files.js';
 
 const DATA_METHODS = METHOD_NAMES.filter(needsData);
 
@@ -121,7 +121,7 @@ function checkMethodOptions(cmd: string, o: Parsed['options']): MethodName {
 async function runMethod(cmd: string, method: MethodName, spec: PermutationSpec, a: ModelFile, b: ModelFile, o: Parsed['options']): Promise<AlignResult> {
   const model = a.model ?? b.model;
   if (needsData(method) && !model) throw new UsageError(`${cmd}: --method ${method} needs a model definition: use rebasin checkpoints or pass --model-config`);
-  const data = o.data ? await readDataset(o.data as string, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model }) : undefined;
+  const data = o.data && model ? await readFitData(o.data as string, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model }) : undefined;
   const progress = new Progress({ label: `${cmd} ${method}`, total: 1, quiet: Boolean(o.quiet || o.json) });
   const result = alignModels(method, { spec, a: a.state, b: b.state }, {
     model, data, seed: o.seed as number, batchSize: o['batch-size'] as number,
@@ -315,7 +315,7 @@ export async function interpolate(args: Parsed): Promise<number> {
   let curve: ReturnType<typeof interpolationCurve> | null = null;
   if (o.data) {
     if (!model) throw new UsageError('interpolate: evaluating a curve needs a model definition: rebasin checkpoints or --model-config');
-    const data = await readDataset(o.data as string, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model });
+    const data = await readFitData(o.data as string, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model });
     const progress = new Progress({ label: 'interpolate', total: o.points as number, quiet: Boolean(o.quiet || o.json) });
     curve = interpolationCurve({ model, a: a.state, b: b.state, data, criterion: data.y instanceof Int32Array ? 'ce' : 'mse', points: o.points as number, onPoint: () => progress.tick() });
     progress.finish();
@@ -406,7 +406,7 @@ export async function merge(args: Parsed): Promise<number> {
   if (strategyNeedsData(strategy, options) && !o.data) throw new UsageError(`merge: --strategy ${strategy}${strategy === 'first' ? ` --method ${method}` : ''} needs --data (${Object.keys(NAMED_DATASETS).join(', ')} or an .npz) to fit on`);
   const evalSetup = evalSpecName ? await mergeEvalSetup(evalSpecName, o, files) : null;
   const readOpts = { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model };
-  const data = o.data ? await readDataset(o.data as string, readOpts) : undefined;
+  const data = o.data && model ? await readFitData(o.data as string, { ...readOpts, model }) : undefined;
 
   const quiet = Boolean(o.quiet || o.json);
   const progress = new Progress({ label: `merge ${strategy}`, total: 1, quiet });

@@ -4,7 +4,7 @@
  * models and the data runs before anything is evaluated or printed.
  */
 import { resolve } from 'node:path';
-import { sampleSize, targetSize, type Dataset, type SplitName } from '../data/index.js';
+import type { SplitName } from '../data/index.js';
 import { InputError } from '../errors.js';
 import { checkStateAgainstModel } from '../io/checkpoint.js';
 import type { Model } from '../models/model.js';
@@ -15,7 +15,7 @@ import type { Criterion } from '../models/loss.js';
 import { hasBatchNorm } from '../training/common.js';
 import { evaluate, evaluateEnsemble, reestimateBatchNorm, type EnsembleMember, type EvalResult } from '../training/evaluate.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
-import { isNamedDataset, NAMED_DATASETS, parseModelConfig, readDataset, readModelFile } from './model-files.js';
+import { checkFits, isNamedDataset, NAMED_DATASETS, parseModelConfig, readDataset, readModelFile } from './model-files.js';
 
 const DATA_NAMES = Object.keys(NAMED_DATASETS);
 export const SPLITS: readonly SplitName[] = ['train', 'test'];
@@ -135,21 +135,3 @@ export async function evalModels(args: Parsed): Promise<number> {
   return 0;
 }
 
-/** InputError unless the data's samples fit `model`'s input and its labels/targets its outputs. */
-export function checkFits(dataSpec: string, named: boolean, data: Dataset, criterion: Criterion, arg: string, model: Model): void {
-  const want = model.inputShape.reduce((a, b) => a * b, 1);
-  const what = (array: string) => (named ? dataSpec : `${dataSpec}: array "${array}"`);
-  if (sampleSize(data) !== want) {
-    throw new InputError(`${what('x')} has samples of shape [${data.sampleShape.join(', ')}] but ${arg} (${model.name}) takes [${model.inputShape.join(', ')}]`);
-  }
-  if (data.n === 0) throw new InputError(`${dataSpec} has no samples`);
-  if (criterion === 'ce') {
-    const y = data.y as Int32Array;
-    let hi = 0;
-    for (let i = 0; i < data.n; i++) if (y[i] > hi) hi = y[i];
-    if (hi >= model.numOutputs) throw new InputError(`${what('y')} has label ${hi} but ${arg} (${model.name}) has ${model.numOutputs} classes (labels 0…${model.numOutputs - 1})`);
-  } else if (targetSize(data) !== model.numOutputs) {
-    const notLabels = targetSize(data) === 1 ? ' (its values are not all integers ≥ 0, so they are not class labels)' : '';
-    throw new InputError(`${what('y')} has ${targetSize(data)} target(s) per sample${notLabels} but ${arg} (${model.name}) has ${model.numOutputs} outputs`);
-  }
-}

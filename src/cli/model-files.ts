@@ -7,11 +7,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Rng } from '../core/random.js';
 import { Tensor } from '../core/tensor.js';
-import { loadFashionMnist, loadMnist, type Dataset, type SplitName } from '../data/index.js';
+import { loadFashionMnist, loadMnist, sampleSize, targetSize, type Dataset, type SplitName } from '../data/index.js';
+import type { Criterion } from '../models/loss.js';
 import { InputError } from '../errors.js';
 import { ensureDirSync } from '../io/atomic.js';
 import { CHECKPOINT_FORMAT, loadCheckpoint, stateToRecords } from '../io/checkpoint.js';
-import { loadSpecFile, loadTensors } from '../io/load-any.js';
+import { loadSpecFile, loadTensors, unreadable } from '../io/load-any.js';
 import { readNpz } from '../io/npy.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import type { Model, ModelConfig } from '../models/model.js';
@@ -97,7 +98,13 @@ export async function readDataset(spec: string, opts: { dataDir?: string; limit?
   const split = opts.split ?? 'train';
   if (isNamedDataset(spec)) return NAMED_DATASETS[spec](split, { limit: opts.limit, layout, dataDir: opts.dataDir });
   if (!spec.endsWith('.npz')) throw new InputError(`--data: expected ${Object.keys(NAMED_DATASETS).join(', ')} or an .npz file with arrays x and y, got "${spec}"`);
-  const arrays = await readNpz(spec);
+  let arrays: Awaited<ReturnType<typeof readNpz>>;
+  try {
+    arrays = await readNpz(spec);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw typeof code === 'string' && /^E[A-Z]+$/.test(code) ? unreadable(spec, e) : e;
+  }
   const x = arrays.get('x');
   const y = arrays.get('y');
   if (!x || !y) throw new InputError(`${spec}: needs arrays "x" and "y" (has ${[...arrays.keys()].join(', ') || 'none'})`);
@@ -106,7 +113,7 @@ export async function readDataset(spec: string, opts: { dataDir?: string; limit?
   const limit = Math.min(n, opts.limit ?? n);
   const d = x.data.length / Math.max(n, 1);
   const classes = y.shape.length === 1 && y.data.every((v) => Number.isInteger(v) && v >= 0);
-  return {
+  const data: Dataset = {
     name: spec,
     x: x.data.subarray(0, limit * d),
     sampleShape: x.shape.slice(1),
@@ -114,6 +121,33 @@ export async function readDataset(spec: string, opts: { dataDir?: string; limit?
     n: limit,
     ...(classes ? { numClasses: Math.max(...Array.from(y.data.subarray(0, limit))) + 1 } : {}),
   };
+  return data;
+}
+
+/** InputError unless the data's samples fit `model`'s input and its labels/targets its outputs. */
+/** readDataset for the data a method fits on, checked against the model it feeds. */
+export async function readFitData(spec: string, opts: { dataDir?: string; limit?: number; model: Model }): Promise<Dataset> {
+  const data = await readDataset(spec, opts);
+  checkFits(spec, isNamedDataset(spec), data, data.y instanceof Int32Array ? 'ce' : 'mse', 'the model', opts.model);
+  return data;
+}
+
+export function checkFits(dataSpec: string, named: boolean, data: Dataset, criterion: Criterion, arg: string, model: Model): void {
+  const want = model.inputShape.reduce((a, b) => a * b, 1);
+  const what = (array: string) => (named ? dataSpec : `${dataSpec}: array "${array}"`);
+  if (sampleSize(data) !== want) {
+    throw new InputError(`${what('x')} has samples of shape [${data.sampleShape.join(', ')}] but ${arg} (${model.name}) takes [${model.inputShape.join(', ')}]`);
+  }
+  if (data.n === 0) throw new InputError(`${dataSpec} has no samples`);
+  if (criterion === 'ce') {
+    const y = data.y as Int32Array;
+    let hi = 0;
+    for (let i = 0; i < data.n; i++) if (y[i] > hi) hi = y[i];
+    if (hi >= model.numOutputs) throw new InputError(`${what('y')} has label ${hi} but ${arg} (${model.name}) has ${model.numOutputs} classes (labels 0…${model.numOutputs - 1})`);
+  } else if (targetSize(data) !== model.numOutputs) {
+    const notLabels = targetSize(data) === 1 ? ' (its values are not all integers ≥ 0, so they are not class labels)' : '';
+    throw new InputError(`${what('y')} has ${targetSize(data)} target(s) per sample${notLabels} but ${arg} (${model.name}) has ${model.numOutputs} outputs`);
+  }
 }
 
 export interface EquivalenceReport {

@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { Rng } from '../core/index.js';
 import { InputError } from '../errors.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
-import type { Model } from '../models/model.js';
 import type { Params } from '../state/params.js';
 import { markdownTable } from '../report/markdown.js';
 import { fmtTime, Progress } from '../report/progress.js';
@@ -19,9 +18,9 @@ import { loadBenchmark, type Benchmark, type BenchmarkName } from '../continual/
 import { accuracyRow } from '../continual/common.js';
 import { accuracyOverTasksSeen, continualMetrics, type ContinualMetrics } from '../continual/metrics.js';
 import type { RebasinILOptions } from '../continual/rebasin-il.js';
-import { continualModel, createStrategy, STRATEGY_TABLE, type StrategyChoices } from '../continual/strategies.js';
+import { continualModel, createStrategy, STRATEGY_TABLE } from '../continual/strategies.js';
 import { configDifference, readRunState, toJson, writeRunState } from './continual-state.js';
-import { STRATEGIES, type StrategyName, type Strategy, type StrategyEnv } from '../continual/strategy.js';
+import { STRATEGIES, type StrategyName, type StrategyEnv } from '../continual/strategy.js';
 
 export interface ContinualOptions {
   benchmark: BenchmarkName;

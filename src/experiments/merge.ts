@@ -13,7 +13,7 @@ import type { MethodName } from '../methods/registry.js';
 import { fmtMeanStd, markdownTable, meanStd } from '../report/markdown.js';
 import { Progress } from '../report/progress.js';
 import { linePlots, type Panel } from '../report/svg.js';
-import { mergeState, splitState, type Params } from '../state/params.js';
+import { splitState, type Params } from '../state/params.js';
 import { hasBatchNorm } from '../training/common.js';
 import { evaluate, evaluateEnsemble, reestimateBatchNorm } from '../training/evaluate.js';
 import { endpoint, taskSetup, type TaskSetup } from './lmc.js';

@@ -7,14 +7,12 @@
  * BatchNorm's `num_batches_tracked` is not written (PyTorch fills it in when it is absent) and is
  * ignored when present.
  */
-import { open, readFile } from 'node:fs/promises';
 import { Tensor } from '../core/index.js';
 import { InputError } from '../errors.js';
 import { graphTensors, type TensorInfo } from '../models/graph.js';
 import type { Model, ModelConfig } from '../models/model.js';
 import { createModel } from '../models/registry.js';
 import { isBatchCounter, splitState, type Params } from '../state/params.js';
-import { parseNpz } from './npy.js';
 import type { StateDict } from './records.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 

@@ -110,7 +110,8 @@ const TENSOR_FORMATS = {
 export type TensorFileFormat = keyof typeof TENSOR_FORMATS;
 const FORMAT_NAMES = Object.keys(TENSOR_FORMATS) as TensorFileFormat[];
 
-function unreadable(path: string, e: unknown): InputError {
+/** An InputError naming the file and why it cannot be read (missing, a directory, no permission). */
+export function unreadable(path: string, e: unknown): InputError {
   const code = (e as NodeJS.ErrnoException).code;
   const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' ? 'permission denied' : (e as Error).message;
   return new InputError(`${path}: cannot read (${why})`);

@@ -95,7 +95,6 @@ const DTYPE_NAMES: Record<number, string> = {
 /** Bytes per element in raw_data. */
 const DTYPE_SIZE: Record<number, number> = { 1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 14: 8, 15: 16, 16: 2 };
 const FLOAT_TYPES = new Set<number>([ONNX_DTYPE.FLOAT, ONNX_DTYPE.FLOAT16, ONNX_DTYPE.DOUBLE, ONNX_DTYPE.BFLOAT16]);
-const INT_TYPES = new Set<number>([2, 3, 4, 5, 6, 7, 9, 12, 13]);
 /** Largest tensor we materialise (elements); beyond it the file is certainly corrupt for our purposes. */
 const MAX_ELEMENTS = 2 ** 31 - 1;
 

@@ -7,7 +7,6 @@
  */
 import { Rng } from '../core/random.js';
 import { noGrad } from '../core/tensor.js';
-import { InputError } from '../errors.js';
 import { applyHard, composePerms, identityPerms, invertPerms, type Perms } from '../permutation/apply.js';
 import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
 import { isBufferName, mergeWeights, weightedAverage, type Params } from '../state/params.js';
