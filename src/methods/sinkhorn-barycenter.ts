@@ -27,16 +27,17 @@ import { sinkhorn, type CgWarmStart } from '../permutation/sinkhorn.js';
 import { assertValidSpec } from '../permutation/spec.js';
 import { isBufferName, mergeWeights, splitState, weightedAverage, type Params } from '../state/params.js';
 import type { MergeInput, MergeResult } from './merge.js';
-import { DATA_COST_DEFAULTS, hardPermutations, WEIGHT_COST_DEFAULTS } from './sinkhorn-rebasin.js';
-import type { StepCallback, StepLog } from './types.js';
+import { DATA_COST_DEFAULTS, hardPermutations, WEIGHT_COST_DEFAULTS, type SinkhornTraining, type TauSchedule } from './sinkhorn-rebasin.js';
+import type { StepLog } from './types.js';
 import { assertCompatible } from './validate.js';
 
 export type BarycenterCost = 'data' | 'weights';
 
-/** τ for a group of n units at a step (from 1), given the group's X before the step (read only). */
-export type BarycenterTau = number | ((n: number, step: number, x: Tensor) => number);
+/** τ: fixed, or a schedule of the group's width and the step (sinkhorn-rebasin.ts `TauSchedule`). */
+export type BarycenterTau = number | TauSchedule;
 
-export interface SinkhornBarycenterOptions {
+/** The weights cost stops at hard cost zero unless `stopAtZero` is false; the data cost runs every step. */
+export interface SinkhornBarycenterOptions extends SinkhornTraining {
   cost: BarycenterCost;
   /** Architecture of the models (the data cost). */
   model?: Model;
@@ -44,20 +45,6 @@ export interface SinkhornBarycenterOptions {
   batch?: (step: number) => Batch;
   /** Default 'ce'. */
   criterion?: Criterion;
-  /** Default: WEIGHT_COST_DEFAULTS.tau for the weights cost, DATA_COST_DEFAULTS.tau for the data cost. */
-  tau?: BarycenterTau;
-  scale?: number;
-  iters?: number;
-  lr?: number;
-  steps?: number;
-  /** 'identity': X = I; 'noisy': X = I + 0.1·N(0, 1). */
-  init?: 'identity' | 'noisy';
-  seed?: number;
-  /** Weights cost: stop as soon as the hard cost is exactly zero (every model aligned onto one). Default true. */
-  stopAtZero?: boolean;
-  kkt?: 'dense' | 'schur-cg';
-  /** After every step: the soft cost, and for the weights cost the hard cost. Return true to stop. */
-  onStep?: StepCallback;
 }
 
 /** Σ_i w_i · state_i, differentiable (weightedAverage runs without gradients). */

@@ -24,11 +24,8 @@ export type RebasinCost = (alignedB: Params, step: number) => Tensor;
 /** τ of one permutation group of n units at one step (counted from 1), given the group's X before the step (read only). */
 export type TauSchedule = (n: number, step: number, x: Tensor) => number;
 
-export interface SinkhornRebasinOptions {
-  /** A weight distance to model A, or any differentiable cost (the data-driven Mid/Rnd costs). */
-  cost: WeightCostKind | RebasinCost;
-  /** Cost of the hard-permuted B, for the log and the early stop (default: `cost` without grad). */
-  hardCost?: (alignedB: Params) => number;
+/** How learnable soft permutations are trained: shared by the pairwise method and the barycenter merge. */
+export interface SinkhornTraining {
   /** A fixed temperature, or a schedule (default: WEIGHT_COST_DEFAULTS.tau or DATA_COST_DEFAULTS.tau). */
   tau?: number | TauSchedule;
   scale?: number;
@@ -42,6 +39,13 @@ export interface SinkhornRebasinOptions {
   stopAtZero?: boolean;
   kkt?: 'dense' | 'schur-cg';
   onStep?: StepCallback;
+}
+
+export interface SinkhornRebasinOptions extends SinkhornTraining {
+  /** A weight distance to model A, or any differentiable cost (the data-driven Mid/Rnd costs). */
+  cost: WeightCostKind | RebasinCost;
+  /** Cost of the hard-permuted B, for the log and the early stop (default: `cost` without grad). */
+  hardCost?: (alignedB: Params) => number;
 }
 
 /** An AlignResult with the counters of the implicit backward's KKT solves over the whole run. */
