@@ -199,3 +199,27 @@ test('align/merge: a --data file that is missing or does not fit the model is on
   assert.match(missing.stderr.trim(), /^rebasin align: .*absent\.npz: cannot read \(no such file\)$/);
   assert.equal(readdirSync(dir).length, before);
 });
+
+test('interpolate --data mnist evaluates the test split by default (--split train on request) and says which', async () => {
+  const curve = (...extra: string[]) => new Promise<{ code: number | null; stdout: string; stderr: string }>((done) => {
+    const child = spawn(process.execPath, [CLI, 'interpolate', f('M0.safetensors'), f('M1.safetensors'), '--data', 'mnist', '--data-limit', '100', '--points', '3', '--no-files', '-o', f('interp'), ...extra], { env: { ...process.env, REBASIN_QUIET_BACKEND: '1' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.on('close', (code) => done({ code, stdout, stderr }));
+  });
+  const m0 = splitState(states[0]);
+  for (const split of ['test', 'train'] as const) {
+    const r = await curve(...(split === 'train' ? ['--split', 'train'] : []), '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.deepEqual(j.data, { name: 'mnist', split, n: 100 });
+    const want = evaluate(model, { params: m0.params }, loadMnist(split, { limit: 100, layout: 'flat' }), { criterion: 'ce' });
+    assert.ok(Math.abs(j.curve[0].loss - want.loss) < 1e-6, `${split}: ${j.curve[0].loss} vs ${want.loss}`);
+  }
+  const text = await curve();
+  assert.match(text.stdout, /^curve on mnist test split \(100 samples\)$/m);
+  const npz = await curve('--split', 'train', '--data', f('wide.npz'));
+  assert.equal(npz.code, 2);
+});

@@ -278,13 +278,14 @@ async function isSafetensors(path: string): Promise<boolean> {
 export const interpolateSpec: CommandSpec = {
   name: 'interpolate',
   summary: 'Write models along the linear path (1−α)·A + α·B; with a model definition and --data, also print and plot the loss curve.',
-  usage: 'rebasin interpolate A.safetensors B.safetensors [--alphas 0,0.25,0.5,0.75,1] -o DIR [--data mnist]',
+  usage: 'rebasin interpolate A.safetensors B.safetensors [--alphas 0,0.25,0.5,0.75,1] -o DIR [--data mnist [--split test|train]]',
   positionals: ['A', 'B'],
   options: {
     out: { type: 'string', alias: 'o', help: 'output directory' },
     alphas: { type: 'list', help: 'interpolation weights in [0, 1]', default: ['0', '0.25', '0.5', '0.75', '1'] },
     points: { type: 'int', help: 'λ points of the evaluated curve (with --data)', default: 25 },
     'no-files': { type: 'boolean', help: 'only evaluate the curve; write no interpolated models' },
+    split: { type: 'string', help: `split of a named --data the curve is evaluated on (default ${DEFAULT_SPLIT}, like the experiments; an .npz is evaluated whole)`, choices: SPLITS },
     ...common,
   },
 };
@@ -301,6 +302,16 @@ export async function interpolate(args: Parsed): Promise<number> {
   const config = o['model-config'] ? parseModelConfig(o['model-config'] as string) : undefined;
   const [a, b] = await Promise.all(args.positionals.map((p) => readModelFile(resolve(p), config)));
   assertCompatible(a.state, b.state);
+  const model = a.model ?? b.model;
+  const dataSpec = o.data as string | undefined;
+  if (!dataSpec && o.split !== undefined) throw new UsageError('interpolate: --split applies to --data');
+  if (dataSpec && !isNamedDataset(dataSpec) && o.split !== undefined) throw new UsageError(`interpolate: --split applies to ${Object.keys(NAMED_DATASETS).join(' and ')}; ${dataSpec} is evaluated whole`);
+  const split: SplitName | null = dataSpec && isNamedDataset(dataSpec) ? (o.split as SplitName | undefined) ?? DEFAULT_SPLIT : null;
+  if (dataSpec && !model) throw new UsageError('interpolate: evaluating a curve needs a model definition: rebasin checkpoints or --model-config');
+  // The data is read and checked before any file is written.
+  const data = dataSpec && model
+    ? await readFitData(dataSpec, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model, ...(split ? { split } : {}) })
+    : undefined;
   const dir = resolve(o.out as string);
   ensureDirSync(dir);
   const written: string[] = [];
@@ -311,11 +322,8 @@ export async function interpolate(args: Parsed): Promise<number> {
       written.push(p);
     }
   }
-  const model = a.model ?? b.model;
   let curve: ReturnType<typeof interpolationCurve> | null = null;
-  if (o.data) {
-    if (!model) throw new UsageError('interpolate: evaluating a curve needs a model definition: rebasin checkpoints or --model-config');
-    const data = await readFitData(o.data as string, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model });
+  if (data && model) {
     const progress = new Progress({ label: 'interpolate', total: o.points as number, quiet: Boolean(o.quiet || o.json) });
     curve = interpolationCurve({ model, a: a.state, b: b.state, data, criterion: data.y instanceof Int32Array ? 'ce' : 'mse', points: o.points as number, onPoint: () => progress.tick() });
     progress.finish();
@@ -326,9 +334,11 @@ export async function interpolate(args: Parsed): Promise<number> {
     written.push(svg);
   }
   const summary = curve ? barrier(curve) : null;
-  if (o.json) process.stdout.write(JSON.stringify({ files: written, curve, barrier: summary }) + '\n');
+  const evaluatedOn = data ? { name: dataSpec!, split, n: data.n } : null;
+  if (o.json) process.stdout.write(JSON.stringify({ files: written, data: evaluatedOn, curve, barrier: summary }) + '\n');
   else {
     if (curve) {
+      process.stdout.write(`curve on ${evaluatedOn!.name}${split ? ` ${split} split` : ''} (${evaluatedOn!.n} samples)\n`);
       process.stdout.write('  λ      loss      accuracy\n');
       for (const p of curve) process.stdout.write(`  ${p.lambda.toFixed(3)}  ${p.loss.toFixed(5)}  ${p.accuracy !== undefined ? (100 * p.accuracy).toFixed(2) + '%' : '-'}\n`);
       process.stdout.write(`loss barrier ${summary!.lossBarrier.toFixed(5)} at λ = ${summary!.lossBarrierAt.toFixed(3)}; AUC ${summary!.auc.toFixed(5)}\n`);

@@ -126,7 +126,7 @@ export async function readDataset(spec: string, opts: { dataDir?: string; limit?
 
 /** InputError unless the data's samples fit `model`'s input and its labels/targets its outputs. */
 /** readDataset for the data a method fits on, checked against the model it feeds. */
-export async function readFitData(spec: string, opts: { dataDir?: string; limit?: number; model: Model }): Promise<Dataset> {
+export async function readFitData(spec: string, opts: { dataDir?: string; limit?: number; model: Model; split?: SplitName }): Promise<Dataset> {
   const data = await readDataset(spec, opts);
   checkFits(spec, isNamedDataset(spec), data, data.y instanceof Int32Array ? 'ce' : 'mse', 'the model', opts.model);
   return data;
