@@ -6,6 +6,7 @@
  * statistics. At n = N each order-dependent variant is also run on rotated input orders (model k
  * first, seed k), to show how much the merged accuracy depends on the order.
  */
+import { InputError } from '../errors.js';
 import { join } from 'node:path';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { MERGE_STRATEGY_NAMES, mergeModels, type MergeStrategyName, type MergeStrategyOptions } from '../methods/merge.js';
@@ -90,13 +91,13 @@ export const INDIVIDUAL = 'individual mean';
 export const ENSEMBLE = 'ensemble';
 
 export async function runMergeExperiment(o: MergeExperimentOptions): Promise<MergeExperimentReport> {
-  if (!(Number.isInteger(o.models) && o.models >= 2)) throw new Error(`merge experiment: models must be an integer ≥ 2, got ${o.models}`);
-  if (!(Number.isInteger(o.seeds) && o.seeds >= 1)) throw new Error(`merge experiment: seeds must be an integer ≥ 1, got ${o.seeds}`);
+  if (!(Number.isInteger(o.models) && o.models >= 2)) throw new InputError(`merge experiment: models must be an integer ≥ 2, got ${o.models}`);
+  if (!(Number.isInteger(o.seeds) && o.seeds >= 1)) throw new InputError(`merge experiment: seeds must be an integer ≥ 1, got ${o.seeds}`);
   const orders = o.orders ?? 3;
-  if (!(Number.isInteger(orders) && orders >= 1 && orders <= o.models)) throw new Error(`merge experiment: orders must be an integer in [1, models], got ${orders}`);
+  if (!(Number.isInteger(orders) && orders >= 1 && orders <= o.models)) throw new InputError(`merge experiment: orders must be an integer in [1, models], got ${orders}`);
   const variants = (o.variants ?? MERGE_VARIANT_NAMES).map((name) => {
     const v = MERGE_VARIANTS.find((x) => x.name === name);
-    if (!v) throw new Error(`merge experiment: unknown variant "${name}" (have ${MERGE_VARIANT_NAMES.join(', ')})`);
+    if (!v) throw new InputError(`merge experiment: unknown variant "${name}" (have ${MERGE_VARIANT_NAMES.join(', ')})`);
     return v;
   });
   ensureDirSync(o.outDir);

@@ -3,6 +3,7 @@
  * model A, build B = π*(A) with a random hard permutation π*, and ask each method to align B back
  * to A. Success is exact recovery: the found permutation equals π*⁻¹ (hard weight cost 0).
  */
+import { InputError } from '../errors.js';
 import { join } from 'node:path';
 import { Rng } from '../core/random.js';
 import { noGrad } from '../core/tensor.js';
@@ -67,7 +68,7 @@ export interface RecoveryReport {
  * sizes, e.g. mlp2-tanh-in1-out1), vgg11/13/16/19 (32×32×3 input) or resnet20.
  */
 export function recoveryModel(name: string, width: number): Model {
-  if (!(Number.isInteger(width) && width >= 1)) throw new Error(`recovery: width must be an integer ≥ 1, got ${width}`);
+  if (!(Number.isInteger(width) && width >= 1)) throw new InputError(`recovery: width must be an integer ≥ 1, got ${width}`);
   const m = /^mlp(\d+)(-tanh)?(?:-in(\d+))?(?:-out(\d+))?$/.exec(name);
   if (m) {
     const depth = Number(m[1]);
@@ -78,7 +79,7 @@ export function recoveryModel(name: string, width: number): Model {
   const v = /^vgg(11|13|16|19)$/.exec(name);
   if (v) return vgg({ depth: Number(v[1]) as 11 | 13 | 16 | 19, batchNorm: false, inputShape: [3, 32, 32], numClasses: 10, widthMultiplier: width / 64 });
   if (name === 'resnet20') return resnet20({ widthMultiplier: width / 16 });
-  throw new Error(`recovery: unknown model "${name}" (use mlpN[-tanh][-inK][-outK] for N hidden layers, vgg11/13/16/19 or resnet20)`);
+  throw new InputError(`recovery: unknown model "${name}" (use mlpN[-tanh][-inK][-outK] for N hidden layers, vgg11/13/16/19 or resnet20)`);
 }
 
 
@@ -98,7 +99,7 @@ export function runRecovery(opts: RecoveryOptions): RecoveryReport {
       const b = noGrad(() => applyHard(spec, a, planted));
       const l2 = (aligned: Params) => noGrad(() => weightCost('l2', a, aligned).item());
       for (const method of opts.methods) {
-        if (METHODS[method].needsData) throw new Error(`recovery: method ${method} needs training data; have ${RECOVERY_METHODS.join(', ')}`);
+        if (METHODS[method].needsData) throw new InputError(`recovery: method ${method} needs training data; have ${RECOVERY_METHODS.join(', ')}`);
         // Every curve plots the hard L2 cost; τ, lr and steps are read by the Sinkhorn methods.
         const result = alignModels(method, { spec, a, b }, {
           seed,

@@ -7,6 +7,7 @@
  * The reference's cosine cost adds a constant 2 per tensor; dropping it makes an exact match cost
  * exactly 0, so the early stop works for every cost.
  */
+import { InputError } from '../errors.js';
 import { kernels } from '../core/backend/index.js';
 import { F } from '../core/index.js';
 import { Tensor, scalar } from '../core/tensor.js';
@@ -37,7 +38,7 @@ export const WEIGHT_COST_NAMES = Object.keys(WEIGHT_COSTS) as WeightCostKind[];
 
 export function weightCost(kind: WeightCostKind, a: Params, alignedB: Params): Tensor {
   const def: WeightCostDef = WEIGHT_COSTS[kind];
-  if (!def) throw new Error(`weightCost: unknown cost "${String(kind)}" (have ${WEIGHT_COST_NAMES.join(', ')})`);
+  if (!def) throw new InputError(`weightCost: unknown cost "${String(kind)}" (have ${WEIGHT_COST_NAMES.join(', ')})`);
   let total: Tensor | null = null;
   let count = 0;
   let tensors = 0;

@@ -5,6 +5,7 @@
  * (align each model to models[0] with a pairwise method of the method table), `mergemany`
  * (Git Re-Basin's MergeMany) and `sinkhorn` (the Sinkhorn barycenter, sinkhorn-barycenter.ts).
  */
+import { InputError } from '../errors.js';
 import { Rng } from '../core/random.js';
 import { noGrad } from '../core/tensor.js';
 import { applyHard, composePerms, identityPerms, invertPerms, type Perms } from '../permutation/apply.js';
@@ -108,7 +109,7 @@ export const MERGE_STRATEGY_NAMES = Object.keys(MERGE_STRATEGIES) as MergeStrate
 export type MergeStrategyOptions<S extends MergeStrategyName> = (typeof MERGE_STRATEGIES)[S] extends MergeStrategyEntry<infer O> ? Partial<O> : never;
 
 function strategyEntry(name: MergeStrategyName): MergeStrategyEntry<object> {
-  if (!Object.prototype.hasOwnProperty.call(MERGE_STRATEGIES, name)) throw new Error(`unknown merge strategy "${String(name)}" (have ${MERGE_STRATEGY_NAMES.join(', ')})`);
+  if (!Object.prototype.hasOwnProperty.call(MERGE_STRATEGIES, name)) throw new InputError(`unknown merge strategy "${String(name)}" (have ${MERGE_STRATEGY_NAMES.join(', ')})`);
   return (MERGE_STRATEGIES as Record<string, MergeStrategyEntry<object>>)[name];
 }
 
@@ -126,7 +127,7 @@ export function strategyNeedsData<S extends MergeStrategyName>(name: S, options:
 export function mergeModels<S extends MergeStrategyName>(name: S, input: MergeInput, ctx: MethodContext = {}, options: MergeStrategyOptions<S> = {} as MergeStrategyOptions<S>): MergeResult {
   const e = strategyEntry(name);
   const opts = { ...e.defaults, ...defined(options) };
-  if (e.needsData(opts) && (!ctx.model || !ctx.data)) throw new Error(`merge strategy ${name} needs the model definition and training data`);
+  if (e.needsData(opts) && (!ctx.model || !ctx.data)) throw new InputError(`merge strategy ${name} needs the model definition and training data`);
   const weights = mergeWeights(input.models.length, input.weights);
   assertValidSpec(input.spec, input.models[0]);
   for (const m of input.models.slice(1)) assertCompatible(input.models[0], m);
@@ -168,7 +169,7 @@ function mergeToFirst(input: Required<MergeInput>, ctx: MergeContext, o: FirstOp
 function mergeMany(input: Required<MergeInput>, ctx: MergeContext, o: MergeManyOptions): MergeResult {
   const t0 = performance.now();
   const { spec, models, weights } = input;
-  if (!(Number.isInteger(o.maxRounds) && o.maxRounds >= 1)) throw new Error(`mergemany: maxRounds must be an integer ≥ 1, got ${o.maxRounds}`);
+  if (!(Number.isInteger(o.maxRounds) && o.maxRounds >= 1)) throw new InputError(`mergemany: maxRounds must be an integer ≥ 1, got ${o.maxRounds}`);
   const n = models.length;
   const rng = new Rng(ctx.seed);
   const perms: Perms[] = models.map(() => identityPerms(spec));

@@ -6,6 +6,7 @@
  * table (data-costs.ts); names, `needsData`, the CLI's `--method` choices and the experiments'
  * method lists are all read from here.
  */
+import { InputError } from '../errors.js';
 import { Tensor } from '../core/tensor.js';
 import { Rng } from '../core/random.js';
 import { batches, type Dataset } from '../data/dataset.js';
@@ -67,7 +68,7 @@ function sinkhornEntries<K extends string, O extends object>(names: readonly K[]
 }
 
 function dataOf(ctx: MethodContext): { model: Model; data: Dataset } {
-  if (!ctx.model || !ctx.data) throw new Error('this method needs the model definition and training data');
+  if (!ctx.model || !ctx.data) throw new InputError('this method needs the model definition and training data');
   return { model: ctx.model, data: ctx.data };
 }
 
@@ -124,7 +125,7 @@ export function needsData(method: MethodName): boolean {
 
 function methodEntry(method: MethodName): MethodEntry<object> {
   const e = (METHODS as Record<string, MethodEntry<object>>)[method];
-  if (!Object.prototype.hasOwnProperty.call(METHODS, method) || !e) throw new Error(`unknown method "${String(method)}" (have ${METHOD_NAMES.join(', ')})`);
+  if (!Object.prototype.hasOwnProperty.call(METHODS, method) || !e) throw new InputError(`unknown method "${String(method)}" (have ${METHOD_NAMES.join(', ')})`);
   return e;
 }
 

@@ -6,6 +6,7 @@
  * the hard permutations are the linear assignments maximising ⟨X_p, P⟩, and their cost is
  * checked: a hard cost of exactly 0 (a recovered permutation) stops the run.
  */
+import { InputError } from '../errors.js';
 import { AdamW } from '../core/optim/optimizers.js';
 import { Rng } from '../core/random.js';
 import { eye, noGrad, Tensor } from '../core/tensor.js';
@@ -103,7 +104,7 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
   const iters = opts.iters ?? d.iters;
   const lr = opts.lr ?? d.lr;
   const steps = opts.steps ?? d.steps;
-  if (typeof tau === 'number' && (!(tau > 0) || !Number.isFinite(tau))) throw new Error(`sinkhornRebasin: tau must be > 0, got ${tau}`);
+  if (typeof tau === 'number' && (!(tau > 0) || !Number.isFinite(tau))) throw new InputError(`sinkhornRebasin: tau must be > 0, got ${tau}`);
   if (!(Number.isInteger(iters) && iters >= 1)) throw new Error(`sinkhornRebasin: iters must be an integer ≥ 1, got ${iters}`);
   if (!(Number.isInteger(steps) && steps >= 1)) throw new Error(`sinkhornRebasin: steps must be an integer ≥ 1, got ${steps}`);
   const costFn: RebasinCost = typeof opts.cost === 'string'

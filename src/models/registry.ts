@@ -4,6 +4,7 @@
  * `MODEL_PRESETS` are the named models of `rebasin train --model`. A new architecture is a builder
  * module with its family, listed once in FAMILIES; a new preset is one entry in its family.
  */
+import { InputError } from '../errors.js';
 import type { ArchEntry, ConfigOf, Model, ModelPreset } from './model.js';
 import { MLP_MODELS } from './mlp.js';
 import { RESNET_MODELS } from './resnet.js';
@@ -36,13 +37,13 @@ const PRESETS = byName([...MODEL_PRESETS], (p) => p.name, 'preset');
 /** The preset called `name`; throws listing the names when there is none. */
 export function modelPreset(name: string): ModelPreset<ModelConfig> {
   const p = PRESETS.get(name);
-  if (!p) throw new Error(`unknown model "${name}" (expected ${[...PRESETS.keys()].join(', ')})`);
+  if (!p) throw new InputError(`unknown model "${name}" (expected ${[...PRESETS.keys()].join(', ')})`);
   return p;
 }
 
 /** Rebuilds a model from its JSON config (`model.config`), e.g. when loading a checkpoint. */
 export function createModel(config: ModelConfig): Model {
   const entry = ARCHS.get((config as { arch?: unknown }).arch as string);
-  if (!entry) throw new Error(`createModel: unknown arch "${(config as { arch?: unknown }).arch as string}" (expected ${MODEL_ARCHS.join(', ')})`);
+  if (!entry) throw new InputError(`createModel: unknown arch "${(config as { arch?: unknown }).arch as string}" (expected ${MODEL_ARCHS.join(', ')})`);
   return (entry.build as (options: ModelConfig) => Model)(config);
 }
