@@ -270,7 +270,7 @@ test('graph validation: channel mismatch, unknown input, missing output', () => 
   const b = new GraphBuilder();
   const h = b.linear('a', b.input([4]), 5, 3);
   b.output(h);
-  assert.throws(() => graphModel('bad', { arch: 'mlp', sizes: [4, 3] }, b.build()), /linear "a" expects \[5\] but gets \[4\]/);
+  assert.throws(() => graphModel('bad', { arch: 'mlp', sizes: [4, 3] }, b.build()), /linear "a" expects \[\.\.\., 5\] but gets \[4\]/);
   const c = new GraphBuilder();
   c.output(c.linear('a', 'nowhere', 4, 3));
   assert.throws(() => inferShapes(c.build()), /reads "nowhere"/);
@@ -333,8 +333,10 @@ test('LAYERS: every kind the builders emit has an entry; relu/tanh are nonlinear
     .flatMap((m) => m.graph().nodes.map((n) => n.op)));
   assert.equal(ops.size, 13);
   for (const op of ops) assert.ok(op in LAYERS, op);
-  assert.equal(LAYERS.relu.activation, 'nonlinearity');
-  assert.equal(LAYERS.tanh.activation, 'nonlinearity');
-  assert.equal(LAYERS.add.activation, 'residual');
+  assert.equal(LAYERS.relu.activation?.({ op: 'relu', id: 'r', input: 'x' }), 'nonlinearity');
+  assert.equal(LAYERS.tanh.activation?.({ op: 'tanh', id: 't', input: 'x' }), 'nonlinearity');
+  assert.equal(LAYERS.add.activation?.({ op: 'add', id: 'a', inputs: ['x', 'y'] }), 'residual');
+  assert.equal(LAYERS.unary.activation?.({ op: 'unary', id: 'u', input: 'x', fn: 'gelu' }), 'nonlinearity');
+  assert.equal(LAYERS.unary.activation?.({ op: 'unary', id: 'u', input: 'x', fn: 'exp' }), null);
   assert.equal(LAYERS.conv2d.fused?.next, 'relu');
 });

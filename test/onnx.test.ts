@@ -99,7 +99,7 @@ function graphToOnnx(graph: ModelGraph, params: Params, buffers: Params, o: Expo
       case 'conv2d':
         nodes.push({
           name: nodeName(n.id, 'Conv'), op_type: 'Conv', input: [n.input, addInit(n.weight), ...(n.bias ? [addInit(n.bias)] : [])], output: [n.id],
-          attribute: [ints('dilations', [1, 1]), int('group', 1), ints('kernel_shape', [n.kernel, n.kernel]), ints('pads', [n.padding, n.padding, n.padding, n.padding]), ints('strides', [n.stride, n.stride])],
+          attribute: [ints('dilations', [1, 1]), int('group', 1), ints('kernel_shape', [n.kernel as number, n.kernel as number]), ints('pads', Array<number>(4).fill(n.padding as number)), ints('strides', [n.stride as number, n.stride as number])],
         });
         break;
       case 'batchnorm':

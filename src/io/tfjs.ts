@@ -26,7 +26,8 @@ import { FormatError, describeError } from './errors.js';
 import { float16BitsToFloat32 } from './safetensors.js';
 import { type ArrayRecord, type StateDict } from './records.js';
 import { writeFileAtomic } from './atomic.js';
-import { SpecFlow, type ChanRef, type FlowResult } from './onnx.js';
+import { SpecFlow, type FlowResult } from '../permutation/flow.js';
+import type { ChanRef } from './onnx.js';
 
 // ============================================================================ model.json
 

@@ -20,48 +20,37 @@ import { InputError } from '../errors.js';
 import { sampleSize, type Dataset } from '../data/dataset.js';
 import { axisPermId, type PermutationSpec } from '../permutation/spec.js';
 import {
-  executeGraph, graphTensors, layerOf, nodeChannels, nodeInputs, type ChannelFlow, type GraphNode, type ModelGraph, type RunContext,
+  executeGraph, graphFlow, graphTensors, layerOf, type GraphNode, type ModelGraph, type RunContext,
 } from './graph.js';
 import type { Model, Params } from './model.js';
 
-/** The permutation a node's output channels carry (null: none), and whether positions are flattened into them. */
-interface Carried {
-  perm: string | null;
-  flat: boolean;
-}
-
 /** Permutation id → the ids of the nodes whose outputs are that permutation's activations. */
 export function activationPoints(graph: ModelGraph, spec: PermutationSpec): Record<string, string[]> {
-  // The graph's channel flow (the same per-layer rules deriveSpec reads), with each new space
-  // named by the given spec's entry for the weight axis that opens it.
-  const flow: ChannelFlow<Carried> = {
-    input: () => ({ perm: null, flat: false }),
-    open: (_size, _owner, weight) => {
-      const e = spec.axes[weight]?.[0];
-      return { perm: e === undefined ? null : axisPermId(e), flat: false };
-    },
-    own: () => {},
-    join: (ins) => ins.find((i) => i.perm !== null) ?? ins[0],
-    flatten: (i, inner) => ({ perm: i.perm, flat: i.flat || inner !== 1 }),
-    flattened: (i) => i.flat,
-    output: () => ({ perm: null, flat: false }),
-  };
-  const carried = new Map<string, Carried>();
+  // The graph's channel flow (the rules deriveSpec reads); each derived permutation is named as
+  // the given spec names the weight axis that opens it.
+  const flow = graphFlow(graph);
+  const rename = new Map<string, string | null>();
+  for (const [id, weight] of Object.entries(flow.owners)) {
+    const e = spec.axes[weight]?.[0];
+    rename.set(id, e === undefined ? null : axisPermId(e));
+  }
   const byPerm = new Map<string, GraphNode[]>();
   for (const n of graph.nodes) {
-    const c = nodeChannels(n, nodeInputs(n).map((id) => carried.get(id)!), flow);
-    carried.set(n.id, c);
-    if (c.perm !== null && !c.flat) {
-      let list = byPerm.get(c.perm);
-      if (!list) byPerm.set(c.perm, (list = []));
-      list.push(n);
-    }
+    // Activation rows read the channels on axis 0 ([C, ...] per sample), not flattened ones.
+    const a = flow.nodeAxes.get(n.id)?.[0];
+    if (typeof a !== 'string') continue;
+    const perm = rename.get(a);
+    if (!perm) continue;
+    let list = byPerm.get(perm);
+    if (!list) byPerm.set(perm, (list = []));
+    list.push(n);
   }
   const out: Record<string, string[]> = {};
   for (const p of Object.keys(spec.perms)) {
     const nodes = byPerm.get(p) ?? [];
-    const acts = nodes.filter((n) => layerOf(n).activation === 'nonlinearity');
-    const adds = nodes.filter((n) => layerOf(n).activation === 'residual');
+    const role = (n: GraphNode) => layerOf(n).activation?.(n as never) ?? null;
+    const acts = nodes.filter((n) => role(n) === 'nonlinearity');
+    const adds = nodes.filter((n) => role(n) === 'residual');
     out[p] = (acts.length ? acts : adds.length ? adds : nodes.slice(-1)).map((n) => n.id);
   }
   return out;

@@ -1,0 +1,234 @@
+/**
+ * Spec inference's engine: channel spaces joined by union–find. Every model description (a
+ * ModelGraph, built or imported) reports its channel flow to a SpecFlow — which tensor axes carry
+ * which channels, which spaces are one (residual sums), which are fixed and why — and `finish`
+ * turns that into a permutation spec plus a report of the groups found.
+ */
+import type { AxisPerm, PermutationSpec } from './spec.js';
+import { UnionFind } from './union-find.js';
+
+/**
+ * The channels of one tensor axis: channel space `space` (a union–find element), each channel
+ * spread over `inner` consecutive positions of the axis (after a channel-major flatten, as
+ * `{perm, inner}` in a spec).
+ */
+export interface ChanRef {
+  space: number;
+  inner: number;
+}
+
+/** One permutation group found by the inference. */
+export interface InferredGroup {
+  /** Permutation id in the spec; null for fixed groups. */
+  id: string | null;
+  /** Channels (NaN when unknown, e.g. the output of an op the inference does not know). */
+  size: number;
+  /** Tensor axes it acts on, as `name[axis]`. */
+  axes: string[];
+  /** Why the group is fixed (empty for permuted groups): 'network input', 'model output', an op. */
+  reasons: string[];
+}
+
+export interface FlowResult {
+  spec: PermutationSpec;
+  /** Permutation id → the weight tensor that opened the group (when known). */
+  owners: Record<string, string>;
+  /** Permuted groups, in spec order. */
+  groups: InferredGroup[];
+  /** Fixed groups that touch at least one tensor axis. */
+  fixed: InferredGroup[];
+  warnings: string[];
+}
+
+/**
+ * Channel-flow bookkeeping shared by the ONNX and TF.js spec inference; the same rules as
+ * models/graph.ts `deriveSpec`:
+ * - every linear/conv output opens a channel space (`newSpace`), a candidate permutation;
+ * - channel-wise ops pass their input's ref on; their per-channel tensors take that space;
+ * - a residual add (or any elementwise op of two activations) unions the spaces (`union`);
+ * - the network input and the model outputs are fixed, and so is every group an op the
+ *   inference does not understand touches (`fix`, with the reason, reported as a warning);
+ * - permutation ids are `P_<label of the group's first space>`, in order of creation.
+ */
+export class SpecFlow {
+  private readonly uf = new UnionFind();
+  /** Per root: channel count (NaN unknown) and the reasons it is fixed. */
+  private readonly sizeOf = new Map<number, number>();
+  private readonly fixedWhy = new Map<number, string[]>();
+  private readonly labels: (string | null)[] = [];
+  private readonly ownerTensors: (string | null)[] = [];
+  private readonly tensors = new Map<string, { shape: number[]; axes: (ChanRef | null)[] }>();
+  readonly warnings: string[] = [];
+  private readonly deferred: { message: string; spaces: number[] }[] = [];
+  /** Root → permutation id, filled by `finish`. */
+  private readonly idOf = new Map<number, string>();
+
+  /**
+   * Warns at `finish` unless every group among `spaces` ends up fixed for the network input or a
+   * model output anyway (an unknown op right before the output changes nothing).
+   */
+  warnIfMatters(message: string, spaces: number[]): void {
+    this.deferred.push({ message, spaces });
+  }
+
+  /**
+   * Opens a channel space of `size` channels, labelled for its permutation id; `owner` is the
+   * weight whose output channels these are (lets callers rename ids with the tensor).
+   */
+  newSpace(size: number, label: string | null, owner: string | null = null): number {
+    const s = this.uf.add();
+    this.sizeOf.set(s, size);
+    this.labels.push(label);
+    this.ownerTensors.push(owner);
+    return s;
+  }
+
+  size(space: number): number {
+    return this.sizeOf.get(this.uf.find(space)) ?? NaN;
+  }
+
+  isFixed(space: number): boolean {
+    return (this.fixedWhy.get(this.uf.find(space))?.length ?? 0) > 0;
+  }
+
+  /** Makes the group of `space` non-permutable; `warn` also reports it (when it was not fixed already). */
+  fix(space: number, reason: string, warn = false): void {
+    const r = this.uf.find(space);
+    if (warn && !this.isFixed(r)) this.warnings.push(reason);
+    const list = this.fixedWhy.get(r) ?? [];
+    if (!list.includes(reason)) list.push(reason);
+    this.fixedWhy.set(r, list);
+  }
+
+  /** Unions two spaces (they must have the same size); on a size conflict both are fixed. */
+  union(a: number, b: number, where: string): boolean {
+    const ra = this.uf.find(a);
+    const rb = this.uf.find(b);
+    if (ra === rb) return true;
+    const sa = this.sizeOf.get(ra) ?? NaN;
+    const sb = this.sizeOf.get(rb) ?? NaN;
+    if (Number.isFinite(sa) && Number.isFinite(sb) && sa !== sb) {
+      const why = `${where}: joins channel groups of different sizes (${sa} and ${sb})`;
+      this.fix(ra, why, true);
+      this.fix(rb, why);
+      return false;
+    }
+    const r = this.uf.union(ra, rb);
+    this.sizeOf.set(r, Number.isFinite(sa) ? sa : sb);
+    const why = [...(this.fixedWhy.get(ra) ?? []), ...(this.fixedWhy.get(rb) ?? [])];
+    if (why.length) this.fixedWhy.set(r, [...new Set(why)]);
+    return true;
+  }
+
+  /** Unions two refs: same space relation and the same `inner`, else both are fixed. */
+  unionRefs(a: ChanRef, b: ChanRef, where: string): boolean {
+    if (a.inner !== b.inner) {
+      const why = `${where}: joins channels laid out differently (inner ${a.inner} and ${b.inner})`;
+      this.fix(a.space, why, true);
+      this.fix(b.space, why, true);
+      return false;
+    }
+    return this.union(a.space, b.space, where);
+  }
+
+  /**
+   * Records a tensor's axes. A tensor met twice (a shared or tied weight) must be permuted the
+   * same way at both uses: its refs are unioned, and an axis permuted at one use but not at the
+   * other fixes the group.
+   */
+  setTensor(name: string, shape: readonly number[], axes: (ChanRef | null)[], where: string): void {
+    const prev = this.tensors.get(name);
+    if (!prev) {
+      this.tensors.set(name, { shape: [...shape], axes: [...axes] });
+      return;
+    }
+    if (prev.axes.length !== axes.length) return; // same tensor, same rank: cannot differ
+    prev.axes.forEach((p, i) => {
+      const q = axes[i];
+      if (p && q) this.unionRefs(p, q, `${where}: tensor "${name}"`);
+      else if (p || q) {
+        const r = (p ?? q)!;
+        this.fix(r.space, `${where}: tensor "${name}" axis ${i} is permuted at one use and not at another`, true);
+        if (!p) prev.axes[i] = q;
+      }
+    });
+  }
+
+  /** The permutation id of a space's group (after `finish`), or null when it is fixed. */
+  permOf(space: number): string | null {
+    return this.idOf.get(this.uf.find(space)) ?? null;
+  }
+
+  hasTensor(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  /** Builds the spec: one permutation per non-fixed group of known size that some tensor axis uses. */
+  finish(): FlowResult {
+    for (const d of this.deferred) {
+      const matters = d.spaces.some((s) => !(this.fixedWhy.get(this.uf.find(s)) ?? []).some((r) => r === 'network input' || r === 'model output'));
+      if (matters && !this.warnings.includes(d.message)) this.warnings.push(d.message);
+    }
+    // Safety net: an axis whose length is not size × inner would make an invalid spec.
+    for (const [name, t] of this.tensors) {
+      t.axes.forEach((a, i) => {
+        if (!a) return;
+        const n = this.size(a.space);
+        if (!this.isFixed(a.space) && Number.isFinite(n) && t.shape[i] !== n * a.inner) {
+          this.fix(a.space, `tensor "${name}" axis ${i} has length ${t.shape[i]}, not ${n} channels × ${a.inner}`, true);
+        }
+      });
+    }
+    const used = new Set<number>();
+    for (const t of this.tensors.values()) for (const a of t.axes) if (a) used.add(this.uf.find(a.space));
+    const idOf = this.idOf;
+    idOf.clear();
+    const perms: Record<string, number> = {};
+    const taken = new Set<string>();
+    const groups: InferredGroup[] = [];
+    const fixed: InferredGroup[] = [];
+    const info = new Map<number, InferredGroup>();
+    const owners: Record<string, string> = {};
+    for (const members of this.uf.groups()) {
+      const root = this.uf.find(members[0]);
+      if (!used.has(root)) continue;
+      const size = this.sizeOf.get(root) ?? NaN;
+      if (!this.isFixed(root) && !(Number.isInteger(size) && size > 0)) this.fix(root, 'channel count unknown', true);
+      const g: InferredGroup = { id: null, size, axes: [], reasons: [...(this.fixedWhy.get(root) ?? [])] };
+      info.set(root, g);
+      if (this.isFixed(root)) {
+        fixed.push(g);
+        continue;
+      }
+      const first = members.find((m) => this.labels[m]);
+      if (first === undefined) {
+        // No layer opens these channels (e.g. a parameter axis joined with nothing): nothing to permute.
+        this.fix(root, 'no linear/conv opens these channels');
+        g.reasons = [...(this.fixedWhy.get(root) ?? [])];
+        fixed.push(g);
+        continue;
+      }
+      const label = this.labels[first]!;
+      let id = `P_${label}`;
+      for (let k = 2; taken.has(id); k++) id = `P_${label}#${k}`;
+      taken.add(id);
+      g.id = id;
+      idOf.set(root, id);
+      perms[id] = size;
+      if (first !== undefined && this.ownerTensors[first]) owners[id] = this.ownerTensors[first]!;
+      groups.push(g);
+    }
+    const axes: Record<string, AxisPerm[]> = {};
+    for (const [name, t] of this.tensors) {
+      axes[name] = t.axes.map((a, i) => {
+        if (!a) return null;
+        const root = this.uf.find(a.space);
+        info.get(root)?.axes.push(`${name}[${i}]`);
+        const id = idOf.get(root);
+        if (id === undefined) return null;
+        return a.inner === 1 ? id : { perm: id, inner: a.inner };
+      });
+    }
+    return { spec: { perms, axes }, owners, groups, fixed, warnings: [...this.warnings] };
+  }
+}
