@@ -27,7 +27,12 @@ import { float16BitsToFloat32 } from './safetensors.js';
 import { type ArrayRecord, type StateDict } from './records.js';
 import { writeFileAtomic } from './atomic.js';
 import { SpecFlow, type FlowResult } from '../permutation/flow.js';
-import type { ChanRef } from './onnx.js';
+import type { ChanRef as FlowRef } from '../permutation/flow.js';
+
+/** Where a value's channels live: a flow ref on tensor axis `axis`. */
+interface ChanRef extends FlowRef {
+  axis: number;
+}
 
 // ============================================================================ model.json
 

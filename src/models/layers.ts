@@ -147,7 +147,7 @@ interface NodeFields {
   /** Resizes the spatial axes of [C, H, W] to `size`. */
   resize: { input: string; mode: 'nearest' | 'linear'; size: Pair; alignCorners: boolean };
   /** A parameter used as a value (a bias added by Add, a layer scale, a positional embedding): no batch axis. */
-  param: { name: string; shape: number[] };
+  param: { name: string; shape: number[]; view?: number[] };
   /** A constant written into the graph: no batch axis. */
   constant: { shape: number[]; values: number[] };
   /**
@@ -271,7 +271,11 @@ function conv(n: NodeOf<'conv2d'>, x: Tensor, env: ForwardEnv, relu: boolean): T
 
 /** Fixes the groups of every channel ref given (an op that mixes or reorders channels in a way no permutation follows). */
 function fixRefs(env: FlowEnv, refs: (ChanRef | null)[], reason: string): void {
-  for (const r of refs) if (r) env.flow.fix(r.space, `${env.where}: ${reason}`, true);
+  const why = `${env.where}: ${reason}`;
+  const fresh = refs.filter((r): r is ChanRef => r !== null && !env.flow.isFixed(r.space));
+  for (const r of refs) if (r) env.flow.fix(r.space, why);
+  // One warning per node, and none when the groups were fixed for the input or output anyway.
+  if (fresh.length) env.flow.warnIfMatters(`${why}: the channel groups it touches are left unpermuted`, fresh.map((r) => r.space));
 }
 
 /** Output channels of a node with no rule that keeps them: fresh, fixed spaces (and the inputs' groups fixed). */
@@ -636,13 +640,15 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
   },
   param: {
     tensors: (n) => [{ name: n.name, shape: [...n.shape], kind: 'other', fanIn: 0, buffer: false }],
-    shape: (n) => [...n.shape],
-    forward: (n, _ins, { params }) => need(params, n.name),
+    // `view`: the stored shape without leading 1s (e.g. [1, T, D] broadcast as [T, D]).
+    shape: (n) => [...(n.view ?? n.shape)],
+    forward: (n, _ins, { params }) => (n.view ? F.reshape(need(params, n.name), n.view) : need(params, n.name)),
     // Each axis its own space, joined with the channels it is combined with (an unjoined axis
     // opens no permutation: only a linear/conv does).
     channels: (n, _ins, env) => {
-      const refs = n.shape.map((d) => ({ space: env.flow.newSpace(d, null), inner: 1 }));
-      env.flow.setTensor(n.name, n.shape, refs, env.where);
+      const view = n.view ?? n.shape;
+      const refs = view.map((d) => ({ space: env.flow.newSpace(d, null), inner: 1 }));
+      env.flow.setTensor(n.name, n.shape, [...Array<null>(n.shape.length - view.length).fill(null), ...refs], env.where);
       return refs;
     },
   },
