@@ -5,3 +5,4 @@ export * from './shape.js';
 export * from './linalg.js';
 export * from './nn.js';
 export * from './activation.js';
+export * from './spatial.js';
