@@ -6,3 +6,4 @@ export * from './linalg.js';
 export * from './nn.js';
 export * from './activation.js';
 export * from './spatial.js';
+export * from './norm.js';
