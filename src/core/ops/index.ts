@@ -4,3 +4,6 @@ export * from './reduce.js';
 export * from './shape.js';
 export * from './linalg.js';
 export * from './nn.js';
+export * from './activation.js';
+export * from './spatial.js';
+export * from './norm.js';

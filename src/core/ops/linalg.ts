@@ -2,13 +2,56 @@
 import { kernels } from '../backend/index.js';
 import type { FloatArray } from '../backend/types.js';
 import { allocLike, allocUninit, makeResult, numel, shapeStr, Tensor } from '../tensor.js';
+import { expand, reshape } from './shape.js';
 
 /**
- * Matrix product. a: [m, k] or [B, m, k]; b: [k, n] or [B, k, n]. A 2-D operand is shared over
- * the batch of the other (stride 0).
+ * Matrix product with NumPy / ONNX MatMul semantics: a [..., m, k] @ b [..., k, n] with the
+ * leading (batch) dims broadcast against each other; a 1-D a is a row [1, k] and a 1-D b a column
+ * [k, 1], that axis dropped from the result. An operand without batch dims (or whose batch dims
+ * are all 1) is shared over the batch (stride 0); one broadcast over some batch axes only is
+ * expanded first.
  */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   if (a.dtype !== b.dtype) throw new Error(`matmul: dtypes differ (${a.dtype} and ${b.dtype})`);
+  if (a.ndim === 0 || b.ndim === 0) throw new Error(`matmul: expects operands of at least 1 dim, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
+  if (a.shape[a.ndim - 1] !== b.shape[Math.max(0, b.ndim - 2)]) {
+    throw new Error(`matmul: shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)} do not chain`);
+  }
+  if (a.ndim === 1 || b.ndim === 1) {
+    const r = matmul(a.ndim === 1 ? reshape(a, [1, a.shape[0]]) : a, b.ndim === 1 ? reshape(b, [b.shape[0], 1]) : b);
+    const [m, n] = r.shape.slice(-2);
+    return reshape(r, [...r.shape.slice(0, -2), ...(a.ndim === 1 ? [] : [m]), ...(b.ndim === 1 ? [] : [n])]);
+  }
+  if (a.ndim > 3 || b.ndim > 3 || (a.ndim === 3 && b.ndim === 3 && a.shape[0] !== b.shape[0])) return matmulBroadcast(a, b);
+  return matmul3(a, b);
+}
+
+function matmulBroadcast(a: Tensor, b: Tensor): Tensor {
+  const [m, k] = a.shape.slice(-2);
+  const [k2, n] = b.shape.slice(-2);
+  const batchA = a.shape.slice(0, -2);
+  const batchB = b.shape.slice(0, -2);
+  const nd = Math.max(batchA.length, batchB.length);
+  const batch: number[] = [];
+  for (let i = 0; i < nd; i++) {
+    const da = batchA[batchA.length - nd + i] ?? 1;
+    const db = batchB[batchB.length - nd + i] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) throw new Error(`matmul: shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)} do not chain`);
+    batch.push(da === 1 ? db : da);
+  }
+  if (k !== k2) throw new Error(`matmul: shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)} do not chain`);
+  const B = numel(batch);
+  const as3 = (t: Tensor, batchT: number[], r: number, c: number): Tensor => {
+    if (numel(batchT) === 1) return reshape(t, [r, c]);
+    if (numel(batchT) === B) return reshape(t, [B, r, c]);
+    return reshape(expand(t, [...batch, r, c]), [B, r, c]);
+  };
+  const out = matmul3(as3(a, batchA, m, k), as3(b, batchB, k, n));
+  return reshape(out, [...batch, m, n]);
+}
+
+/** a: [m, k] or [B, m, k]; b: [k, n] or [B, k, n] (the same B). */
+function matmul3(a: Tensor, b: Tensor): Tensor {
   if (a.ndim < 2 || a.ndim > 3 || b.ndim < 2 || b.ndim > 3) {
     throw new Error(`matmul: expects 2-D or 3-D operands, got ${shapeStr(a.shape)} and ${shapeStr(b.shape)}`);
   }

@@ -3,12 +3,20 @@ import { kernels } from '../backend/index.js';
 import type { ConvGeometry, FloatArray, PoolGeometry } from '../backend/types.js';
 import type { Rng } from '../random.js';
 import { allocLike, allocUninit, makeResult, shapeStr, Tensor } from '../tensor.js';
+import { convGeneral } from './conv.js';
 import { exp, sub } from './elementwise.js';
 import { logsumexp } from './reduce.js';
+import { pad } from './spatial.js';
 
 export interface Conv2dOptions {
-  stride?: number;
-  padding?: number;
+  /** One stride for both axes, or [sh, sw]. */
+  stride?: number | readonly [number, number];
+  /** Zero padding on all four sides, or [top, left, bottom, right] (ONNX pads order for 2-D). */
+  padding?: number | readonly [number, number, number, number];
+  /** One dilation for both axes, or [dh, dw]. */
+  dilation?: number | readonly [number, number];
+  /** Channel groups: w is [O, C/groups, KH, KW]; groups = C is a depthwise convolution. */
+  groups?: number;
   /**
    * Apply ReLU in the same kernel: the same values and gradients as F.relu(conv2d(...)), without a
    * separate pass and array for the pre-activation in either direction.
@@ -16,21 +24,54 @@ export interface Conv2dOptions {
   relu?: boolean;
 }
 
-/** 2-D convolution, NCHW input, weight [O, C, KH, KW] (PyTorch layout), optional bias [O]. */
+/**
+ * 2-D convolution, NCHW input, weight [O, C/groups, KH, KW] (PyTorch layout), optional bias [O].
+ * Square stride, equal padding on all sides, no dilation and one group run on the conv kernels
+ * (native when the addon loads); other paddings pad explicitly and then do the same; rectangular
+ * strides, dilation and groups take the general path (im2col + gemm per group, a direct loop for
+ * depthwise).
+ */
 export function conv2d(x: Tensor, w: Tensor, b: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
-  const stride = opts.stride ?? 1;
-  const pad = opts.padding ?? 0;
+  const [sh, sw] = typeof opts.stride === 'object' ? opts.stride : [opts.stride ?? 1, opts.stride ?? 1];
+  const p = opts.padding ?? 0;
+  const pads = typeof p === 'object' ? p : [p, p, p, p];
+  const [pt, pl, pb, pr] = pads;
+  const [dh, dw] = typeof opts.dilation === 'object' ? opts.dilation : [opts.dilation ?? 1, opts.dilation ?? 1];
+  const groups = opts.groups ?? 1;
   if (x.ndim !== 4 || w.ndim !== 4) throw new Error(`conv2d: expects x [N,C,H,W] and w [O,C,KH,KW], got ${shapeStr(x.shape)} and ${shapeStr(w.shape)}`);
   const [N, C, H, W] = x.shape;
-  const [O, C2, KH, KW] = w.shape;
-  if (C !== C2) throw new Error(`conv2d: input ${shapeStr(x.shape)} has ${C} channels but weight ${shapeStr(w.shape)} expects ${C2}`);
+  const [O, Cg, KH, KW] = w.shape;
+  if (!(Number.isInteger(groups) && groups >= 1) || C % groups !== 0 || O % groups !== 0) {
+    throw new Error(`conv2d: ${groups} groups do not divide input ${shapeStr(x.shape)} and weight ${shapeStr(w.shape)}`);
+  }
+  if (C / groups !== Cg) {
+    throw new Error(`conv2d: input ${shapeStr(x.shape)} has ${C} channels but weight ${shapeStr(w.shape)} expects ${Cg * groups}${groups > 1 ? ` (${groups} groups)` : ''}`);
+  }
   if (b && (b.ndim !== 1 || b.shape[0] !== O)) throw new Error(`conv2d: bias ${shapeStr(b.shape)} does not match ${O} output channels`);
-  if (!(stride >= 1 && Number.isInteger(stride)) || !(pad >= 0 && Number.isInteger(pad))) throw new Error(`conv2d: invalid stride ${stride} or padding ${pad}`);
+  if (x.dtype !== w.dtype || (b && b.dtype !== x.dtype)) throw new Error(`conv2d: dtypes differ (${x.dtype}, ${w.dtype}${b ? `, ${b.dtype}` : ''})`);
+  if (pads.length !== 4 || [sh, sw, dh, dw].some((v) => !(Number.isInteger(v) && v >= 1)) || pads.some((v) => !(Number.isInteger(v) && v >= 0))) {
+    throw new Error(`conv2d: invalid stride [${sh}, ${sw}], padding [${pads.join(', ')}] or dilation [${dh}, ${dw}]`);
+  }
+  const relu = opts.relu ?? false;
+  const OH = Math.floor((H + pt + pb - ((KH - 1) * dh + 1)) / sh) + 1;
+  const OW = Math.floor((W + pl + pr - ((KW - 1) * dw + 1)) / sw) + 1;
+  if (OH < 1 || OW < 1) throw new Error(`conv2d: kernel ${KH}×${KW} (dilation [${dh}, ${dw}]) does not fit input ${H}×${W} with padding [${pads.join(', ')}]`);
+  if (sh === sw && dh === 1 && dw === 1 && groups === 1) {
+    if (pt === pl && pt === pb && pt === pr) return conv2dKernel(x, w, b, sh, pt, relu);
+    // Unequal padding: pad the excess explicitly, the common part in the kernel.
+    const m = Math.min(pt, pl, pb, pr);
+    return conv2dKernel(pad(x, [0, 0, pt - m, pl - m, 0, 0, pb - m, pr - m]), w, b, sh, m, relu);
+  }
+  return convGeneral(x, w, b, { N, C, H, W, O, KH, KW, sh, sw, pt, pl, dh, dw, groups, OH, OW }, relu);
+}
+
+/** The conv kernels' case: square stride, equal padding, no dilation, one group. */
+function conv2dKernel(x: Tensor, w: Tensor, b: Tensor | null, stride: number, pad: number, relu: boolean): Tensor {
+  const [N, C, H, W] = x.shape;
+  const [O, , KH, KW] = w.shape;
   const OH = Math.floor((H + 2 * pad - KH) / stride) + 1;
   const OW = Math.floor((W + 2 * pad - KW) / stride) + 1;
-  if (OH < 1 || OW < 1) throw new Error(`conv2d: kernel ${KH}×${KW} does not fit input ${H}×${W} with padding ${pad}`);
   const g: ConvGeometry = { N, C, H, W, O, KH, KW, stride, pad, OH, OW };
-  const relu = opts.relu ?? false;
   const out = allocUninit(x.dtype, N * O * OH * OW);
   const K = kernels();
   K.conv2dForward(x.data, w.data, b ? b.data : null, out, g, relu);

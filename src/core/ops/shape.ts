@@ -1,6 +1,7 @@
-/** Shape ops: reshape, permute axes, slice, concat, index-select (hard permutations use it). */
+/** Shape ops: reshape, permute axes, slice, concat, split, index-select (hard permutations use it), gather, expand, tile. */
 import { kernels } from '../backend/index.js';
 import { allocLike, makeResult, numel, shapeStr, Tensor, type Shape } from '../tensor.js';
+import { broadcastShapes, expandTo, sumToShape } from './elementwise.js';
 import { normAxis } from './reduce.js';
 
 /** Same data, new shape; one dimension may be -1. */
@@ -144,4 +145,69 @@ export function indexSelect(x: Tensor, axis: number, index: Int32Array | readonl
     kernels().scatterAdd(g, outer, len, inner, idx, gx);
     return [gx];
   });
+}
+
+/**
+ * ONNX Gather: picks entries of `x` along `axis` by an index tensor given as flat indices and
+ * their shape; the output shape is x.shape[:axis] + indexShape + x.shape[axis+1:]. Negative
+ * indices count from the end; out-of-range ones throw. The gradient scatter-adds into x (an
+ * embedding table's rows).
+ */
+export function gather(x: Tensor, axis: number, indices: Int32Array | readonly number[], indexShape: readonly number[]): Tensor {
+  const a = normAxis('gather', axis, x.ndim);
+  const count = numel(indexShape);
+  if (indices.length !== count) throw new Error(`gather: ${indices.length} indices for index shape ${shapeStr(indexShape)}`);
+  const len = x.shape[a];
+  const idx = new Int32Array(count);
+  for (let j = 0; j < count; j++) {
+    const v = indices[j];
+    const w = v < 0 ? v + len : v;
+    if (!(Number.isInteger(w) && w >= 0 && w < len)) throw new Error(`gather: index ${v} at position ${j} is out of range for axis ${axis} of length ${len} (x ${shapeStr(x.shape)})`);
+    idx[j] = w;
+  }
+  const outer = numel(x.shape.slice(0, a));
+  const inner = numel(x.shape.slice(a + 1));
+  const shape = [...x.shape.slice(0, a), ...indexShape, ...x.shape.slice(a + 1)];
+  const data = allocLike(x.dtype, outer * count * inner);
+  kernels().gather(x.data, outer, len, inner, idx, data);
+  return makeResult('gather', shape, data, [x], (g) => {
+    const gx = allocLike(x.dtype, x.size);
+    kernels().scatterAdd(g, outer, len, inner, idx, gx);
+    return [gx];
+  });
+}
+
+/**
+ * Broadcasts x to `shape` (ONNX Expand: the two shapes broadcast together, so the result may be
+ * larger than `shape` on an axis where x is larger). The gradient sums back over broadcast axes.
+ */
+export function expand(x: Tensor, shape: readonly number[]): Tensor {
+  const out = broadcastShapes('expand', x.shape, shape);
+  const data = expandTo(x, out);
+  return makeResult('expand', out, data, [x], (g) => [sumToShape(g, out, x.shape)]);
+}
+
+/** Splits x along `axis` into pieces of the given sizes (which must add up to the axis length). */
+export function split(x: Tensor, axis: number, sizes: readonly number[]): Tensor[] {
+  const a = normAxis('split', axis, x.ndim);
+  const total = sizes.reduce((p, c) => p + c, 0);
+  if (sizes.some((s) => !(Number.isInteger(s) && s >= 0)) || total !== x.shape[a]) {
+    throw new Error(`split: sizes [${sizes.join(', ')}] do not add up to axis ${axis} of ${shapeStr(x.shape)}`);
+  }
+  let start = 0;
+  return sizes.map((s) => {
+    const piece = slice(x, a, start, start + s);
+    start += s;
+    return piece;
+  });
+}
+
+/** Repeats x `repeats[d]` times along each axis d (ONNX Tile), composed of reshape and expand. */
+export function tile(x: Tensor, repeats: readonly number[]): Tensor {
+  if (repeats.length !== x.ndim || repeats.some((r) => !(Number.isInteger(r) && r >= 0))) {
+    throw new Error(`tile: repeats [${repeats.join(', ')}] do not fit ${shapeStr(x.shape)}`);
+  }
+  const interleaved = x.shape.flatMap((d) => [1, d]);
+  const target = x.shape.flatMap((d, i) => [repeats[i], d]);
+  return reshape(expand(reshape(x, interleaved), target), x.shape.map((d, i) => d * repeats[i]));
 }
