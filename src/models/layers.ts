@@ -18,35 +18,32 @@ import { InputError } from '../errors.js';
 import type { ChanRef, SpecFlow } from '../permutation/flow.js';
 import type { Params } from '../state/params.js';
 
-// TEMP until the core ops land.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-const FX = F as typeof F & Record<string, any>;
 
 /** Element-wise functions of one value (`unary` nodes), with what activation matching reads. */
 export const UNARY_FNS = {
   relu: { f: (x: Tensor) => F.relu(x), nonlinearity: true },
   sigmoid: { f: (x: Tensor) => F.sigmoid(x), nonlinearity: true },
   tanh: { f: (x: Tensor) => F.tanh(x), nonlinearity: true },
-  gelu: { f: (x: Tensor) => FX.gelu(x, 'none'), nonlinearity: true },
-  'gelu-tanh': { f: (x: Tensor) => FX.gelu(x, 'tanh'), nonlinearity: true },
-  silu: { f: (x: Tensor) => FX.silu(x), nonlinearity: true },
-  mish: { f: (x: Tensor) => FX.mish(x), nonlinearity: true },
-  hardswish: { f: (x: Tensor) => FX.hardSwish(x), nonlinearity: true },
-  hardsigmoid: { f: (x: Tensor, a = 0.2, b = 0.5) => FX.hardSigmoid(x, a, b), nonlinearity: true },
-  leakyrelu: { f: (x: Tensor, a = 0.01) => FX.leakyRelu(x, a), nonlinearity: true },
-  elu: { f: (x: Tensor, a = 1) => FX.elu(x, a), nonlinearity: true },
-  selu: { f: (x: Tensor) => FX.selu(x), nonlinearity: true },
-  softplus: { f: (x: Tensor) => FX.softplus(x), nonlinearity: true },
-  clip: { f: (x: Tensor, lo = -Infinity, hi = Infinity) => FX.clip(x, lo, hi), nonlinearity: true },
-  erf: { f: (x: Tensor) => FX.erf(x), nonlinearity: false },
+  gelu: { f: (x: Tensor) => F.gelu(x, 'none'), nonlinearity: true },
+  'gelu-tanh': { f: (x: Tensor) => F.gelu(x, 'tanh'), nonlinearity: true },
+  silu: { f: (x: Tensor) => F.silu(x), nonlinearity: true },
+  mish: { f: (x: Tensor) => F.mish(x), nonlinearity: true },
+  hardswish: { f: (x: Tensor) => F.hardSwish(x), nonlinearity: true },
+  hardsigmoid: { f: (x: Tensor, a = 0.2, b = 0.5) => F.hardSigmoid(x, a, b), nonlinearity: true },
+  leakyrelu: { f: (x: Tensor, a = 0.01) => F.leakyRelu(x, a), nonlinearity: true },
+  elu: { f: (x: Tensor, a = 1) => F.elu(x, a), nonlinearity: true },
+  selu: { f: (x: Tensor) => F.selu(x), nonlinearity: true },
+  softplus: { f: (x: Tensor) => F.softplus(x), nonlinearity: true },
+  clip: { f: (x: Tensor, lo = -Infinity, hi = Infinity) => F.clip(x, lo, hi), nonlinearity: true },
+  erf: { f: (x: Tensor) => F.erf(x), nonlinearity: false },
   exp: { f: (x: Tensor) => F.exp(x), nonlinearity: false },
   log: { f: (x: Tensor) => F.log(x), nonlinearity: false },
   abs: { f: (x: Tensor) => F.abs(x), nonlinearity: false },
   neg: { f: (x: Tensor) => F.neg(x), nonlinearity: false },
   sqrt: { f: (x: Tensor) => F.sqrt(x), nonlinearity: false },
-  reciprocal: { f: (x: Tensor) => FX.reciprocal(x), nonlinearity: false },
-  sin: { f: (x: Tensor) => FX.sin(x), nonlinearity: false },
-  cos: { f: (x: Tensor) => FX.cos(x), nonlinearity: false },
+  reciprocal: { f: (x: Tensor) => F.reciprocal(x), nonlinearity: false },
+  sin: { f: (x: Tensor) => F.sin(x), nonlinearity: false },
+  cos: { f: (x: Tensor) => F.cos(x), nonlinearity: false },
 } satisfies Record<string, { f: (x: Tensor, alpha?: number, beta?: number) => Tensor; nonlinearity: boolean }>;
 export type UnaryFn = keyof typeof UNARY_FNS;
 
@@ -56,9 +53,9 @@ export const BINARY_FNS = {
   sub: (a: Tensor, b: Tensor) => F.sub(a, b),
   mul: (a: Tensor, b: Tensor) => F.mul(a, b),
   div: (a: Tensor, b: Tensor) => F.div(a, b),
-  pow: (a: Tensor, b: Tensor) => FX.pow(a, b),
+  pow: (a: Tensor, b: Tensor) => F.pow(a, b),
   max: (a: Tensor, b: Tensor) => F.maximum(a, b),
-  min: (a: Tensor, b: Tensor) => FX.minimum(a, b),
+  min: (a: Tensor, b: Tensor) => F.minimum(a, b),
   /** PRelu: x where x ≥ 0, slope·x elsewhere. */
   prelu: (x: Tensor, slope: Tensor) => F.add(F.relu(x), F.mul(slope, F.neg(F.relu(F.neg(x))))),
 } satisfies Record<string, (a: Tensor, b: Tensor) => Tensor>;
@@ -259,10 +256,10 @@ function windowSize(n: number, k: number, stride: number, padBegin: number, padE
 const windowShape = (s: number[], k: number, st: number, p: number) => [s[0], windowSize(s[1], k, st, p, p), windowSize(s[2], k, st, p, p)];
 
 function convOpts(n: NodeOf<'conv2d'>, relu: boolean): Conv2dOptions {
-  const o: Record<string, unknown> = { stride: n.stride, padding: n.padding, relu };
+  const o: Conv2dOptions = { stride: n.stride, padding: n.padding, relu };
   if (n.dilation !== undefined && pair(n.dilation).some((d) => d !== 1)) o.dilation = n.dilation;
   if ((n.groups ?? 1) !== 1) o.groups = n.groups;
-  return o as Conv2dOptions;
+  return o;
 }
 
 function conv(n: NodeOf<'conv2d'>, x: Tensor, env: ForwardEnv, relu: boolean): Tensor {
@@ -443,7 +440,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       if (i.length < k || n.shape.some((d, j) => !fits(i[i.length - k + j], d))) throw new Error(`ModelGraph: layernorm "${n.id}" normalises ${fmt(n.shape)} but gets ${fmt(i)}`);
       return i;
     },
-    forward: (n, [x], { params }) => FX.layerNorm(x, n.shape.length, n.weight ? need(params, n.weight) : null, n.bias ? need(params, n.bias) : null, n.eps),
+    forward: (n, [x], { params }) => F.layerNorm(x, n.shape.length, n.weight ? need(params, n.weight) : null, n.bias ? need(params, n.bias) : null, n.eps),
     // Statistics over the channels are symmetric functions of them: LayerNorm commutes with
     // permuting the channels; its affine tensors follow them.
     channels: (n, [i], env) => {
@@ -461,7 +458,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       if (i.length < 2 || !fits(i[0], n.channels)) throw new Error(`ModelGraph: instancenorm "${n.id}" expects ${n.channels} channels but gets ${fmt(i)}`);
       return i;
     },
-    forward: (n, [x], { params }) => FX.instanceNorm(x, need(params, n.weight), need(params, n.bias), n.eps),
+    forward: (n, [x], { params }) => F.instanceNorm(x, need(params, n.weight), need(params, n.bias), n.eps),
     channels: (n, [i], env) => {
       for (const name of [n.weight, n.bias]) env.flow.setTensor(name, [n.channels], [i[0]], env.where);
       return i;
@@ -496,7 +493,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       const c = n.ceilMode ?? false;
       return [i[0], windowSize(i[1], n.kernel[0], n.stride[0], n.padding[0], n.padding[2], dh, c), windowSize(i[2], n.kernel[1], n.stride[1], n.padding[1], n.padding[3], dw, c)];
     },
-    forward: (n, [x]) => FX.pool2d(x, { kind: n.kind, kernel: n.kernel, stride: n.stride, padding: n.padding, dilation: n.dilation, ceilMode: n.ceilMode, countIncludePad: n.countIncludePad }),
+    forward: (n, [x]) => F.pool2d(x, { kind: n.kind, kernel: n.kernel, stride: n.stride, padding: n.padding, dilation: n.dilation, ceilMode: n.ceilMode, countIncludePad: n.countIncludePad }),
   },
   globalpool: {
     shape: (_n, [i]) => [i[0], ...i.slice(1).map(() => 1)],
@@ -618,7 +615,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
   },
   gather: {
     shape: (n, [i]) => [...i.slice(0, n.axis), ...n.indexShape, ...i.slice(n.axis + 1)],
-    forward: (n, [x]) => FX.gather(x, full(n.axis), Int32Array.from(n.index), n.indexShape),
+    forward: (n, [x]) => F.gather(x, full(n.axis), Int32Array.from(n.index), n.indexShape),
     channels: (n, [i], env) => {
       if (i[n.axis]) fixRefs(env, [i[n.axis]], 'picks channels by index');
       return [...i.slice(0, n.axis), ...n.indexShape.map(() => null), ...i.slice(n.axis + 1)];
@@ -626,7 +623,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
   },
   pad: {
     shape: (n, [i]) => i.map((d, j) => d + n.pads[j] + n.pads[j + i.length]),
-    forward: (n, [x]) => FX.pad(x, [0, ...n.pads.slice(0, n.pads.length / 2), 0, ...n.pads.slice(n.pads.length / 2)], n.value),
+    forward: (n, [x]) => F.pad(x, [0, ...n.pads.slice(0, n.pads.length / 2), 0, ...n.pads.slice(n.pads.length / 2)], n.value),
     channels: (n, [i], env) => i.map((r, j) => {
       if (!r || (n.pads[j] === 0 && n.pads[j + i.length] === 0)) return r;
       fixRefs(env, [r], 'pads the channel axis');
@@ -635,7 +632,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
   },
   resize: {
     shape: (n, [i]) => [i[0], n.size[0], n.size[1]],
-    forward: (n, [x]) => (n.mode === 'nearest' ? FX.resizeNearest(x, n.size[0], n.size[1]) : FX.resizeBilinear(x, n.size[0], n.size[1], n.alignCorners)),
+    forward: (n, [x]) => (n.mode === 'nearest' ? F.resizeNearest(x, n.size[0], n.size[1]) : F.resizeBilinear(x, n.size[0], n.size[1], n.alignCorners)),
     channels: (_n, [i]) => [i[0], null, null],
   },
   param: {
