@@ -32,7 +32,7 @@ import { Progress } from '../report/progress.js';
 import { linePlots } from '../report/svg.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 import { BN_MODES, DEFAULT_SPLIT, SPLITS, type BnChoice } from './eval.js';
-import { checkFits, equivalenceCheck, isNamedDataset, NAMED_DATASETS, parseModelConfig, readDataset, readFitData, readModelFile, resolveSpec, writeModelFile, type EquivalenceReport, type ModelFile } from './model-files.js';
+import { checkFits, equivalenceCheck, isNamedDataset, MODEL_DEFINITION_OPTIONS, NAMED_DATASETS, parseModelConfig, readDataset, readFitData, readModels, resolveSpec, writeModelFile, type EquivalenceReport, type ModelFile } from './model-files.js';
 
 const DATA_METHODS = METHOD_NAMES.filter(needsData);
 
@@ -49,7 +49,7 @@ function defaultsOf(key: string): string {
 
 const common = {
   spec: { type: 'string', help: 'permutation spec JSON (default: derived from a rebasin checkpoint\'s model)' },
-  'model-config': { type: 'string', help: 'model definition as JSON or a JSON file, e.g. {"arch":"mlp","sizes":[784,512,10]} (enables the functional check and data-driven methods for plain weights)' },
+  ...MODEL_DEFINITION_OPTIONS,
   data: { type: 'string', help: `training data for ${DATA_METHODS.join('/')}: mnist, fashion-mnist or an .npz with x and y` },
   'data-dir': { type: 'string', help: 'folder with the MNIST/Fashion-MNIST IDX files' },
   'data-limit': { type: 'int', help: 'use only the first N training samples' },
@@ -84,12 +84,13 @@ export const alignSpec: CommandSpec = {
 interface Loaded {
   files: ModelFile[];
   spec: PermutationSpec;
+  /** Why an --onnx model cannot run, when it cannot. */
+  unrunnable?: string;
 }
 
 async function loadModels(cmd: string, paths: string[], o: Parsed['options']): Promise<Loaded> {
-  const config = o['model-config'] ? parseModelConfig(o['model-config'] as string) : undefined;
-  const files = await Promise.all(paths.map((p) => readModelFile(resolve(p), config)));
-  const spec = await resolveSpec(o.spec as string | undefined, files[0].model, cmd);
+  const { files, definition } = await readModels(paths.map((p) => resolve(p)), o);
+  const spec = await resolveSpec(o.spec as string | undefined, files[0].model, cmd, definition?.spec);
   try {
     assertValidSpec(spec, files[0].state);
   } catch (e) {
@@ -104,7 +105,7 @@ async function loadModels(cmd: string, paths: string[], o: Parsed['options']): P
       throw new InputError(`${cmd}: ${f.path} does not match ${files[0].path} (model A): ${e.message}`);
     }
   }
-  return { files, spec };
+  return { files, spec, unrunnable: definition?.unrunnable };
 }
 
 function checkMethodOptions(cmd: string, o: Parsed['options']): MethodName {
@@ -120,7 +121,7 @@ function checkMethodOptions(cmd: string, o: Parsed['options']): MethodName {
 
 async function runMethod(cmd: string, method: MethodName, spec: PermutationSpec, a: ModelFile, b: ModelFile, o: Parsed['options']): Promise<AlignResult> {
   const model = a.model ?? b.model;
-  if (needsData(method) && !model) throw new UsageError(`${cmd}: --method ${method} needs a model definition: use rebasin checkpoints or pass --model-config`);
+  if (needsData(method) && !model) throw new UsageError(`${cmd}: --method ${method} needs a model definition: use rebasin checkpoints or pass --model-config or --onnx`);
   const data = o.data && model ? await readFitData(o.data as string, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model }) : undefined;
   const progress = new Progress({ label: `${cmd} ${method}`, total: 1, quiet: Boolean(o.quiet || o.json) });
   const result = alignModels(method, { spec, a: a.state, b: b.state }, {
@@ -170,9 +171,10 @@ export async function align(args: Parsed): Promise<number> {
   if (!o.out) throw new UsageError('align: -o/--out is required');
   const method = checkMethodOptions('align', o);
   if (o.lazy) return alignLazy(args, method);
-  const { files: [a, b], spec } = await loadModels('align', args.positionals, o);
+  const { files: [a, b], spec, unrunnable } = await loadModels('align', args.positionals, o);
+  if (unrunnable && needsData(method)) throw new InputError(`align: --method ${method} runs the model, but ${unrunnable}`);
   const result = await runMethod('align', method, spec, a, b, o);
-  const check = equivalenceCheck(a.model ?? b.model, b.state, result.aligned, () => noGrad(() => applyHard(spec, result.aligned, invertPerms(result.perms))));
+  const check = equivalenceCheck(a.model ?? b.model, b.state, result.aligned, () => noGrad(() => applyHard(spec, result.aligned, invertPerms(result.perms))), undefined, unrunnable);
   checkOrThrow('align', check, Boolean(o.json));
   const out = resolve(o.out as string);
   await writeModelFile(out, result.aligned, b.metadata, { rebasin_aligned_to: a.path, rebasin_method: method });
@@ -299,15 +301,15 @@ export async function interpolate(args: Parsed): Promise<number> {
     if (!(v >= 0 && v <= 1)) throw new UsageError(`interpolate: --alphas: "${s}" is not a number in [0, 1]`);
     return v;
   });
-  const config = o['model-config'] ? parseModelConfig(o['model-config'] as string) : undefined;
-  const [a, b] = await Promise.all(args.positionals.map((p) => readModelFile(resolve(p), config)));
+  const { files: [a, b], definition } = await readModels(args.positionals.map((p) => resolve(p)), o);
+  if (definition?.unrunnable && o.data) throw new InputError(`interpolate: evaluating a curve runs the model, but ${definition.unrunnable}`);
   assertCompatible(a.state, b.state);
   const model = a.model ?? b.model;
   const dataSpec = o.data as string | undefined;
   if (!dataSpec && o.split !== undefined) throw new UsageError('interpolate: --split applies to --data');
   if (dataSpec && !isNamedDataset(dataSpec) && o.split !== undefined) throw new UsageError(`interpolate: --split applies to ${Object.keys(NAMED_DATASETS).join(' and ')}; ${dataSpec} is evaluated whole`);
   const split: SplitName | null = dataSpec && isNamedDataset(dataSpec) ? (o.split as SplitName | undefined) ?? DEFAULT_SPLIT : null;
-  if (dataSpec && !model) throw new UsageError('interpolate: evaluating a curve needs a model definition: rebasin checkpoints or --model-config');
+  if (dataSpec && !model) throw new UsageError('interpolate: evaluating a curve needs a model definition: rebasin checkpoints, --model-config or --onnx');
   // The data is read and checked before any file is written.
   const data = dataSpec && model
     ? await readFitData(dataSpec, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model, ...(split ? { split } : {}) })
@@ -412,7 +414,7 @@ export async function merge(args: Parsed): Promise<number> {
   const options = strategy === 'first' ? { method, methodOptions: { ...tuning, epochs: o.epochs as number | undefined } }
     : strategy === 'sinkhorn' ? { cost: o['barycenter-cost'] as 'data' | 'weights' | undefined, barycenter: tuning }
       : {};
-  if (strategyNeedsData(strategy, options) && !model) throw new UsageError(`merge: --strategy ${strategy}${strategy === 'first' ? ` --method ${method}` : ''} needs a model definition: use rebasin checkpoints or pass --model-config`);
+  if (strategyNeedsData(strategy, options) && !model) throw new UsageError(`merge: --strategy ${strategy}${strategy === 'first' ? ` --method ${method}` : ''} needs a model definition: use rebasin checkpoints or pass --model-config or --onnx`);
   if (strategyNeedsData(strategy, options) && !o.data) throw new UsageError(`merge: --strategy ${strategy}${strategy === 'first' ? ` --method ${method}` : ''} needs --data (${Object.keys(NAMED_DATASETS).join(', ')} or an .npz) to fit on`);
   const evalSetup = evalSpecName ? await mergeEvalSetup(evalSpecName, o, files) : null;
   const readOpts = { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model };

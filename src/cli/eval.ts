@@ -15,7 +15,7 @@ import type { Criterion } from '../models/loss.js';
 import { hasBatchNorm } from '../training/common.js';
 import { evaluate, evaluateEnsemble, reestimateBatchNorm, type EnsembleMember, type EvalResult } from '../training/evaluate.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
-import { checkFits, isNamedDataset, NAMED_DATASETS, parseModelConfig, readDataset, readModelFile } from './model-files.js';
+import { checkFits, isNamedDataset, MODEL_DEFINITION_OPTIONS, NAMED_DATASETS, readDataset, readModels } from './model-files.js';
 
 const DATA_NAMES = Object.keys(NAMED_DATASETS);
 export const SPLITS: readonly SplitName[] = ['train', 'test'];
@@ -33,7 +33,7 @@ export const evalSpec: CommandSpec = {
     split: { type: 'string', help: `split of ${DATA_NAMES.join('/')} to evaluate on (default ${DEFAULT_SPLIT}; an .npz is evaluated whole)`, choices: SPLITS },
     ensemble: { type: 'boolean', help: 'also evaluate the ensemble of all models: softmax probabilities averaged (outputs averaged for regression); the models must share one architecture' },
     bn: { type: 'string', help: 'BatchNorm statistics: keep the stored ones, or re-estimate them on the training split (on the .npz itself for an .npz)', choices: BN_MODES, default: 'keep' },
-    'model-config': { type: 'string', help: 'model definition for plain weights, as JSON or a JSON file, e.g. {"arch":"mlp","sizes":[784,512,10]}' },
+    ...MODEL_DEFINITION_OPTIONS,
     'data-dir': { type: 'string', help: 'folder with the MNIST/Fashion-MNIST IDX files' },
     'data-limit': { type: 'int', help: 'use only the first N samples (of the evaluated split, and of the training split for --bn reestimate)' },
     'batch-size': { type: 'int', help: 'evaluation batch size (results do not depend on it)', default: 1000 },
@@ -66,14 +66,15 @@ export async function evalModels(args: Parsed): Promise<number> {
   const bnChoice = o.bn as BnChoice;
   const batchSize = o['batch-size'] as number;
 
-  const config = o['model-config'] ? parseModelConfig(o['model-config'] as string) : undefined;
-  const files = await Promise.all(paths.map(async (arg) => {
-    const f = await readModelFile(resolve(arg), config);
-    if (!f.model) throw new UsageError(`eval: ${arg} holds plain weights without a model definition: pass --model-config (or use rebasin checkpoints)`);
+  const { files: read, definition } = await readModels(paths.map((p) => resolve(p)), o);
+  if (definition?.unrunnable) throw new InputError(`eval: ${definition.unrunnable}`);
+  const files = read.map((f, i) => {
+    const arg = paths[i];
+    if (!f.model) throw new UsageError(`eval: ${arg} holds plain weights without a model definition: pass --model-config or --onnx (or use rebasin checkpoints)`);
     // A checkpoint was checked against its model when loaded; plain weights are checked here.
-    if (config) checkStateAgainstModel(f.path, f.model, f.state.keys(), (n) => f.state.get(n)?.shape);
+    if (definition) checkStateAgainstModel(f.path, f.model, f.state.keys(), (n) => f.state.get(n)?.shape);
     return { arg, path: f.path, model: f.model, state: f.state };
-  }));
+  });
   if (o.ensemble) {
     const first = files[0];
     for (const f of files.slice(1)) {

@@ -4,7 +4,7 @@
  * for the data-driven methods. Every failure is an InputError naming the file or option.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { Rng } from '../core/random.js';
 import { Tensor } from '../core/tensor.js';
 import { loadFashionMnist, loadMnist, sampleSize, targetSize, type Dataset, type SplitName } from '../data/index.js';
@@ -14,6 +14,8 @@ import { ensureDirSync } from '../io/atomic.js';
 import { CHECKPOINT_FORMAT, loadCheckpoint, stateToRecords } from '../io/checkpoint.js';
 import { loadSpecFile, loadTensors, unreadable } from '../io/load-any.js';
 import { readNpz } from '../io/npy.js';
+import { readOnnx, type Dim } from '../io/onnx.js';
+import { importOnnx } from '../io/onnx-import.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import type { Model, ModelConfig } from '../models/model.js';
 import { createModel } from '../models/registry.js';
@@ -61,6 +63,65 @@ function modelFor(config: ModelConfig, source: string): Model {
   }
 }
 
+/** The options of every command that reads models, for the model definition of plain weights. */
+export const MODEL_DEFINITION_OPTIONS = {
+  'model-config': { type: 'string', help: 'model definition as JSON or a JSON file, e.g. {"arch":"mlp","sizes":[784,512,10]} (enables the functional check and data-driven methods for plain weights)' },
+  onnx: { type: 'string', help: 'the model as ONNX (e.g. torch.onnx.export, BatchNorm folded or kept) for plain PyTorch weights: it runs for the functional check, --data and the data-driven methods, and gives the spec' },
+  'input-shape': { type: 'list', help: 'per-sample input shape for an --onnx model whose input dims are dynamic, e.g. 3,224,224' },
+} as const;
+
+/** What the model-definition options say about weights whose names and values are `first`'s. */
+export interface ModelDefinition {
+  /** The runnable model, when there is one. */
+  model?: Model;
+  /** The spec an imported model gives (also when it cannot run). */
+  spec?: PermutationSpec;
+  /** Why an imported model cannot run (the functional check is then structural). */
+  unrunnable?: string;
+}
+
+/**
+ * The model definition from --model-config or --onnx (imported with `first`'s tensors, which
+ * decide PyTorch names and undo BatchNorm folding); undefined when neither is given.
+ */
+export async function modelDefinition(o: { 'model-config'?: unknown; onnx?: unknown; 'input-shape'?: unknown }, first: ModelFile): Promise<ModelDefinition | undefined> {
+  if (o['model-config'] && o.onnx) throw new InputError('--model-config and --onnx both define the model: give one');
+  if (o['input-shape'] && !o.onnx) throw new InputError('--input-shape applies to --onnx');
+  if (o['model-config']) return { model: modelFor(parseModelConfig(o['model-config'] as string), o['model-config'] as string) };
+  if (!o.onnx) return undefined;
+  const path = o.onnx as string;
+  const onnx = await readOnnx(path);
+  let inputShapes: Record<string, Dim[]> | undefined;
+  if (o['input-shape']) {
+    const dims = (o['input-shape'] as string[]).map(Number);
+    if (dims.some((d) => !(Number.isInteger(d) && d >= 1))) throw new InputError(`--input-shape: expected positive integers, got ${(o['input-shape'] as string[]).join(',')}`);
+    if (!onnx.inputs[0]) throw new InputError(`${path}: the model has no input`);
+    inputShapes = { [onnx.inputs[0].name]: [null, ...dims] };
+  }
+  const imported = importOnnx(onnx, { checkpoint: first.state, inputShapes });
+  const notFound = imported.nameMap.find((m) => m.via === 'unmapped' && imported.flow.spec.axes[m.initializer] !== undefined && first.state.size > 0);
+  if (notFound && /^onnx::Conv/.test(notFound.initializer)) {
+    throw new InputError(`${path}: conv weight "${notFound.initializer}" is a BatchNorm folded into the conv by an eval-mode export, and no conv + BatchNorm of ${first.path} reproduces it; export with torch.onnx.export(..., training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False) to keep BatchNorm`);
+  }
+  const spec = imported.flow.spec;
+  if (imported.opaque.length) {
+    const o0 = imported.opaque[0];
+    return { spec, unrunnable: `${path}: node "${o0.node}" (${o0.opType}) cannot run: ${o0.reason}${imported.opaque.length > 1 ? ` (and ${imported.opaque.length - 1} more)` : ''}` };
+  }
+  return { model: modelFor({ arch: 'graph', name: basename(path), graph: imported.graph }, path), spec };
+}
+
+/**
+ * Reads the model files of a command and the model definition its options give: each file gets
+ * the model (a rebasin checkpoint keeps its own unless an option overrides it).
+ */
+export async function readModels(paths: string[], o: Parameters<typeof modelDefinition>[0]): Promise<{ files: ModelFile[]; definition?: ModelDefinition }> {
+  const files = await Promise.all(paths.map((p) => readModelFile(p)));
+  const definition = files.length ? await modelDefinition(o, files[0]) : undefined;
+  if (definition) for (const f of files) f.model = definition.model;
+  return { files, definition };
+}
+
 /** A model config from inline JSON or a JSON file (e.g. {"arch": "mlp", "sizes": [784, 512, 10]}). */
 export function parseModelConfig(value: string): ModelConfig {
   const text = value.trim().startsWith('{') ? value : (() => {
@@ -75,8 +136,9 @@ export function parseModelConfig(value: string): ModelConfig {
 }
 
 /** The spec from --spec, else the one derived from a known model definition. */
-export async function resolveSpec(specPath: string | undefined, model: Model | undefined, what: string): Promise<PermutationSpec> {
+export async function resolveSpec(specPath: string | undefined, model: Model | undefined, what: string, derived?: PermutationSpec): Promise<PermutationSpec> {
   if (specPath) return loadSpecFile(specPath);
+  if (derived) return derived;
   if (model) return model.permutationSpec();
   throw new InputError(`${what}: no permutation spec: pass --spec spec.json (see \`rebasin spec infer\`), or use rebasin checkpoints / --model-config so the spec can be derived`);
 }
@@ -163,7 +225,7 @@ export interface EquivalenceReport {
  * `inputs` (or 64 seeded N(0, 1) samples) and the outputs are compared. Without one, only the
  * permutation itself can be checked: undoing it must restore B exactly.
  */
-export function equivalenceCheck(model: Model | undefined, b: Params, alignedB: Params, undo: () => Params, inputs?: Tensor): EquivalenceReport {
+export function equivalenceCheck(model: Model | undefined, b: Params, alignedB: Params, undo: () => Params, inputs?: Tensor, unrunnable?: string): EquivalenceReport {
   if (!model) {
     const restored = undo();
     let maxAbsDiff = 0;
@@ -171,7 +233,7 @@ export function equivalenceCheck(model: Model | undefined, b: Params, alignedB: 
       const r = restored.get(name)!;
       for (let i = 0; i < t.size; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(r.data[i] - t.data[i]));
     }
-    return { kind: 'structural', maxAbsDiff, passed: maxAbsDiff === 0, note: 'no model definition: checked that the permutation is exactly invertible; pass --model-config for a functional check' };
+    return { kind: 'structural', maxAbsDiff, passed: maxAbsDiff === 0, note: unrunnable ? `${unrunnable}: checked that the permutation is exactly invertible` : 'no model definition: checked that the permutation is exactly invertible; pass --model-config or --onnx for a functional check' };
   }
   const x = inputs ?? (() => {
     const rng = new Rng(12345);
