@@ -17,6 +17,7 @@ import { evaluate } from '../training/evaluate.js';
 import type { Criterion } from '../models/loss.js';
 import { trainModel } from '../training/train.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
+import { modelDefinition } from './model-files.js';
 import { trainingProgress } from '../report/progress.js';
 
 const DATASETS = ['mnist', 'fashion-mnist', 'blobs', 'poly1', 'poly2', 'poly3'] as const;
@@ -44,6 +45,8 @@ export const trainSpec: CommandSpec = {
   usage: 'rebasin train [--model mlp] [--dataset mnist] [--epochs N] [--seed N] ... -o model.safetensors',
   options: {
     model: { type: 'string', help: 'architecture', choices: MODEL_PRESETS.map((p) => p.name), default: MODEL_PRESETS[0].name },
+    onnx: { type: 'string', help: 'train this ONNX model\'s architecture instead of --model (PyTorch default init from --seed; export with BatchNorm kept to train it)' },
+    'input-shape': { type: 'list', help: 'per-sample input shape for an --onnx model whose input dims are dynamic' },
     dataset: { type: 'string', help: 'training data (blobs: 4 Gaussian classes in 8-D; polyK: the reference\'s polynomial regression task K)', choices: DATASETS, default: 'mnist' },
     width: { type: 'number', help: widthHelp() },
     'hidden-layers': { type: 'int', help: 'MLP hidden layers', default: 2 },
@@ -188,12 +191,18 @@ export async function train(args: Parsed): Promise<number> {
   const valData = split?.val;
   const outputs = criterion === 'ce' ? (all.numClasses ?? 10) : all.y.length / all.n;
   let model: Model;
-  try {
-    model = createModel(r.model.config({
-      sampleShape: all.sampleShape, outputs, width: r.width, hiddenLayers: r.hiddenLayers, activation: r.activation, dropout: r.dropout,
-    }));
-  } catch (e) {
-    throw new UsageError(`train: cannot build --model ${r.model.name} for ${r.dataset}: ${(e as Error).message}`);
+  if (args.options.onnx) {
+    const def = await modelDefinition(args.options, { path: args.options.onnx as string, state: new Map(), metadata: {} });
+    if (!def?.model) throw new InputError(`train: ${def?.unrunnable ?? 'the --onnx model cannot run'}`);
+    model = def.model;
+  } else {
+    try {
+      model = createModel(r.model.config({
+        sampleShape: all.sampleShape, outputs, width: r.width, hiddenLayers: r.hiddenLayers, activation: r.activation, dropout: r.dropout,
+      }));
+    } catch (e) {
+      throw new UsageError(`train: cannot build --model ${r.model.name} for ${r.dataset}: ${(e as Error).message}`);
+    }
   }
   const t0 = performance.now();
   const bar = trainingProgress(`train ${model.name}`, { quiet });

@@ -36,6 +36,8 @@ export interface UnfoldedBatchNorm {
   initializer: string;
   conv: string;
   batchNorm: string;
+  /** Found by the checkpoint's values (else by module names: the checkpoint is not the exported one). */
+  byValue: boolean;
 }
 
 export interface ImportedOnnx {
@@ -400,7 +402,7 @@ const Conv: OpRule = (n, c) => {
   if (ckpt && !ckpt.has(w.init.name) && !ckpt.has(w.init.alias)) {
     const u = unfoldBatchNorm(n, wt, b?.init ? c.init(b.init.name) : null, ckpt);
     if (u) {
-      c.unfolded.push({ node: n.label, initializer: w.init.name, conv: u.convWeight, batchNorm: u.prefix });
+      c.unfolded.push({ node: n.label, initializer: w.init.name, conv: u.convWeight, batchNorm: u.prefix, byValue: u.byValue });
       c.emit({ op: 'conv2d', id, ...fields, weight: u.convWeight, bias: u.convBias });
       const bnId = c.id(u.prefix);
       c.emit({

@@ -183,7 +183,10 @@ export interface FoldedBatchNorm {
   convWeight: string;
   convBias: string | null;
   prefix: string;
+  /** Read off the values; PyTorch's default 1e-5 when matched by name. */
   eps: number;
+  /** Matched by the checkpoint's values (else by module names, for a checkpoint the export was not made from). */
+  byValue: boolean;
 }
 
 const close = (a: number, b: number, scale: number) => Math.abs(a - b) <= 1e-4 * scale + 1e-6;
@@ -247,8 +250,15 @@ export function unfoldBatchNorm(node: OnnxNode, weight: OnnxTensor, bias: OnnxTe
         const bi = beta[i] + ((convBias?.data[i] ?? 0) - mu[i]) * si;
         ok = close(si, s[i], Math.abs(s[i])) && (!bias?.data || close(bias.data[i], bi, Math.max(1, Math.abs(bi))));
       }
-      if (ok) return { convWeight: wName, convBias: convBias ? `${conv}.bias` : null, prefix: p, eps: Math.round(eps * 1e8) / 1e8 };
+      if (ok) return { convWeight: wName, convBias: convBias ? `${conv}.bias` : null, prefix: p, eps: Math.round(eps * 1e8) / 1e8, byValue: true };
     }
   }
-  return null;
+  // Another checkpoint of the architecture (e.g. a model trained after the export): the values
+  // cannot match, so the node's module scope and torchvision's naming decide — only when they
+  // name exactly one conv of the right shape and its conventional BatchNorm.
+  const w = scope ? ckpt.get(`${scope}.weight`) : undefined;
+  if (!scope || !w || w.shape.length !== weight.dims.length || w.shape.some((d, i) => d !== weight.dims[i])) return null;
+  const partners = batchNormCandidates(ckpt, scope, rows).filter((p) => p === scope.replace(/conv(\d*)$/, 'bn$1') || p === scope.replace(/\.(\d+)$/, (_m, i: string) => `.${Number(i) + 1}`));
+  if (partners.length !== 1) return null;
+  return { convWeight: `${scope}.weight`, convBias: ckpt.has(`${scope}.bias`) ? `${scope}.bias` : null, prefix: partners[0], eps: 1e-5, byValue: false };
 }
