@@ -213,7 +213,9 @@ class Importer {
       else if (v?.init) this.use(v.init, 'other', node);
     }
     this.opaque.push({ node: node.label, opType: node.opType, reason });
-    const vi = this.model.valueInfo.get(node.outputs[0] ?? '')?.shape ?? null;
+    // Without value_info, guess the rank of the first input (most ops keep it), sizes unknown.
+    const first = node.inputs.map((i) => (i ? this.vals.get(i) : undefined)).find((v) => v?.batched && v.shape);
+    const vi = this.model.valueInfo.get(node.outputs[0] ?? '')?.shape ?? (first?.shape ? [first.shape[0], ...first.shape.slice(1).map(() => null)] : null);
     if (inputs.length === 0) {
       node.outputs.forEach((_, i) => this.set(node, i, { shape: null, batched: false }));
       return;
