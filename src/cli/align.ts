@@ -6,7 +6,9 @@
 import { existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { barrier, interpolationCurve } from '../analysis/lmc.js';
+import { pathToFileURL } from 'node:url';
+import type { CustomCost } from '../methods/custom-cost.js';
+import { barrier, hasBatchNorm as stateHasBatchNorm, interpolationCurve, type BnMode } from '../analysis/lmc.js';
 import { noGrad } from '../core/tensor.js';
 import { CheckFailedError, InputError } from '../errors.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
@@ -21,7 +23,7 @@ import { MERGE_STRATEGIES, MERGE_STRATEGY_NAMES, mergeModels, strategyNeedsData,
 import { hasBatchNorm } from '../training/common.js';
 import { evaluate, evaluateEnsemble, reestimateBatchNorm, type EvalResult } from '../training/evaluate.js';
 import { markdownTable } from '../report/markdown.js';
-import { alignModels, METHOD_NAMES, METHODS, needsData, type MethodName } from '../methods/registry.js';
+import { alignModels, METHOD_NAMES, METHODS, needsData, type MethodName, type MethodOptions } from '../methods/registry.js';
 import type { AlignResult } from '../methods/types.js';
 import type { SinkhornDiagnostics } from '../permutation/sinkhorn.js';
 import { assertCompatible } from '../methods/validate.js';
@@ -65,6 +67,7 @@ const methodOptions = {
   tau: { type: 'number', help: `Sinkhorn temperature τ ${defaultsOf('tau')}` },
   lr: { type: 'number', help: `learning rate of the Sinkhorn matrices / STE ${defaultsOf('lr')}` },
   'batch-size': { type: 'int', help: 'mini-batch size for the data-driven methods', default: 1000 },
+  cost: { type: 'string', help: 'with --method sinkhorn: a JavaScript module whose default (or `cost`) export maps { alignedB, a, batch, step, forward, F } to a scalar tensor — any objective (see examples/distill-cost.mjs)' },
 } as const;
 
 export const alignSpec: CommandSpec = {
@@ -115,7 +118,9 @@ function checkMethodOptions(cmd: string, o: Parsed['options']): MethodName {
   }
   if (o.tau !== undefined && !((o.tau as number) > 0)) throw new UsageError(`${cmd}: --tau must be > 0`);
   if (o.lr !== undefined && !((o.lr as number) > 0)) throw new UsageError(`${cmd}: --lr must be > 0`);
-  if (needsData(method) && !o.data) throw new UsageError(`${cmd}: --method ${method} needs --data (and a model definition: a rebasin checkpoint or --model-config)`);
+  if (needsData(method) && !o.data) throw new UsageError(`${cmd}: --method ${method} needs --data (and a model definition: a rebasin checkpoint, --model-config or --onnx)`);
+  if (method === 'sinkhorn' && !o.cost) throw new UsageError(`${cmd}: --method sinkhorn needs --cost module.mjs (the built-in costs are ${METHOD_NAMES.filter((m) => m.startsWith('sinkhorn-')).join(', ')})`);
+  if (o.cost && method !== 'sinkhorn') throw new UsageError(`${cmd}: --cost applies to --method sinkhorn`);
   return method;
 }
 
@@ -123,6 +128,7 @@ async function runMethod(cmd: string, method: MethodName, spec: PermutationSpec,
   const model = a.model ?? b.model;
   if (needsData(method) && !model) throw new UsageError(`${cmd}: --method ${method} needs a model definition: use rebasin checkpoints or pass --model-config or --onnx`);
   const data = o.data && model ? await readFitData(o.data as string, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model }) : undefined;
+  const cost = o.cost ? await loadCostModule(o.cost as string) : undefined;
   const progress = new Progress({ label: `${cmd} ${method}`, total: 1, quiet: Boolean(o.quiet || o.json) });
   const result = alignModels(method, { spec, a: a.state, b: b.state }, {
     model, data, seed: o.seed as number, batchSize: o['batch-size'] as number,
@@ -133,11 +139,27 @@ async function runMethod(cmd: string, method: MethodName, spec: PermutationSpec,
     epochs: o.epochs as number | undefined,
     tau: o.tau as number | undefined,
     lr: o.lr as number | undefined,
-  });
+    cost,
+  } as MethodOptions<MethodName>);
   progress.finish(`${result.steps} steps, ${result.seconds.toFixed(1)} s`);
   const note = result.diagnostics && fallbackNote(result.diagnostics);
   if (note) process.stderr.write(`${cmd} ${method}: ${note}\n`);
   return result;
+}
+
+/** The cost function of a --cost module: its default export, or its export named `cost`. */
+async function loadCostModule(path: string): Promise<CustomCost> {
+  const file = resolve(path);
+  if (!existsSync(file)) throw new InputError(`--cost: ${path}: no such file`);
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(pathToFileURL(file).href) as Record<string, unknown>;
+  } catch (e) {
+    throw new InputError(`--cost: ${path} does not load: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const fn = typeof mod.default === 'function' ? mod.default : mod.cost;
+  if (typeof fn !== 'function') throw new InputError(`--cost: ${path} exports no function (a default export or one named "cost")`);
+  return fn as CustomCost;
 }
 
 /** One line about the implicit backward's solver fallbacks, or null when there were none (the library only counts them). */
@@ -288,6 +310,7 @@ export const interpolateSpec: CommandSpec = {
     points: { type: 'int', help: 'λ points of the evaluated curve (with --data)', default: 25 },
     'no-files': { type: 'boolean', help: 'only evaluate the curve; write no interpolated models' },
     split: { type: 'string', help: `split of a named --data the curve is evaluated on (default ${DEFAULT_SPLIT}, like the experiments; an .npz is evaluated whole)`, choices: SPLITS },
+    bn: { type: 'string', help: 'BatchNorm statistics along the curve: reestimate (default for models with BatchNorm, as the experiments: re-estimated on the train split, or on the .npz itself), interpolate, or batch statistics', choices: ['reestimate', 'interpolate', 'batch'] },
     ...common,
   },
 };
@@ -314,6 +337,13 @@ export async function interpolate(args: Parsed): Promise<number> {
   const data = dataSpec && model
     ? await readFitData(dataSpec, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model, ...(split ? { split } : {}) })
     : undefined;
+  if (o.bn !== undefined && !data) throw new UsageError('interpolate: --bn applies to --data');
+  const withBn = stateHasBatchNorm(a.state);
+  if (o.bn !== undefined && o.bn !== 'interpolate' && !withBn) throw new UsageError(`interpolate: --bn ${o.bn as string}: the model has no BatchNorm`);
+  const bn = withBn ? (o.bn as BnMode | undefined) ?? 'reestimate' : 'interpolate';
+  const bnData = bn === 'reestimate' && data && model
+    ? split ? await readFitData(dataSpec!, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model, split: 'train' }) : data
+    : undefined;
   const dir = resolve(o.out as string);
   ensureDirSync(dir);
   const written: string[] = [];
@@ -327,7 +357,7 @@ export async function interpolate(args: Parsed): Promise<number> {
   let curve: ReturnType<typeof interpolationCurve> | null = null;
   if (data && model) {
     const progress = new Progress({ label: 'interpolate', total: o.points as number, quiet: Boolean(o.quiet || o.json) });
-    curve = interpolationCurve({ model, a: a.state, b: b.state, data, criterion: data.y instanceof Int32Array ? 'ce' : 'mse', points: o.points as number, onPoint: () => progress.tick() });
+    curve = interpolationCurve({ model, a: a.state, b: b.state, data, criterion: data.y instanceof Int32Array ? 'ce' : 'mse', points: o.points as number, onPoint: () => progress.tick(), bn, bnData });
     progress.finish();
     const svg = join(dir, 'curve.svg');
     const panels = [{ title: 'loss along (1−λ)·A + λ·B', xLabel: 'λ', yLabel: 'loss', series: [{ label: 'loss', x: curve.map((p) => p.lambda), y: curve.map((p) => p.loss) }] }];
@@ -336,11 +366,12 @@ export async function interpolate(args: Parsed): Promise<number> {
     written.push(svg);
   }
   const summary = curve ? barrier(curve) : null;
-  const evaluatedOn = data ? { name: dataSpec!, split, n: data.n } : null;
+  const evaluatedOn = data ? { name: dataSpec!, split, n: data.n, bn: withBn ? bn : null } : null;
   if (o.json) process.stdout.write(JSON.stringify({ files: written, data: evaluatedOn, curve, barrier: summary }) + '\n');
   else {
     if (curve) {
-      process.stdout.write(`curve on ${evaluatedOn!.name}${split ? ` ${split} split` : ''} (${evaluatedOn!.n} samples)\n`);
+      const bnNote = withBn ? `; BatchNorm statistics: ${bn === 'reestimate' ? `re-estimated on ${split ? `${dataSpec} train` : dataSpec}` : bn === 'batch' ? 'batch statistics' : 'interpolated'}` : '';
+      process.stdout.write(`curve on ${evaluatedOn!.name}${split ? ` ${split} split` : ''} (${evaluatedOn!.n} samples${bnNote})\n`);
       process.stdout.write('  λ      loss      accuracy\n');
       for (const p of curve) process.stdout.write(`  ${p.lambda.toFixed(3)}  ${p.loss.toFixed(5)}  ${p.accuracy !== undefined ? (100 * p.accuracy).toFixed(2) + '%' : '-'}\n`);
       process.stdout.write(`loss barrier ${summary!.lossBarrier.toFixed(5)} at λ = ${summary!.lossBarrierAt.toFixed(3)}; AUC ${summary!.auc.toFixed(5)}\n`);

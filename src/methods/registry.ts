@@ -15,6 +15,7 @@ import type { Model } from '../models/model.js';
 import { activationMatching, ACTIVATION_MATCHING_DEFAULTS, type ActivationMatchingOptions } from './activation-matching.js';
 import { WEIGHT_COST_NAMES, type WeightCostKind } from './costs.js';
 import { DATA_COST_NAMES, DATA_COSTS, type DataCostKind } from './data-costs.js';
+import { customCost, type CustomCost } from './custom-cost.js';
 import { naive } from './naive.js';
 import { DATA_COST_DEFAULTS, sinkhornRebasin, WEIGHT_COST_DEFAULTS, type SinkhornRebasinOptions } from './sinkhorn-rebasin.js';
 import { STE_DEFAULTS, straightThroughEstimator, type SteOptions } from './ste.js';
@@ -99,6 +100,19 @@ export const METHODS = {
     defaults: WEIGHT_COST_DEFAULTS,
     run: (input, ctx, o) => sinkhornRebasin(input, { ...o, cost, seed: ctx.seed, onStep: ctx.onStep }),
   })),
+  /** Sinkhorn re-basin on the caller's own cost (`cost`, see custom-cost.ts); data optional. */
+  sinkhorn: entry<SinkhornDataOptions & { cost?: CustomCost }>({
+    needsData: false,
+    defaults: { tau: DATA_COST_DEFAULTS.tau, scale: DATA_COST_DEFAULTS.scale, iters: DATA_COST_DEFAULTS.iters, lr: DATA_COST_DEFAULTS.lr, init: DATA_COST_DEFAULTS.init, epochs: DATA_SINKHORN_EPOCHS, stopAtZero: false },
+    run: (input, ctx, { epochs, cost: userCost, ...o }) => {
+      if (!userCost) throw new InputError('method sinkhorn needs a cost function (the CLI\'s --cost module.mjs)');
+      const batchSize = ctx.batchSize ?? 1000;
+      const batch = ctx.model && ctx.data ? batchSupplier(ctx.model, ctx.data, batchSize, ctx.seed) : undefined;
+      const cost = customCost({ cost: userCost, a: input.a, model: ctx.model, batch });
+      const steps = o.steps ?? (ctx.data ? (epochs ?? DATA_SINKHORN_EPOCHS) * Math.ceil(ctx.data.n / batchSize) : WEIGHT_COST_DEFAULTS.steps);
+      return { ...sinkhornRebasin(input, { ...o, steps, cost, seed: ctx.seed, onStep: ctx.onStep }), method: 'sinkhorn' };
+    },
+  }),
   ...sinkhornEntries(DATA_COST_NAMES, (name: DataCostKind) => entry<SinkhornDataOptions>({
     needsData: true,
     defaults: { tau: DATA_COST_DEFAULTS.tau, scale: DATA_COST_DEFAULTS.scale, iters: DATA_COST_DEFAULTS.iters, lr: DATA_COST_DEFAULTS.lr, init: DATA_COST_DEFAULTS.init, epochs: DATA_SINKHORN_EPOCHS, stopAtZero: false },
