@@ -252,13 +252,15 @@ test('experiment lmc: an impossible --tau is a usage error before any work', () 
 });
 
 test('align/merge --method and the experiments\' --methods take their choices from the method table', async () => {
-  const { METHOD_NAMES, needsData } = await import('../src/methods/registry.js');
+  const { BUILTIN_METHOD_NAMES, METHOD_NAMES, needsData } = await import('../src/methods/registry.js');
   const { lmcSpec } = await import('../src/cli/experiment-lmc.js');
   const { recoverySpec } = await import('../src/cli/experiment-recovery.js');
   assert.deepEqual(alignSpec.options.method.choices, METHOD_NAMES);
-  assert.deepEqual(mergeSpec.options.method.choices, METHOD_NAMES);
-  assert.deepEqual(lmcSpec.options.methods.choices, METHOD_NAMES);
-  assert.deepEqual(recoverySpec.options.methods.choices, METHOD_NAMES.filter((m) => !needsData(m)));
+  // A user-cost method (sinkhorn --cost) is align's only.
+  assert.deepEqual(METHOD_NAMES.filter((m) => !BUILTIN_METHOD_NAMES.includes(m)), ['sinkhorn']);
+  assert.deepEqual(mergeSpec.options.method.choices, BUILTIN_METHOD_NAMES);
+  assert.deepEqual(lmcSpec.options.methods.choices, BUILTIN_METHOD_NAMES);
+  assert.deepEqual(recoverySpec.options.methods.choices, BUILTIN_METHOD_NAMES.filter((m) => !needsData(m)));
   // LMC runs every method by default, the weight costs represented by L2 (the paper's).
   assert.deepEqual(lmcSpec.options.methods.default, ['naive', 'wm', 'am', 'ste', 'sinkhorn-l2', 'sinkhorn-mid', 'sinkhorn-rnd']);
   for (const m of METHOD_NAMES) assert.equal(parseArgs(alignSpec, ['a', 'b', '--method', m]).options.method, m);

@@ -23,7 +23,7 @@ import { MERGE_STRATEGIES, MERGE_STRATEGY_NAMES, mergeModels, strategyNeedsData,
 import { hasBatchNorm } from '../training/common.js';
 import { evaluate, evaluateEnsemble, reestimateBatchNorm, type EvalResult } from '../training/evaluate.js';
 import { markdownTable } from '../report/markdown.js';
-import { alignModels, METHOD_NAMES, METHODS, needsData, type MethodName, type MethodOptions } from '../methods/registry.js';
+import { alignModels, BUILTIN_METHOD_NAMES, METHOD_NAMES, METHODS, needsData, type MethodName, type MethodOptions } from '../methods/registry.js';
 import type { AlignResult } from '../methods/types.js';
 import type { SinkhornDiagnostics } from '../permutation/sinkhorn.js';
 import { assertCompatible } from '../methods/validate.js';
@@ -69,6 +69,10 @@ const methodOptions = {
   'batch-size': { type: 'int', help: 'mini-batch size for the data-driven methods', default: 1000 },
   cost: { type: 'string', help: 'with --method sinkhorn: a JavaScript module whose default (or `cost`) export maps { alignedB, a, batch, step, forward, F } to a scalar tensor — any objective (see examples/distill-cost.mjs)' },
 } as const;
+
+/** merge aligns with the built-in objectives only (no --cost). */
+const { cost: _cost, ...methodTuning } = methodOptions;
+const mergeMethodOptions = { ...methodTuning, method: { ...methodOptions.method, choices: BUILTIN_METHOD_NAMES } } as const;
 
 export const alignSpec: CommandSpec = {
   name: 'align',
@@ -310,10 +314,13 @@ export const interpolateSpec: CommandSpec = {
     points: { type: 'int', help: 'λ points of the evaluated curve (with --data)', default: 25 },
     'no-files': { type: 'boolean', help: 'only evaluate the curve; write no interpolated models' },
     split: { type: 'string', help: `split of a named --data the curve is evaluated on (default ${DEFAULT_SPLIT}, like the experiments; an .npz is evaluated whole)`, choices: SPLITS },
-    bn: { type: 'string', help: 'BatchNorm statistics along the curve: reestimate (default for models with BatchNorm, as the experiments: re-estimated on the train split, or on the .npz itself), interpolate, or batch statistics', choices: ['reestimate', 'interpolate', 'batch'] },
+    bn: { type: 'string', help: 'BatchNorm statistics along the curve: reestimate (default for models with BatchNorm, as the experiments: on 10 batches of the train split, or of the .npz itself), interpolate, or batch statistics', choices: ['reestimate', 'interpolate', 'batch'] },
     ...common,
   },
 };
+
+/** Batches (of 1000) the BatchNorm statistics of each point of a curve are re-estimated on. */
+const BN_REESTIMATE_BATCHES = 10;
 
 export async function interpolate(args: Parsed): Promise<number> {
   const o = args.options;
@@ -357,7 +364,7 @@ export async function interpolate(args: Parsed): Promise<number> {
   let curve: ReturnType<typeof interpolationCurve> | null = null;
   if (data && model) {
     const progress = new Progress({ label: 'interpolate', total: o.points as number, quiet: Boolean(o.quiet || o.json) });
-    curve = interpolationCurve({ model, a: a.state, b: b.state, data, criterion: data.y instanceof Int32Array ? 'ce' : 'mse', points: o.points as number, onPoint: () => progress.tick(), bn, bnData });
+    curve = interpolationCurve({ model, a: a.state, b: b.state, data, criterion: data.y instanceof Int32Array ? 'ce' : 'mse', points: o.points as number, onPoint: () => progress.tick(), bn, bnData, bnBatches: BN_REESTIMATE_BATCHES });
     progress.finish();
     const svg = join(dir, 'curve.svg');
     const panels = [{ title: 'loss along (1−λ)·A + λ·B', xLabel: 'λ', yLabel: 'loss', series: [{ label: 'loss', x: curve.map((p) => p.lambda), y: curve.map((p) => p.loss) }] }];
@@ -393,7 +400,7 @@ export const mergeSpec: CommandSpec = {
     weights: { type: 'list', help: 'averaging weights, one per model (normalised to sum to 1)' },
     strategy: { type: 'string', help: `how the models are brought into one basin (${strategyHelp})`, choices: MERGE_STRATEGY_NAMES, default: 'first' },
     'barycenter-cost': { type: 'string', help: 'cost of --strategy sinkhorn: data (loss of the average on --data; default) or weights (distance to the average)', choices: ['data', 'weights'] },
-    ...methodOptions,
+    ...mergeMethodOptions,
     'eval-data': { type: 'string', help: `report loss/accuracy of each input, the merged model and the inputs' ensemble on ${Object.keys(NAMED_DATASETS).join(', ')} or an .npz with x and y (needs a model definition)` },
     split: { type: 'string', help: `split of --eval-data to evaluate on (default ${DEFAULT_SPLIT}; an .npz is evaluated whole)`, choices: SPLITS },
     bn: { type: 'string', help: 'BatchNorm statistics of the merged model (with --eval-data): re-estimate them on the training split of --eval-data (default for models with BatchNorm; the written file gets them) or keep the averaged ones', choices: BN_MODES },

@@ -2,7 +2,7 @@
 import { resolve } from 'node:path';
 import type { BnMode } from '../analysis/lmc.js';
 import { LMC_METHODS, LMC_TASKS, runLmc, type LmcTask } from '../experiments/lmc.js';
-import { METHOD_NAMES, type MethodName } from '../methods/registry.js';
+import { BUILTIN_METHOD_NAMES, type MethodName } from '../methods/registry.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
 export const lmcSpec: CommandSpec = {
@@ -11,7 +11,7 @@ export const lmcSpec: CommandSpec = {
   usage: 'rebasin experiment lmc [--tasks poly1,mnist-mlp,...] [--methods naive,wm,...] [--seeds N] [--out DIR]',
   options: {
     tasks: { type: 'list', help: 'tasks', choices: LMC_TASKS, default: [...LMC_TASKS] },
-    methods: { type: 'list', help: 'alignment methods', choices: METHOD_NAMES, default: [...LMC_METHODS] },
+    methods: { type: 'list', help: 'alignment methods', choices: BUILTIN_METHOD_NAMES, default: [...LMC_METHODS] },
     seeds: { type: 'int', help: 'number of independently trained (A, B) pairs per task', default: 1 },
     out: { type: 'string', help: 'output directory (checkpoints are kept and reused there)', default: './rebasin-out/lmc' },
     points: { type: 'int', help: 'λ values on the path', default: 25 },

@@ -9,7 +9,7 @@ import { barrier, interpolationCurve, type BarrierSummary, type BnMode, type Cur
 import { loadFashionMnist, loadMnist, polynomialTask, splitTrainVal, take, type Dataset } from '../data/index.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
-import { alignModels, METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
+import { alignModels, BUILTIN_METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
 import type { Criterion } from '../models/loss.js';
 import { mlp, vggSmall, type Model } from '../models/index.js';
 import { mergeState, type Params } from '../state/params.js';
@@ -21,7 +21,7 @@ import { trainModel } from '../training/train.js';
 export const LMC_TASKS = ['poly1', 'poly2', 'poly3', 'mnist-mlp', 'fashion-mlp', 'mnist-vgg'] as const;
 export type LmcTask = (typeof LMC_TASKS)[number];
 /** Every method, with the weight costs represented by L2 as in the paper (the others can be chosen). */
-export const LMC_METHODS: readonly MethodName[] = METHOD_NAMES.filter((m) => (METHODS[m].weightCost ?? 'l2') === 'l2');
+export const LMC_METHODS: readonly MethodName[] = BUILTIN_METHOD_NAMES.filter((m) => (METHODS[m].weightCost ?? 'l2') === 'l2');
 
 export interface TaskSetup {
   model: Model;

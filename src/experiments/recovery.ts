@@ -9,7 +9,7 @@ import { Rng } from '../core/random.js';
 import { noGrad } from '../core/tensor.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { weightCost } from '../methods/costs.js';
-import { alignModels, METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
+import { alignModels, BUILTIN_METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
 import { describeTau, WEIGHT_COST_DEFAULTS } from '../methods/sinkhorn-rebasin.js';
 import { mlp, resnet20, vgg, type Model } from '../models/index.js';
 import { applyHard, invertPermutation, randomPerms } from '../permutation/apply.js';
@@ -20,7 +20,7 @@ import { linePlots, type Series } from '../report/svg.js';
 
 export const RECOVERY_MODELS = ['mlp2', 'mlp4', 'mlp8', 'mlp16', 'vgg11', 'vgg13', 'vgg16', 'vgg19'] as const;
 /** The methods that align from the weights alone. */
-export const RECOVERY_METHODS: readonly MethodName[] = METHOD_NAMES.filter((m) => !METHODS[m].needsData);
+export const RECOVERY_METHODS: readonly MethodName[] = BUILTIN_METHOD_NAMES.filter((m) => !METHODS[m].needsData);
 /** The paper's comparison: weight matching against Sinkhorn with the L2 cost. */
 export const RECOVERY_DEFAULT_METHODS: readonly MethodName[] = ['wm', 'sinkhorn-l2'];
 

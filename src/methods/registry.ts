@@ -47,6 +47,8 @@ export interface MethodEntry<O extends object> {
   defaults: O;
   /** The weight cost the method minimises, for the methods generated from the weight-cost table. */
   weightCost?: WeightCostKind;
+  /** Runs on a cost the caller supplies (no built-in objective: not for experiments and merges). */
+  userCost?: true;
   run(input: AlignInput, ctx: RunContext, opts: O): AlignResult;
 }
 
@@ -103,6 +105,7 @@ export const METHODS = {
   /** Sinkhorn re-basin on the caller's own cost (`cost`, see custom-cost.ts); data optional. */
   sinkhorn: entry<SinkhornDataOptions & { cost?: CustomCost }>({
     needsData: false,
+    userCost: true,
     defaults: { tau: DATA_COST_DEFAULTS.tau, scale: DATA_COST_DEFAULTS.scale, iters: DATA_COST_DEFAULTS.iters, lr: DATA_COST_DEFAULTS.lr, init: DATA_COST_DEFAULTS.init, epochs: DATA_SINKHORN_EPOCHS, stopAtZero: false },
     run: (input, ctx, { epochs, cost: userCost, ...o }) => {
       if (!userCost) throw new InputError('method sinkhorn needs a cost function (the CLI\'s --cost module.mjs)');
@@ -130,6 +133,8 @@ export const METHODS = {
 
 export type MethodName = keyof typeof METHODS;
 export const METHOD_NAMES = Object.keys(METHODS) as MethodName[];
+/** The methods with a built-in objective (the experiments' and merges' choices). */
+export const BUILTIN_METHOD_NAMES = METHOD_NAMES.filter((m) => !(METHODS[m] as MethodEntry<object>).userCost);
 /** The options of method M (every one optional: the table's defaults fill them in). */
 export type MethodOptions<M extends MethodName> = (typeof METHODS)[M] extends MethodEntry<infer O> ? Partial<O> : never;
 
