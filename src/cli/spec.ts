@@ -17,7 +17,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { loadTensors } from '../io/load-any.js';
 import { inferSpecFromOnnx, readOnnx, type Dim, type InferredGroup, type OnnxNameMapping } from '../io/onnx.js';
 import { readTfjs, tfjsToPytorchLayout } from '../io/tfjs.js';
-import { SPEC_FORMAT, SPEC_VERSION, specToJSON, validateSpec, type PermutationSpec } from '../permutation/spec.js';
+import { envelopeProblems, specToJSON, validateSpec, type PermutationSpec } from '../permutation/spec.js';
 import { isBatchCounter } from '../state/params.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
@@ -161,8 +161,7 @@ export async function specCheck(args: Parsed): Promise<number> {
     else {
       const o = raw as Record<string, unknown>;
       // The envelope is checked here so that one run still lists every problem of the body.
-      if (o.format !== SPEC_FORMAT) problems.push(`"format" must be "${SPEC_FORMAT}", got ${JSON.stringify(o.format)}`);
-      if (o.version !== SPEC_VERSION) problems.push(`"version" must be ${SPEC_VERSION}, got ${JSON.stringify(o.version)}`);
+      problems.push(...envelopeProblems(o));
       problems.push(...validateSpec({ perms: o.perms, axes: o.axes } as PermutationSpec, tensors, { strict }));
     }
   }

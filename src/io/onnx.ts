@@ -20,7 +20,7 @@ import {
   type RawAttribute, type RawModel, type RawTensor, type RawValueInfo,
 } from './onnx-proto.js';
 import { UnionFind } from '../permutation/union-find.js';
-import type { AxisPerm, PermutationSpec } from '../permutation/spec.js';
+import { entryPermIds, renameEntry, type AxisPerm, type PermutationSpec } from '../permutation/spec.js';
 
 // ============================================================================ reading
 
@@ -1482,11 +1482,11 @@ function mapNames(model: OnnxModel, spec: PermutationSpec, owners: Record<string
     taken.add(next);
     rename.set(id, next);
   }
-  const re = (a: AxisPerm): AxisPerm => (a === null ? null : typeof a === 'string' ? rename.get(a)! : { perm: rename.get(a.perm)!, inner: a.inner });
+  const re = (a: AxisPerm): AxisPerm => renameEntry(a, (id) => rename.get(id)!);
   const renamed: Record<string, AxisPerm[]> = {};
   for (const [k, e] of Object.entries(axes)) renamed[k] = e.map(re);
   const usedIds = new Set<string>();
-  for (const e of Object.values(renamed)) for (const a of e) if (a !== null) usedIds.add(typeof a === 'string' ? a : a.perm);
+  for (const e of Object.values(renamed)) for (const a of e) for (const id of entryPermIds(a)) usedIds.add(id);
   const perms: Record<string, number> = {};
   for (const [id, n] of Object.entries(spec.perms)) if (usedIds.has(rename.get(id)!)) perms[rename.get(id)!] = n;
   return { nameMap, pytorchSpec: { perms, axes: renamed } };
