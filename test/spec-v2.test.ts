@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { F, noGrad, randn, Rng, Tensor, type DType } from '../src/core/index.js';
+import { F, noGrad, randn, Rng, Tensor } from '../src/core/index.js';
 import {
   applyHard, applySoft, composePerms, entryIndex, identityPerms, invertPerms, permutationMatrices, permutationMatrix, randomPerms, withinLists,
 } from '../src/permutation/apply.js';
@@ -16,6 +16,7 @@ import {
   type PermutationSpec,
 } from '../src/permutation/spec.js';
 import type { Params } from '../src/state/params.js';
+import { attentionNet, concatNet } from './helpers/spec-v2-nets.js';
 
 const shapesOf = (p: Params) => new Map([...p].map(([k, t]) => [k, { shape: t.shape }]));
 
@@ -31,82 +32,8 @@ function assertSameParams(a: Params, b: Params, tol = 0, what = ''): void {
   for (const [k, t] of a) assert.ok(maxDiff(t, b.get(k)!) <= tol, `${what} ${k}: differs by ${maxDiff(t, b.get(k)!)}`);
 }
 
-// ------------------------------------------------------------------ the two test networks
-
-/**
- * Two branches concatenated: h1 = relu(W1 x + b1) (4 units), h2 = relu(W2 x + b2) (3 units of 2
- * features each, as a flattened [3, 2]), c = [h1, x[:, 0:2], h2] (4 + 2 + 6), y = W3 c + b3.
- */
-export const CONCAT_SPEC: PermutationSpec = {
-  perms: { P_a: 4, P_b: 3 },
-  axes: {
-    'w1': ['P_a', null], 'b1': ['P_a'],
-    'w2': [{ perm: 'P_b', inner: 2 }, null], 'b2': [{ perm: 'P_b', inner: 2 }],
-    'w3': [null, segmentsEntry(['P_a', { size: 2 }, { perm: 'P_b', inner: 2 }])], 'b3': [null],
-  },
-};
-
-export function concatParams(rng: Rng, dtype: DType = 'float32', din = 5, dout = 3): Params {
-  return new Map([
-    ['w1', randn([4, din], rng, 1, dtype)], ['b1', randn([4], rng, 1, dtype)],
-    ['w2', randn([6, din], rng, 1, dtype)], ['b2', randn([6], rng, 1, dtype)],
-    ['w3', randn([dout, 12], rng, 1, dtype)], ['b3', randn([dout], rng, 1, dtype)],
-  ]);
-}
-
-export function concatForward(p: Params, x: Tensor): Tensor {
-  const h1 = F.relu(F.linear(x, p.get('w1')!, p.get('b1')!));
-  const h2 = F.relu(F.linear(x, p.get('w2')!, p.get('b2')!));
-  return F.linear(F.concat([h1, F.slice(x, 1, 0, 2), h2], 1), p.get('w3')!, p.get('b3')!);
-}
-
-/**
- * One attention layer with a residual stream: x = x0 Weᵀ (D = 4, permutation R), a fused QKV
- * projection [Q; K; V] of H = 2 heads (query/key dimension 3, shared inner permutation P_qk;
- * value dimension 2, one inner permutation per head), a per-head gate g, the output projection,
- * y = x + Σ_h g_h·O_h(softmax(q_h k_hᵀ/√3) v_h), logits = Wout y.
- */
-export const ATTENTION_SPEC: PermutationSpec = {
-  perms: { R: 4, P_h: 2, P_qk: 3, P_v0: 2, P_v1: 2 },
-  axes: {
-    'embed': ['R', null],
-    'qkv.weight': [segmentsEntry([blockEntry('P_h', 'P_qk'), blockEntry('P_h', 'P_qk'), blockEntry('P_h', ['P_v0', 'P_v1'])]), 'R'],
-    'qkv.bias': [segmentsEntry([blockEntry('P_h', 'P_qk'), blockEntry('P_h', 'P_qk'), blockEntry('P_h', ['P_v0', 'P_v1'])])],
-    'gate': ['P_h'],
-    'out.weight': ['R', blockEntry('P_h', ['P_v0', 'P_v1'])],
-    'head.weight': [null, 'R'],
-  },
-};
-const H = 2;
-const DK = 3;
-const DV = 2;
-
-export function attentionParams(rng: Rng, dtype: DType = 'float32'): Params {
-  return new Map([
-    ['embed', randn([4, 5], rng, 1, dtype)],
-    ['qkv.weight', randn([2 * H * DK + H * DV, 4], rng, 1, dtype)], ['qkv.bias', randn([2 * H * DK + H * DV], rng, 1, dtype)],
-    ['gate', randn([H], rng, 1, dtype)],
-    ['out.weight', randn([4, H * DV], rng, 1, dtype)],
-    ['head.weight', randn([3, 4], rng, 1, dtype)],
-  ]);
-}
-
-/** x0 [T, 5] (one sequence) → logits [T, 3]. */
-export function attentionForward(p: Params, x0: Tensor): Tensor {
-  const x = F.linear(x0, p.get('embed')!);
-  const qkv = F.linear(x, p.get('qkv.weight')!, p.get('qkv.bias')!);
-  const heads: Tensor[] = [];
-  const gate = p.get('gate')!;
-  for (let h = 0; h < H; h++) {
-    const q = F.slice(qkv, 1, h * DK, (h + 1) * DK);
-    const k = F.slice(qkv, 1, H * DK + h * DK, H * DK + (h + 1) * DK);
-    const v = F.slice(qkv, 1, 2 * H * DK + h * DV, 2 * H * DK + (h + 1) * DV);
-    const att = F.softmax(F.mulScalar(F.matmul(q, F.transpose(k)), 1 / Math.sqrt(DK)), -1);
-    heads.push(F.mul(F.matmul(att, v), F.slice(gate, 0, h, h + 1)));
-  }
-  const y = F.add(x, F.linear(F.concat(heads, 1), p.get('out.weight')!));
-  return F.linear(y, p.get('head.weight')!);
-}
+const { spec: CONCAT_SPEC, params: concatParams, forward: concatForward } = concatNet();
+const { spec: ATTENTION_SPEC, params: attentionParams, forward: attentionForward } = attentionNet();
 
 // ------------------------------------------------------------------ format
 

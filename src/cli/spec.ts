@@ -17,7 +17,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { loadTensors } from '../io/load-any.js';
 import { inferSpecFromOnnx, readOnnx, type Dim, type InferredGroup, type OnnxNameMapping } from '../io/onnx.js';
 import { readTfjs, tfjsToPytorchLayout } from '../io/tfjs.js';
-import { envelopeProblems, specToJSON, validateSpec, type PermutationSpec } from '../permutation/spec.js';
+import { envelopeProblems, isBlockAxis, isSegmentsAxis, specToJSON, validateSpec, type PermutationSpec } from '../permutation/spec.js';
 import { isBatchCounter } from '../state/params.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
@@ -168,10 +168,15 @@ export async function specCheck(args: Parsed): Promise<number> {
   const spec = raw as Partial<PermutationSpec> | undefined;
   const nPerms = spec && spec.perms && typeof spec.perms === 'object' ? Object.keys(spec.perms).length : 0;
   const nTensors = spec && spec.axes && typeof spec.axes === 'object' ? Object.keys(spec.axes).length : 0;
+  // Version-2 entries, counted for the summary.
+  const all = nTensors ? Object.values(spec!.axes!).flatMap((e) => (Array.isArray(e) ? e : [])) : [];
+  const segments = all.filter(isSegmentsAxis).length;
+  const blocks = all.filter(isBlockAxis).length + all.filter(isSegmentsAxis).flatMap((a) => (Array.isArray(a.segments) ? a.segments : [])).filter(isBlockAxis).length;
   if (json) {
-    process.stdout.write(JSON.stringify({ spec: specPath, weights: weightsPath, format: loaded.format, valid: problems.length === 0, problems, perms: nPerms, tensors: nTensors, weightTensors: tensors.size, notes: loaded.notes }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ spec: specPath, weights: weightsPath, format: loaded.format, valid: problems.length === 0, problems, perms: nPerms, tensors: nTensors, segmentsEntries: segments, blockEntries: blocks, weightTensors: tensors.size, notes: loaded.notes }, null, 2) + '\n');
   } else if (problems.length === 0) {
-    process.stdout.write(`${specPath}: valid for ${weightsPath} (${nPerms} permutations over ${nTensors} tensors${strict ? ', every tensor covered' : ''})\n`);
+    const v2 = segments + blocks ? `, ${segments} segments and ${blocks} block entr${blocks === 1 ? 'y' : 'ies'}` : '';
+    process.stdout.write(`${specPath}: valid for ${weightsPath} (${nPerms} permutations over ${nTensors} tensors${v2}${strict ? ', every tensor covered' : ''})\n`);
   } else {
     process.stderr.write(`${specPath}: ${problems.length} problem${problems.length === 1 ? '' : 's'} against ${weightsPath}:\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
   }
