@@ -182,14 +182,11 @@ export function generalGroupStep(spec: PermutationSpec, p: string, refs: AxisRef
       K.gemm(false, true, L, L, rest, 1, wa, 0, rest, wb, 0, rest, 1, e.G, 0, L);
       continue;
     }
-    // Within role: M[j, k] += Σ_i G[i·d + j, π[i]·d + k] over every block (shared) or block `index`.
-    const G = new Float32Array(L * L);
-    K.gemm(false, true, L, L, rest, 1, wa, 0, rest, wb, 0, rest, 0, G, 0, L);
+    // Within role: M[j, k] += Σ_i G[i·d + j, π[i]·d + k] over every block (shared) or block `index`:
+    // one d×d product per block, A's block i against B's block π[i].
     const pi = perms[r.block.blocks];
     const blocks = r.block.index === undefined ? [...Array(B).keys()] : [r.block.index];
-    for (const i of blocks) {
-      for (let j = 0; j < d; j++) for (let k = 0; k < d; k++) M[j * n + k] += G[(i * d + j) * L + pi[i] * d + k];
-    }
+    for (const i of blocks) K.gemm(false, true, d, d, rest, 1, wa, i * d * rest, rest, wb, pi[i] * d * rest, rest, 1, M, 0, n);
   }
   const T = Float64Array.from(M);
   let oldTotal = 0;
