@@ -12,7 +12,7 @@ import {
   applyHard, applySoft, composePerms, entryIndex, identityPerms, invertPerms, permutationMatrices, permutationMatrix, randomPerms, withinLists,
 } from '../src/permutation/apply.js';
 import {
-  blockEntry, checkSpec, entryPermIds, permToAxes, renameEntry, segmentsEntry, specFromJSON, specToJSON, specVersion, validateSpec,
+  blockEntry, checkSpec, concatEntry, entryPermIds, permToAxes, renameEntry, segmentsEntry, specFromJSON, specToJSON, specVersion, validateSpec,
   type PermutationSpec,
 } from '../src/permutation/spec.js';
 import type { Params } from '../src/state/params.js';
@@ -54,6 +54,11 @@ test('v2 JSON: round trip; version 2 only when a v2 entry is used; the importer 
   assert.throws(() => specFromJSON(o), /"version" must be 2, got 1 \(the spec uses block or segments entries\)/);
   assert.deepEqual(entryPermIds(ATTENTION_SPEC.axes['qkv.weight'][0]), ['P_h', 'P_qk', 'P_v0', 'P_v1']);
   assert.deepEqual(renameEntry(ATTENTION_SPEC.axes['out.weight'][1], (id) => `x.${id}`), { blocks: 'x.P_h', within: ['x.P_v0', 'x.P_v1'] });
+  // concatEntry: the simplest entry for a concatenated axis.
+  assert.equal(concatEntry([{ size: 2 }, { size: 3 }]), null);
+  assert.equal(concatEntry(['P_a']), 'P_a');
+  assert.deepEqual(concatEntry([{ perm: 'P_b', inner: 4 }]), { perm: 'P_b', inner: 4 });
+  assert.deepEqual(concatEntry(['P_a', { size: 2 }, { size: 3 }, blockEntry('H', 'D')]), { segments: ['P_a', { size: 5 }, { blocks: 'H', within: 'D' }] });
   assert.deepEqual(withinLists(ATTENTION_SPEC), [{ blocks: 'P_h', within: ['P_v0', 'P_v1'] }]);
   assert.deepEqual(validateSpec(CONCAT_SPEC, shapesOf(concatParams(new Rng(0)))), []);
   assert.deepEqual(validateSpec(ATTENTION_SPEC, shapesOf(attentionParams(new Rng(0))), { strict: true }), []);

@@ -6,7 +6,8 @@
  * The tensors come from any `TensorSource`; io/align-lazy.ts reads them from safetensors files and
  * streams the aligned B to one. The logged cost is weightMatching's (the whole objective): each
  * matched tensor's share is scored while its group is in memory, and a tensor's last visit in a
- * sweep fixes every permutation on its axes for the rest of that sweep.
+ * sweep fixes every permutation on its axes for the rest of that sweep. Groups on version-2
+ * entries (segments, blocks) take weightMatching's `generalGroupStep` on the group's tensors.
  */
 import { kernels } from '../core/backend/index.js';
 import { Rng } from '../core/random.js';

@@ -169,11 +169,7 @@ export function entryPieces(a: AxisPerm, perms: Record<string, number>): { offse
   const out: { offset: number; entry: FlatAxis | BlockAxis }[] = [];
   let offset = 0;
   for (const g of a.segments) {
-    if (g === null || (typeof g === 'object' && 'size' in g && !('perm' in g) && !('blocks' in g))) {
-      offset += (g as { size: number }).size;
-      continue;
-    }
-    out.push({ offset, entry: g as FlatAxis | BlockAxis });
+    if (typeof g === 'string' || 'perm' in g || isBlockAxis(g)) out.push({ offset, entry: g });
     offset += entryLength(g, perms) ?? 0;
   }
   return out;
@@ -192,6 +188,24 @@ export function renameEntry<E extends AxisPerm | Segment>(a: E, rename: (id: str
 /** Makes a segments entry from the segments in axis order (see SegmentsAxis); for importers. */
 export function segmentsEntry(segments: Segment[]): SegmentsAxis {
   return { segments: segments.map((g) => (g !== null && typeof g === 'object' ? { ...g } : g)) as Segment[] };
+}
+
+/**
+ * The entry of an axis made of consecutive parts (a channel Concat's inputs, a fused
+ * projection's thirds), each a flat or block entry or `{size: n}` for n unpermuted positions, in
+ * the simplest form: adjacent unpermuted parts merged; null when nothing is permuted; the part
+ * itself when one part covers the whole axis (a version-1 entry stays version 1); else segments.
+ */
+export function concatEntry(parts: Segment[]): AxisPerm {
+  const merged: Segment[] = [];
+  for (const g of parts) {
+    const prev = merged.at(-1);
+    const isSize = (x: Segment | undefined): x is { size: number } => x !== undefined && typeof x === 'object' && 'size' in x;
+    if (isSize(g) && isSize(prev)) merged[merged.length - 1] = { size: prev.size + g.size };
+    else merged.push(g);
+  }
+  if (merged.length === 1) return typeof merged[0] === 'object' && 'size' in merged[0] ? null : renameEntry(merged[0], (id) => id) as AxisPerm;
+  return segmentsEntry(merged);
 }
 
 /** Makes a block entry: `blocks` permutes B blocks, `within` the d positions inside each (one id, or one per block). */
@@ -261,7 +275,7 @@ class EntryChecker {
     return has(this.perms, id) && Number.isInteger(n) && (n as number) > 0 ? (n as number) : undefined;
   }
 
-  /** A version-1 object entry {perm, inner}; returns false when it is not one. */
+  /** A version-1 object entry {perm, inner}. */
   private flatObject(where: string, o: Record<string, unknown>): void {
     const extra = Object.keys(o).filter((k) => k !== 'perm' && k !== 'inner');
     if (typeof o.perm !== 'string') this.problems.push(`${where}.perm: must be a permutation id string, got ${describeEntry(o.perm)}`);
@@ -500,14 +514,6 @@ export function envelopeProblems(o: Record<string, unknown>): string[] {
   return problems;
 }
 
-function copyEntry(a: AxisPerm | Segment): AxisPerm | Segment {
-  if (a === null || typeof a !== 'object') return a;
-  if (isSegmentsAxis(a)) return { segments: a.segments.map((g) => copyEntry(g) as Segment) };
-  if (isBlockAxis(a)) return blockEntry(a.blocks, a.within);
-  if ('perm' in a) return { perm: a.perm, inner: a.inner };
-  return { size: a.size };
-}
-
 /**
  * Parses a spec written by `specToJSON` (a string or an already-parsed object), format version 1
  * or 2. Throws one error naming every bad field (envelope, sizes, entries, unknown or unused
@@ -530,6 +536,6 @@ export function specFromJSON(json: string | unknown): PermutationSpec {
   if (problems.length) throw new Error(`specFromJSON: invalid permutation spec:\n  - ${problems.join('\n  - ')}`);
   // Copy so the result shares nothing with the caller's object.
   const axes: Record<string, AxisPerm[]> = {};
-  for (const [name, entries] of Object.entries(spec.axes)) axes[name] = entries.map((a) => copyEntry(a) as AxisPerm);
+  for (const [name, entries] of Object.entries(spec.axes)) axes[name] = entries.map((a) => renameEntry(a, (id) => id));
   return { perms: { ...spec.perms }, axes };
 }
