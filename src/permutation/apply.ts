@@ -197,8 +197,10 @@ export function entryIndex(spec: PermutationSpec, entry: AxisPerm, perms: Record
     } else if (isBlockAxis(g)) {
       const pi = perms[g.blocks];
       const d = spec.perms[withinId(g, 0)];
+      if (typeof g.within !== 'string' && g.within.length !== pi.length) throw new Error(`entryIndex: block entry ${JSON.stringify(g)} lists ${g.within.length} inner permutations for ${pi.length} blocks`);
       for (let i = 0; i < pi.length; i++) {
         const sigma = perms[withinId(g, i)];
+        if (sigma.length !== d) throw new Error(`entryIndex: block entry ${JSON.stringify(g)}: inner permutation "${withinId(g, i)}" has size ${sigma.length}, not ${d}`);
         for (let j = 0; j < d; j++) out[offset + i * d + j] = offset + pi[i] * d + sigma[j];
       }
     } else {
