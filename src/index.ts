@@ -12,7 +12,7 @@ export * from './core/index.js';
 // Permutations: specs, applying them, linear assignment, Sinkhorn.
 export * from './permutation/spec.js';
 export { UnionFind } from './permutation/union-find.js';
-export { applyHard, applySoft, checkPermutation, composePermutations, composePerms, identityPerms, invertPermutation, invertPerms, permutationMatrices, permutationMatrix, randomPerms, rowArgmax, validatePerms, type ApplySoftOptions, type Perms } from './permutation/apply.js';
+export { applyHard, applySoft, checkPermutation, composePermutations, composePerms, entryIndex, identityPerms, invertPermutation, invertPerms, permutationMatrices, permutationMatrix, randomPerms, rowArgmax, validatePerms, withinLists, type ApplySoftOptions, type Perms } from './permutation/apply.js';
 // Model states: named tensor maps.
 export { type Params, lerpState, weightedAverage, splitState, mergeState, cloneState, isBufferName, isBatchCounter, mergeWeights } from './state/params.js';
 export { linearSumAssignment, permutationFromAssignment, type Assignment, type AssignmentOptions } from './permutation/assignment.js';

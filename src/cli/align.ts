@@ -200,7 +200,7 @@ export async function align(args: Parsed): Promise<number> {
   const { files: [a, b], spec, unrunnable } = await loadModels('align', args.positionals, o);
   if (unrunnable && needsData(method)) throw new InputError(`align: --method ${method} runs the model, but ${unrunnable}`);
   const result = await runMethod('align', method, spec, a, b, o);
-  const check = equivalenceCheck(a.model ?? b.model, b.state, result.aligned, () => noGrad(() => applyHard(spec, result.aligned, invertPerms(result.perms))), undefined, unrunnable);
+  const check = equivalenceCheck(a.model ?? b.model, b.state, result.aligned, () => noGrad(() => applyHard(spec, result.aligned, invertPerms(result.perms, spec))), undefined, unrunnable);
   checkOrThrow('align', check, Boolean(o.json));
   const out = resolve(o.out as string);
   await writeModelFile(out, result.aligned, b.metadata, { rebasin_aligned_to: a.path, rebasin_method: method });
@@ -468,7 +468,7 @@ export async function merge(args: Parsed): Promise<number> {
   const checks: EquivalenceReport[] = [];
   files.forEach((f, i) => {
     if (i === 0) return;
-    const check = equivalenceCheck(reference.model ?? f.model, f.state, result.aligned[i], () => noGrad(() => applyHard(spec, result.aligned[i], invertPerms(result.perms[i]))));
+    const check = equivalenceCheck(reference.model ?? f.model, f.state, result.aligned[i], () => noGrad(() => applyHard(spec, result.aligned[i], invertPerms(result.perms[i], spec))));
     checkOrThrow(`merge ${f.path}`, check, quiet);
     checks.push(check);
   });

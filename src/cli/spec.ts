@@ -20,7 +20,7 @@ import { inferSpecFromOnnx } from '../io/onnx-import.js';
 import type { OnnxNameMapping } from '../io/onnx-names.js';
 import type { InferredGroup } from '../permutation/flow.js';
 import { readTfjs, tfjsToPytorchLayout } from '../io/tfjs.js';
-import { SPEC_FORMAT, SPEC_VERSION, specToJSON, validateSpec, type PermutationSpec } from '../permutation/spec.js';
+import { envelopeProblems, isBlockAxis, isSegmentsAxis, specToJSON, validateSpec, type PermutationSpec } from '../permutation/spec.js';
 import { isBatchCounter } from '../state/params.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
@@ -164,18 +164,22 @@ export async function specCheck(args: Parsed): Promise<number> {
     else {
       const o = raw as Record<string, unknown>;
       // The envelope is checked here so that one run still lists every problem of the body.
-      if (o.format !== SPEC_FORMAT) problems.push(`"format" must be "${SPEC_FORMAT}", got ${JSON.stringify(o.format)}`);
-      if (o.version !== SPEC_VERSION) problems.push(`"version" must be ${SPEC_VERSION}, got ${JSON.stringify(o.version)}`);
+      problems.push(...envelopeProblems(o));
       problems.push(...validateSpec({ perms: o.perms, axes: o.axes } as PermutationSpec, tensors, { strict }));
     }
   }
   const spec = raw as Partial<PermutationSpec> | undefined;
   const nPerms = spec && spec.perms && typeof spec.perms === 'object' ? Object.keys(spec.perms).length : 0;
   const nTensors = spec && spec.axes && typeof spec.axes === 'object' ? Object.keys(spec.axes).length : 0;
+  // Version-2 entries, counted for the summary.
+  const all = nTensors ? Object.values(spec!.axes!).flatMap((e) => (Array.isArray(e) ? e : [])) : [];
+  const segments = all.filter(isSegmentsAxis).length;
+  const blocks = all.filter(isBlockAxis).length + all.filter(isSegmentsAxis).flatMap((a) => (Array.isArray(a.segments) ? a.segments : [])).filter(isBlockAxis).length;
   if (json) {
-    process.stdout.write(JSON.stringify({ spec: specPath, weights: weightsPath, format: loaded.format, valid: problems.length === 0, problems, perms: nPerms, tensors: nTensors, weightTensors: tensors.size, notes: loaded.notes }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ spec: specPath, weights: weightsPath, format: loaded.format, valid: problems.length === 0, problems, perms: nPerms, tensors: nTensors, segmentsEntries: segments, blockEntries: blocks, weightTensors: tensors.size, notes: loaded.notes }, null, 2) + '\n');
   } else if (problems.length === 0) {
-    process.stdout.write(`${specPath}: valid for ${weightsPath} (${nPerms} permutations over ${nTensors} tensors${strict ? ', every tensor covered' : ''})\n`);
+    const v2 = segments + blocks ? `, ${segments} segments and ${blocks} block entr${blocks === 1 ? 'y' : 'ies'}` : '';
+    process.stdout.write(`${specPath}: valid for ${weightsPath} (${nPerms} permutations over ${nTensors} tensors${v2}${strict ? ', every tensor covered' : ''})\n`);
   } else {
     process.stderr.write(`${specPath}: ${problems.length} problem${problems.length === 1 ? '' : 's'} against ${weightsPath}:\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
   }

@@ -58,7 +58,7 @@ export async function applyPermutationsStreaming(
   try {
     const missing = src.names.filter((n) => !Object.prototype.hasOwnProperty.call(spec.axes, n));
     if (missing.length) throw new InputError(`${bPath}: tensor "${missing[0]}" is not covered by the permutation spec${missing.length > 1 ? ` (and ${missing.length - 1} more)` : ''}`);
-    const inverse = invertPerms(perms);
+    const inverse = invertPerms(perms, spec);
     let maxAbsDiff = 0;
     const entries = src.names.map((name) => ({ name, shape: src.shape(name).slice() }));
     await writeSafetensorsStreaming(outPath, entries, async (name) => {

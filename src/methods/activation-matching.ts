@@ -18,7 +18,7 @@ import type { Model } from '../models/model.js';
 import { splitState } from '../state/params.js';
 import { applyHard } from '../permutation/apply.js';
 import { linearSumAssignment } from '../permutation/assignment.js';
-import { assertValidSpec } from '../permutation/spec.js';
+import { assertValidSpec, isFlatAxis } from '../permutation/spec.js';
 import type { AlignInput, AlignResult, StepLog } from './types.js';
 import { assertCompatible } from './validate.js';
 
@@ -120,6 +120,8 @@ export function activationMatching(input: AlignInput, opts: ActivationMatchingOp
   const { model, data } = opts;
   assertValidSpec(spec, a);
   assertCompatible(a, b);
+  const v2 = Object.entries(spec.axes).find(([, e]) => !e.every(isFlatAxis));
+  if (v2) throw new InputError(`activationMatching: tensor "${v2[0]}" has a segments or block entry; activation matching does not handle version-2 entries yet (use weight matching or Sinkhorn re-basin)`);
   const batchSize = opts.batchSize ?? ACTIVATION_MATCHING_DEFAULTS.batchSize;
   const statistic = opts.statistic ?? ACTIVATION_MATCHING_DEFAULTS.statistic;
   if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InputError(`activationMatching: batchSize must be an integer ≥ 1, got ${batchSize}`);

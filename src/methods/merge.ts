@@ -187,15 +187,15 @@ function mergeMany(input: Required<MergeInput>, ctx: MergeContext, o: MergeManyO
       const m = unitsMoved(r.perms);
       if (m === 0) continue;
       moved += m;
-      perms[i] = composePerms(perms[i], r.perms);
+      perms[i] = composePerms(perms[i], r.perms, spec);
       current[i] = r.aligned;
     }
     log.push({ step: round, cost: spread(current, weights), hardCost: moved, seconds: (performance.now() - t0) / 1000 });
     if (ctx.onStep?.(log.at(-1)!)) break;
     if (moved === 0) break;
   }
-  const undo = invertPerms(perms[0]);
-  const relative = perms.map((p, i) => (i === 0 ? identityPerms(spec) : composePerms(p, undo)));
+  const undo = invertPerms(perms[0], spec);
+  const relative = perms.map((p, i) => (i === 0 ? identityPerms(spec) : composePerms(p, undo, spec)));
   const aligned = models.map((m, i) => (i === 0 ? m : noGrad(() => applyHard(spec, m, relative[i]))));
   return { strategy: 'mergemany', perms: relative, aligned, merged: weightedAverage(aligned, weights), log, seconds: (performance.now() - t0) / 1000 };
 }

@@ -6,7 +6,8 @@
  * The tensors come from any `TensorSource`; io/align-lazy.ts reads them from safetensors files and
  * streams the aligned B to one. The logged cost is weightMatching's (the whole objective): each
  * matched tensor's share is scored while its group is in memory, and a tensor's last visit in a
- * sweep fixes every permutation on its axes for the rest of that sweep.
+ * sweep fixes every permutation on its axes for the rest of that sweep. Groups on version-2
+ * entries (segments, blocks) take weightMatching's `generalGroupStep` on the group's tensors.
  */
 import { kernels } from '../core/backend/index.js';
 import { Rng } from '../core/random.js';
@@ -17,7 +18,7 @@ import { axisMatrix, permuteExceptAxis } from '../permutation/axes.js';
 import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
 import { isBufferName } from '../state/params.js';
 import type { StepCallback, StepLog } from './types.js';
-import { bestGroupPermutation, matchingPlan, tensorObjective, WEIGHT_MATCHING_DEFAULTS } from './weight-matching.js';
+import { bestGroupPermutation, generalGroupStep, isFlatGroup, matchingPlan, tensorObjective, WEIGHT_MATCHING_DEFAULTS } from './weight-matching.js';
 
 /** Named tensors readable one at a time. */
 export interface TensorSource {
@@ -104,6 +105,13 @@ export async function weightMatchingLazy(input: LazyAlignInput, opts: WeightMatc
         tb.set(e.name, y);
       }
       opts.onGroup?.(p, ta.size + tb.size);
+      if (!isFlatGroup(spec, entries)) {
+        const step = noGrad(() => generalGroupStep(spec, p, entries, (name) => ta.get(name)!, (name) => tb.get(name)!, perms));
+        Object.assign(perms, step.updates);
+        if (step.improved) progress = true;
+        for (const [name, x] of ta) share.set(name, tensorObjective(spec, name, x, tb.get(name)!, perms));
+        continue;
+      }
       const n = spec.perms[p];
       const M = new Float32Array(n * n);
       noGrad(() => {

@@ -17,14 +17,26 @@
  *
  * The log's `cost` after each sweep is minus the whole objective, Σ ⟨W_A, π(W_B)⟩ over the
  * matched tensors (the weights on some permuted axis) under that sweep's permutations.
+ *
+ * Version-2 entries (segments, blocks) go through `generalGroupStep`, uncached: a segment adds
+ * its sub-range's term to M_p; a block entry contributes through the Gram matrix G = A·π(B)ᵀ of
+ * its B·d positions (other axes permuted). Visiting the inner permutation σ (shared, or σ_i of
+ * one block) is the exact step M_σ[j, k] = Σ_i G[i·d + j, π[i]·d + k] (only block i for σ_i).
+ * Visiting the block permutation π is two-level: the value of putting B's block b at A's block i
+ * is the best inner assignment between them (a d×d LAP on G's (i, b) block), then one B×B LAP;
+ * per-block inner permutations σ_i take that pair's assignment in the same step (the exact joint
+ * optimum), a shared σ is left to its own visit. The two-level cost is what recovers a planted
+ * (π, σ): with σ unknown, ⟨A_i, B_b⟩ says nothing about which heads match.
  */
 import { kernels } from '../core/backend/index.js';
 import { Rng } from '../core/random.js';
 import { noGrad, type Tensor } from '../core/tensor.js';
 import { linearSumAssignment } from '../permutation/assignment.js';
 import { applyHard, identityPerms, validatePerms } from '../permutation/apply.js';
-import { axisMatrix } from '../permutation/axes.js';
-import { assertValidSpec, axisInner, axisPermId, permToAxes, type AxisRef, type PermutationSpec } from '../permutation/spec.js';
+import { entryIndex } from '../permutation/apply.js';
+import { axisMatrix, permuteExceptAxis } from '../permutation/axes.js';
+import { F } from '../core/index.js';
+import { assertValidSpec, axisInner, axisPermId, entryPermIds, isFlatAxis, permToAxes, type AxisRef, type PermutationSpec } from '../permutation/spec.js';
 import { assertCompatible } from './validate.js';
 import { type Params, isBufferName } from '../state/params.js';
 import type { AlignInput, AlignResult, StepCallback, StepLog } from './types.js';
@@ -63,7 +75,7 @@ export function tensorObjective(spec: PermutationSpec, name: string, ta: Tensor,
   const axes = spec.axes[name];
   // The dims after the last permuted axis are read as one contiguous block.
   let lastAxis = -1;
-  for (let d = 0; d < shape.length; d++) if (axisPermId(axes[d]) !== null) lastAxis = d;
+  for (let d = 0; d < shape.length; d++) if (axes[d] !== null) lastAxis = d;
   let block = 1;
   for (let d = lastAxis + 1; d < shape.length; d++) block *= shape[d];
   if (lastAxis < 0) {
@@ -78,7 +90,10 @@ export function tensorObjective(spec: PermutationSpec, name: string, ta: Tensor,
     const id = axisPermId(axes[d]);
     const n = shape[d];
     const off = new Int32Array(n);
-    if (id === null) for (let i = 0; i < n; i++) off[i] = i * stride;
+    if (axes[d] !== null && !isFlatAxis(axes[d])) {
+      const index = entryIndex(spec, axes[d], perms);
+      for (let i = 0; i < n; i++) off[i] = index[i] * stride;
+    } else if (id === null) for (let i = 0; i < n; i++) off[i] = i * stride;
     else {
       const perm = perms[id];
       const inner = axisInner(axes[d]);
@@ -112,7 +127,101 @@ export function tensorObjective(spec: PermutationSpec, name: string, ta: Tensor,
 
 /** The permutation ids on a tensor's axes. */
 export function tensorPermIds(spec: PermutationSpec, name: string): string[] {
-  return spec.axes[name].map(axisPermId).filter((id): id is string => id !== null);
+  const out: string[] = [];
+  for (const a of spec.axes[name]) for (const id of entryPermIds(a)) out.push(id);
+  return out;
+}
+
+/** Whether group p's axes and tensors are all version-1 entries (the cached path handles those). */
+export function isFlatGroup(spec: PermutationSpec, refs: AxisRef[]): boolean {
+  return refs.every((r) => r.offset === undefined && r.block === undefined && spec.axes[r.name].every(isFlatAxis));
+}
+
+/** The tensor's axis `axis` cut to [start, start + length) (the whole tensor when that is the axis). */
+function sliceAxis(t: Tensor, axis: number, start: number, length: number): Tensor {
+  return start === 0 && length === t.shape[axis] ? t : F.slice(t, axis, start, start + length);
+}
+
+const lapMax = (cost: Float64Array, n: number) => linearSumAssignment(cost, n, n, { maximize: true });
+
+/**
+ * One coordinate step of weight matching for permutation p over its weight axes `refs`, any of
+ * them version-2 (see the note at the top): returns the new permutation of p — and, when p
+ * permutes blocks whose inner permutations are one per block, theirs — and whether the group's
+ * objective improved. `ta`/`tb` give the tensors of A and B by name.
+ */
+export function generalGroupStep(spec: PermutationSpec, p: string, refs: AxisRef[], ta: (name: string) => Tensor, tb: (name: string) => Tensor,
+  perms: Record<string, Int32Array>): { updates: Record<string, Int32Array>; improved: boolean } {
+  const n = spec.perms[p];
+  const K = kernels();
+  const M = new Float32Array(n * n);
+  // Blocks role: per `within` key, the summed Gram of the B·d positions.
+  const blockGrams = new Map<string, { within: string | string[]; d: number; G: Float32Array }>();
+  const old = perms[p];
+  for (const r of refs) {
+    const a = ta(r.name);
+    const b = permuteExceptAxis(spec, r.name, tb(r.name), perms, r.axis);
+    const offset = r.offset ?? 0;
+    if (!r.block) {
+      const len = n * r.inner;
+      const wa = axisMatrix(sliceAxis(a, r.axis, offset, len), r.axis, r.inner);
+      const wb = axisMatrix(sliceAxis(b, r.axis, offset, len), r.axis, r.inner);
+      const rest = wa.length / n;
+      K.gemm(false, true, n, n, rest, 1, wa, 0, rest, wb, 0, rest, 1, M, 0, n);
+      continue;
+    }
+    const { count: B, size: d } = r.block;
+    const L = B * d;
+    const wa = axisMatrix(sliceAxis(a, r.axis, offset, L), r.axis, 1);
+    const wb = axisMatrix(sliceAxis(b, r.axis, offset, L), r.axis, 1);
+    const rest = wa.length / L;
+    if (r.block.role === 'blocks') {
+      const key = JSON.stringify(r.block.within);
+      let e = blockGrams.get(key);
+      if (!e) blockGrams.set(key, (e = { within: r.block.within, d, G: new Float32Array(L * L) }));
+      K.gemm(false, true, L, L, rest, 1, wa, 0, rest, wb, 0, rest, 1, e.G, 0, L);
+      continue;
+    }
+    // Within role: M[j, k] += Σ_i G[i·d + j, π[i]·d + k] over every block (shared) or block `index`:
+    // one d×d product per block, A's block i against B's block π[i].
+    const pi = perms[r.block.blocks];
+    const blocks = r.block.index === undefined ? [...Array(B).keys()] : [r.block.index];
+    for (const i of blocks) K.gemm(false, true, d, d, rest, 1, wa, i * d * rest, rest, wb, pi[i] * d * rest, rest, 1, M, 0, n);
+  }
+  const T = Float64Array.from(M);
+  let oldTotal = 0;
+  for (let i = 0; i < n; i++) oldTotal += M[i * n + old[i]];
+  // Blocks role: the value of pairing A's block i with B's block b is their best inner assignment.
+  const pairs: { within: string | string[]; cols: Int32Array[] }[] = [];
+  for (const { within, d, G } of blockGrams.values()) {
+    const L = n * d;
+    const cols: Int32Array[] = new Array(n * n);
+    const cost = new Float64Array(d * d);
+    for (let i = 0; i < n; i++) {
+      for (let b = 0; b < n; b++) {
+        for (let j = 0; j < d; j++) for (let k = 0; k < d; k++) cost[j * d + k] = G[(i * d + j) * L + b * d + k];
+        const { colInd, total } = lapMax(cost, d);
+        T[i * n + b] += total;
+        cols[i * n + b] = Int32Array.from(colInd);
+        // The objective before the step: a shared inner permutation at its pair optimum (it has its own visit) …
+        if (b === old[i] && typeof within === 'string') oldTotal += total;
+      }
+      // … per-block ones as they are.
+      if (typeof within !== 'string') {
+        const sigma = perms[within[i]];
+        for (let j = 0; j < d; j++) oldTotal += G[(i * d + j) * L + old[i] * d + sigma[j]];
+      }
+    }
+    pairs.push({ within, cols });
+  }
+  const { colInd, total } = lapMax(Float64Array.from(T), n);
+  const perm = Int32Array.from(colInd);
+  const updates: Record<string, Int32Array> = { [p]: perm };
+  for (const { within, cols } of pairs) {
+    if (typeof within === 'string') continue;
+    within.forEach((id, i) => { updates[id] = cols[i * n + perm[i]]; });
+  }
+  return { updates, improved: total > oldTotal + 1e-7 * Math.max(1, Math.abs(oldTotal)) };
 }
 
 /**
@@ -244,7 +353,14 @@ export function weightMatching(input: AlignInput, opts: WeightMatchingOptions = 
     const groups = new Map<string, Group>();
     let maxCols = 1;
     let maxGather = 0;
+    // Groups touching version-2 entries take the uncached general step.
+    const general = new Map<string, AxisRef[]>();
     for (const p of ids) {
+      const refs = byPerm[p].filter((e) => !isBufferName(e.name));
+      if (!isFlatGroup(spec, refs)) general.set(p, refs);
+    }
+    for (const p of ids) {
+      if (general.has(p)) continue;
       const n = spec.perms[p];
       const terms = byPerm[p].filter((e) => !isBufferName(e.name)).map((e) => makeTerm(spec, e, a.get(e.name)!, b.get(e.name)!, n));
       // Partial sums are kept where a term brings a dependency no earlier term has.
@@ -266,6 +382,13 @@ export function weightMatching(input: AlignInput, opts: WeightMatchingOptions = 
       sweeps = sweep + 1;
       let progress = false;
       for (const p of rng.shuffle([...ids])) {
+        const refs = general.get(p);
+        if (refs) {
+          const step = generalGroupStep(spec, p, refs, (name) => a.get(name)!, (name) => b.get(name)!, perms);
+          Object.assign(perms, step.updates);
+          if (step.improved) progress = true;
+          continue;
+        }
         const g = groups.get(p)!;
         const { n, terms, M } = g;
         // The first term whose dependencies changed since M was accumulated (terms.length: none).

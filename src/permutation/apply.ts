@@ -4,11 +4,19 @@
  * Convention (Git Re-Basin): a permutation is an Int32Array `perm` with new unit i ← old unit
  * perm[i]. As a matrix, P[i, perm[i]] = 1, so an output axis becomes P·W and an input axis W·Pᵀ;
  * both are "left-multiply by P with that axis moved first", which is how every axis is handled.
+ *
+ * Version-2 entries (spec.ts): a segments entry permutes each sub-range of the axis by its own
+ * entry; a block entry permutes B blocks of d positions as new[i·d + j] = old[π[i]·d + σ_i[j]]
+ * (σ_i = the inner permutation of NEW block i). Soft: the blocks are mixed by P_π, then each new
+ * block's positions by its P_σ, i.e. (P_π ⊗ P_σ) for a shared σ.
  */
 import { F, Tensor, zeros, type DType } from '../core/index.js';
 import type { Rng } from '../core/random.js';
 import type { Params } from '../state/params.js';
-import { axisInner, axisPermId, type PermutationSpec } from './spec.js';
+import {
+  axisInner, axisPermId, entryLength, entryPermIds, isBlockAxis, isFlatAxis, isSegmentsAxis, withinId,
+  type AxisPerm, type BlockAxis, type PermutationSpec, type Segment,
+} from './spec.js';
 export type Perms = Record<string, Int32Array>;
 
 // ---------------------------------------------------------------- single permutations
@@ -80,20 +88,51 @@ export function randomPerms(spec: PermutationSpec, rng: Rng): Perms {
   return out;
 }
 
-export function invertPerms(perms: Perms): Perms {
+/**
+ * The block entries of a spec whose inner permutations are one per block (`within` lists), once
+ * each. Their ids form a product group that does not invert or compose id by id.
+ */
+export function withinLists(spec: PermutationSpec): { blocks: string; within: string[] }[] {
+  const out = new Map<string, { blocks: string; within: string[] }>();
+  const visit = (a: AxisPerm | Segment) => {
+    if (isSegmentsAxis(a)) a.segments.forEach(visit);
+    else if (isBlockAxis(a) && typeof a.within !== 'string') out.set(JSON.stringify([a.blocks, a.within]), { blocks: a.blocks, within: a.within });
+  };
+  for (const entries of Object.values(spec.axes)) entries.forEach(visit);
+  return [...out.values()];
+}
+
+/**
+ * The inverse permutations, id by id. With `spec`, the inner permutations of block entries with
+ * one inner permutation per block are inverted as a group element (the inverse of
+ * (π, σ_0…σ_{B−1}) is (π⁻¹, σ′) with σ′_b = σ_{π⁻¹[b]}⁻¹); without it, or for every other id,
+ * id by id. Pass the spec whenever it may have `within` lists.
+ */
+export function invertPerms(perms: Perms, spec?: PermutationSpec): Perms {
   const out: Perms = {};
   for (const [p, a] of Object.entries(perms)) out[p] = invertPermutation(a);
+  for (const { blocks, within } of spec ? withinLists(spec) : []) {
+    const inv = out[blocks];
+    within.forEach((id, b) => { out[id] = invertPermutation(perms[within[inv[b]]]); });
+  }
   return out;
 }
 
-/** Per id, `first` then `second` (see composePermutations). */
-export function composePerms(first: Perms, second: Perms): Perms {
+/**
+ * `first` then `second` (see composePermutations), id by id; with `spec`, the per-block inner
+ * permutations of block entries compose as a group element: σ_i = σ1_{π2[i]} then σ2_i.
+ */
+export function composePerms(first: Perms, second: Perms, spec?: PermutationSpec): Perms {
   const out: Perms = {};
   for (const p of Object.keys(first)) {
     if (!second[p]) throw new Error(`composePerms: permutation "${p}" is missing from the second set`);
     out[p] = composePermutations(first[p], second[p]);
   }
   for (const p of Object.keys(second)) if (!first[p]) throw new Error(`composePerms: permutation "${p}" is missing from the first set`);
+  for (const { blocks, within } of spec ? withinLists(spec) : []) {
+    const pi2 = second[blocks];
+    within.forEach((id, i) => { out[id] = composePermutations(first[within[pi2[i]]], second[id]); });
+  }
   return out;
 }
 
@@ -139,6 +178,48 @@ function checkAxis(fn: string, name: string, t: Tensor, axis: number, p: string,
   }
 }
 
+/**
+ * For a version-2 entry: new position → old position along the axis (what the gather reads).
+ * Segments are laid end to end; a flat piece maps unit c, offset r to perm[c]·inner + r; a block
+ * piece maps i·d + j to π[i]·d + σ_i[j].
+ */
+export function entryIndex(spec: PermutationSpec, entry: AxisPerm, perms: Record<string, ArrayLike<number>>): Int32Array {
+  const length = entryLength(entry, spec.perms);
+  if (length === null) throw new Error('entryIndex: a null entry has no index');
+  const out = new Int32Array(length);
+  let offset = 0;
+  const piece = (g: Segment) => {
+    if (typeof g === 'string' || (typeof g === 'object' && g !== null && 'perm' in g)) {
+      const id = typeof g === 'string' ? g : g.perm;
+      const inner = typeof g === 'string' ? 1 : g.inner;
+      const perm = perms[id];
+      for (let c = 0; c < perm.length; c++) for (let r = 0; r < inner; r++) out[offset + c * inner + r] = offset + perm[c] * inner + r;
+    } else if (isBlockAxis(g)) {
+      const pi = perms[g.blocks];
+      const d = spec.perms[withinId(g, 0)];
+      if (typeof g.within !== 'string' && g.within.length !== pi.length) throw new Error(`entryIndex: block entry ${JSON.stringify(g)} lists ${g.within.length} inner permutations for ${pi.length} blocks`);
+      for (let i = 0; i < pi.length; i++) {
+        const sigma = perms[withinId(g, i)];
+        if (sigma.length !== d) throw new Error(`entryIndex: block entry ${JSON.stringify(g)}: inner permutation "${withinId(g, i)}" has size ${sigma.length}, not ${d}`);
+        for (let j = 0; j < d; j++) out[offset + i * d + j] = offset + pi[i] * d + sigma[j];
+      }
+    } else {
+      for (let k = 0; k < g.size; k++) out[offset + k] = offset + k;
+    }
+    offset += entryLength(g, spec.perms)!;
+  };
+  if (isSegmentsAxis(entry)) entry.segments.forEach(piece);
+  else piece(entry as Segment);
+  return out;
+}
+
+function checkEntryLength(fn: string, name: string, t: Tensor, axis: number, spec: PermutationSpec, entry: AxisPerm): void {
+  const n = entryLength(entry, spec.perms);
+  if (n !== null && t.shape[axis] !== n) {
+    throw new Error(`${fn}: tensor "${name}" axis ${axis} has length ${t.shape[axis]} but its ${isSegmentsAxis(entry) ? 'segments' : 'block'} entry ${JSON.stringify(entry)} covers ${n}`);
+  }
+}
+
 /** Gathers `index` along `axis`, whose length is C·inner viewed as [C, inner]. */
 function gatherAxis(t: Tensor, axis: number, index: Int32Array, inner: number): Tensor {
   if (inner === 1) return F.indexSelect(t, axis, index);
@@ -160,6 +241,11 @@ export function applyHard(spec: PermutationSpec, params: Params, perms: Record<s
     const entries = specEntries(spec, name, t0, 'applyHard');
     let t = t0;
     entries.forEach((a, axis) => {
+      if (!isFlatAxis(a)) {
+        checkEntryLength('applyHard', name, t0, axis, spec, a);
+        t = F.indexSelect(t, axis, entryIndex(spec, a, idx));
+        return;
+      }
       const p = axisPermId(a);
       if (p === null) return;
       const inner = axisInner(a);
@@ -182,6 +268,32 @@ function leftMultiplyAxis(t: Tensor, axis: number, P: Tensor, inner: number): Te
   const inverse = new Array<number>(order.length);
   order.forEach((a, i) => { inverse[a] = i; });
   return F.permute(back, inverse);
+}
+
+/** Soft version-2 entry: each segment by its own matrix; a block entry by P_blocks on the blocks, then each new block by its P_within. */
+function softEntry(t: Tensor, axis: number, entry: BlockAxis | { segments: Segment[] }, spec: PermutationSpec, P: Record<string, Tensor>): Tensor {
+  if (isBlockAxis(entry)) {
+    const B = spec.perms[entry.blocks];
+    const d = spec.perms[withinId(entry, 0)];
+    const split = [...t.shape.slice(0, axis), B, d, ...t.shape.slice(axis + 1)];
+    const mixed = leftMultiplyAxis(F.reshape(t, split), axis, P[entry.blocks], 1);
+    const inner = typeof entry.within === 'string'
+      ? leftMultiplyAxis(mixed, axis + 1, P[entry.within], 1)
+      : F.concat(entry.within.map((id, i) => leftMultiplyAxis(F.slice(mixed, axis, i, i + 1), axis + 1, P[id], 1)), axis);
+    return F.reshape(inner, t.shape);
+  }
+  const parts: Tensor[] = [];
+  let offset = 0;
+  for (const g of entry.segments) {
+    const len = entryLength(g, spec.perms)!;
+    const part = F.slice(t, axis, offset, offset + len);
+    offset += len;
+    if (typeof g === 'string') parts.push(leftMultiplyAxis(part, axis, P[g], 1));
+    else if ('perm' in g) parts.push(leftMultiplyAxis(part, axis, P[g.perm], g.inner));
+    else if (isBlockAxis(g)) parts.push(softEntry(part, axis, g, spec, P));
+    else parts.push(part);
+  }
+  return parts.length === 1 ? parts[0] : F.concat(parts, axis);
 }
 
 export interface ApplySoftOptions {
@@ -222,6 +334,15 @@ export function applySoft(spec: PermutationSpec, params: Params, P: Record<strin
     const isHard = hard(name);
     let t = t0;
     entries.forEach((a, axis) => {
+      if (a !== null && !isFlatAxis(a)) {
+        checkEntryLength('applySoft', name, t0, axis, spec, a);
+        if (isHard) {
+          const idx: Perms = {};
+          for (const id of entryPermIds(a)) idx[id] = hardIndex(id);
+          t = F.indexSelect(t, axis, entryIndex(spec, a, idx));
+        } else t = softEntry(t, axis, a, spec, P);
+        return;
+      }
       const p = axisPermId(a);
       if (p === null) return;
       const inner = axisInner(a);
