@@ -556,6 +556,12 @@ test('erf and gelu match tabulated values to float32 accuracy and beyond', () =>
   assert.equal(F.erfScalar(Infinity), 1);
   assert.equal(F.erfScalar(-40), -1);
   assert.ok(Number.isNaN(F.erfScalar(NaN)));
+  // The fast table evaluation F.erf uses agrees with the series / continued fraction everywhere.
+  let worst = 0;
+  for (let x = -7; x <= 7; x += 0.00137) worst = Math.max(worst, Math.abs(F.erfFast(x) - F.erfScalar(x)));
+  assert.ok(worst < 4e-15, `erfFast vs erfScalar: ${worst}`);
+  for (const [x, e] of table) assert.ok(Math.abs(F.erfFast(x) - e) < 1e-14, `erfFast(${x})`);
+  assert.ok(Number.isNaN(F.erfFast(NaN)) && F.erfFast(-Infinity) === -1);
   // Continuity across the switch between the series and the continued fraction.
   assert.ok(Math.abs(F.erfScalar(2 - 1e-12) - F.erfScalar(2)) < 1e-12);
   // gelu(1) = Φ(1) = 0.841344746068543, gelu(-1) = -(1 − Φ(1)).
