@@ -437,6 +437,28 @@ add({
   ref: (x, w, b) => normRows(x, (i) => `${i[0]},${Math.floor(i[1] / 2)}`, 1e-5, (i) => [w.data[i[1]], b.data[i[1]]]),
 });
 
+for (const training of [false, true]) {
+  add({
+    name: `batchNorm on [N, C, L] (BatchNorm1d over a sequence), training=${training}`,
+    build: (dtype, rng) => {
+      const state = { runningMean: randT([3], rng, { dtype, requiresGrad: false }), runningVar: randT([3], rng, { dtype, lo: 0.5, hi: 2, requiresGrad: false }) };
+      return {
+        inputs: [randT([2, 3, 4], rng, { dtype }), randT([3], rng, { dtype }), randT([3], rng, { dtype }), state.runningMean, state.runningVar],
+        // A fresh copy of the running stats each call: training updates them in place.
+        fn: (x, w, b, rm, rv) => F.batchNorm(x, w, b, { runningMean: rm.clone(), runningVar: rv.clone() }, { training, eps: 1e-5 }),
+      };
+    },
+    ref: (x, w, b, rm, rv) => (training
+      ? channelStats(x, w, b)
+      : mk([2, 3, 4], (i) => ((at(x, i) - rm.data[i[1]]) / Math.sqrt(rv.data[i[1]] + 1e-5)) * w.data[i[1]] + b.data[i[1]])),
+  });
+}
+
+/** Batch-statistics normalisation per channel of [N, C, L] (population variance), then the affine map. */
+function channelStats(x: Tensor, w: Tensor, b: Tensor): Ref {
+  return normRows(x, (i) => String(i[1]), 1e-5, (i) => [w.data[i[1]], b.data[i[1]]]);
+}
+
 // Matmul with broadcast batch dims.
 function matmulRef(a: Tensor, b: Tensor): Ref {
   const a2 = a.ndim === 1 ? [1, a.shape[0]] : a.shape.slice(-2);

@@ -2,7 +2,7 @@
 import { kernels } from '../backend/index.js';
 import type { ConvGeometry, FloatArray, PoolGeometry } from '../backend/types.js';
 import type { Rng } from '../random.js';
-import { allocLike, allocUninit, makeResult, shapeStr, Tensor } from '../tensor.js';
+import { allocLike, allocUninit, makeResult, numel, shapeStr, Tensor } from '../tensor.js';
 import { convGeneral } from './conv.js';
 import { exp, sub } from './elementwise.js';
 import { logsumexp } from './reduce.js';
@@ -164,15 +164,15 @@ export interface BatchNormOptions {
 }
 
 /**
- * Batch normalisation over [N, C] or [N, C, H, W] (per channel C), PyTorch semantics: batch
+ * Batch normalisation over [N, C] or [N, C, ...spatial] (per channel C; [N, C, L] for BatchNorm1d on sequences), PyTorch semantics: batch
  * statistics in training (running stats updated with the unbiased variance), running statistics
  * in eval. With `state` null, batch statistics are always used (track_running_stats=False).
  */
 export function batchNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, state: BatchNormState | null, opts: BatchNormOptions): Tensor {
-  if (x.ndim !== 2 && x.ndim !== 4) throw new Error(`batchNorm: expects [N,C] or [N,C,H,W], got ${shapeStr(x.shape)}`);
+  if (x.ndim < 2) throw new Error(`batchNorm: expects [N,C] or [N,C,...spatial], got ${shapeStr(x.shape)}`);
   const N = x.shape[0];
   const C = x.shape[1];
-  const S = x.ndim === 4 ? x.shape[2] * x.shape[3] : 1;
+  const S = numel(x.shape.slice(2));
   for (const [name, t] of [['weight', weight], ['bias', bias], ['runningMean', state?.runningMean], ['runningVar', state?.runningVar]] as const) {
     if (t && (t.ndim !== 1 || t.shape[0] !== C)) throw new Error(`batchNorm: ${name} ${shapeStr(t.shape)} does not match ${C} channels`);
   }
