@@ -66,12 +66,12 @@ export function conv2d(x: Tensor, w: Tensor, b: Tensor | null = null, opts: Conv
 }
 
 /** The conv kernels' case: square stride, equal padding, no dilation, one group. */
-function conv2dKernel(x: Tensor, w: Tensor, b: Tensor | null, stride: number, pad: number, relu: boolean): Tensor {
+function conv2dKernel(x: Tensor, w: Tensor, b: Tensor | null, stride: number, padding: number, relu: boolean): Tensor {
   const [N, C, H, W] = x.shape;
   const [O, , KH, KW] = w.shape;
-  const OH = Math.floor((H + 2 * pad - KH) / stride) + 1;
-  const OW = Math.floor((W + 2 * pad - KW) / stride) + 1;
-  const g: ConvGeometry = { N, C, H, W, O, KH, KW, stride, pad, OH, OW };
+  const OH = Math.floor((H + 2 * padding - KH) / stride) + 1;
+  const OW = Math.floor((W + 2 * padding - KW) / stride) + 1;
+  const g: ConvGeometry = { N, C, H, W, O, KH, KW, stride, pad: padding, OH, OW };
   const out = allocUninit(x.dtype, N * O * OH * OW);
   const K = kernels();
   K.conv2dForward(x.data, w.data, b ? b.data : null, out, g, relu);
@@ -164,9 +164,10 @@ export interface BatchNormOptions {
 }
 
 /**
- * Batch normalisation over [N, C] or [N, C, ...spatial] (per channel C; [N, C, L] for BatchNorm1d on sequences), PyTorch semantics: batch
- * statistics in training (running stats updated with the unbiased variance), running statistics
- * in eval. With `state` null, batch statistics are always used (track_running_stats=False).
+ * Batch normalisation over [N, C] or [N, C, ...spatial] (per channel C; [N, C, L] is BatchNorm1d
+ * over a sequence), PyTorch semantics: batch statistics in training (running stats updated with
+ * the unbiased variance), running statistics in eval. With `state` null, batch statistics are
+ * always used (track_running_stats=False).
  */
 export function batchNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, state: BatchNormState | null, opts: BatchNormOptions): Tensor {
   if (x.ndim < 2) throw new Error(`batchNorm: expects [N,C] or [N,C,...spatial], got ${shapeStr(x.shape)}`);
