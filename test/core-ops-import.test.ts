@@ -621,6 +621,16 @@ test('resizeNearest 2× is PyTorch nearest upsampling; bilinear align_corners ke
   assertClose(Array.from(F.resizeBilinear(x, 4, 4, false).data.slice(0, 4)), [1, 1.25, 1.75, 2], 1e-12, 1e-12);
 });
 
+test('where takes a Uint8Array mask with a shape (an ONNX bool tensor) as well as a tensor', () => {
+  const a = fromArray([1, 2, 3, 4, 5, 6], [2, 3], 'float32', true);
+  const b = fromArray([-1], [], 'float32', true);
+  const y = F.where({ data: Uint8Array.from([1, 0, 1]), shape: [3] }, a, b);
+  assert.deepEqual(Array.from(y.data), [1, -1, 3, 4, -1, 6]);
+  F.sum(y).backward();
+  assert.deepEqual(Array.from(a.grad!.data), [1, 0, 1, 1, 0, 1]);
+  assert.deepEqual(Array.from(b.grad!.data), [2]);
+});
+
 test('import ops reject wrong shapes with plain Errors naming the op and the shapes', () => {
   const t = (s: number[]) => randT(s, new Rng(1));
   const cases: [() => unknown, RegExp][] = [

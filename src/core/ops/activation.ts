@@ -287,11 +287,18 @@ export function minimum(a: Tensor, b: Tensor): Tensor {
   });
 }
 
+/** A condition for `where`: a tensor, or any 0/1 array with a shape (an ONNX bool tensor as Uint8Array). */
+export interface Mask {
+  readonly data: ArrayLike<number>;
+  readonly shape: readonly number[];
+}
+
 /**
- * cond ? a : b elementwise, all three broadcast together (ONNX Where). `cond` is a tensor read as
- * true where nonzero; it gets no gradient.
+ * cond ? a : b elementwise, all three broadcast together (ONNX Where). `cond` is read as true
+ * where nonzero; it gets no gradient.
  */
-export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
+export function where(mask: Mask, a: Tensor, b: Tensor): Tensor {
+  const cond = mask instanceof Tensor ? mask : new Tensor(Float32Array.from(mask.data), mask.shape);
   if (a.dtype !== b.dtype) throw new Error(`where: dtypes differ (${a.dtype} and ${b.dtype})`);
   const shape = broadcastShapes('where', cond.shape, broadcastShapes('where', a.shape, b.shape));
   const A = expandTo(a, shape);
