@@ -94,7 +94,7 @@ test('crossEntropy rejects out-of-range labels on the native backend too', { ski
 });
 
 test('batchNorm and dropout: bad shapes and options', () => {
-  assert.throws(() => F.batchNorm(t([2, 3, 4]), null, null, null, { training: true }), /batchNorm.*\[2, 3, 4\]/);
+  assert.throws(() => F.batchNorm(t([3]), null, null, null, { training: true }), /batchNorm.*\[3\]/);
   assert.throws(() => F.batchNorm(t([2, 3]), t([4]), null, null, { training: true }), /batchNorm: weight \[4\].*3 channels/);
   assert.throws(() => F.batchNorm(t([1, 3]), null, null, null, { training: true }), /batchNorm.*more than one value/);
   assert.throws(() => F.dropout(t([2]), 1, new Rng(0), true), /dropout: p/);

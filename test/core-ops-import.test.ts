@@ -437,6 +437,28 @@ add({
   ref: (x, w, b) => normRows(x, (i) => `${i[0]},${Math.floor(i[1] / 2)}`, 1e-5, (i) => [w.data[i[1]], b.data[i[1]]]),
 });
 
+for (const training of [false, true]) {
+  add({
+    name: `batchNorm on [N, C, L] (BatchNorm1d over a sequence), training=${training}`,
+    build: (dtype, rng) => {
+      const state = { runningMean: randT([3], rng, { dtype, requiresGrad: false }), runningVar: randT([3], rng, { dtype, lo: 0.5, hi: 2, requiresGrad: false }) };
+      return {
+        inputs: [randT([2, 3, 4], rng, { dtype }), randT([3], rng, { dtype }), randT([3], rng, { dtype }), state.runningMean, state.runningVar],
+        // A fresh copy of the running stats each call: training updates them in place.
+        fn: (x, w, b, rm, rv) => F.batchNorm(x, w, b, { runningMean: rm.clone(), runningVar: rv.clone() }, { training, eps: 1e-5 }),
+      };
+    },
+    ref: (x, w, b, rm, rv) => (training
+      ? channelStats(x, w, b)
+      : mk([2, 3, 4], (i) => ((at(x, i) - rm.data[i[1]]) / Math.sqrt(rv.data[i[1]] + 1e-5)) * w.data[i[1]] + b.data[i[1]])),
+  });
+}
+
+/** Batch-statistics normalisation per channel of [N, C, L] (population variance), then the affine map. */
+function channelStats(x: Tensor, w: Tensor, b: Tensor): Ref {
+  return normRows(x, (i) => String(i[1]), 1e-5, (i) => [w.data[i[1]], b.data[i[1]]]);
+}
+
 // Matmul with broadcast batch dims.
 function matmulRef(a: Tensor, b: Tensor): Ref {
   const a2 = a.ndim === 1 ? [1, a.shape[0]] : a.shape.slice(-2);
@@ -556,6 +578,12 @@ test('erf and gelu match tabulated values to float32 accuracy and beyond', () =>
   assert.equal(F.erfScalar(Infinity), 1);
   assert.equal(F.erfScalar(-40), -1);
   assert.ok(Number.isNaN(F.erfScalar(NaN)));
+  // The fast table evaluation F.erf uses agrees with the series / continued fraction everywhere.
+  let worst = 0;
+  for (let x = -7; x <= 7; x += 0.00137) worst = Math.max(worst, Math.abs(F.erfFast(x) - F.erfScalar(x)));
+  assert.ok(worst < 4e-15, `erfFast vs erfScalar: ${worst}`);
+  for (const [x, e] of table) assert.ok(Math.abs(F.erfFast(x) - e) < 1e-14, `erfFast(${x})`);
+  assert.ok(Number.isNaN(F.erfFast(NaN)) && F.erfFast(-Infinity) === -1);
   // Continuity across the switch between the series and the continued fraction.
   assert.ok(Math.abs(F.erfScalar(2 - 1e-12) - F.erfScalar(2)) < 1e-12);
   // gelu(1) = Φ(1) = 0.841344746068543, gelu(-1) = -(1 − Φ(1)).
@@ -591,6 +619,16 @@ test('resizeNearest 2× is PyTorch nearest upsampling; bilinear align_corners ke
   assert.deepEqual(Array.from(F.resizeBilinear(x, 3, 3, true).data), [1, 1.5, 2, 2, 2.5, 3, 3, 3.5, 4]);
   // align_corners=False, 2×: [1, 1.25, 1.75, 2] on the first row.
   assertClose(Array.from(F.resizeBilinear(x, 4, 4, false).data.slice(0, 4)), [1, 1.25, 1.75, 2], 1e-12, 1e-12);
+});
+
+test('where takes a Uint8Array mask with a shape (an ONNX bool tensor) as well as a tensor', () => {
+  const a = fromArray([1, 2, 3, 4, 5, 6], [2, 3], 'float32', true);
+  const b = fromArray([-1], [], 'float32', true);
+  const y = F.where({ data: Uint8Array.from([1, 0, 1]), shape: [3] }, a, b);
+  assert.deepEqual(Array.from(y.data), [1, -1, 3, 4, -1, 6]);
+  F.sum(y).backward();
+  assert.deepEqual(Array.from(a.grad!.data), [1, 0, 1, 1, 0, 1]);
+  assert.deepEqual(Array.from(b.grad!.data), [2]);
 });
 
 test('import ops reject wrong shapes with plain Errors naming the op and the shapes', () => {

@@ -108,34 +108,69 @@ function depthwiseForward(x: FloatArray, w: FloatArray, bias: FloatArray | null,
 /** Depthwise backward: overwrites whichever of dx, dw, db is non-null. */
 function depthwiseBackward(x: FloatArray, w: FloatArray, dy: FloatArray,
   dx: FloatArray | null, dW: FloatArray | null, db: FloatArray | null, p: ConvPlan): void {
-  const { N, C, H, W, O, KH, KW, sh, sw, pt, dh, OH, OW } = p;
+  if (dx) { dx.fill(0); depthwiseBackwardInput(w, dy, dx, p); }
+  if (dW) depthwiseBackwardWeight(x, dy, dW, p);
+  if (db) {
+    const L = p.OH * p.OW;
+    db.fill(0);
+    for (let n = 0; n < p.N; n++) {
+      for (let o = 0; o < p.O; o++) { let s = 0; const ob = (n * p.O + o) * L; for (let l = 0; l < L; l++) s += dy[ob + l]; db[o] += s; }
+    }
+  }
+}
+
+/** dx[n, c] += Σ_taps w · dy over the output channels of input channel c (dx cleared by the caller). */
+function depthwiseBackwardInput(w: FloatArray, dy: FloatArray, dx: FloatArray, p: ConvPlan): void {
+  const { N, C, H, W, O, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW } = p;
   const m = O / C;
   const L = OH * OW;
-  const cols = Array.from({ length: KW }, (_, kw) => validCols(p, kw));
-  dx?.fill(0);
-  dW?.fill(0);
-  db?.fill(0);
   for (let n = 0; n < N; n++) {
     for (let o = 0; o < O; o++) {
       const xb = (n * C + Math.floor(o / m)) * H * W;
       const ob = (n * O + o) * L;
-      if (db) { let s = 0; for (let l = 0; l < L; l++) s += dy[ob + l]; db[o] += s; }
       for (let kh = 0; kh < KH; kh++) {
         for (let kw = 0; kw < KW; kw++) {
-          const wi = (o * KH + kh) * KW + kw;
-          const wv = w[wi];
-          const [lo, hi] = cols[kw];
-          const off = kw * p.dw - p.pl;
+          const wv = w[(o * KH + kh) * KW + kw];
+          const off = kw * dw - pl;
+          const lo = Math.max(0, Math.ceil(-off / sw));
+          const hi = Math.min(OW, Math.floor((W - 1 - off) / sw) + 1);
+          for (let oh = 0; oh < OH; oh++) {
+            const ih = oh * sh - pt + kh * dh;
+            if (ih < 0 || ih >= H) continue;
+            const xr = xb + ih * W + off;
+            const orow = ob + oh * OW;
+            for (let ow = lo; ow < hi; ow++) dx[xr + ow * sw] += wv * dy[orow + ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+/** dW[o, kh, kw] = Σ_n Σ_out dy · x at the tap (overwritten). */
+function depthwiseBackwardWeight(x: FloatArray, dy: FloatArray, dW: FloatArray, p: ConvPlan): void {
+  const { N, C, H, W, O, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW } = p;
+  const m = O / C;
+  const L = OH * OW;
+  dW.fill(0);
+  for (let n = 0; n < N; n++) {
+    for (let o = 0; o < O; o++) {
+      const xb = (n * C + Math.floor(o / m)) * H * W;
+      const ob = (n * O + o) * L;
+      for (let kh = 0; kh < KH; kh++) {
+        for (let kw = 0; kw < KW; kw++) {
+          const off = kw * dw - pl;
+          const lo = Math.max(0, Math.ceil(-off / sw));
+          const hi = Math.min(OW, Math.floor((W - 1 - off) / sw) + 1);
           let acc = 0;
           for (let oh = 0; oh < OH; oh++) {
             const ih = oh * sh - pt + kh * dh;
             if (ih < 0 || ih >= H) continue;
             const xr = xb + ih * W + off;
             const orow = ob + oh * OW;
-            if (dW) for (let ow = lo; ow < hi; ow++) acc += dy[orow + ow] * x[xr + ow * sw];
-            if (dx) for (let ow = lo; ow < hi; ow++) dx[xr + ow * sw] += wv * dy[orow + ow];
+            for (let ow = lo; ow < hi; ow++) acc += dy[orow + ow] * x[xr + ow * sw];
           }
-          if (dW) dW[wi] += acc;
+          dW[(o * KH + kh) * KW + kw] += acc;
         }
       }
     }

@@ -2,7 +2,7 @@
 import { kernels } from '../backend/index.js';
 import type { ConvGeometry, FloatArray, PoolGeometry } from '../backend/types.js';
 import type { Rng } from '../random.js';
-import { allocLike, allocUninit, makeResult, shapeStr, Tensor } from '../tensor.js';
+import { allocLike, allocUninit, makeResult, numel, shapeStr, Tensor } from '../tensor.js';
 import { convGeneral } from './conv.js';
 import { exp, sub } from './elementwise.js';
 import { logsumexp } from './reduce.js';
@@ -66,12 +66,12 @@ export function conv2d(x: Tensor, w: Tensor, b: Tensor | null = null, opts: Conv
 }
 
 /** The conv kernels' case: square stride, equal padding, no dilation, one group. */
-function conv2dKernel(x: Tensor, w: Tensor, b: Tensor | null, stride: number, pad: number, relu: boolean): Tensor {
+function conv2dKernel(x: Tensor, w: Tensor, b: Tensor | null, stride: number, padding: number, relu: boolean): Tensor {
   const [N, C, H, W] = x.shape;
   const [O, , KH, KW] = w.shape;
-  const OH = Math.floor((H + 2 * pad - KH) / stride) + 1;
-  const OW = Math.floor((W + 2 * pad - KW) / stride) + 1;
-  const g: ConvGeometry = { N, C, H, W, O, KH, KW, stride, pad, OH, OW };
+  const OH = Math.floor((H + 2 * padding - KH) / stride) + 1;
+  const OW = Math.floor((W + 2 * padding - KW) / stride) + 1;
+  const g: ConvGeometry = { N, C, H, W, O, KH, KW, stride, pad: padding, OH, OW };
   const out = allocUninit(x.dtype, N * O * OH * OW);
   const K = kernels();
   K.conv2dForward(x.data, w.data, b ? b.data : null, out, g, relu);
@@ -164,15 +164,16 @@ export interface BatchNormOptions {
 }
 
 /**
- * Batch normalisation over [N, C] or [N, C, H, W] (per channel C), PyTorch semantics: batch
- * statistics in training (running stats updated with the unbiased variance), running statistics
- * in eval. With `state` null, batch statistics are always used (track_running_stats=False).
+ * Batch normalisation over [N, C] or [N, C, ...spatial] (per channel C; [N, C, L] is BatchNorm1d
+ * over a sequence), PyTorch semantics: batch statistics in training (running stats updated with
+ * the unbiased variance), running statistics in eval. With `state` null, batch statistics are
+ * always used (track_running_stats=False).
  */
 export function batchNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, state: BatchNormState | null, opts: BatchNormOptions): Tensor {
-  if (x.ndim !== 2 && x.ndim !== 4) throw new Error(`batchNorm: expects [N,C] or [N,C,H,W], got ${shapeStr(x.shape)}`);
+  if (x.ndim < 2) throw new Error(`batchNorm: expects [N,C] or [N,C,...spatial], got ${shapeStr(x.shape)}`);
   const N = x.shape[0];
   const C = x.shape[1];
-  const S = x.ndim === 4 ? x.shape[2] * x.shape[3] : 1;
+  const S = numel(x.shape.slice(2));
   for (const [name, t] of [['weight', weight], ['bias', bias], ['runningMean', state?.runningMean], ['runningVar', state?.runningVar]] as const) {
     if (t && (t.ndim !== 1 || t.shape[0] !== C)) throw new Error(`batchNorm: ${name} ${shapeStr(t.shape)} does not match ${C} channels`);
   }

@@ -5,7 +5,7 @@
  * that pool2d hands the square, symmetric cases F.maxPool2d / F.avgPool2d cover to the same kernels.
  */
 import { kernels } from '../backend/index.js';
-import type { PoolGeometry } from '../backend/types.js';
+import type { FloatArray, PoolGeometry } from '../backend/types.js';
 import { allocLike, allocUninit, makeResult, numel, shapeStr, Tensor } from '../tensor.js';
 
 export type PadMode = 'constant' | 'reflect' | 'edge';
@@ -52,28 +52,58 @@ export function pad(x: Tensor, pads: readonly number[], value = 0, mode: PadMode
   const inStrides = new Array<number>(nd);
   for (let i = nd - 1, s = 1; i >= 0; i--) { inStrides[i] = s; s *= x.shape[i]; }
   const n = numel(shape);
-  // src[o] = flat input index of output o, or -1 for a constant cell.
-  const src = new Int32Array(n);
-  let o = 0;
-  const walk = (d: number, base: number): void => {
-    const map = maps[d];
-    const st = inStrides[d];
-    if (d === nd - 1) {
-      for (let k = 0; k < map.length; k++) src[o++] = base < 0 || map[k] < 0 ? -1 : base + map[k] * st;
-      return;
-    }
-    for (let k = 0; k < map.length; k++) walk(d + 1, base < 0 || map[k] < 0 ? -1 : base + map[k] * st);
-  };
-  if (nd === 0) src[0] = 0;
-  else if (n > 0) walk(0, 0);
-  const xd = x.data;
+  const src = padSources(shape, maps, inStrides);
   const y = allocUninit(x.dtype, n);
-  for (let i = 0; i < n; i++) y[i] = src[i] >= 0 ? xd[src[i]] : value;
+  gatherOrFill(x.data, src, y, value);
   return makeResult('pad', shape, y, [x], (g) => {
     const gx = allocLike(x.dtype, x.size);
-    for (let i = 0; i < n; i++) if (src[i] >= 0) gx[src[i]] += g[i];
+    scatterAddBySource(g, src, gx);
     return [gx];
   });
+}
+
+/*
+ * The hot loops live in small functions of their own (as the kernels do): inline in a large op
+ * function they deoptimise on every call as the closures and array kinds around them change.
+ */
+
+/**
+ * src[o] = flat input index of output o, or -1 for a constant cell: an odometer over the output
+ * rows (all axes but the last), each row filled from the last axis's map.
+ */
+function padSources(shape: readonly number[], maps: Int32Array[], inStrides: readonly number[]): Int32Array {
+  const nd = shape.length;
+  const n = numel(shape);
+  const src = new Int32Array(n);
+  if (nd === 0) return src;
+  if (n === 0) return src;
+  const last = maps[nd - 1];
+  const rowLen = last.length;
+  const rows = n / rowLen;
+  const idx = new Int32Array(Math.max(nd - 1, 1));
+  for (let r = 0; r < rows; r++) {
+    let base = 0;
+    for (let d = 0; d < nd - 1 && base >= 0; d++) {
+      const s = maps[d][idx[d]];
+      base = s < 0 ? -1 : base + s * inStrides[d];
+    }
+    const o = r * rowLen;
+    if (base < 0) src.fill(-1, o, o + rowLen);
+    else for (let k = 0; k < rowLen; k++) src[o + k] = last[k] < 0 ? -1 : base + last[k];
+    for (let d = nd - 2; d >= 0; d--) {
+      if (++idx[d] < shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return src;
+}
+
+function gatherOrFill(x: FloatArray, src: Int32Array, y: FloatArray, value: number): void {
+  for (let i = 0; i < y.length; i++) { const s = src[i]; y[i] = s >= 0 ? x[s] : value; }
+}
+
+function scatterAddBySource(g: FloatArray, src: Int32Array, gx: FloatArray): void {
+  for (let i = 0; i < g.length; i++) { const s = src[i]; if (s >= 0) gx[s] += g[i]; }
 }
 
 export interface Pool2dOptions {
