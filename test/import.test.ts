@@ -149,6 +149,17 @@ function cli(args: string[]): { status: number | null; stdout: string; stderr: s
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+test('concat_net.onnx: the channel Concat\'s branches are permuted (spec format 2 segments), π(B) is B', async () => {
+  const { imp, a, b, rec } = await load('concat_net.onnx', 'concat_net');
+  assert.deepEqual(imp.flow.warnings, []);
+  const segmented = Object.values(imp.flow.spec.axes).flat().filter((e) => e !== null && typeof e === 'object' && 'segments' in e);
+  assert.ok(segmented.length > 0, 'some axis is a concatenation of permuted parts');
+  for (const method of ['wm', 'sinkhorn-l2'] as const) {
+    const r = alignModels(method, { spec: imp.flow.spec, a, b }, { seed: 1 }, (method === 'wm' ? {} : { steps: 5 }) as never);
+    assert.ok(maxDiff(run(imp.graph, r.aligned, rec.get('x')!), rec.get('y_b')!) < 1e-4, method);
+  }
+});
+
 describe('rebasin align --onnx', () => {
   test('sinkhorn-mid on the default export with .npz data: written, functional check passed, π(B) is B', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'rebasin-import-'));

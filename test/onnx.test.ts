@@ -299,18 +299,33 @@ describe('ONNX ops beyond our builders', () => {
     const m = tinyModel([
       conv('/a/Conv', 'x', 'a.weight', 'ya'),
       conv('/b/Conv', 'x', 'b.weight', 'yb'),
+      { name: '/mix/ChannelMix', op_type: 'ChannelMix', input: ['ya', 'yb'], output: ['c'] },
+      conv('/c/Conv', 'c', 'c.weight', 'yc'),
+      { name: '/relu/Relu', op_type: 'Relu', input: ['yc'], output: ['r'] },
+      conv('/d/Conv', 'r', 'd.weight', 'y'),
+    ], [randInit('a.weight', [4, 3, 3, 3], rng), randInit('b.weight', [4, 3, 3, 3], rng), randInit('c.weight', [6, 4, 3, 3], rng), randInit('d.weight', [2, 6, 3, 3], rng)], ['batch', 3, 8, 8], ['y']);
+    const r = inferSpecFromOnnx(m);
+    assert.deepEqual(r.spec.perms, { 'P_c': 6 });
+    assert.deepEqual(r.spec.axes['a.weight'], [null, null, null, null]);
+    assert.deepEqual(r.spec.axes['c.weight'], ['P_c', null, null, null]);
+    assert.equal(r.warnings.length, 1);
+    assert.match(r.warnings[0], /\/mix\/ChannelMix/);
+    assert.ok(r.fixed.some((g) => g.reasons.some((x) => x.includes('/mix/ChannelMix')) && g.axes.includes('a.weight[0]')));
+  });
+
+  test('a channel Concat permutes its branches on their sub-ranges (spec format 2)', () => {
+    const m = tinyModel([
+      conv('/a/Conv', 'x', 'a.weight', 'ya'),
+      conv('/b/Conv', 'x', 'b.weight', 'yb'),
       { name: '/cat/Concat', op_type: 'Concat', input: ['ya', 'yb'], output: ['c'], attribute: [int('axis', 1)] },
       conv('/c/Conv', 'c', 'c.weight', 'yc'),
       { name: '/relu/Relu', op_type: 'Relu', input: ['yc'], output: ['r'] },
       conv('/d/Conv', 'r', 'd.weight', 'y'),
     ], [randInit('a.weight', [4, 3, 3, 3], rng), randInit('b.weight', [5, 3, 3, 3], rng), randInit('c.weight', [6, 9, 3, 3], rng), randInit('d.weight', [2, 6, 3, 3], rng)], ['batch', 3, 8, 8], ['y']);
     const r = inferSpecFromOnnx(m);
-    assert.deepEqual(r.spec.perms, { 'P_c': 6 });
-    assert.deepEqual(r.spec.axes['a.weight'], [null, null, null, null]);
-    assert.deepEqual(r.spec.axes['c.weight'], ['P_c', null, null, null]);
-    assert.equal(r.warnings.length, 1);
-    assert.match(r.warnings[0], /\/cat\/Concat/);
-    assert.ok(r.fixed.some((g) => g.reasons.some((x) => x.includes('/cat/Concat')) && g.axes.includes('a.weight[0]')));
+    assert.deepEqual(r.spec.perms, { P_a: 4, P_b: 5, P_c: 6 });
+    assert.deepEqual(r.spec.axes['c.weight'], ['P_c', { segments: ['P_a', 'P_b'] }, null, null]);
+    assert.deepEqual(r.warnings, []);
   });
 
   test('Concat along a non-channel axis unions; Transpose moves the channel axis; custom-domain ops are unknown', () => {
@@ -499,16 +514,16 @@ describe('real PyTorch exports (test/fixtures, torch.onnx.export)', () => {
   }
 
   // Beyond our builders (function preservation checked in PyTorch by make_onnx_fixtures.py --verify).
-  test('ops_mix.onnx: SiLU, depthwise conv, channel Concat (fixed, warned), Resize, ReduceMean', async () => {
+  test('ops_mix.onnx: SiLU, depthwise conv, channel Concat (branches permuted as segments), Resize, ReduceMean', async () => {
     const r = inferSpecFromOnnx(await readOnnx(`${FIXTURES}ops_mix.onnx`), { names: 'pytorch' });
-    assert.deepEqual(r.spec.perms, { P_c1: 8, P_pw: 6, P_head: 5 });
+    assert.deepEqual(r.spec.perms, { P_c1: 8, P_pw: 6, P_c2: 4, P_c3: 4, P_head: 5 });
     assert.deepEqual(r.spec.axes['dw.weight'], ['P_c1', null, null, null]);
     assert.deepEqual(r.spec.axes['bn.running_var'], ['P_c1']);
-    assert.deepEqual(r.spec.axes['c2.weight'], [null, 'P_pw', null, null]);
-    assert.deepEqual(r.spec.axes['head.weight'], ['P_head', null, null, null]);
+    assert.deepEqual(r.spec.axes['c2.weight'], ['P_c2', 'P_pw', null, null]);
+    // The conv after the Concat reads both branches, each permuted on its sub-range.
+    assert.deepEqual(r.spec.axes['head.weight'], ['P_head', { segments: ['P_c2', 'P_c3'] }, null, null]);
     assert.deepEqual(r.spec.axes['fc.weight'], [null, 'P_head']);
-    assert.equal(r.warnings.length, 1);
-    assert.match(r.warnings[0], /node "\/Concat": concatenation along the channel axis/);
+    assert.deepEqual(r.warnings, []);
   });
 
   for (const f of ['token_mlp_ln', 'token_mlp_ln13']) {

@@ -10,7 +10,7 @@
  */
 import { zeros, type DType, type Tensor } from '../core/index.js';
 import type { Rng } from '../core/random.js';
-import { SpecFlow, type FlowResult } from '../permutation/flow.js';
+import { isSegmented, SpecFlow, type FlowResult } from '../permutation/flow.js';
 import type { PermutationSpec } from '../permutation/spec.js';
 import type { Params } from '../state/params.js';
 import { LAYERS, type AxisRefs, type ForwardEnv, type GraphNode, type LayerKind, type ModelGraph, type RunContext, type TensorInfo } from './layers.js';
@@ -166,8 +166,10 @@ export function graphFlow(graph: ModelGraph): GraphFlow {
   const nodeAxes: GraphFlow['nodeAxes'] = new Map();
   for (const [id, axes] of refs) {
     nodeAxes.set(id, axes.map((r) => {
-      const p = r ? flow.permOf(r.space) : null;
-      return p === null ? null : r!.inner === 1 ? p : { perm: p, inner: r!.inner };
+      // Concatenated channels carry several permutations: no single one (activation matching skips them).
+      if (!r || isSegmented(r)) return null;
+      const p = flow.permOf(r.space);
+      return p === null ? null : r.inner === 1 ? p : { perm: p, inner: r.inner };
     }));
   }
   return { ...result, nodeAxes };

@@ -15,7 +15,7 @@ import { F, Tensor, type DType } from '../core/index.js';
 import type { Conv2dOptions } from '../core/ops/nn.js';
 import type { Rng } from '../core/random.js';
 import { InputError } from '../errors.js';
-import type { ChanRef, SpecFlow } from '../permutation/flow.js';
+import { isSegmented, refsOf, type AxisRef, type ChanRef, type SpecFlow } from '../permutation/flow.js';
 import type { Params } from '../state/params.js';
 
 
@@ -192,8 +192,8 @@ export interface ForwardEnv {
   dtype: DType;
 }
 
-/** A value's channels: one entry per per-sample axis (null: positions or nothing to permute). */
-export type AxisRefs = (ChanRef | null)[];
+/** A value's channels: one entry per per-sample axis (null: positions or nothing to permute; segmented: a concatenation). */
+export type AxisRefs = AxisRef[];
 
 /** What a node's channel rule sees besides its inputs' channels. */
 export interface FlowEnv {
@@ -267,18 +267,20 @@ function conv(n: NodeOf<'conv2d'>, x: Tensor, env: ForwardEnv, relu: boolean): T
 }
 
 /** Fixes the groups of every channel ref given (an op that mixes or reorders channels in a way no permutation follows). */
-function fixRefs(env: FlowEnv, refs: (ChanRef | null)[], reason: string): void {
+function fixRefs(env: FlowEnv, axes: AxisRef[], reason: string): void {
   const why = `${env.where}: ${reason}`;
-  const fresh = refs.filter((r): r is ChanRef => r !== null && !env.flow.isFixed(r.space));
-  for (const r of refs) if (r) env.flow.fix(r.space, why);
+  const refs = axes.flatMap(refsOf);
+  const fresh = refs.filter((r) => !env.flow.isFixed(r.space));
+  for (const r of refs) env.flow.fix(r.space, why);
   // One warning per node, and none when the groups were fixed for the input or output anyway.
   if (fresh.length) env.flow.warnIfMatters(`${why}: the channel groups it touches are left unpermuted`, fresh.map((r) => r.space));
 }
 
 /** Output channels of a node with no rule that keeps them: fresh, fixed spaces (and the inputs' groups fixed). */
 function opaqueChannels(env: FlowEnv, ins: AxisRefs[], reason: string): AxisRefs {
-  const touched = ins.flat().filter((r): r is ChanRef => r !== null && !env.flow.isFixed(r.space));
-  for (const refs of ins) for (const r of refs) if (r) env.flow.fix(r.space, `${env.where}: ${reason}`);
+  const all = ins.flat().flatMap(refsOf);
+  const touched = all.filter((r) => !env.flow.isFixed(r.space));
+  for (const r of all) env.flow.fix(r.space, `${env.where}: ${reason}`);
   if (touched.length) env.flow.warnIfMatters(`${env.where}: ${reason}: the channel groups it touches are left unpermuted`, touched.map((r) => r.space));
   return env.outShape.map((d) => {
     const s = env.flow.newSpace(d, null);
@@ -301,7 +303,13 @@ function broadcastChannels(ins: AxisRefs[], env: FlowEnv): AxisRefs {
       const d = env.inShapes[k][i];
       return i < 0 || d === 1 ? undefined : refs[i];
     }).filter((r) => r !== undefined);
-    const refs = spanning.filter((r): r is ChanRef => r !== null);
+    const refs = spanning.filter((r): r is ChanRef => r !== null && !isSegmented(r));
+    if (spanning.some((r) => r !== null && isSegmented(r))) {
+      // Concatenations combined element-wise: not followed (a rare pattern), fixed.
+      fixRefs(env, spanning as AxisRef[], 'combines concatenated channels element-wise');
+      out.push(null);
+      continue;
+    }
     if (refs.length === 0) {
       out.push(null);
       continue;
@@ -317,7 +325,7 @@ function broadcastChannels(ins: AxisRefs[], env: FlowEnv): AxisRefs {
 }
 
 /** The output of a linear/conv opens a channel space; its weight takes it and the input's channels. */
-function openSpace(env: FlowEnv, n: { id: string; weight: string; bias: string | null }, size: number, weightAxes: (own: ChanRef) => (ChanRef | null)[], weightShape: number[]): ChanRef {
+function openSpace(env: FlowEnv, n: { id: string; weight: string; bias: string | null }, size: number, weightAxes: (own: ChanRef) => AxisRef[], weightShape: number[]): ChanRef {
   const own: ChanRef = { space: env.flow.newSpace(size, n.id, n.weight), inner: 1 };
   env.flow.setTensor(n.weight, weightShape, weightAxes(own), env.where);
   if (n.bias) env.flow.setTensor(n.bias, [size], [own], env.where);
@@ -389,9 +397,9 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       const groups = n.groups ?? 1;
       const inRef = i[0];
       const wShape = [n.outChannels, n.inChannels / groups, kh, kw];
-      if (inRef && inRef.inner !== 1) fixRefs(env, [inRef], 'a convolution reads flattened channels');
+      if (inRef && !isSegmented(inRef) && inRef.inner !== 1) fixRefs(env, [inRef], 'a convolution reads flattened channels');
       if (groups === 1) return [openSpace(env, n, n.outChannels, (o) => [o, inRef, null, null], wShape), null, null];
-      if (groups === n.inChannels && n.outChannels === n.inChannels && inRef && !env.flow.isFixed(inRef.space)) {
+      if (groups === n.inChannels && n.outChannels === n.inChannels && inRef && refsOf(inRef).every((r) => !env.flow.isFixed(r.space))) {
         // Depthwise: output channel c reads input channel c only, so it follows its input.
         env.flow.setTensor(n.weight, wShape, [inRef, null, null, null], env.where);
         if (n.bias) env.flow.setTensor(n.bias, [n.outChannels], [inRef], env.where);
@@ -590,8 +598,15 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       for (let j = 0; j < env.outShape.length; j++) {
         const refs = ins.map((r) => r[j]);
         if (j === n.axis) {
-          if (refs.some((r) => r)) fixRefs(env, refs, 'concatenation along the channel axis');
-          out.push(opaqueChannels({ ...env, outShape: [env.outShape[j]] }, [], 'concatenation along the channel axis')[0]);
+          // Each part keeps its channels on its sub-range (spec format 2's segments).
+          const lengths = env.inShapes.map((s) => s[j]);
+          if (lengths.some((d) => !Number.isInteger(d))) {
+            fixRefs(env, refs, 'concatenation of parts of unknown length');
+            out.push(null);
+            continue;
+          }
+          const segments = refs.flatMap((r, k) => (r && isSegmented(r) ? r.segments : [{ ref: r, length: lengths[k] }]));
+          out.push(segments.some((g) => g.ref) ? { segments } : null);
           continue;
         }
         out.push(broadcastChannels(refs.map((r) => [r]), { ...env, inShapes: env.inShapes.map((s) => [s[j]]), outShape: [env.outShape[j]] })[0]);
@@ -665,7 +680,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
     shape: identityShape,
     forward: (_n, [x]) => x,
     channels: (_n, [i], { flow }) => {
-      for (const r of i) if (r) flow.fix(r.space, 'model output');
+      for (const r of i.flatMap(refsOf)) flow.fix(r.space, 'model output');
       return i;
     },
   },
@@ -703,8 +718,11 @@ function mergeAxes(i: AxisRefs, [from, to]: [number, number], [, inner]: [number
   } else {
     // Axes after the channels that carry spaces of their own are positions here: the input's or
     // a fixed group's. Anything permutable there cannot survive the merge.
-    fixRefs(env, rest.filter((r) => r && !env.flow.isFixed(r.space)), 'the merge does not keep channels major (channel-last layout)');
-    out.push({ space: head.space, inner: head.inner * positions });
+    fixRefs(env, rest.filter((r) => refsOf(r).some((c) => !env.flow.isFixed(c.space))), 'the merge does not keep channels major (channel-last layout)');
+    // A concatenation flattens part by part: each part's channels spread over the positions.
+    out.push(isSegmented(head)
+      ? { segments: head.segments.map((g) => ({ ref: g.ref && { space: g.ref.space, inner: g.ref.inner * positions }, length: g.length * positions })) }
+      : { space: head.space, inner: head.inner * positions });
   }
   return [...out, ...i.slice(to)];
 }

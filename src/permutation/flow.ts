@@ -4,7 +4,7 @@
  * which channels, which spaces are one (residual sums), which are fixed and why — and `finish`
  * turns that into a permutation spec plus a report of the groups found.
  */
-import type { AxisPerm, PermutationSpec } from './spec.js';
+import { concatEntry, type AxisPerm, type PermutationSpec, type Segment } from './spec.js';
 import { UnionFind } from './union-find.js';
 
 /**
@@ -15,6 +15,25 @@ import { UnionFind } from './union-find.js';
 export interface ChanRef {
   space: number;
   inner: number;
+}
+
+/**
+ * An axis joined from parts along itself (a channel Concat): consecutive sub-ranges, each with
+ * its own channels (or none) and its length in positions.
+ */
+export interface SegmentedRef {
+  segments: { ref: ChanRef | null; length: number }[];
+}
+
+/** The channels of one tensor axis: one space, a concatenation of them, or none. */
+export type AxisRef = ChanRef | SegmentedRef | null;
+
+export const isSegmented = (a: AxisRef): a is SegmentedRef => a !== null && 'segments' in a;
+
+/** Every channel ref an axis holds. */
+export function refsOf(a: AxisRef): ChanRef[] {
+  if (a === null) return [];
+  return isSegmented(a) ? a.segments.flatMap((s) => (s.ref ? [s.ref] : [])) : [a];
 }
 
 /** One permutation group found by the inference. */
@@ -57,7 +76,7 @@ export class SpecFlow {
   private readonly fixedWhy = new Map<number, string[]>();
   private readonly labels: (string | null)[] = [];
   private readonly ownerTensors: (string | null)[] = [];
-  private readonly tensors = new Map<string, { shape: number[]; axes: (ChanRef | null)[] }>();
+  private readonly tensors = new Map<string, { shape: number[]; axes: AxisRef[] }>();
   readonly warnings: string[] = [];
   private readonly deferred: { message: string; spaces: number[] }[] = [];
   /** Root → permutation id, filled by `finish`. */
@@ -136,7 +155,7 @@ export class SpecFlow {
    * same way at both uses: its refs are unioned, and an axis permuted at one use but not at the
    * other fixes the group.
    */
-  setTensor(name: string, shape: readonly number[], axes: (ChanRef | null)[], where: string): void {
+  setTensor(name: string, shape: readonly number[], axes: AxisRef[], where: string): void {
     const prev = this.tensors.get(name);
     if (!prev) {
       this.tensors.set(name, { shape: [...shape], axes: [...axes] });
@@ -145,6 +164,11 @@ export class SpecFlow {
     if (prev.axes.length !== axes.length) return; // same tensor, same rank: cannot differ
     prev.axes.forEach((p, i) => {
       const q = axes[i];
+      if ((p && isSegmented(p)) || (q && isSegmented(q))) {
+        // A tied tensor read through concatenations: keep it simple, fix what it touches.
+        for (const r of [...refsOf(p), ...refsOf(q)]) this.fix(r.space, `${where}: tensor "${name}" is shared across a concatenation`, true);
+        return;
+      }
       if (p && q) this.unionRefs(p, q, `${where}: tensor "${name}"`);
       else if (p || q) {
         const r = (p ?? q)!;
@@ -172,6 +196,16 @@ export class SpecFlow {
     // Safety net: an axis whose length is not size × inner would make an invalid spec.
     for (const [name, t] of this.tensors) {
       t.axes.forEach((a, i) => {
+        if (a && isSegmented(a)) {
+          const total = a.segments.reduce((p, g) => p + g.length, 0);
+          if (total !== t.shape[i]) for (const r of refsOf(a)) this.fix(r.space, `tensor "${name}" axis ${i} has length ${t.shape[i]}, its parts ${total}`, true);
+          for (const g of a.segments) {
+            if (g.ref && Number.isFinite(this.size(g.ref.space)) && g.length !== this.size(g.ref.space) * g.ref.inner) {
+              this.fix(g.ref.space, `tensor "${name}" axis ${i}: a part of length ${g.length} is not ${this.size(g.ref.space)} channels × ${g.ref.inner}`, true);
+            }
+          }
+          return;
+        }
         if (!a) return;
         const n = this.size(a.space);
         if (!this.isFixed(a.space) && Number.isFinite(n) && t.shape[i] !== n * a.inner) {
@@ -180,7 +214,7 @@ export class SpecFlow {
       });
     }
     const used = new Set<number>();
-    for (const t of this.tensors.values()) for (const a of t.axes) if (a) used.add(this.uf.find(a.space));
+    for (const t of this.tensors.values()) for (const a of t.axes) for (const r of refsOf(a)) used.add(this.uf.find(r.space));
     const idOf = this.idOf;
     idOf.clear();
     const perms: Record<string, number> = {};
@@ -220,13 +254,18 @@ export class SpecFlow {
     }
     const axes: Record<string, AxisPerm[]> = {};
     for (const [name, t] of this.tensors) {
-      axes[name] = t.axes.map((a, i) => {
-        if (!a) return null;
+      const entry = (a: ChanRef, i: number): string | { perm: string; inner: number } | null => {
         const root = this.uf.find(a.space);
         info.get(root)?.axes.push(`${name}[${i}]`);
         const id = idOf.get(root);
         if (id === undefined) return null;
         return a.inner === 1 ? id : { perm: id, inner: a.inner };
+      };
+      axes[name] = t.axes.map((a, i) => {
+        if (!a) return null;
+        if (!isSegmented(a)) return entry(a, i);
+        // A concatenation: each part its permutation (spec format 2), unpermuted parts as sizes.
+        return concatEntry(a.segments.map((g): Segment => (g.ref && entry(g.ref, i)) || { size: g.length }));
       });
     }
     return { spec: { perms, axes }, owners, groups, fixed, warnings: [...this.warnings] };
