@@ -15,6 +15,7 @@ import { recordsToState, stateToRecords } from '../src/io/checkpoint.js';
 import type { StateDict } from '../src/io/records.js';
 import { parseTfjsModelJson, type KerasTopology } from '../src/io/tfjs.js';
 import { importTfjs, pytorchToTfjsLayout, tfjsToPytorchLayout, type ImportTfjsOptions } from '../src/io/tfjs-import.js';
+import { InputError } from '../src/errors.js';
 import { gradcheck } from './helpers/gradcheck.js';
 
 type Obj = Record<string, unknown>;
@@ -100,6 +101,24 @@ describe('TF.js import: hand-computed outputs', () => {
     const nchw = Float32Array.from([0, 2, 4, 6, 1, 3, 5, 7]);
     assert.deepEqual([...runImported(img, new Tensor(nchw, [1, 2, 2, 2])).data], want);
     assert.deepEqual([...runImported(img, new Tensor(Float32Array.from(nhwc), [1, 2, 2, 2]), { inputLayout: 'channels-last' }).data], want);
+  });
+
+  test('Rescaling; a layer after an unsupported one still opens its channel group, and running refuses naming the layer', () => {
+    const sc = keras([layer('InputLayer', { name: 'in', batch_input_shape: [null, 2] }, []), layer('Rescaling', { name: 'rs', scale: 0.5, offset: -1 }, ['in'])], []);
+    assert.deepEqual([...runImported(sc, new Tensor(Float32Array.from([2, 4]), [1, 2])).data], [0, 1]);
+    const m = keras([
+      layer('InputLayer', { name: 'in', batch_input_shape: [null, 5, 5, 3] }, []),
+      layer('Lambda', { name: 'lam', function: 'custom' }, ['in']),
+      layer('Conv2D', { name: 'c', filters: 4, kernel_size: 3, padding: 'same', activation: 'relu' }, ['lam']),
+      layer('Conv2D', { name: 'c2', filters: 2, kernel_size: 1, use_bias: false }, ['c']),
+      layer('GlobalAveragePooling2D', { name: 'g' }, ['c2']),
+    ], [['c/kernel', [3, 3, 3, 4], new Float32Array(108)], ['c/bias', [4], new Float32Array(4)], ['c2/kernel', [1, 1, 4, 2], new Float32Array(8)]]);
+    const imp = importTfjs(m);
+    assert.deepEqual(imp.opaque, [{ node: 'lam', opType: 'Lambda', reason: 'Lambda: layer class Lambda is not supported' }]);
+    assert.deepEqual(imp.flow.spec.perms, { P_c: 4 });
+    const { params } = initGraph(imp.graph, new Rng(1));
+    assert.throws(() => runGraph(imp.graph, params, new Tensor(new Float32Array(75), [1, 3, 5, 5]), { training: false }),
+      (e: unknown) => e instanceof InputError && /node "lam": op Lambda cannot run/.test(e.message));
   });
 
   test('DepthwiseConv2D (multiplier 2) and causal dilated Conv1D against direct loops', () => {

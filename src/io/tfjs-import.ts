@@ -224,11 +224,18 @@ class TfjsImporter {
     return id;
   }
 
-  /** An opaque node for a layer (or input) the graph cannot express; its value has unknown rank. */
+  /**
+   * An opaque node for a layer (or input) the graph cannot express. Its output is guessed to have
+   * its first input's rank and layout (most such layers keep the shape: Lambda, custom scalings),
+   * with every size unknown, so layers after it still open their channel groups; without an input
+   * of known rank, only a last axis is assumed.
+   */
   makeOpaque(name: string, opType: string, ins: KVal[], reason: string): KVal {
     this.opaque.push({ node: name, opType, reason });
-    const id = this.emit(name, { op: 'opaque', inputs: ins.map((v) => v.node), opType, reason, shape: [Number.NaN] }, true);
-    return { node: id, shape: [Number.NaN], perm: [0], rankUnknown: true };
+    const like = ins[0] && !ins[0].rankUnknown ? ins[0] : null;
+    const perm = like ? (like.flat ? [0] : like.perm) : [0];
+    const id = this.emit(name, { op: 'opaque', inputs: ins.map((v) => v.node), opType, reason, shape: perm.map(() => Number.NaN) }, true);
+    return like ? { node: id, shape: perm.map(() => Number.NaN), perm } : { node: id, shape: [Number.NaN], perm, rankUnknown: true };
   }
 
   /** A weight no graph node reads (an opaque layer's, or one of no layer): kept, unpermuted, under `pytorch`. */
@@ -602,6 +609,17 @@ function padding(nsp: number, key: 'padding' | 'cropping', sign: 1 | -1): LayerR
   };
 }
 
+/** Rescaling: x·scale + offset (scalars). */
+const Rescaling: LayerRule = (l, [x0], c) => {
+  const x = known(x0);
+  const { scale = 1, offset = 0 } = l.config as { scale?: unknown; offset?: unknown };
+  if (!isNum(scale) || !isNum(offset)) throw new Unsupported(`scale ${JSON.stringify(scale)} and offset ${JSON.stringify(offset)} must be numbers`);
+  const k = c.emit(`${l.name}:scale`, { op: 'constant', shape: [1], values: [scale] });
+  const b = c.emit(`${l.name}:offset`, { op: 'constant', shape: [1], values: [offset] });
+  const mul = c.emit(`${l.name}:mul`, { op: 'binary', inputs: [x.node, k], fn: 'mul' });
+  return { ...x, node: c.emit(l.name, { op: 'binary', inputs: [mul, b], fn: 'add' }, true) };
+};
+
 const UpSampling2D: LayerRule = (l, [x], c) => {
   const m = asMap(c, l, known(x), 2);
   const [sh, sw] = ints(l.config.size, 2, 2, 'size');
@@ -628,7 +646,7 @@ export const TFJS_LAYERS: Record<string, LayerRule> = {
   Add, Subtract: merge('sub'), Multiply: merge('mul'), Maximum: merge('max'), Minimum: merge('min'), Average, Concatenate,
   ZeroPadding1D: padding(1, 'padding', 1), ZeroPadding2D: padding(2, 'padding', 1), ZeroPadding3D: padding(3, 'padding', 1),
   Cropping1D: padding(1, 'cropping', -1), Cropping2D: padding(2, 'cropping', -1), Cropping3D: padding(3, 'cropping', -1),
-  UpSampling2D,
+  UpSampling2D, Rescaling,
 };
 
 // ------------------------------------------------------------------------- the import
