@@ -121,6 +121,28 @@ describe('TF.js import: hand-computed outputs', () => {
       (e: unknown) => e instanceof InputError && /node "lam": op Lambda cannot run/.test(e.message));
   });
 
+  test("'same' padding with stride 2 needs the map's size: opaque without it, a conv with the input shape given", () => {
+    const m = keras([
+      layer('InputLayer', { name: 'in', batch_input_shape: [null, null, null, 3] }, []),
+      layer('Conv2D', { name: 'a', filters: 4, kernel_size: 3, strides: 2, padding: 'same' }, ['in']),
+      layer('Conv2D', { name: 'b', filters: 4, kernel_size: 3 }, ['a']),
+      layer('GlobalAveragePooling2D', { name: 'g' }, ['b']),
+      layer('Dense', { name: 'd', units: 2 }, ['g']),
+    ], [['a/kernel', [3, 3, 3, 4], new Float32Array(108)], ['a/bias', [4], new Float32Array(4)], ['b/kernel', [3, 3, 4, 4], new Float32Array(144)], ['b/bias', [4], new Float32Array(4)], ['d/kernel', [4, 2], new Float32Array(8)], ['d/bias', [2], new Float32Array(2)]]);
+    const r = importTfjs(m);
+    assert.match(r.opaque[0]?.reason ?? '', /^Conv2D: 'same' padding with stride > 1 on a map of unknown size/);
+    // The opaque layer keeps its weights (Keras layout, unpermuted).
+    assert.deepEqual(r.flow.spec.axes['a.kernel'], [null, null, null, null]);
+    assert.deepEqual(r.flow.spec.perms, { P_b: 4 });
+    const r2 = importTfjs(m, { inputShape: [9, 8, 3] });
+    assert.deepEqual(r2.opaque, []);
+    assert.deepEqual(r2.flow.spec.perms, { P_a: 4, P_b: 4 });
+    const conv = r2.graph.nodes.find((n) => n.id === 'a');
+    assert.ok(conv?.op === 'conv2d');
+    assert.deepEqual(conv.padding, [1, 0, 1, 1]); // rows: 9 → 5 needs 2 (1 + 1); columns: 8 → 4 needs 1 (0 + 1)
+    assert.throws(() => importTfjs(m, { inputShape: [9, 8] }), (e: unknown) => e instanceof InputError && /input shape \[9, 8\] given does not fit input "in"/.test(e.message));
+  });
+
   test('DepthwiseConv2D (multiplier 2) and causal dilated Conv1D against direct loops', () => {
     const rng = new Rng(5);
     const r = (n: number) => Array.from({ length: n }, () => 2 * rng.uniform() - 1);

@@ -38,6 +38,7 @@
  */
 import { graphFlow, type BinaryFn, type GraphFlow, type GraphNode, type ModelGraph, type UnaryFn } from '../models/graph.js';
 import type { FlowResult } from '../permutation/flow.js';
+import { InputError } from '../errors.js';
 import { FormatError, describeError } from './errors.js';
 import type { ArrayRecord, StateDict } from './records.js';
 import type { KerasLayer, KerasTopology } from './tfjs.js';
@@ -81,8 +82,12 @@ export interface ImportedTfjs {
   flow: GraphFlow;
 }
 
-/** A layer (or a use of it) the graph cannot express: it becomes opaque. */
-class Unsupported extends Error {}
+/** A layer (or a use of it) the graph cannot express: it becomes opaque (with its Keras output shape, when known). */
+class Unsupported extends Error {
+  constructor(message: string, readonly shape?: number[]) {
+    super(message);
+  }
+}
 
 type Fields = DistributiveOmit<GraphNode, 'id'>;
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -196,6 +201,20 @@ class TfjsImporter {
     return new FormatError(this.source, l.name, message, { label: `layer "${l.name}"` });
   }
 
+  /** The state before a layer rule runs, to undo what it did when it turns out unsupported. */
+  mark(): () => void {
+    const nodes = this.nodes.length;
+    const params = this.params.length;
+    const claimed = new Set(this.claimed);
+    return () => {
+      const gone = new Set(this.nodes.splice(nodes).map((n) => n.id));
+      for (const id of gone) this.ids.delete(id);
+      for (const [k, id] of this.layoutCache) if (gone.has(id)) this.layoutCache.delete(k);
+      for (const p of this.params.splice(params)) this.tensorNames.delete(p.pytorch);
+      for (const w of this.claimed) if (!claimed.has(w)) this.claimed.delete(w);
+    };
+  }
+
   /** A flattened value back in Keras feature order (s, c). */
   unflat(v: KVal): KVal {
     if (!v.flat) return v;
@@ -230,11 +249,12 @@ class TfjsImporter {
    * with every size unknown, so layers after it still open their channel groups; without an input
    * of known rank, only a last axis is assumed.
    */
-  makeOpaque(name: string, opType: string, ins: KVal[], reason: string): KVal {
+  makeOpaque(name: string, opType: string, ins: KVal[], reason: string, shape?: number[]): KVal {
     this.opaque.push({ node: name, opType, reason });
     const like = ins[0] && !ins[0].rankUnknown ? ins[0] : null;
-    const perm = like ? (like.flat ? [0] : like.perm) : [0];
-    const id = this.emit(name, { op: 'opaque', inputs: ins.map((v) => v.node), opType, reason, shape: perm.map(() => Number.NaN) }, true);
+    const perm = shape ? iota(shape.length) : like ? (like.flat ? [0] : like.perm) : [0];
+    const id = this.emit(name, { op: 'opaque', inputs: ins.map((v) => v.node), opType, reason, shape: shape ?? perm.map(() => Number.NaN) }, true);
+    if (shape) return { node: id, shape, perm };
     return like ? { node: id, shape: perm.map(() => Number.NaN), perm } : { node: id, shape: [Number.NaN], perm, rankUnknown: true };
   }
 
@@ -609,6 +629,13 @@ function padding(nsp: number, key: 'padding' | 'cropping', sign: 1 | -1): LayerR
   };
 }
 
+/** Embedding cannot run (a lookup by the input's values); its output shape keeps the layers after it inferable. */
+const Embedding: LayerRule = (l, [x0]) => {
+  const x = known(x0);
+  const d = l.config.output_dim;
+  throw new Unsupported('a lookup by the input values is not supported', Number.isInteger(d) && (d as number) > 0 ? [...x.shape, d as number] : undefined);
+};
+
 /** Rescaling: x·scale + offset (scalars). */
 const Rescaling: LayerRule = (l, [x0], c) => {
   const x = known(x0);
@@ -646,7 +673,7 @@ export const TFJS_LAYERS: Record<string, LayerRule> = {
   Add, Subtract: merge('sub'), Multiply: merge('mul'), Maximum: merge('max'), Minimum: merge('min'), Average, Concatenate,
   ZeroPadding1D: padding(1, 'padding', 1), ZeroPadding2D: padding(2, 'padding', 1), ZeroPadding3D: padding(3, 'padding', 1),
   Cropping1D: padding(1, 'cropping', -1), Cropping2D: padding(2, 'cropping', -1), Cropping3D: padding(3, 'cropping', -1),
-  UpSampling2D, Rescaling,
+  UpSampling2D, Rescaling, Embedding,
 };
 
 // ------------------------------------------------------------------------- the import
@@ -706,7 +733,9 @@ export function importTfjs(model: { topology: KerasTopology; tensors: ReadonlyMa
       const bis = l.config.batch_input_shape ?? l.config.batch_shape;
       let shape = Array.isArray(bis) && bis.length >= 2 ? bis.slice(1).map((d) => (isNum(d) && Number.isInteger(d) && d > 0 ? d : Number.NaN)) : null;
       if (shape && opts.inputShape) {
-        if (opts.inputShape.length !== shape.length) throw new FormatError(source, l.name, `the input shape [${opts.inputShape.join(', ')}] given does not fit the model's [${shape.map((d) => (Number.isNaN(d) ? 'null' : d)).join(', ')}]`, { label: `layer "${l.name}"` });
+        if (opts.inputShape.length !== shape.length || opts.inputShape.some((d, i) => !(Number.isInteger(d) && d > 0) || !fits(shape![i], d))) {
+          throw new InputError(`${source}: the input shape [${opts.inputShape.join(', ')}] given does not fit input "${l.name}" [${shape.map((d) => (Number.isNaN(d) ? 'null' : d)).join(', ')}]`);
+        }
         shape = shape.map((d, i) => (Number.isNaN(d) ? opts.inputShape![i] : d));
       }
       const why = !shape ? 'the input shape is unknown' : inputs > 0 ? 'a second network input' : null;
@@ -718,6 +747,7 @@ export function importTfjs(model: { topology: KerasTopology; tensors: ReadonlyMa
       }
     } else {
       const rule = TFJS_LAYERS[l.className];
+      const undo = c.mark();
       try {
         if (!rule) throw new Unsupported(`layer class ${l.className} is not supported`);
         if (call.index > 0) throw new Unsupported(`a layer called ${l.inbound.length} times (shared weights) is not supported`);
@@ -725,7 +755,8 @@ export function importTfjs(model: { topology: KerasTopology; tensors: ReadonlyMa
         out = rule(l, ins, c);
       } catch (e) {
         if (!(e instanceof Unsupported)) throw e;
-        out = c.makeOpaque(call.index > 0 ? `${l.name}#${call.index + 1}` : l.name, l.className, ins, `${l.className}: ${e.message}`);
+        undo();
+        out = c.makeOpaque(call.index > 0 ? `${l.name}#${call.index + 1}` : l.name, l.className, ins, `${l.className}: ${e.message}`, e.shape);
       }
     }
     // An unsupported layer's weights (and those of layers with extra ones) are kept, unpermuted.
