@@ -81,6 +81,27 @@ describe('TF.js import: hand-computed outputs', () => {
     assert.deepEqual([...runImported(m, new Tensor(x.data, [1, 3, 3, 1]), { inputLayout: 'channels-last' }).data], [expected]);
   });
 
+  test('SeparableConv2D equals DepthwiseConv2D then a 1×1 Conv2D on the same weights', () => {
+    const rng = new Rng(9);
+    const r = (n: number) => Float32Array.from({ length: n }, () => 2 * rng.uniform() - 1);
+    const [dk, pk, b] = [r(3 * 3 * 3 * 2), r(6 * 4), r(4)];
+    const x = new Tensor(r(2 * 3 * 7 * 7), [2, 3, 7, 7]);
+    const sep = keras([
+      layer('InputLayer', { name: 'in', batch_input_shape: [null, 7, 7, 3] }, []),
+      layer('SeparableConv2D', { name: 's', filters: 4, kernel_size: 3, strides: 2, padding: 'same', depth_multiplier: 2, activation: 'relu' }, ['in']),
+    ], [['s/depthwise_kernel', [3, 3, 3, 2], dk], ['s/pointwise_kernel', [1, 1, 6, 4], pk], ['s/bias', [4], b]]);
+    const two = keras([
+      layer('InputLayer', { name: 'in', batch_input_shape: [null, 7, 7, 3] }, []),
+      layer('DepthwiseConv2D', { name: 'd', kernel_size: 3, strides: 2, padding: 'same', depth_multiplier: 2, use_bias: false }, ['in']),
+      layer('Conv2D', { name: 'p', filters: 4, kernel_size: 1, activation: 'relu' }, ['d']),
+    ], [['d/depthwise_kernel', [3, 3, 3, 2], dk], ['p/kernel', [1, 1, 6, 4], pk], ['p/bias', [4], b]]);
+    const y = runImported(sep, x);
+    assert.deepEqual(y.shape, [2, 4, 4, 4]);
+    assert.ok(maxDiff(y.data, runImported(two, x).data) < 1e-6);
+    const back = pytorchToTfjsLayout(sep, tfjsToPytorchLayout(sep).tensors);
+    for (const [k, t] of back) assert.deepEqual([...t.data], [...sep.tensors.get(k)!.data], k);
+  });
+
   test('Permute, Reshape, Cropping2D, Concatenate along H and Flatten keep Keras order', () => {
     const seq = keras([
       layer('InputLayer', { name: 'in', batch_input_shape: [null, 2, 3] }, []),

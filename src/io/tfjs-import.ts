@@ -12,7 +12,8 @@
  * Names and layouts. Dense `<layer>/kernel` [in, out] → Linear `<layer>.weight` [out, in];
  * Conv `<layer>/kernel` [kh, kw, in, out] → `<layer>.weight` [out, in, kh, kw] (Conv1D as a
  * conv2d of height 1: [out, in, 1, k]); DepthwiseConv2D [kh, kw, in, m] → [in·m, 1, kh, kw] with
- * groups = in; BatchNormalization gamma/beta/moving_mean/moving_variance → weight/bias/
+ * groups = in; SeparableConv2D as that depthwise conv (`<layer>.depthwise.weight`) and a 1×1 conv
+ * (`<layer>.pointwise.weight`); BatchNormalization gamma/beta/moving_mean/moving_variance → weight/bias/
  * running_mean/running_var (an absent gamma/beta is filled with 1/0); LayerNormalization
  * gamma/beta → weight/bias. `params` lists each conversion; `tfjsToPytorchLayout` applies them and
  * `pytorchToTfjsLayout` undoes them.
@@ -406,6 +407,35 @@ function conv(nsp: 1 | 2, depthwise: boolean): LayerRule {
   };
 }
 
+/** SeparableConv2D: a depthwise conv2d (`<layer>.depthwise.weight`) then a 1×1 conv (`<layer>.pointwise.weight`, `<layer>.bias`). */
+const SeparableConv2D: LayerRule = (l, [x], c) => {
+  const cfg = l.config;
+  const dk = c.weight(l, 'depthwise_kernel', true);
+  const pk = c.weight(l, 'pointwise_kernel', true);
+  const ds = c.shapeOf(dk);
+  const ps = c.shapeOf(pk);
+  if (ds.length !== 4 || ps.length !== 4 || ps[0] !== 1 || ps[1] !== 1 || ps[2] !== ds[2] * ds[3]) throw c.bad(l, `kernels [${ds.join(', ')}] and [${ps.join(', ')}] do not fit together`);
+  const m = asMap(c, l, x, 2);
+  const [kh, kw, cin, mult] = ds;
+  if (!fits(m.dims[0], cin)) throw c.bad(l, `depthwise kernel [${ds.join(', ')}] does not fit its input [${x.shape.join(', ')}]`);
+  const stride = ints(cfg.strides, 2, 1, 'strides') as [number, number];
+  const dilation = ints(cfg.dilation_rate, 2, 1, 'dilation_rate') as [number, number];
+  if ([...stride, ...dilation].some((v) => v < 1)) throw new Unsupported('strides and dilation must be positive');
+  const ph = windowPads(cfg.padding, m.dims[1], kh, stride[0], dilation[0]);
+  const pw = windowPads(cfg.padding, m.dims[2], kw, stride[1], dilation[1]);
+  const b = cfg.use_bias === false ? null : c.weight(l, 'bias', false);
+  c.plan({ keras: dk, pytorch: `${l.name}.depthwise.weight`, kind: 'conv', view: [kh, kw, 1, cin * mult] });
+  c.plan({ keras: pk, pytorch: `${l.name}.pointwise.weight`, kind: 'conv' });
+  if (b) c.plan({ keras: b, pytorch: `${l.name}.bias`, kind: 'copy' });
+  const dw = c.emit(`${l.name}:depthwise`, {
+    op: 'conv2d', input: m.node, weight: `${l.name}.depthwise.weight`, bias: null, inChannels: cin, outChannels: cin * mult,
+    kernel: [kh, kw], stride, padding: [ph[0], pw[0], ph[1], pw[1]], ...(dilation.some((d) => d !== 1) ? { dilation } : {}), groups: cin,
+  });
+  const node = c.emit(l.name, { op: 'conv2d', input: dw, weight: `${l.name}.pointwise.weight`, bias: b ? `${l.name}.bias` : null, inChannels: cin * mult, outChannels: ps[3], kernel: 1, stride: 1, padding: 0 }, true);
+  const out = m.back(node, [ps[3], windowOut(m.dims[1], kh, stride[0], dilation[0], ph), windowOut(m.dims[2], kw, stride[1], dilation[1], pw)]);
+  return activate(c, l, out, cfg.activation);
+};
+
 /** MaxPooling1D/2D, AveragePooling1D/2D: a pool2d node ('same' average excludes the padding, as TF). */
 function pool(nsp: 1 | 2, kind: 'max' | 'avg'): LayerRule {
   return (l, [x], c) => {
@@ -661,7 +691,7 @@ const UpSampling2D: LayerRule = (l, [x], c) => {
 /** The layer rules, by Keras class name. Everything else (and InputLayer beyond the first) becomes an opaque node. */
 export const TFJS_LAYERS: Record<string, LayerRule> = {
   Dense,
-  Conv1D: conv(1, false), Conv2D: conv(2, false), DepthwiseConv2D: conv(2, true),
+  Conv1D: conv(1, false), Conv2D: conv(2, false), DepthwiseConv2D: conv(2, true), SeparableConv2D,
   BatchNormalization, LayerNormalization,
   Activation, ReLU, LeakyReLU, ELU, Softmax,
   Dropout, SpatialDropout1D: Dropout, SpatialDropout2D: Dropout,
