@@ -55,7 +55,7 @@ export { loadTensors, loadSpecFile, type LoadedTensors, type TensorFileFormat } 
 export { readOnnx, parseOnnx, type OnnxModel } from './io/onnx.js';
 export { importOnnx, inferSpecFromOnnx, ONNX_OPS, type ImportedOnnx, type OnnxSpecResult } from './io/onnx-import.js';
 export { readTfjs, writeTfjs } from './io/tfjs.js';
-export { importTfjs, inferSpecFromTfjs, tfjsToPytorchLayout, pytorchToTfjsLayout, TFJS_LAYERS, type ImportedTfjs, type TfjsSpecResult } from './io/tfjs-import.js';
+export { importTfjs, inferSpecFromTfjs, tfjsToPytorchLayout, pytorchToTfjsLayout, TFJS_LAYERS, type ImportedTfjs, type ImportTfjsOptions, type TfjsParamPlan, type TfjsSpecResult } from './io/tfjs-import.js';
 export type { ArrayRecord, StateDict } from './io/records.js';
 export { safetensorsSource, applyPermutationsStreaming, type SafetensorsSource, type StreamingApplyResult } from './io/align-lazy.js';
 
