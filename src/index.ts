@@ -54,7 +54,8 @@ export { saveCheckpoint, loadCheckpoint, stateToRecords, recordsToState, type Ch
 export { loadTensors, loadSpecFile, type LoadedTensors, type TensorFileFormat } from './io/load-any.js';
 export { readOnnx, parseOnnx, type OnnxModel } from './io/onnx.js';
 export { importOnnx, inferSpecFromOnnx, ONNX_OPS, type ImportedOnnx, type OnnxSpecResult } from './io/onnx-import.js';
-export { readTfjs, writeTfjs, tfjsToPytorchLayout, pytorchToTfjsLayout, inferSpecFromTfjs } from './io/tfjs.js';
+export { readTfjs, writeTfjs } from './io/tfjs.js';
+export { importTfjs, inferSpecFromTfjs, tfjsToPytorchLayout, pytorchToTfjsLayout, TFJS_LAYERS, type ImportedTfjs, type ImportTfjsOptions, type TfjsParamPlan, type TfjsSpecResult } from './io/tfjs-import.js';
 export type { ArrayRecord, StateDict } from './io/records.js';
 export { safetensorsSource, applyPermutationsStreaming, type SafetensorsSource, type StreamingApplyResult } from './io/align-lazy.js';
 

@@ -111,6 +111,13 @@ describe('rebasin spec infer', () => {
     const c = run('spec', 'check', out, path, '--strict', '--json');
     assert.equal(c.code, 0, c.stderr);
     assert.equal(JSON.parse(c.stdout).valid, true);
+    // --input-shape: the Keras shape with the batch; one that contradicts the model is exit 3.
+    const s = run('spec', 'infer', path, '--input-shape', '1,4,4,1', '--json');
+    assert.equal(s.code, 0, s.stderr);
+    assert.deepEqual(JSON.parse(s.stdout).perms, [{ id: 'P_conv2d', size: 4 }]);
+    const bad = run('spec', 'infer', path, '--input-shape', '1,5,4,1');
+    assert.equal(bad.code, 3);
+    assert.match(bad.stderr + bad.stdout, /input shape \[5, 4, 1\] given does not fit input/);
   });
 
   test('a checkpoint the spec does not fit: exit 3, problems listed, nothing written', () => {

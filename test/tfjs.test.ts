@@ -19,10 +19,8 @@ import { validateSpec } from '../src/permutation/spec.js';
 import { FormatError } from '../src/io/errors.js';
 import type { StateDict } from '../src/io/records.js';
 import { recordsToState, stateToRecords } from '../src/io/checkpoint.js';
-import {
-  decodeTfjsWeights, inferSpecFromTfjs, parseTfjsModelJson, pytorchToTfjsLayout, readTfjs, tfjsToPytorchLayout, writeTfjs,
-  type KerasTopology,
-} from '../src/io/tfjs.js';
+import { decodeTfjsWeights, parseTfjsModelJson, readTfjs, writeTfjs, type KerasTopology } from '../src/io/tfjs.js';
+import { inferSpecFromTfjs, pytorchToTfjsLayout, tfjsToPytorchLayout } from '../src/io/tfjs-import.js';
 import { loadTensors } from '../src/io/load-any.js';
 
 // ---------------------------------------------------------------- building model.json fixtures
@@ -387,17 +385,23 @@ describe('TF.js: layers the inference does not understand', () => {
       [['d/kernel', [200, 2], new Float32Array(400)], ['d/bias', [2], new Float32Array(2)]]);
     assert.deepEqual(r.spec.perms, {});
     assert.equal(r.warnings.length, 1);
-    assert.match(r.warnings[0], /layer "cat" \(Concatenate\)/);
+    assert.match(r.warnings[0], /node "cat": concatenation along the channel axis/);
   });
-  test('an unknown layer (Reshape) fixes the group; Add unions', () => {
-    const r = base([...convs, layer('Add', { name: 'add' }, ['conv_a', 'conv_b']), layer('Reshape', { name: 'rs', target_shape: [100] }, ['add']), layer('Dense', { name: 'd', units: 2 }, ['rs'])],
+  test('an unknown layer (Lambda) is opaque and fixes the group; Add unions; Reshape to one axis is a Flatten', () => {
+    const r = base([...convs, layer('Add', { name: 'add' }, ['conv_a', 'conv_b']), layer('Lambda', { name: 'lam', function: 'x' }, ['add']), layer('Dense', { name: 'd', units: 2 }, ['lam'])],
       [['d/kernel', [100, 2], new Float32Array(200)], ['d/bias', [2], new Float32Array(2)]]);
     assert.deepEqual(r.spec.perms, {});
-    assert.match(r.warnings.join('\n'), /layer "rs" \(Reshape\)/);
+    assert.match(r.warnings.join('\n'), /node "lam": Lambda: layer class Lambda is not supported/);
+    assert.deepEqual(r.imported.opaque.map((o) => o.node), ['lam']);
     const r2 = base([...convs, layer('Add', { name: 'add' }, ['conv_a', 'conv_b']), layer('GlobalMaxPooling2D', { name: 'g' }, ['add']), layer('Dense', { name: 'd', units: 2 }, ['g'])],
       [['d/kernel', [4, 2], new Float32Array(8)], ['d/bias', [2], new Float32Array(2)]]);
     assert.deepEqual(r2.spec.perms, { P_conv_a: 4 });
     assert.deepEqual(r2.spec.axes['conv_b.weight'], ['P_conv_a', null, null, null]);
+    const r3 = base([...convs, layer('Add', { name: 'add' }, ['conv_a', 'conv_b']), layer('Reshape', { name: 'rs', target_shape: [-1] }, ['add']), layer('Dense', { name: 'd', units: 2 }, ['rs'])],
+      [['d/kernel', [100, 2], new Float32Array(200)], ['d/bias', [2], new Float32Array(2)]]);
+    assert.deepEqual(r3.spec.perms, { P_conv_a: 4 });
+    assert.deepEqual(r3.spec.axes['d.weight'], [null, { perm: 'P_conv_a', inner: 25 }]);
+    assert.deepEqual(r3.params.find((p) => p.keras === 'd/kernel')?.reorder, { spatial: 25, channels: 4 });
   });
   test('a Flatten of unknown spatial size fixes the group', () => {
     const layers = [

@@ -19,7 +19,8 @@ import { readOnnx, type Dim } from '../io/onnx.js';
 import { inferSpecFromOnnx } from '../io/onnx-import.js';
 import type { OnnxNameMapping } from '../io/onnx-names.js';
 import type { InferredGroup } from '../permutation/flow.js';
-import { readTfjs, tfjsToPytorchLayout } from '../io/tfjs.js';
+import { readTfjs } from '../io/tfjs.js';
+import { tfjsToPytorchLayout } from '../io/tfjs-import.js';
 import { envelopeProblems, isBlockAxis, isSegmentsAxis, specToJSON, validateSpec, type PermutationSpec } from '../permutation/spec.js';
 import { isBatchCounter } from '../state/params.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
@@ -33,7 +34,7 @@ export const specInferSpec: CommandSpec = {
     out: { type: 'string', alias: 'o', help: 'spec file to write (default: print the spec to stdout)' },
     checkpoint: { type: 'string', help: 'weights (safetensors/npz/...) whose names the spec should use; the spec is checked against them' },
     names: { type: 'string', help: 'ONNX: key the spec by initializer names or by PyTorch names (default: pytorch with --checkpoint, else initializer)', choices: ['initializer', 'pytorch'] },
-    'input-shape': { type: 'list', help: 'ONNX: static shape of the (first) input, e.g. 1,3,32,32, when the file leaves dims dynamic' },
+    'input-shape': { type: 'list', help: 'ONNX: static shape of the (first) input, e.g. 1,3,32,32, when the file leaves dims dynamic; TF.js: the Keras input shape with the batch, e.g. 1,32,32,3' },
     json: { type: 'boolean', help: 'print the result as one JSON object on stdout' },
   },
 };
@@ -81,7 +82,9 @@ export async function specInfer(args: Parsed): Promise<number> {
     if (isTfjs) {
       if (o.names === 'initializer') throw new UsageError('spec infer: --names applies to ONNX models; TF.js specs use PyTorch names and layouts');
       const m = await readTfjs(modelPath);
-      const r = tfjsToPytorchLayout(m).spec;
+      const given = o['input-shape'] as string[] | undefined;
+      if (given && !given.every((d) => /^\d+$/.test(d) && Number(d) > 0)) throw new InputError(`spec infer: --input-shape for a TF.js model must be positive integers, got ${given.join(',')}`);
+      const r = tfjsToPytorchLayout(m, given ? { inputShape: given.slice(1).map(Number) } : {}).spec;
       ({ spec, groups, fixed, warnings } = r);
       names = 'pytorch';
       kind = `TF.js layers model (${m.topology.className}, ${m.topology.layers.length} layers)`;

@@ -5,7 +5,7 @@
  * - `.safetensors` → every tensor (all dtypes converted to float32);
  * - `.npz` → every array; `.npy` → one array named after the file's stem;
  * - `model.json` / `.json` → a TF.js layers model, converted to PyTorch names and layouts
- *   (io/tfjs.ts `tfjsToPytorchLayout`), since specs are in PyTorch layout; `layout: 'native'`
+ *   (io/tfjs-import.ts `tfjsToPytorchLayout`), since specs are in PyTorch layout; `layout: 'native'`
  *   keeps the Keras names and layouts;
  * - `.onnx` → the float initializers under their initializer names (ONNX layouts).
  * Unreadable files (missing, a directory, no permission) are InputError; malformed ones
@@ -20,7 +20,8 @@ import { recordsToState } from './checkpoint.js';
 import { parseNpy, parseNpz } from './npy.js';
 import { onnxInitializersToState, parseOnnx } from './onnx.js';
 import { readSafetensors } from './safetensors.js';
-import { readTfjs, tfjsToPytorchLayout } from './tfjs.js';
+import { readTfjs } from './tfjs.js';
+import { tfjsToPytorchLayout } from './tfjs-import.js';
 import type { StateDict } from './records.js';
 
 export interface LoadedTensors {
