@@ -20,6 +20,7 @@ type Section = (ctx: BenchContext, torch?: TorchFigures) => Promise<BenchRow[]>;
 const SECTIONS: Record<string, string> = {
   training: './training.js',
   kernels: './kernels-native.js',
+  backends: './backends.js',
   sinkhorn: './sinkhorn.js',
   assignment: './assignment.js',
   rebasin: './rebasin.js',
