@@ -39,9 +39,10 @@ let wasmCached: WasmLoad | null = null;
 /** Loads the wasm backend from the package's native/wasm/rebasin.wasm once; never throws. */
 export function loadWasm(): WasmLoad {
   if (wasmCached === null) {
-    const file = wasmModulePath();
+    let file = 'native/wasm/rebasin.wasm';
     let bytes: Uint8Array<ArrayBuffer>;
     try {
+      file = wasmModulePath();
       bytes = new Uint8Array(readFileSync(file));
     } catch (e) {
       return (wasmCached = { error: `the wasm kernels cannot be read (${file}): ${(e as Error).message}` });

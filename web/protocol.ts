@@ -1,0 +1,38 @@
+/** Messages between the page (main.ts) and its worker (worker.ts). */
+export type AlignMethod = 'wm' | 'sinkhorn-l2';
+
+export interface AlignRequest {
+  type: 'align';
+  a: ArrayBuffer;
+  aName: string;
+  b: ArrayBuffer;
+  bName: string;
+  /** Permutation spec JSON text; null when the checkpoints are rebasin checkpoints (spec derived). */
+  spec: string | null;
+  method: AlignMethod;
+  tau?: number;
+  steps?: number;
+  seed: number;
+}
+
+export interface GroupMoved {
+  name: string;
+  size: number;
+  moved: number;
+}
+
+export interface AlignSummary {
+  method: AlignMethod;
+  steps: number;
+  seconds: number;
+  finalCost: number | null;
+  equivalence: { kind: string; maxAbsDiff: number; passed: boolean; note?: string };
+  permutations: GroupMoved[];
+  outputName: string;
+}
+
+export type WorkerMessage =
+  | { type: 'ready'; backend: string; detail: string; note: string | null }
+  | { type: 'progress'; step: number; cost: number }
+  | { type: 'done'; bytes: ArrayBuffer; summary: AlignSummary }
+  | { type: 'error'; message: string };
