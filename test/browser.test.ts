@@ -175,6 +175,21 @@ test('browser page: align in the worker on wasm, same tensors as the CLI, errors
     await page.select('#method', 'wm');
     await page.waitForSelector('#backend[data-backend]');
     assert.equal(await runAndWait(), 'done', await page.$eval('#error', (e) => e.textContent));
+
+    // The live demo to completion: the curves arrive and alignment lowers the barrier.
+    await page.$eval('#demo-epochs', (e) => { (e as HTMLInputElement).value = '2'; });
+    await page.click('#demo-run');
+    await page.waitForFunction(() => document.querySelector('#demo-barriers') || document.querySelector('#demo-error')!.textContent, { timeout: 180_000 });
+    assert.equal(await page.$eval('#demo-error', (e) => e.textContent), '');
+    const barriers = await page.$$eval('#demo-barriers tr', (trs) => trs.slice(1).map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent!)));
+    assert.deepEqual(barriers.map((r) => r[0]), ['naive', 'wm', 'sinkhorn-mid']);
+    const loss = Object.fromEntries(barriers.map((r) => [r[0], Number(r[1])]));
+    for (const v of Object.values(loss)) assert.ok(Number.isFinite(v), `finite barriers: ${JSON.stringify(loss)}`);
+    assert.ok(loss.wm < loss.naive && loss['sinkhorn-mid'] < loss.naive, `alignment lowers the loss barrier: ${JSON.stringify(loss)}`);
+    // Two panels (loss, accuracy), each with a line per method.
+    const plot = await page.$eval('#demo-plot', (e) => e.innerHTML);
+    assert.ok((plot.match(/<polyline|<path/g) ?? []).length >= 6, 'a line per method in each panel');
+    await page.screenshot({ path: join(ARTIFACTS, 'browser-demo.png'), fullPage: true });
     assert.deepEqual(consoleErrors, [], 'no uncaught errors in the page');
   } finally {
     await browser.close();

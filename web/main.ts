@@ -3,7 +3,8 @@
  * the cost curve, which units moved, the equivalence check, and offers the aligned file. Cancel
  * ends the worker and starts a fresh one; errors are shown in the page, never only in the console.
  */
-import type { AlignMethod, AlignRequest, AlignSummary, WorkerMessage } from './protocol.js';
+import { linePlots } from '../src/report/svg.js';
+import { DEMO_METHODS, type AlignMethod, type AlignRequest, type AlignSummary, type DemoMethod, type WorkerMessage } from './protocol.js';
 
 /** Larger inputs than this (both files together) are refused up front: the CLI's --lazy mode handles them. */
 const MAX_BYTES = 1.5 * 2 ** 30;
@@ -11,7 +12,9 @@ const MAX_BYTES = 1.5 * 2 ** 30;
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const files: { a: File | null; b: File | null; spec: File | null } = { a: null, b: null, spec: null };
 let worker: Worker | null = null;
-let busy = false;
+/** What the worker is doing (one job at a time). */
+let busy: 'align' | 'demo' | null = null;
+let demoPoints: Record<DemoMethod, { lambda: number; loss: number; accuracy: number }[]> = { naive: [], wm: [], 'sinkhorn-mid': [] };
 let costs: { step: number; cost: number }[] = [];
 let downloadUrl: string | null = null;
 
@@ -28,8 +31,11 @@ function startWorker(): void {
   worker.onmessage = (e: MessageEvent<WorkerMessage>) => onMessage(e.data);
   worker.onerror = (e) => {
     e.preventDefault();
+    const was = busy;
     finish();
-    showError(`the worker stopped: ${e.message || 'unknown error'}; nothing was downloaded. Try again.`);
+    const msg = `the worker stopped: ${e.message || 'unknown error'}; nothing was downloaded. Try again.`;
+    if (was === 'demo') $('demo-error').textContent = msg;
+    else showError(msg);
     restartWorker();
   };
 }
@@ -61,10 +67,31 @@ function onMessage(m: WorkerMessage): void {
       showResult(m.bytes, m.summary);
       break;
     case 'error':
+      if (busy === 'demo') {
+        finish();
+        $('demo-error').textContent = m.message;
+        break;
+      }
       finish();
       showError(m.message);
       status('Failed; nothing was downloaded.');
       break;
+    case 'demo-progress':
+      $('demo-status').textContent = m.text;
+      $<HTMLProgressElement>('demo-progress').value = m.fraction;
+      break;
+    case 'demo-point':
+      demoPoints[m.method].push({ lambda: m.lambda, loss: m.loss, accuracy: m.accuracy });
+      drawDemo();
+      break;
+    case 'demo-done': {
+      finish();
+      $<HTMLProgressElement>('demo-progress').value = 1;
+      $('demo-status').textContent = `Done in ${m.seconds.toFixed(1)} s. Test accuracy of A ${(100 * m.endpoints.accA).toFixed(2)}%, B ${(100 * m.endpoints.accB).toFixed(2)}%.`;
+      const rows = DEMO_METHODS.map((k) => `<tr><td>${k}</td><td>${m.barriers[k].loss.toFixed(4)}</td><td>${(100 * m.barriers[k].accuracy).toFixed(2)}%</td></tr>`).join('');
+      $('demo-summary').innerHTML = `<table id="demo-barriers"><tr><th>method</th><th>loss barrier</th><th>accuracy barrier</th></tr>${rows}</table>`;
+      break;
+    }
   }
 }
 
@@ -106,9 +133,41 @@ function escape(s: string): string {
 }
 
 function finish(): void {
-  busy = false;
-  $<HTMLButtonElement>('run').disabled = false;
-  $<HTMLButtonElement>('cancel').disabled = true;
+  busy = null;
+  for (const id of ['run', 'demo-run']) $<HTMLButtonElement>(id).disabled = false;
+  for (const id of ['cancel', 'demo-cancel']) $<HTMLButtonElement>(id).disabled = true;
+}
+
+function begin(what: 'align' | 'demo'): void {
+  busy = what;
+  for (const id of ['run', 'demo-run']) $<HTMLButtonElement>(id).disabled = true;
+  $<HTMLButtonElement>(what === 'align' ? 'cancel' : 'demo-cancel').disabled = false;
+}
+
+/** Loss and accuracy along the path per method, drawn with the CLI's plot code (report/svg.ts). */
+function drawDemo(): void {
+  const series = (key: 'loss' | 'accuracy') => DEMO_METHODS.filter((k) => demoPoints[k].length > 0).map((k) => ({
+    label: k, x: demoPoints[k].map((p) => p.lambda), y: demoPoints[k].map((p) => p[key]),
+  }));
+  $('demo-plot').innerHTML = linePlots([
+    { title: 'test loss along (1−λ)·A + λ·B', xLabel: 'λ', yLabel: 'loss', series: series('loss') },
+    { title: 'test accuracy', xLabel: 'λ', yLabel: 'accuracy', series: series('accuracy') },
+  ], { cols: 2, panelWidth: 430, panelHeight: 280 });
+}
+
+async function runDemo(): Promise<void> {
+  $('demo-error').textContent = '';
+  $('demo-summary').innerHTML = '';
+  const epochs = Number($<HTMLInputElement>('demo-epochs').value);
+  if (!(Number.isInteger(epochs) && epochs >= 1 && epochs <= 50)) { $('demo-error').textContent = 'epochs must be a whole number in [1, 50]'; return; }
+  begin('demo');
+  $('demo-status').textContent = 'Fetching the MNIST subset…';
+  const res = await fetch('mnist-subset.bin');
+  if (!res.ok) throw new Error(`the MNIST subset could not be fetched (HTTP ${res.status})`);
+  const data = await res.arrayBuffer();
+  demoPoints = { naive: [], wm: [], 'sinkhorn-mid': [] };
+  drawDemo();
+  worker!.postMessage({ type: 'demo', data, epochs }, [data]);
 }
 
 async function run(): Promise<void> {
@@ -130,9 +189,7 @@ async function run(): Promise<void> {
   };
   costs = [];
   drawCosts();
-  busy = true;
-  $<HTMLButtonElement>('run').disabled = true;
-  $<HTMLButtonElement>('cancel').disabled = false;
+  begin('align');
   const p = $<HTMLProgressElement>('progress');
   p.removeAttribute('value'); // indeterminate until steps arrive
   status(`Aligning ${files.b.name} to ${files.a.name} with ${method()}…`);
@@ -140,9 +197,15 @@ async function run(): Promise<void> {
 }
 
 function cancel(): void {
-  if (!busy) return;
+  const was = busy;
+  if (!was) return;
   restartWorker();
   finish();
+  if (was === 'demo') {
+    $<HTMLProgressElement>('demo-progress').value = 0;
+    $('demo-status').textContent = 'Cancelled.';
+    return;
+  }
   $<HTMLProgressElement>('progress').value = 0;
   status('Cancelled; nothing was downloaded.');
 }
@@ -168,6 +231,8 @@ function setup(): void {
   $<HTMLInputElement>('file-spec').onchange = (e) => { files.spec = (e.target as HTMLInputElement).files?.[0] ?? null; describe(); };
   $('run').onclick = () => { run().catch((e: Error) => { finish(); showError(e.message); }); };
   $('cancel').onclick = cancel;
+  $('demo-cancel').onclick = cancel;
+  $('demo-run').onclick = () => { runDemo().catch((e: Error) => { finish(); $('demo-error').textContent = e.message; }); };
   const drop = $('drop');
   drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
   drop.ondragleave = () => drop.classList.remove('over');

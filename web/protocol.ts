@@ -31,8 +31,24 @@ export interface AlignSummary {
   outputName: string;
 }
 
+/** The live demo: two MLPs trained on the bundled MNIST subset, aligned, their linear paths. */
+export interface DemoRequest {
+  type: 'demo';
+  /** The subset asset (mnist-subset.bin, see scripts/build-web.mjs). */
+  data: ArrayBuffer;
+  epochs: number;
+}
+
+export const DEMO_METHODS = ['naive', 'wm', 'sinkhorn-mid'] as const;
+export type DemoMethod = (typeof DEMO_METHODS)[number];
+
+export type WorkerRequest = AlignRequest | DemoRequest;
+
 export type WorkerMessage =
   | { type: 'ready'; backend: string; detail: string; note: string | null }
   | { type: 'progress'; step: number; cost: number }
   | { type: 'done'; bytes: ArrayBuffer; summary: AlignSummary }
-  | { type: 'error'; message: string };
+  | { type: 'error'; message: string }
+  | { type: 'demo-progress'; text: string; fraction: number }
+  | { type: 'demo-point'; method: DemoMethod; lambda: number; loss: number; accuracy: number }
+  | { type: 'demo-done'; seconds: number; barriers: Record<DemoMethod, { loss: number; accuracy: number }>; endpoints: { accA: number; accB: number } };

@@ -17,9 +17,15 @@ import { applyHard, invertPerms } from '../src/permutation/apply.js';
 import { assertValidSpec, specFromJSON, type PermutationSpec } from '../src/permutation/spec.js';
 import { isBatchCounter, type Params } from '../src/state/params.js';
 import { equivalenceCheck } from '../src/cli/model-files.js';
-import type { AlignRequest, AlignSummary, WorkerMessage } from './protocol.js';
+import { barrier, interpolationCurve } from '../src/analysis/lmc.js';
+import type { Dataset } from '../src/data/dataset.js';
+import { mlp } from '../src/models/index.js';
+import { mergeState as merge } from '../src/state/params.js';
+import { evaluate } from '../src/training/evaluate.js';
+import { trainModel } from '../src/training/train.js';
+import { DEMO_METHODS, type AlignRequest, type AlignSummary, type DemoMethod, type DemoRequest, type WorkerMessage, type WorkerRequest } from './protocol.js';
 
-declare const self: { postMessage(m: WorkerMessage, transfer?: Transferable[]): void; onmessage: ((e: MessageEvent<AlignRequest>) => void) | null };
+declare const self: { postMessage(m: WorkerMessage, transfer?: Transferable[]): void; onmessage: ((e: MessageEvent<WorkerRequest>) => void) | null };
 
 function post(m: WorkerMessage, transfer: Transferable[] = []): void {
   self.postMessage(m, transfer);
@@ -103,6 +109,53 @@ function align(req: AlignRequest): void {
   post({ type: 'done', bytes: buf, summary }, [buf]);
 }
 
+/** The subset asset: "RBMNIST1", u32 nTrain, u32 nTest (little-endian), pixels (u8, 784 each), labels (u8). */
+function readSubset(buf: ArrayBuffer): { train: Dataset; test: Dataset } {
+  const b = new Uint8Array(buf);
+  if (String.fromCharCode(...b.subarray(0, 8)) !== 'RBMNIST1') throw new Error('mnist-subset.bin: not the demo\'s MNIST subset');
+  const v = new DataView(buf);
+  const counts = [v.getUint32(8, true), v.getUint32(12, true)];
+  let pos = 16;
+  const total = counts[0] + counts[1];
+  const pixels = b.subarray(pos, pos + total * 784);
+  const labels = b.subarray(pos + total * 784, pos + total * 785);
+  const make = (name: string, start: number, n: number): Dataset => {
+    const x = new Float32Array(n * 784);
+    for (let i = 0; i < n * 784; i++) x[i] = pixels[start * 784 + i] / 255;
+    return { name, x, sampleShape: [784], y: Int32Array.from(labels.subarray(start, start + n)), n, numClasses: 10 };
+  };
+  pos = 0;
+  return { train: make('MNIST subset (train)', 0, counts[0]), test: make('MNIST subset (test)', counts[0], counts[1]) };
+}
+
+/** Like `rebasin demo` at a browser's scale: MLP 784-128-128-10 on the subset, naive / WM / Sinkhorn-Mid. */
+function demo(req: DemoRequest): void {
+  const t0 = performance.now();
+  const { train, test } = readSubset(req.data);
+  const model = mlp({ sizes: [784, 128, 128, 10] });
+  const batchSize = 500;
+  const stepsPerModel = req.epochs * Math.ceil(train.n / batchSize);
+  const trained = [1, 2].map((seed, k) => {
+    let done = 0;
+    const r = trainModel({ model, data: train, epochs: req.epochs, batchSize, lr: 1e-3, seed, criterion: 'ce',
+      onBatch: () => { done++; if (done % 5 === 0) post({ type: 'demo-progress', text: `training model ${'AB'[k]}: step ${done}/${stepsPerModel}`, fraction: (0.6 * (k * stepsPerModel + done)) / (2 * stepsPerModel) }); } });
+    return merge(r.params, r.buffers);
+  });
+  const [a, b] = trained;
+  const accOf = (s: typeof a) => evaluate(model, { params: s }, test, { batchSize: 1000, criterion: 'ce' }).accuracy!;
+  const spec = model.permutationSpec();
+  const barriers = {} as Record<DemoMethod, { loss: number; accuracy: number }>;
+  DEMO_METHODS.forEach((method, k) => {
+    post({ type: 'demo-progress', text: method === 'naive' ? 'naive path (no alignment)' : `aligning B to A with ${method}…`, fraction: 0.6 + 0.13 * k });
+    const aligned = method === 'naive' ? b : alignModels(method, { spec, a, b }, { model, data: train, batchSize, seed: 0 }, { epochs: 2 }).aligned;
+    const curve = interpolationCurve({ model, a, b: aligned, data: test, criterion: 'ce', points: 11,
+      onPoint: (p) => post({ type: 'demo-point', method, lambda: p.lambda, loss: p.loss, accuracy: p.accuracy! }) });
+    const s = barrier(curve);
+    barriers[method] = { loss: s.lossBarrier, accuracy: s.accBarrier ?? 0 };
+  });
+  post({ type: 'demo-done', seconds: (performance.now() - t0) / 1000, barriers, endpoints: { accA: accOf(a), accB: accOf(b) } });
+}
+
 const ready = init().catch((e: Error) => {
   post({ type: 'ready', backend: 'js', detail: 'pure TypeScript kernels', note: `start-up failed (${e.message}); using the pure-TypeScript kernels` });
 });
@@ -110,6 +163,7 @@ self.onmessage = (e) => {
   void ready.then(() => {
     try {
       if (e.data.type === 'align') align(e.data);
+      else if (e.data.type === 'demo') demo(e.data);
     } catch (err) {
       const msg = (err as Error).message;
       // An allocation failure: the checkpoints do not fit in this tab's memory.
