@@ -81,6 +81,9 @@ test('browser page: align in the worker on wasm, same tensors as the CLI, errors
     }
     paths.spec = join(dir, 'spec.json');
     writeFileSync(paths.spec, specToJSON(model.permutationSpec()));
+    paths.other = join(dir, 'other.safetensors');
+    const other = mlp({ sizes: [12, 20, 24, 4] });
+    await saveCheckpoint(paths.other, other, other.init(new Rng(3)));
     paths.junk = join(dir, 'junk.safetensors');
     writeFileSync(paths.junk, 'this is not a safetensors file at all');
 
@@ -161,8 +164,19 @@ test('browser page: align in the worker on wasm, same tensors as the CLI, errors
     assert.equal(await page.$('#download'), null);
     await page.screenshot({ path: join(ARTIFACTS, 'browser-error.png'), fullPage: true });
 
-    // Cancel a long run: a message, no download, and the page still aligns afterwards.
+    // A and B of different architectures: the CLI's message.
     await pick('#file-spec', null);
+    await pick('#file-a', paths.A);
+    await pick('#file-b', paths.other);
+    assert.equal(await runAndWait(), 'error');
+    const cliOther = spawnSync(process.execPath, [CLI, 'align', paths.A, paths.other, '-o', join(dir, 'never.safetensors')], { encoding: 'utf8' });
+    assert.equal(cliOther.status, 3, cliOther.stderr);
+    const pageMsg = await page.$eval('#error', (e) => e.textContent!);
+    assert.match(pageMsg, /other\.safetensors/);
+    // Word for word the CLI's message, which names the files by their full paths.
+    assert.equal(`rebasin align: ${pageMsg}`, cliOther.stderr.trim().split(`${dir}/`).join(''));
+
+    // Cancel a long run: a message, no download, and the page still aligns afterwards.
     await pick('#file-a', paths.A);
     await pick('#file-b', paths.B);
     await page.select('#method', 'sinkhorn-l2');

@@ -25,16 +25,21 @@ import { evaluate } from '../src/training/evaluate.js';
 import { trainModel } from '../src/training/train.js';
 import { DEMO_METHODS, type AlignRequest, type AlignSummary, type DemoMethod, type DemoRequest, type WorkerMessage, type WorkerRequest } from './protocol.js';
 
-declare const self: { postMessage(m: WorkerMessage, transfer?: Transferable[]): void; onmessage: ((e: MessageEvent<WorkerRequest>) => void) | null };
+/** The worker's global scope (typed here: the page's sources are checked against the DOM lib). */
+const scope = globalThis as unknown as {
+  postMessage(m: WorkerMessage, transfer?: Transferable[]): void;
+  onmessage: ((e: MessageEvent<WorkerRequest>) => void) | null;
+  location: { href: string };
+};
 
 function post(m: WorkerMessage, transfer: Transferable[] = []): void {
-  self.postMessage(m, transfer);
+  scope.postMessage(m, transfer);
 }
 
 async function init(): Promise<void> {
   let note: string | null = null;
   try {
-    const res = await fetch(new URL('rebasin.wasm', self.location?.href ?? location.href));
+    const res = await fetch(new URL('rebasin.wasm', scope.location.href));
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const load = instantiateWasm(new Uint8Array(await res.arrayBuffer()), 'rebasin.wasm');
     if ('backend' in load) setBackend(load.backend);
@@ -159,7 +164,7 @@ function demo(req: DemoRequest): void {
 const ready = init().catch((e: Error) => {
   post({ type: 'ready', backend: 'js', detail: 'pure TypeScript kernels', note: `start-up failed (${e.message}); using the pure-TypeScript kernels` });
 });
-self.onmessage = (e) => {
+scope.onmessage = (e) => {
   void ready.then(() => {
     try {
       if (e.data.type === 'align') align(e.data);
