@@ -34,8 +34,14 @@ try {
 } catch {
   puppeteer = null;
 }
+let esbuild = true;
+try {
+  await import('esbuild');
+} catch {
+  esbuild = false;
+}
 const skip = !CHROMIUM ? 'Chromium is not installed (apt-get install chromium; scripts/setup.sh does it)'
-  : !puppeteer ? 'puppeteer-core is not installed (npm install)' : false;
+  : !puppeteer ? 'puppeteer-core is not installed (npm install)' : !esbuild ? 'esbuild is not installed (npm install)' : false;
 
 /** Starts `rebasin serve --port 0` and resolves with its URL. */
 function startServer(): Promise<{ url: string; proc: ChildProcess }> {
