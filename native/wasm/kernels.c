@@ -168,6 +168,16 @@ static void pack_a(bool ta, const float *A, i32 lda, i32 i0, i32 mc, i32 k0, i32
   float *dst = packA;
   for (i32 ip = 0; ip < mc; ip += MR) {
     i32 mr = mc - ip < MR ? mc - ip : MR;
+    if (!ta) {
+      /* Row by row: each row of A is read contiguously. */
+      for (i32 ii = 0; ii < MR; ii++) {
+        const float *src = A + (i0 + ip + ii) * lda + k0;
+        if (ii < mr) for (i32 k = 0; k < kc; k++) dst[k * MR + ii] = src[k];
+        else for (i32 k = 0; k < kc; k++) dst[k * MR + ii] = 0.0f;
+      }
+      dst += kc * MR;
+      continue;
+    }
     for (i32 k = 0; k < kc; k++) {
       for (i32 ii = 0; ii < MR; ii++) {
         i32 i = i0 + ip + ii, kk = k0 + k;
@@ -192,10 +202,20 @@ static void pack_b(bool tb, const float *B, i32 ldb, i32 k0, i32 kc, i32 j0, i32
       }
       continue;
     }
+    if (tb) {
+      /* Column j of op(B) is row j of B: read each contiguously. */
+      for (i32 jj = 0; jj < NR; jj++) {
+        const float *src = B + (j0 + jp + jj) * ldb + k0;
+        if (jj < nr) for (i32 k = 0; k < kc; k++) dst[k * NR + jj] = src[k];
+        else for (i32 k = 0; k < kc; k++) dst[k * NR + jj] = 0.0f;
+      }
+      dst += kc * NR;
+      continue;
+    }
     for (i32 k = 0; k < kc; k++) {
       for (i32 jj = 0; jj < NR; jj++) {
         i32 j = j0 + jp + jj, kk = k0 + k;
-        dst[jj] = jj < nr ? (tb ? B[j * ldb + kk] : B[kk * ldb + j]) : 0.0f;
+        dst[jj] = jj < nr ? B[kk * ldb + j] : 0.0f;
       }
       dst += NR;
     }
@@ -330,11 +350,13 @@ static void im2col(const float *x, float *col, const conv_geom *g) {
           if (ih < 0 || ih >= g->H) { for (i32 ow = 0; ow < g->OW; ow++) r[ow] = 0.0f; continue; }
           const float *xr = x + (c * g->H + ih) * g->W;
           if (g->stride == 1) {
+            /* Zeros, then a straight copy of the valid columns, then zeros. */
             i32 base = kw - g->pad;
-            for (i32 ow = 0; ow < g->OW; ow++) {
-              i32 iw = ow + base;
-              r[ow] = iw >= 0 && iw < g->W ? xr[iw] : 0.0f;
-            }
+            i32 lo = base < 0 ? -base : 0, hi = g->W - base < g->OW ? g->W - base : g->OW;
+            if (hi < lo) hi = lo;
+            for (i32 ow = 0; ow < lo; ow++) r[ow] = 0.0f;
+            for (i32 ow = lo; ow < hi; ow++) r[ow] = xr[ow + base];
+            for (i32 ow = hi; ow < g->OW; ow++) r[ow] = 0.0f;
           } else {
             for (i32 ow = 0; ow < g->OW; ow++) {
               i32 iw = ow * g->stride - g->pad + kw;
@@ -356,6 +378,12 @@ static void col2im(const float *col, float *dx, const conv_geom *g) {
           if (ih < 0 || ih >= g->H) continue;
           float *xr = dx + (c * g->H + ih) * g->W;
           const float *r = row + oh * g->OW;
+          if (g->stride == 1) {
+            i32 base = kw - g->pad;
+            i32 lo = base < 0 ? -base : 0, hi = g->W - base < g->OW ? g->W - base : g->OW;
+            for (i32 ow = lo; ow < hi; ow++) xr[ow + base] += r[ow];
+            continue;
+          }
           for (i32 ow = 0; ow < g->OW; ow++) {
             i32 iw = ow * g->stride - g->pad + kw;
             if (iw >= 0 && iw < g->W) xr[iw] += r[ow];
