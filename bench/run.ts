@@ -20,6 +20,7 @@ type Section = (ctx: BenchContext, torch?: TorchFigures) => Promise<BenchRow[]>;
 const SECTIONS: Record<string, string> = {
   training: './training.js',
   kernels: './kernels-native.js',
+  backends: './backends.js',
   sinkhorn: './sinkhorn.js',
   assignment: './assignment.js',
   rebasin: './rebasin.js',
@@ -95,6 +96,8 @@ async function main(): Promise<void> {
     writeResults(opts.out, opts.quick, torch, rows);
     process.stderr.write(`bench: ${name} done (${got.length} rows)\n`);
   }
+  const cpu = cpuInfo();
+  console.log(`CPU: ${cpu.model ?? 'unknown'}${cpu.features ? ` (${cpu.features.join(', ')})` : ''}; ${cpus().length} logical cores; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}; backend ${currentBackend().name}\n`);
   printTable(rows);
   console.log(`wrote ${writeResults(opts.out, opts.quick, torch, rows)}`);
 }

@@ -245,6 +245,19 @@ test('doctor: REBASIN_GEMM picks the sgemm, REBASIN_MALLOC=system leaves malloc 
   assert.match(bad.stderr, /REBASIN_GEMM must be "auto", "own", "avx512", "avx2" or "openblas", got "mkl"/);
 });
 
+test('doctor: says which backend runs and why (REBASIN_BACKEND=wasm and js)', () => {
+  for (const name of ['wasm', 'js']) {
+    const r = spawnSync(process.execPath, [CLI, 'doctor', '--json', '--size', '32'], { encoding: 'utf8', env: { ...process.env, REBASIN_BACKEND: name } });
+    assert.equal(r.status, 0, r.stderr);
+    const rep = JSON.parse(r.stdout) as { backend: string; reason: string };
+    assert.equal(rep.backend, name);
+    assert.equal(rep.reason, `REBASIN_BACKEND=${name}`);
+  }
+  const text = spawnSync(process.execPath, [CLI, 'doctor', '--size', '32'], { encoding: 'utf8', env: { ...process.env, REBASIN_BACKEND: 'wasm' } });
+  assert.match(text.stdout, /^backend +wasm \(WebAssembly SIMD128/m);
+  assert.match(text.stdout, /^why +REBASIN_BACKEND=wasm$/m);
+});
+
 test('experiment lmc: an impossible --tau is a usage error before any work', () => {
   const r = run('experiment', 'lmc', '--tasks', 'poly1', '--tau', '0', '--out', join(dir || tmpdir(), 'never'));
   assert.equal(r.code, 2);

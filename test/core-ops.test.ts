@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { currentBackend, jsBackend, nativeBackend, nativeLoadError, setBackend } from '../src/core/backend/index.js';
+import { currentBackend, jsBackend, nativeBackend, nativeLoadError, setBackend, wasmBackend, wasmLoadError } from '../src/core/backend/index.js';
 import type { Backend } from '../src/core/backend/types.js';
 import * as F from '../src/core/ops/index.js';
 import { AdamW, SGD } from '../src/core/optim/optimizers.js';
@@ -587,11 +587,18 @@ function close32(a: Float32Array, b: Float32Array, what: string): void {
   assertClose(a, b, 1e-4, 1e-5 * scale, what);
 }
 
-test('js and native backends agree on every op (float32, forward and backward)', { skip: skipNative }, () => {
+const wasm = wasmBackend();
+/** The compiled backends compared with js, each skipped (with the reason) when it cannot load. */
+const compiledBackends = [
+  { name: 'native', backend: native, skip: skipNative },
+  { name: 'wasm', backend: wasm, skip: wasm ? false : `wasm backend not available (${wasmLoadError() ?? 'not loaded'})` },
+] as const;
+
+for (const { name, backend, skip } of compiledBackends) test(`js and ${name} backends agree on every op (float32, forward and backward)`, { skip }, () => {
   assert.equal(currentBackend(), jsBackend);
   opCases.forEach((c, i) => {
     const j = runOn(jsBackend, c, 1000 + i);
-    const n = runOn(native!, c, 1000 + i);
+    const n = runOn(backend!, c, 1000 + i);
     assert.deepEqual(n.shape, j.shape, `${c.name}: shape`);
     close32(n.out, j.out, `${c.name}: forward`);
     j.grads.forEach((g, gi) => {
@@ -601,8 +608,8 @@ test('js and native backends agree on every op (float32, forward and backward)',
   });
 });
 
-test('js and native kernels agree on solve, sinkhornLog, optimiser steps', { skip: skipNative }, () => {
-  const K = native!.kernels;
+for (const { name, backend: compiled, skip } of compiledBackends) test(`js and ${name} kernels agree on solve, sinkhornLog, optimiser steps`, { skip }, () => {
+  const K = compiled!.kernels;
   const jsKernels = jsBackend.kernels;
   const rng = new Rng(20);
   // solve: a well-conditioned system, float32 and float64.
@@ -630,7 +637,7 @@ test('js and native kernels agree on solve, sinkhornLog, optimiser steps', { ski
   // Optimiser steps through the public classes.
   for (const mk of [(p: Tensor[]) => new AdamW(p, { lr: 0.01 }), (p: Tensor[]) => new SGD(p, { lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 0.01 })]) {
     const res: Float32Array[] = [];
-    for (const b of [jsBackend, native!]) {
+    for (const b of [jsBackend, compiled!]) {
       const prev = setBackend(b);
       const p = new Tensor(Float32Array.from([0.5, -1, 2, 0.1]), [4], true);
       const opt = mk([p]);
@@ -671,7 +678,7 @@ test('native availability is reported', () => {
   if (!native) {
     // Visible in the test log so a missing addon is not silently ignored.
     console.log(`# native backend skipped: ${nativeLoadError() ?? 'not loaded'}`);
-    assert.ok(nativeLoadError() !== null || process.env.REBASIN_BACKEND === 'js');
+    assert.ok(nativeLoadError() !== null || process.env.REBASIN_BACKEND === 'js' || process.env.REBASIN_BACKEND === 'wasm');
   } else {
     assert.equal(native.name, 'native');
   }

@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { jsBackend, nativeBackend, setBackend } from '../src/core/backend/index.js';
+import { jsBackend, nativeBackend, setBackend, wasmBackend } from '../src/core/backend/index.js';
 import * as F from '../src/core/ops/index.js';
 import { AdamW } from '../src/core/optim/optimizers.js';
 import { Rng } from '../src/core/random.js';
@@ -440,10 +440,10 @@ test('workspace: the caller’s scratch buffer is used, grown on demand, and doe
   assert.equal(ws.f32!.length, 16 * 16);
 });
 
-test('native backend (when built) agrees with the JS kernels in float32', (t) => {
-  const native = nativeBackend();
+for (const [name, get] of [['native', nativeBackend], ['wasm', wasmBackend]] as const) test(`${name} backend (when available) agrees with the JS kernels in float32`, (t) => {
+  const native = get();
   if (!native) {
-    t.skip('native addon not built');
+    t.skip(`${name} backend not available`);
     return;
   }
   const rng = new Rng(13);

@@ -1,5 +1,5 @@
 /** `rebasin doctor`: which backend runs, BLAS threads, and a measured matmul rate. */
-import { currentBackend, nativeLoadError } from '../core/backend/index.js';
+import { currentBackend, defaultBackend, defaultBackendReason, nativeLoadError, wasmLoadError } from '../core/backend/index.js';
 import { F, Rng, randn, noGrad } from '../core/index.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
@@ -42,7 +42,10 @@ export async function doctor(args: Parsed): Promise<number> {
     // Which sgemm runs (REBASIN_GEMM) and whether large allocations stay mapped (REBASIN_MALLOC).
     sgemm: info.sgemm,
     allocatorTuned: info.allocatorTuned,
+    // Why this backend: REBASIN_BACKEND, or which of native → wasm → js loaded first.
+    reason: backend === defaultBackend() ? defaultBackendReason() : 'chosen by the caller (setBackend)',
     nativeError: nativeLoadError(),
+    wasmError: backend.name === 'js' ? wasmLoadError() : null,
     matmul: { size: n, medianMs: +(med * 1000).toFixed(3), gflops: +gflops.toFixed(1) },
     node: process.version,
     openblasCoretype: process.env.OPENBLAS_CORETYPE ?? null,
@@ -52,11 +55,13 @@ export async function doctor(args: Parsed): Promise<number> {
   } else {
     const lines = [
       `backend        ${report.backend} (${report.detail})`,
+      `why            ${report.reason}`,
       `BLAS threads   ${report.blasThreads || '-'}`,
       `matmul ${n}²   ${report.matmul.medianMs} ms median → ${report.matmul.gflops} GFLOP/s`,
       `node           ${report.node}`,
     ];
     if (report.nativeError) lines.push(`native addon   not loaded: ${report.nativeError}`);
+    if (report.wasmError) lines.push(`wasm kernels   not loaded: ${report.wasmError}`);
     process.stdout.write(lines.join('\n') + '\n');
   }
   return 0;

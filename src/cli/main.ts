@@ -12,6 +12,7 @@ import { continualSpec, experimentContinual } from './experiment-continual.js';
 import { experimentRecovery, recoverySpec } from './experiment-recovery.js';
 import { demo, demoSpec, experimentLmc, lmcSpec } from './experiment-lmc.js';
 import { experimentMerge, mergeExperimentSpec } from './experiment-merge.js';
+import { serve, serveSpec } from './serve.js';
 import { train, trainSpec } from './train.js';
 import { specCheck, specCheckSpec, specInfer, specInferSpec } from './spec.js';
 
@@ -28,6 +29,7 @@ const commands: Record<string, Command> = {
   interpolate: { spec: interpolateSpec, run: interpolate },
   merge: { spec: mergeSpec, run: merge },
   doctor: { spec: doctorSpec, run: doctor },
+  serve: { spec: serveSpec, run: serve },
   'experiment lmc': { spec: lmcSpec, run: experimentLmc },
   train: { spec: trainSpec, run: train },
   'spec infer': { spec: specInferSpec, run: specInfer },

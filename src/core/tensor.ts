@@ -65,6 +65,8 @@ const UNINIT_MIN_BYTES = 1 << 16;
 export function allocUninit(dtype: DType, n: number): FloatArray {
   const bytes = n * (dtype === 'float64' ? 8 : 4);
   if (bytes < UNINIT_MIN_BYTES) return allocLike(dtype, n);
+  // Node's Buffer can skip the zeroing; a browser (the page's worker) has only zeroed arrays.
+  if (typeof Buffer === 'undefined') return allocLike(dtype, n);
   const buf = Buffer.allocUnsafeSlow(bytes);
   return dtype === 'float64' ? new Float64Array(buf.buffer, buf.byteOffset, n) : new Float32Array(buf.buffer, buf.byteOffset, n);
 }

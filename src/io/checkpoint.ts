@@ -97,6 +97,11 @@ export interface Checkpoint {
 /** Loads a rebasin checkpoint, rebuilding its model from the stored config. */
 export async function loadCheckpoint(path: string): Promise<Checkpoint> {
   const { tensors, metadata } = await readSafetensors(path);
+  return checkpointFromSafetensors(tensors, metadata, path);
+}
+
+/** A rebasin checkpoint from parsed safetensors (e.g. bytes in a browser); `path` names it in errors. */
+export function checkpointFromSafetensors(tensors: StateDict, metadata: Record<string, string>, path: string): Checkpoint {
   if (metadata.format !== CHECKPOINT_FORMAT) {
     throw new InputError(`${path}: not a rebasin checkpoint (safetensors metadata "format" is ${metadata.format === undefined ? 'missing' : JSON.stringify(metadata.format)}); load plain weights with loadTensors()`);
   }

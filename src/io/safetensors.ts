@@ -591,7 +591,7 @@ function layout(entries: readonly { name: string; shape: number[] }[], opts: Saf
     parts.push(`${JSON.stringify(name)}:${JSON.stringify({ dtype, shape, data_offsets: [offset, offset + bytes] })}`);
     offset += bytes;
   }
-  const json = Buffer.from(`{${parts.join(',')}}`, 'utf8');
+  const json = new TextEncoder().encode(`{${parts.join(',')}}`); // UTF-8, also in a browser
   // Pad with spaces so the data region starts 8-byte aligned, like the reference writer.
   const padded = Math.ceil(json.length / 8) * 8;
   const header = new Uint8Array(8 + padded).fill(0x20, 8 + json.length);

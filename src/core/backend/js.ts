@@ -373,6 +373,7 @@ function gather(x: FloatArray, outer: number, len: number, inner: number, index:
 
 function scatterAdd(dy: FloatArray, outer: number, len: number, inner: number, index: Int32Array, dx: FloatArray): void {
   const k = index.length;
+  for (const j of index) if (j < 0 || j >= len) throw new RangeError(`scatterAdd: index ${j} out of range [0, ${len})`);
   for (let o = 0; o < outer; o++) {
     for (let j = 0; j < k; j++) {
       const dst = (o * len + index[j]) * inner;

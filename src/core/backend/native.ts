@@ -58,6 +58,11 @@ function packageRoot(): string {
   return fourUp;
 }
 
+/** Path of the wasm backend's module (built by scripts/build-wasm.mjs, shipped in the package). */
+export function wasmModulePath(): string {
+  return join(packageRoot(), 'native', 'wasm', 'rebasin.wasm');
+}
+
 /** Path of the compiled addon. */
 export function nativeAddonPath(): string {
   return join(packageRoot(), 'build', 'Release', 'rebasin_native.node');

@@ -167,7 +167,7 @@ export const KERNEL_TABLE = {
 } as const satisfies { readonly [K in KernelName]: FloatArgIndex<Kernels[K]> | 'all' };
 
 /** The backends by name (REBASIN_BACKEND's values). */
-export const BACKEND_NAMES = ['js', 'native'] as const;
+export const BACKEND_NAMES = ['js', 'wasm', 'native'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 
 /** What `rebasin doctor` and the bench report about a backend. */

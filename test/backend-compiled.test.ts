@@ -1,13 +1,18 @@
 /**
- * The native (C/OpenBLAS) kernels against the pure-TypeScript reference kernels, kernel by kernel,
- * in float32 on seeded random inputs plus the edge cases (transposes, offsets, zero strides,
- * padding, -Inf, singular systems, malformed arguments). Skips when the addon is not built.
+ * The compiled kernels against the pure-TypeScript reference kernels, kernel by kernel, in float32
+ * on seeded random inputs plus the edge cases (transposes, offsets, zero strides, padding, -Inf,
+ * singular systems, malformed arguments): the native (C/OpenBLAS) addon, skipped when it is not
+ * built, and the wasm (C → wasm32 + SIMD128) module, skipped where WebAssembly SIMD is missing.
+ * Tests titled "native:" only concern the addon (its gemm paths, threads, argument checks).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NATIVE_CONTROLS, blasThreads, GEMM_PATHS, loadNative, nativeAddon, setBlasThreads, supportedGemmPaths, type GemmPath } from '../src/core/backend/native.js';
+import { NATIVE_CONTROLS, blasThreads, GEMM_PATHS, loadNative, nativeAddon, setBlasThreads, supportedGemmPaths, type GemmPath, type NativeLoad } from '../src/core/backend/native.js';
+import type { WasmLoad } from '../src/core/backend/wasm.js';
+import { InputError } from '../src/errors.js';
 import { col2im, im2col, jsKernels } from '../src/core/backend/js.js';
 import { KERNEL_TABLE } from '../src/core/backend/types.js';
+import { chooseBackend, loadWasm } from '../src/core/backend/index.js';
 import type { ConvGeometry, FloatArray, Kernels, PoolGeometry } from '../src/core/backend/types.js';
 import { Rng } from '../src/core/random.js';
 
@@ -15,10 +20,50 @@ const loaded = loadNative();
 const nk: Kernels | null = 'backend' in loaded ? loaded.backend.kernels : null;
 const skip: string | false = nk ? false : `native addon not available: ${'error' in loaded ? loaded.error : ''}`;
 const js = jsKernels;
-/** Non-null accessor for use inside (skipped-when-null) tests. */
+const wasmLoaded = loadWasm();
+const wk: Kernels | null = 'backend' in wasmLoaded ? wasmLoaded.backend.kernels : null;
+
+/** The backends every kernel test runs on. */
+const COMPILED = [
+  { name: 'native', kernels: nk, skip },
+  { name: 'wasm', kernels: wk, skip: wk ? false : `wasm kernels not available: ${'error' in wasmLoaded ? wasmLoaded.error : ''}` },
+] as const;
+/** The kernels of the backend under test (tests run one at a time within a file). */
+let under: Kernels | null = null;
+
+/** Non-null accessor for use inside (skipped-when-null) tests: the backend under test, else native. */
 function N(): Kernels {
-  if (!nk) throw new Error('unreachable: test should have been skipped');
-  return nk;
+  const k = under ?? nk;
+  if (!k) throw new Error('unreachable: test should have been skipped');
+  return k;
+}
+
+/** One test per compiled backend, titled "<backend>: <title>". */
+function each(title: string, fn: () => void): void {
+  for (const b of COMPILED) {
+    test(`${b.name}: ${title}`, { skip: b.skip }, () => {
+      under = b.kernels;
+      try {
+        fn();
+      } finally {
+        under = null;
+      }
+    });
+  }
+}
+
+/** Like `each`, with the native test repeated under every sgemm path the CPU supports. */
+function eachGemm(title: (impl: string) => string, fn: (impl: GemmPath | 'simd128') => void): void {
+  for (const impl of supportedGemmPaths()) test(`native: ${title(impl)}`, { skip }, () => fn(impl));
+  const w = COMPILED[1];
+  test(`wasm: ${title('simd128')}`, { skip: w.skip }, () => {
+    under = w.kernels;
+    try {
+      fn('simd128');
+    } finally {
+      under = null;
+    }
+  });
 }
 
 function randn(n: number, rng: Rng, scale = 1): Float32Array {
@@ -58,7 +103,8 @@ function exact(actual: ArrayLike<number>, expected: ArrayLike<number>, what: str
 }
 
 /** Runs fn with the sgemm path switched to impl (the kernel tests that reach sgemm run under every path the CPU supports). */
-function withGemm<T>(impl: GemmPath, fn: () => T): T {
+function withGemm<T>(impl: GemmPath | 'simd128', fn: () => T): T {
+  if (impl === 'simd128') return fn(); // the wasm backend has one sgemm
   const a = nativeAddon()!;
   const prev = a.gemmImpl();
   a.gemmImpl(impl);
@@ -123,7 +169,7 @@ test('native: gemm impl switch: auto and own pick the best own kernel the CPU ha
   }
 });
 
-for (const impl of supportedGemmPaths()) test(`native: gemm (${impl}), all transposes, offsets, padded leading dimensions`, { skip }, () => withGemm(impl, () => {
+eachGemm((impl) => `gemm (${impl}), all transposes, offsets, padded leading dimensions`, (impl) => withGemm(impl, () => {
   const rng = new Rng(1);
   // Small, and large enough for several K slices, row blocks and ragged register tiles.
   for (const [M, Nn, K] of [[37, 29, 45], [203, 77, 1100], [9, 2100, 70]]) for (const tA of [false, true]) {
@@ -154,7 +200,7 @@ for (const impl of supportedGemmPaths()) test(`native: gemm (${impl}), all trans
   exact(C, [0.5, 1, 1.5, 2], 'gemm M=0');
 }));
 
-for (const impl of supportedGemmPaths()) test(`native: gemmStrided (${impl}), including broadcast (stride 0) and the fused tall-gemm case`, { skip }, () => withGemm(impl, () => {
+eachGemm((impl) => `gemmStrided (${impl}), including broadcast (stride 0) and the fused tall-gemm case`, (impl) => withGemm(impl, () => {
   const rng = new Rng(2);
   const M = 6, Nn = 7, K = 5, count = 9;
   for (const tA of [false, true]) {
@@ -192,7 +238,7 @@ function wellConditioned(n: number, rng: Rng, Ctor: typeof Float32Array | typeof
   return A;
 }
 
-test('native: solve (LU) in float32 and float64, one and several right-hand sides', { skip }, () => {
+each('solve (LU) in float32 and float64, one and several right-hand sides', () => {
   const rng = new Rng(3);
   for (const Ctor of [Float32Array, Float64Array]) {
     for (const nrhs of [1, 3]) {
@@ -295,7 +341,7 @@ test('native: singular solve falls back to minimum-norm least squares', { skip }
   exact(b, [0], 'solve 0x0');
 });
 
-test('native: logsumexp with -Inf rows, +Inf and NaN, inner = 1 and > 1', { skip }, () => {
+each('logsumexp with -Inf rows, +Inf and NaN, inner = 1 and > 1', () => {
   const rng = new Rng(5);
   for (const [outer, len, inner] of [[3, 50, 1], [2, 7, 13], [1, 1000, 1], [4, 1, 3]]) {
     const x = randn(outer * len * inner, rng, 5);
@@ -312,7 +358,7 @@ test('native: logsumexp with -Inf rows, +Inf and NaN, inner = 1 and > 1', { skip
   }
 });
 
-test('native: sinkhornLog matches the reference (batched, threaded, marginals, masked entries)', { skip }, () => {
+each('sinkhornLog matches the reference (batched, threaded, marginals, masked entries)', () => {
   const rng = new Rng(6);
   // [batch, m, n, iters, marginals, scale of the log-values]; scale 300 is a small temperature,
   // where entries underflow in the linear domain and LSEs are large.
@@ -340,7 +386,7 @@ test('native: sinkhornLog matches the reference (batched, threaded, marginals, m
   }
 });
 
-test('native: sumAxis and maxAxis (ties, NaN, inner = 1 and > 1)', { skip }, () => {
+each('sumAxis and maxAxis (ties, NaN, inner = 1 and > 1)', () => {
   const rng = new Rng(7);
   for (const [outer, len, inner] of [[4, 33, 1], [3, 9, 17], [1, 1, 5], [2, 0, 3]]) {
     const x = randn(outer * len * inner, rng);
@@ -361,7 +407,7 @@ test('native: sumAxis and maxAxis (ties, NaN, inner = 1 and > 1)', { skip }, () 
   }
 });
 
-test('native: unary ops, including specials and aliasing', { skip }, () => {
+each('unary ops, including specials and aliasing', () => {
   const rng = new Rng(8);
   const specials = [0, -0, 1, -1, Infinity, -Infinity, NaN, 1e-30, -1e-30, 1e-40, 88.7, 89, -87.5, -104, 1e-4, -1e-4, 0.6, -0.65, 20, -20];
   const x = new Float32Array(2000 + specials.length);
@@ -379,7 +425,7 @@ test('native: unary ops, including specials and aliasing', { skip }, () => {
   }
 });
 
-test('native: binary broadcasting (same shape, row/column broadcast, scalar, general strides)', { skip }, () => {
+each('binary broadcasting (same shape, row/column broadcast, scalar, general strides)', () => {
   const rng = new Rng(9);
   type Case = { shape: number[]; as: number[]; bs: number[]; la: number; lb: number };
   const cases: Case[] = [
@@ -408,7 +454,7 @@ test('native: binary broadcasting (same shape, row/column broadcast, scalar, gen
   }
 });
 
-test('native: axpy, affine (in place), reluBackward, sumSquares', { skip }, () => {
+each('axpy, affine (in place), reluBackward, sumSquares', () => {
   const rng = new Rng(10);
   const x = randn(1001, rng), y = randn(1001, rng);
   const yn = y.slice(), yj = y.slice();
@@ -427,7 +473,7 @@ test('native: axpy, affine (in place), reluBackward, sumSquares', { skip }, () =
   assert.ok(Math.abs(sn - sj) <= 1e-12 * sj, `sumSquares ${sn} vs ${sj}`);
 });
 
-test('native: gather and scatterAdd (repeated indices), index range checks', { skip }, () => {
+each('gather and scatterAdd (repeated indices), index range checks', () => {
   const rng = new Rng(11);
   for (const [outer, len, inner] of [[3, 10, 1], [2, 6, 7]]) {
     const x = randn(outer * len * inner, rng);
@@ -448,7 +494,7 @@ test('native: gather and scatterAdd (repeated indices), index range checks', { s
   }
 });
 
-test('native: copyStrided (transpose, negative strides, broadcast, 0-d)', { skip }, () => {
+each('copyStrided (transpose, negative strides, broadcast, 0-d)', () => {
   const rng = new Rng(12);
   const x = randn(120, rng);
   const cases: [number, number[], number[]][] = [
@@ -477,7 +523,7 @@ function convGeom(N_: number, C: number, H: number, W: number, O: number, KH: nu
   };
 }
 
-for (const impl of supportedGemmPaths()) test(`native: conv2d (${impl} sgemm) forward/backward (stride 2, padding, 1×1, rectangular kernels, partial grads)`, { skip }, () => withGemm(impl, () => {
+eachGemm((impl) => `conv2d (${impl} sgemm) forward/backward (stride 2, padding, 1×1, rectangular kernels, partial grads)`, (impl) => withGemm(impl, () => {
   const rng = new Rng(13);
   const geoms = [
     convGeom(3, 3, 9, 8, 4, 3, 3, 1, 1),
@@ -625,7 +671,7 @@ function poolGeom(N_: number, C: number, H: number, W: number, K: number, stride
   return { N: N_, C, H, W, K, stride, pad, OH: Math.floor((H + 2 * pad - K) / stride) + 1, OW: Math.floor((W + 2 * pad - K) / stride) + 1 };
 }
 
-test('native: max and average pooling with padding, ties and NaN', { skip }, () => {
+each('max and average pooling with padding, ties and NaN', () => {
   const rng = new Rng(16);
   for (const g of [poolGeom(2, 3, 8, 8, 2, 2, 0), poolGeom(2, 2, 7, 9, 2, 2, 0), poolGeom(1, 3, 7, 6, 3, 2, 1),
     poolGeom(2, 1, 5, 5, 3, 1, 1), poolGeom(1, 2, 4, 4, 2, 2, 1), poolGeom(1, 1, 3, 3, 3, 3, 2)]) {
@@ -656,7 +702,7 @@ test('native: max and average pooling with padding, ties and NaN', { skip }, () 
   }
 });
 
-test('native: softmaxCrossEntropy', { skip }, () => {
+each('softmaxCrossEntropy', () => {
   const rng = new Rng(17);
   const n = 33, c = 10;
   const logits = randn(n * c, rng, 3);
@@ -672,7 +718,7 @@ test('native: softmaxCrossEntropy', { skip }, () => {
   assert.throws(() => N().softmaxCrossEntropy(logits, labels, n, c, pn), RangeError);
 });
 
-test('native: adamw and sgd steps (PyTorch semantics)', { skip }, () => {
+each('adamw and sgd steps (PyTorch semantics)', () => {
   const rng = new Rng(18);
   const n = 777;
   const p0 = randn(n, rng);
@@ -697,7 +743,7 @@ test('native: adamw and sgd steps (PyTorch semantics)', { skip }, () => {
   }
 });
 
-test('native: float64 arrays are served by the JS kernels (solve by LAPACK)', { skip }, () => {
+each('float64 arrays are served by the JS kernels (native: solve by LAPACK)', () => {
   const rng = new Rng(19);
   const x = Float64Array.from(randn(50, rng));
   const on = new Float64Array(50), oj = new Float64Array(50);
@@ -746,4 +792,65 @@ test('native: malformed arguments throw TypeError / RangeError naming kernel and
   expectErr(() => N().maxPool2dBackward(f, new Int32Array(4).fill(16), f, poolGeom(1, 1, 4, 4, 2, 2, 0)), RangeError, /maxPool2dBackward.*argmax/);
   expectErr(() => N().sgd(f, new Float32Array(3), f, 0.1, 0, 0, false, 0, true), RangeError, /sgd.*'grad'/);
   expectErr(() => N().maxAxis(f, 2, 8, 1, f, new Float32Array(2) as unknown as Int32Array), TypeError, /maxAxis.*'argmax'.*Int32Array/);
+});
+
+const wskip = COMPILED[1].skip;
+
+test('wasm: loads, names itself, and runs the heavy kernels in wasm (the rest in the JS kernels)', { skip: wskip }, () => {
+  assert.ok('backend' in wasmLoaded);
+  const { backend, served } = wasmLoaded;
+  assert.equal(backend.name, 'wasm');
+  assert.match(backend.info.detail, /SIMD128/);
+  for (const k of ['gemm', 'gemmStrided', 'conv2dForward', 'conv2dBackward', 'sinkhornLog', 'logsumexp', 'unary', 'binary'] as const) {
+    assert.ok(served.includes(k), `${k} runs in wasm`);
+  }
+  for (const k of served) assert.ok(k in KERNEL_TABLE, `${k} is a kernel of the table`);
+  // Kernels not served are the JS kernels themselves.
+  for (const k of Object.keys(KERNEL_TABLE) as (keyof Kernels)[]) {
+    if (!served.includes(k)) assert.equal(backend.kernels[k], js[k], `${k} falls back to js`);
+  }
+});
+
+test('wasm: memory grows for large arguments and results stay right; copies are counted', { skip: wskip }, () => {
+  assert.ok('backend' in wasmLoaded);
+  const rng = new Rng(30);
+  const M = 700, K = 650, Nn = 720; // ~5.6 MB of operands, beyond the module's initial memory
+  const A = randn(M * K, rng), B = randn(K * Nn, rng);
+  const Cw = new Float32Array(M * Nn), Cj = new Float32Array(M * Nn);
+  const before = wasmLoaded.heap.copiedBytes;
+  N_wasm().gemm(false, false, M, Nn, K, 1, A, 0, K, B, 0, Nn, 0, Cw, 0, Nn);
+  js.gemm(false, false, M, Nn, K, 1, A, 0, K, B, 0, Nn, 0, Cj, 0, Nn);
+  close(Cw, Cj, 1e-5, 2e-5 * Math.sqrt(K), 'large gemm');
+  assert.equal(wasmLoaded.heap.copiedBytes - before, 4 * (M * K + K * Nn + M * Nn * 1), 'A, B in and C out (beta = 0: C not copied in)');
+  // A small call after the large one still works (the heap is reset per call).
+  const y = Float32Array.from([1, 2, 3]);
+  N_wasm().axpy(2, Float32Array.from([1, 1, 1]), y);
+  exact(y, [3, 4, 5], 'axpy after growth');
+});
+
+function N_wasm(): Kernels {
+  if (!wk) throw new Error('unreachable: test should have been skipped');
+  return wk;
+}
+
+test('backend choice: native, else wasm, else js, with the reason and a warning; forced choices that cannot load say why', () => {
+  const wasmOk = { backend: { name: 'wasm' } } as unknown as WasmLoad;
+  const nativeOk = { backend: { name: 'native' } } as unknown as NativeLoad;
+  const nativeBad: NativeLoad = { error: 'no addon here' };
+  const wasmBad: WasmLoad = { error: 'no SIMD here' };
+  const never = (): never => { throw new Error('this loader must not be called'); };
+  let c = chooseBackend(undefined, { native: () => nativeOk, wasm: never });
+  assert.equal(c.default.name, 'native');
+  assert.equal(c.warning, null);
+  c = chooseBackend(undefined, { native: () => nativeBad, wasm: () => wasmOk });
+  assert.equal(c.default.name, 'wasm');
+  assert.match(c.reason, /native addon did not load \(no addon here\)/);
+  assert.match(c.warning ?? '', /wasm backend/);
+  c = chooseBackend(undefined, { native: () => nativeBad, wasm: () => wasmBad });
+  assert.equal(c.default.name, 'js');
+  assert.match(c.reason, /no addon here.*no SIMD here/);
+  assert.equal(chooseBackend('js', { native: never, wasm: never }).default.name, 'js');
+  assert.equal(chooseBackend('wasm', { native: never, wasm: () => wasmOk }).default.name, 'wasm');
+  assert.throws(() => chooseBackend('wasm', { native: never, wasm: () => wasmBad }), (e: unknown) => e instanceof InputError && /REBASIN_BACKEND=wasm.*no SIMD here/.test((e as Error).message));
+  assert.throws(() => chooseBackend('native', { native: () => nativeBad, wasm: never }), (e: unknown) => e instanceof InputError && /REBASIN_BACKEND=native.*no addon here/.test((e as Error).message));
 });
