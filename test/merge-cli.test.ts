@@ -214,7 +214,7 @@ test('interpolate --data mnist evaluates the test split by default (--split trai
     const r = await curve(...(split === 'train' ? ['--split', 'train'] : []), '--json');
     assert.equal(r.code, 0, r.stderr);
     const j = JSON.parse(r.stdout);
-    assert.deepEqual(j.data, { name: 'mnist', split, n: 100 });
+    assert.deepEqual(j.data, { name: 'mnist', split, n: 100, bn: null });
     const want = evaluate(model, { params: m0.params }, loadMnist(split, { limit: 100, layout: 'flat' }), { criterion: 'ce' });
     assert.ok(Math.abs(j.curve[0].loss - want.loss) < 1e-6, `${split}: ${j.curve[0].loss} vs ${want.loss}`);
   }

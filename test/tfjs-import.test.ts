@@ -385,7 +385,8 @@ describe('TF.js import: a model of many layer kinds', () => {
     assert.deepEqual(imp.opaque, []);
     assert.deepEqual(validateSpec(conv.spec.spec, recordsToState(conv.tensors), { strict: true }), []);
     // c1 (with the depthwise conv, the residual Add, LN), c2 and pre are permuted; d1 = d2 (joined by
-    // Multiply/Average) is split by the Reshape, the channel Concatenate fixes mix and seq, and the output is fixed.
+    // Multiply/Average) is split by the Reshape; mix and seq, concatenated on the channel axis, are then split by a
+    // Reshape too; the output is fixed.
     assert.deepEqual(Object.keys(conv.spec.spec.perms).sort(), ['P_c1', 'P_c2', 'P_pre']);
     assert.deepEqual(conv.spec.spec.axes['dw.weight'], ['P_c1', null, null, null]);
     assert.deepEqual(conv.spec.spec.axes['ln.weight'], ['P_c1']);
@@ -393,7 +394,7 @@ describe('TF.js import: a model of many layer kinds', () => {
     assert.deepEqual(conv.spec.spec.axes['d2.weight'], [null, 'P_c2']);
     assert.deepEqual(conv.spec.warnings, [
       'node "rs": reshape [6] → [2, 3] splits or reorders the channel axis: the channel groups it touches are left unpermuted',
-      'node "cat": concatenation along the channel axis: the channel groups it touches are left unpermuted',
+      'node "fl2:split": reshape [14] → [7, 2] splits or reorders the channel axis: the channel groups it touches are left unpermuted',
     ]);
     const back = pytorchToTfjsLayout(m, conv.tensors);
     for (const [k, r] of back) assert.deepEqual([...r.data], [...m.tensors.get(k)!.data], k);

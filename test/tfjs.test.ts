@@ -380,12 +380,13 @@ describe('TF.js: layers the inference does not understand', () => {
     layer('Conv2D', { name: 'conv_a', filters: 4, kernel_size: 3, padding: 'same', use_bias: false }, ['in']),
     layer('Conv2D', { name: 'conv_b', filters: 4, kernel_size: 3, padding: 'same', use_bias: false }, ['in']),
   ];
-  test('Concatenate on the channel axis fixes both branches, with a warning', () => {
+  test('Concatenate on the channel axis permutes both branches on their sub-ranges (spec format 2)', () => {
     const r = base([...convs, layer('Concatenate', { name: 'cat', axis: -1 }, ['conv_a', 'conv_b']), layer('Flatten', { name: 'f' }, ['cat']), layer('Dense', { name: 'd', units: 2 }, ['f'])],
       [['d/kernel', [200, 2], new Float32Array(400)], ['d/bias', [2], new Float32Array(2)]]);
-    assert.deepEqual(r.spec.perms, {});
-    assert.equal(r.warnings.length, 1);
-    assert.match(r.warnings[0], /node "cat": concatenation along the channel axis/);
+    assert.deepEqual(r.spec.perms, { P_conv_a: 4, P_conv_b: 4 });
+    assert.deepEqual(r.warnings, []);
+    // The Dense after the (channel-major) flatten reads both branches, each on its sub-range.
+    assert.deepEqual(r.spec.axes['d.weight'][1], { segments: [{ perm: 'P_conv_a', inner: 25 }, { perm: 'P_conv_b', inner: 25 }] });
   });
   test('an unknown layer (Lambda) is opaque and fixes the group; Add unions; Reshape to one axis is a Flatten', () => {
     const r = base([...convs, layer('Add', { name: 'add' }, ['conv_a', 'conv_b']), layer('Lambda', { name: 'lam', function: 'x' }, ['add']), layer('Dense', { name: 'd', units: 2 }, ['lam'])],
