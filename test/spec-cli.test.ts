@@ -130,7 +130,7 @@ describe('rebasin spec infer', () => {
     assert.match(r.stderr, new RegExp(`${cut.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: ModelProto: not a valid ONNX model.*truncated or corrupt`));
     const missing = run('spec', 'infer', join(tmp, 'nope.onnx'));
     assert.equal(missing.code, 3);
-    assert.match(missing.stderr, /nope\.onnx: cannot read \(ENOENT\)/);
+    assert.match(missing.stderr, /nope\.onnx: cannot read \(no such file\)/);
     const missingW = run('spec', 'check', join(tmp, 'resnet.spec.json'), join(tmp, 'nope.safetensors'));
     assert.equal(missingW.code, 3);
     assert.match(missingW.stderr, /nope\.safetensors: cannot read \(no such file\)/);

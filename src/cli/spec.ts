@@ -10,10 +10,10 @@
  *   (envelope, entries, missing tensors, axis lengths; --strict: uncovered tensors); exit 0 when
  *   valid, 3 otherwise.
  */
-import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { EXIT, InputError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { checkOutputs, readText } from '../io/files.js';
 import { loadTensors } from '../io/load-any.js';
 import { inferSpecFromOnnx, readOnnx, type Dim, type InferredGroup, type OnnxNameMapping } from '../io/onnx.js';
 import { readTfjs, tfjsToPytorchLayout } from '../io/tfjs.js';
@@ -65,6 +65,9 @@ export async function specInfer(args: Parsed): Promise<number> {
   const o = args.options;
   const json = o.json === true;
   const ckptPath = o.checkpoint as string | undefined;
+  const output = o.out as string | undefined;
+  // The output policy, before any work: never the model or the checkpoint, never a device.
+  if (output) await checkOutputs([{ path: output, option: '-o' }], [modelPath, ...(ckptPath ? [ckptPath] : [])]);
   const checkpoint = ckptPath ? await loadTensors(ckptPath) : undefined;
   const isTfjs = extname(modelPath).toLowerCase() === '.json';
   let spec: PermutationSpec;
@@ -101,7 +104,6 @@ export async function specInfer(args: Parsed): Promise<number> {
     throw e;
   }
   const problems = checkpoint ? validateSpec(spec, new Map([...checkpoint.tensors].filter(([k]) => !isBatchCounter(k)))) : [];
-  const output = o.out as string | undefined;
   if (problems.length === 0 && output) await writeFileAtomic(output, specToJSON(spec) + '\n');
   const perms = Object.entries(spec.perms).map(([id, size]) => ({ id, size }));
   if (json) {
@@ -141,12 +143,7 @@ export async function specCheck(args: Parsed): Promise<number> {
   if (extra.length) throw new UsageError(`spec check: unexpected argument "${extra[0]}"`);
   const json = args.options.json === true;
   const strict = args.options.strict === true;
-  let text: string;
-  try {
-    text = await readFile(specPath, 'utf8');
-  } catch (e) {
-    throw new InputError(`${specPath}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const text = await readText(specPath);
   const problems: string[] = [];
   let raw: unknown;
   try {
