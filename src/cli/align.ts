@@ -30,7 +30,7 @@ import { applyHard, invertPerms } from '../permutation/apply.js';
 import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
 import { Progress } from '../report/progress.js';
 import { linePlots } from '../report/svg.js';
-import { UsageError, type CommandSpec, type Parsed } from './args.js';
+import { parseDecimal, UsageError, type CommandSpec, type Parsed } from './args.js';
 import { BN_MODES, DEFAULT_SPLIT, SPLITS, type BnChoice } from './eval.js';
 import { checkFits, equivalenceCheck, isNamedDataset, NAMED_DATASETS, parseModelConfig, readDataset, readFitData, readModelFile, resolveSpec, writeModelFile, type EquivalenceReport, type ModelFile } from './model-files.js';
 
@@ -318,7 +318,7 @@ export async function interpolate(args: Parsed): Promise<number> {
   if (args.positionals.length !== 2) throw new UsageError(`interpolate: expects two model files A and B, got ${args.positionals.length}`);
   if (!o.out) throw new UsageError('interpolate: -o/--out DIR is required');
   const alphas = (o.alphas as string[]).map((s) => {
-    const v = Number(s);
+    const v = parseDecimal(s);
     if (!(v >= 0 && v <= 1)) throw new UsageError(`interpolate: --alphas: "${s}" is not a number in [0, 1]`);
     return v;
   });
@@ -416,7 +416,7 @@ function parseMergeWeights(n: number, given: string[] | undefined): number[] | u
   if (!given) return undefined;
   if (given.length !== n) throw new UsageError(`merge: --weights needs ${n} numbers (one per model), got ${given.length}`);
   try {
-    return mergeWeights(n, given.map((v) => (v.trim() === '' ? NaN : Number(v))));
+    return mergeWeights(n, given.map(parseDecimal));
   } catch (e) {
     throw new UsageError(`merge: --weights: ${(e as Error).message}`);
   }
