@@ -176,8 +176,10 @@ describe('rebasin spec check', () => {
     const out = JSON.parse(j.stdout);
     assert.equal(out.valid, false);
     assert.ok(out.problems.length >= expected.length, `${out.problems.length} problems`);
-    // Without --strict the uncovered tensor is not a problem.
-    const ns = JSON.parse(run('spec', 'check', path, `${FIX}vgg_small.safetensors`, '--json').stdout);
+    // Strict is the default (align refuses an uncovered tensor too); with --no-strict it is not a problem.
+    const def = JSON.parse(run('spec', 'check', path, `${FIX}vgg_small.safetensors`, '--json').stdout);
+    assert.ok(def.problems.some((p: string) => p.includes('not covered')));
+    const ns = JSON.parse(run('spec', 'check', path, `${FIX}vgg_small.safetensors`, '--no-strict', '--json').stdout);
     assert.ok(!ns.problems.some((p: string) => p.includes('not covered')));
   });
 

@@ -91,12 +91,14 @@ async function loadModels(cmd: string, paths: string[], o: Parsed['options']): P
   const files = await Promise.all(paths.map((p) => readModelFile(resolve(p), config)));
   const spec = await resolveSpec(o.spec as string | undefined, files[0].model, cmd);
   try {
-    assertValidSpec(spec, files[0].state);
+    // Strict, as \`spec check\` (by default): every tensor must be covered, or applying the permutations fails.
+    assertValidSpec(spec, files[0].state, { strict: true });
   } catch (e) {
-    throw new InputError(`${cmd}: the spec does not match ${files[0].path}: ${(e as Error).message}`);
+    throw new InputError(`${cmd}: the spec does not match ${files[0].path} (\`rebasin spec check\` lists every problem): ${firstLine((e as Error).message)}`);
   }
   for (const f of files.slice(1)) {
     if (files[0].model && f.model && files[0].model.name !== f.model.name) throw new InputError(`${cmd}: ${files[0].path} is ${files[0].model.name} but ${f.path} is ${f.model.name}: the models must share one architecture`);
+    checkSameDefinition(cmd, files[0], f);
     try {
       assertCompatible(files[0].state, f.state);
     } catch (e) {
@@ -105,6 +107,27 @@ async function loadModels(cmd: string, paths: string[], o: Parsed['options']): P
     }
   }
   return { files, spec };
+}
+
+/** The first problem of a multi-line "invalid permutation spec (N problems): - …" message, as one line. */
+function firstLine(message: string): string {
+  const lines = message.split('\n').map((l) => l.trim().replace(/^- /, ''));
+  return lines.length > 1 ? `${lines[1]}${lines.length > 2 ? ` (and ${lines.length - 2} more)` : ''}` : lines[0];
+}
+
+/** JSON with sorted keys, so two equal configs compare equal whatever their key order. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  return JSON.stringify(v);
+}
+
+/** Checkpoints that record a model definition must record the same one (same shapes are not enough: activations, norms differ). */
+function checkSameDefinition(cmd: string, a: ModelFile, b: ModelFile): void {
+  if (!a.model || !b.model) return;
+  const ca = canonical(a.model.config);
+  const cb = canonical(b.model.config);
+  if (ca !== cb) throw new InputError(`${cmd}: ${a.path} and ${b.path} record different model definitions (${ca} vs ${cb}); the models must share one architecture`);
 }
 
 function checkMethodOptions(cmd: string, o: Parsed['options']): MethodName {
@@ -328,6 +351,7 @@ export async function interpolate(args: Parsed): Promise<number> {
   await checkOutputs([...names].map((n) => ({ path: join(dir, n), option: '-o' })), inputFiles(args.positionals, o));
   const config = o['model-config'] ? parseModelConfig(o['model-config'] as string) : undefined;
   const [a, b] = await Promise.all(args.positionals.map((p) => readModelFile(resolve(p), config)));
+  checkSameDefinition('interpolate', a, b);
   assertCompatible(a.state, b.state);
   const model = a.model ?? b.model;
   const dataSpec = o.data as string | undefined;

@@ -7,7 +7,7 @@
  *   is keyed by the checkpoint's names (ONNX initializers mapped by name, node scope or data) and
  *   checked against it before anything is written.
  * check: spec JSON + weights (safetensors, npz, npy, ONNX, TF.js) → every problem at once
- *   (envelope, entries, missing tensors, axis lengths; --strict: uncovered tensors); exit 0 when
+ *   (envelope, entries, missing tensors, axis lengths; uncovered tensors unless --no-strict, as align refuses them); exit 0 when
  *   valid, 3 otherwise.
  */
 import { extname } from 'node:path';
@@ -38,10 +38,10 @@ export const specInferSpec: CommandSpec = {
 export const specCheckSpec: CommandSpec = {
   name: 'spec check',
   summary: 'Check a permutation spec against weights and report every problem.',
-  usage: 'rebasin spec check spec.json weights.safetensors|.npz|.onnx|model.json [--strict] [--json]',
+  usage: 'rebasin spec check spec.json weights.safetensors|.npz|.onnx|model.json [--no-strict] [--json]',
   positionals: ['spec', 'weights'],
   options: {
-    strict: { type: 'boolean', help: 'also report tensors the spec does not cover (BatchNorm num_batches_tracked excepted)' },
+    strict: { type: 'boolean', help: 'report tensors the spec does not cover (BatchNorm num_batches_tracked excepted), as align and merge refuse them; --no-strict for a partial spec', default: true },
     json: { type: 'boolean', help: 'print the result as one JSON object on stdout' },
   },
 };
