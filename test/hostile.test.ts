@@ -215,6 +215,18 @@ const CASES: Case[] = [
     setup: (d) => ['align', A(d), join(d, 'T.safetensors'), '-o', join(d, 'out.safetensors')] },
   { name: 'interpolate A and B with the same shapes but different stored architectures', code: 3, message: /record different model definitions .*"activation":"relu".* vs .*"activation":"tanh"/,
     setup: (d) => ['interpolate', A(d), join(d, 'T.safetensors'), '-o', join(d, 'i')] },
+  { name: 'non-finite --data with --method am', code: 3, message: /nan\.npz: array "x" has NaN at index 5; data must be finite/,
+    setup: (d) => {
+      const x = new Float32Array(32 * 6);
+      x[5] = NaN;
+      writeFileSync(join(d, 'nan.npz'), serializeNpz(new Map([['x', { shape: [32, 6], data: x }], ['y', { shape: [32], data: Float32Array.from({ length: 32 }, (_, i) => i % 3) }]]), { allowNonFinite: true }));
+      return ['align', A(d), B(d), '--method', 'am', '--data', join(d, 'nan.npz'), '-o', join(d, 'out.safetensors')];
+    } },
+  { name: '--data labels outside the model\'s classes', code: 3, message: /labels\.npz: array "y" has label 7 but the model .* has 3 classes/,
+    setup: (d) => {
+      writeFileSync(join(d, 'labels.npz'), serializeNpz(new Map([['x', { shape: [4, 6], data: new Float32Array(24) }], ['y', { shape: [4], data: Float32Array.from([0, 1, 7, 2]) }]])));
+      return ['align', A(d), B(d), '--method', 'am', '--data', join(d, 'labels.npz'), '-o', join(d, 'out.safetensors')];
+    } },
   // --- strict options
   { name: '--steps 0x1', code: 2, message: /--steps expects an integer, got "0x1"/, setup: (d) => ['align', A(d), B(d), '--steps', '0x1', '-o', join(d, 'o.safetensors')] },
   { name: '--tau blank', code: 2, message: /--tau expects a finite decimal number, got " "/, setup: (d) => ['align', A(d), B(d), '--tau', ' ', '-o', join(d, 'o.safetensors')] },

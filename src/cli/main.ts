@@ -93,6 +93,10 @@ process.stdout.on('error', (e: NodeJS.ErrnoException) => {
   removeTempFiles();
   process.exit(process.exitCode ?? EXIT.ok);
 });
+// Progress and messages on a closed stderr (`2>&1 | head`) are dropped; the command carries on.
+process.stderr.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') throw e;
+});
 
 main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },

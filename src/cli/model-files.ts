@@ -15,6 +15,7 @@ import { CHECKPOINT_FORMAT, loadCheckpoint, stateToRecords } from '../io/checkpo
 import { isErrno, readTextSync, unreadable } from '../io/files.js';
 import { loadSpecFile, loadTensors } from '../io/load-any.js';
 import { readNpz } from '../io/npy.js';
+import { firstNonFinite } from '../io/records.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import type { Model, ModelConfig } from '../models/model.js';
 import { createModel } from '../models/registry.js';
@@ -112,6 +113,11 @@ export async function readDataset(spec: string, opts: { dataDir?: string; limit?
   if (y.shape[0] !== n) throw new InputError(`${spec}: x has ${n} samples but y has ${y.shape[0]}`);
   const limit = Math.min(n, opts.limit ?? n);
   const d = x.data.length / Math.max(n, 1);
+  // NaN/Inf in the data would turn every method's statistics and losses into NaN, silently.
+  for (const [name, arr, count] of [['x', x, limit * d], ['y', y, limit * (y.data.length / Math.max(n, 1))]] as const) {
+    const bad = firstNonFinite(arr.data, 0, count);
+    if (bad >= 0) throw new InputError(`${spec}: array "${name}" has ${arr.data[bad]} at index ${bad}; data must be finite`);
+  }
   const classes = y.shape.length === 1 && y.data.every((v) => Number.isInteger(v) && v >= 0);
   const data: Dataset = {
     name: spec,
