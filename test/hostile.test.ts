@@ -227,6 +227,8 @@ const CASES: Case[] = [
       writeFileSync(join(d, 'labels.npz'), serializeNpz(new Map([['x', { shape: [4, 6], data: new Float32Array(24) }], ['y', { shape: [4], data: Float32Array.from([0, 1, 7, 2]) }]])));
       return ['align', A(d), B(d), '--method', 'am', '--data', join(d, 'labels.npz'), '-o', join(d, 'out.safetensors')];
     } },
+  { name: 'an extreme but finite --lr: divergence is named, not an assignment stack', code: 3, message: /the optimisation diverged at step \d+ .*lower lr/,
+    setup: (d) => ['align', A(d), B(d), '--method', 'sinkhorn-l2', '--lr', '1e30', '--steps', '5', '--quiet', '-o', join(d, 'out.safetensors')] },
   // --- strict options
   { name: '--steps 0x1', code: 2, message: /--steps expects an integer, got "0x1"/, setup: (d) => ['align', A(d), B(d), '--steps', '0x1', '-o', join(d, 'o.safetensors')] },
   { name: '--tau blank', code: 2, message: /--tau expects a finite decimal number, got " "/, setup: (d) => ['align', A(d), B(d), '--tau', ' ', '-o', join(d, 'o.safetensors')] },
