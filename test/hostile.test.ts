@@ -229,6 +229,8 @@ const CASES: Case[] = [
     } },
   { name: 'an extreme but finite --lr: divergence is named, not an assignment stack', code: 3, message: /the optimisation diverged at step \d+ .*lower lr/,
     setup: (d) => ['align', A(d), B(d), '--method', 'sinkhorn-l2', '--lr', '1e30', '--steps', '5', '--quiet', '-o', join(d, 'out.safetensors')] },
+  { name: 'interpolate --points 0 (refused before reading anything)', code: 2, message: /--points must be ≥ 2/,
+    setup: (d) => ['interpolate', A(d), B(d), '--data', join(d, 'data.npz'), '--points', '0', '-o', join(d, 'i')] },
   // --- strict options
   { name: '--steps 0x1', code: 2, message: /--steps expects an integer, got "0x1"/, setup: (d) => ['align', A(d), B(d), '--steps', '0x1', '-o', join(d, 'o.safetensors')] },
   { name: '--tau blank', code: 2, message: /--tau expects a finite decimal number, got " "/, setup: (d) => ['align', A(d), B(d), '--tau', ' ', '-o', join(d, 'o.safetensors')] },

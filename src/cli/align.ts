@@ -345,6 +345,7 @@ export async function interpolate(args: Parsed): Promise<number> {
     if (!(v >= 0 && v <= 1)) throw new UsageError(`interpolate: --alphas: "${s}" is not a number in [0, 1]`);
     return v;
   });
+  if (!((o.points as number) >= 2)) throw new UsageError(`interpolate: --points must be ≥ 2 (the curve's endpoints), got ${o.points}`);
   const dir = resolve(o.out as string);
   const names = new Set([...(o['no-files'] ? [] : alphas.map((alpha) => `interp-${alpha.toFixed(3)}.safetensors`)), ...(o.data ? ['curve.svg'] : [])]);
   await checkOutputDir(dir, '-o');
