@@ -20,6 +20,7 @@ import { checkOutputs, openForRead, readWhole } from '../src/io/files.js';
 import { InputError } from '../src/errors.js';
 import { FormatError } from '../src/io/errors.js';
 import { mlp } from '../src/models/index.js';
+import { readDataset } from '../src/cli/model-files.js';
 import { specToJSON } from '../src/permutation/spec.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -380,6 +381,16 @@ describe('the policy as a library', () => {
     assert.ok(statSync(p).size < 100_000);
     await assert.rejects(readNpz(p, { maxInflatedBytes: 1 << 20 }), (e: unknown) => e instanceof FormatError && e instanceof InputError && /nothing was inflated/.test((e as Error).message));
     assert.equal((await readNpz(p, { maxInflatedBytes: 8 << 20 })).get('z')!.shape[0], 1 << 20);
+  });
+
+  test('a --data set of 300 000 labels is read (no Maximum call stack size from spreading it)', async () => {
+    const d = caseDir(2003);
+    const n = 300_000;
+    const p = join(d, 'big.npz');
+    writeFileSync(p, serializeNpz(new Map([['x', { shape: [n, 1], data: new Float32Array(n) }], ['y', { shape: [n], data: Float32Array.from({ length: n }, (_, i) => i % 10) }]])));
+    const data = await readDataset(p, {});
+    assert.equal(data.n, n);
+    assert.equal(data.numClasses, 10);
   });
 
   test('outputs: an existing file keeps its mode, a link to a file is written through, temp files are tracked', async () => {
