@@ -184,7 +184,8 @@ function targetOf(path: string): Target {
   }
   if (st.isDirectory()) throw new InputError(`${path}: is an existing directory; give a file name`);
   if (!st.isFile()) throw new InputError(`${path}: is not a regular file (a device, FIFO or socket); outputs are only written as regular files`);
-  return { path: real, mode: st.mode & 0o7777 };
+  // Permission bits only: set-id bits are not carried over to new content.
+  return { path: real, mode: st.mode & 0o777 };
 }
 
 /**
@@ -226,15 +227,11 @@ export class OutputBatch {
 
   private async removeStaged(): Promise<void> {
     for (const s of this.staged) {
-      if (!liveHas(s.tmp)) continue;
+      if (!live.has(s.tmp)) continue;
       await fsp.rm(s.tmp, { force: true }).catch(() => undefined);
       untrack(s.tmp);
     }
   }
-}
-
-function liveHas(tmp: string): boolean {
-  return live.has(tmp);
 }
 
 /** Runs `fn` with a batch and commits it when `fn` resolves; on any error nothing is written. */
