@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Rng } from '../src/core/random.js';
-import { noGrad } from '../src/core/tensor.js';
+import { noGrad, Tensor } from '../src/core/tensor.js';
 import { InputError } from '../src/errors.js';
 import { runRecovery } from '../src/experiments/recovery.js';
 import { WEIGHT_COST_NAMES, weightCost } from '../src/methods/costs.js';
@@ -163,6 +163,18 @@ test('Sinkhorn re-basin with L1 and cosine costs lowers the hard cost', () => {
     const after = noGrad(() => weightCost('l2', a, r.aligned).item());
     assert.ok(after < before * 0.5, `${cost}: L2 distance ${after} not well below ${before}`);
   }
+});
+
+test('the cosine cost has a finite gradient at an all-zero tensor (no NaN from √0)', () => {
+  const a: Params = new Map([['w', new Tensor(Float32Array.from([1, 2, 3]), [3])]]);
+  const zero = new Tensor(new Float32Array(3), [3], true);
+  const c = weightCost('cosine', a, new Map([['w', zero]]));
+  assert.equal(c.item(), 1); // cos = 0: 1 − 0
+  c.backward();
+  assert.ok(zero.grad && Array.from(zero.grad.data).every(Number.isFinite), `gradient ${zero.grad && Array.from(zero.grad.data)}`);
+  // Away from zero the value is the plain cosine: B = 2·A gives 1 − 1 = 0.
+  const twice = new Tensor(Float32Array.from([2, 4, 6]), [3], true);
+  assert.ok(Math.abs(weightCost('cosine', a, new Map([['w', twice]])).item()) < 1e-6);
 });
 
 test('a custom differentiable cost drives Sinkhorn re-basin', () => {

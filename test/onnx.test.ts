@@ -469,7 +469,7 @@ describe('ONNX reader', () => {
     }
     assert.throws(() => parseOnnx(new Uint8Array(0), 'empty.onnx'), /empty\.onnx: graph: ModelProto has no graph/);
     assert.throws(() => parseOnnx(Buffer.from('{"not": "onnx"}'), 'x.onnx'), FormatError);
-    await assert.rejects(readOnnx(`${FIXTURES}does-not-exist.onnx`), /ENOENT/);
+    await assert.rejects(readOnnx(`${FIXTURES}does-not-exist.onnx`), /does-not-exist\.onnx: cannot read \(no such file\)/);
   });
 });
 

@@ -137,7 +137,7 @@ describe('rebasin spec infer', () => {
     assert.match(r.stderr, new RegExp(`${cut.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: ModelProto: not a valid ONNX model.*truncated or corrupt`));
     const missing = run('spec', 'infer', join(tmp, 'nope.onnx'));
     assert.equal(missing.code, 3);
-    assert.match(missing.stderr, /nope\.onnx: cannot read \(ENOENT\)/);
+    assert.match(missing.stderr, /nope\.onnx: cannot read \(no such file\)/);
     const missingW = run('spec', 'check', join(tmp, 'resnet.spec.json'), join(tmp, 'nope.safetensors'));
     assert.equal(missingW.code, 3);
     assert.match(missingW.stderr, /nope\.safetensors: cannot read \(no such file\)/);
@@ -183,8 +183,10 @@ describe('rebasin spec check', () => {
     const out = JSON.parse(j.stdout);
     assert.equal(out.valid, false);
     assert.ok(out.problems.length >= expected.length, `${out.problems.length} problems`);
-    // Without --strict the uncovered tensor is not a problem.
-    const ns = JSON.parse(run('spec', 'check', path, `${FIX}vgg_small.safetensors`, '--json').stdout);
+    // Strict is the default (align refuses an uncovered tensor too); with --no-strict it is not a problem.
+    const def = JSON.parse(run('spec', 'check', path, `${FIX}vgg_small.safetensors`, '--json').stdout);
+    assert.ok(def.problems.some((p: string) => p.includes('not covered')));
+    const ns = JSON.parse(run('spec', 'check', path, `${FIX}vgg_small.safetensors`, '--no-strict', '--json').stdout);
     assert.ok(!ns.problems.some((p: string) => p.includes('not covered')));
   });
 

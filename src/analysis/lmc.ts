@@ -7,6 +7,7 @@
  * The barrier is measured against the straight line between the endpoint losses, so a path that
  * is flat or convex between the endpoints has barrier ≤ 0.
  */
+import { InputError } from '../errors.js';
 import { noGrad } from '../core/tensor.js';
 import type { Dataset } from '../data/dataset.js';
 import type { Criterion } from '../models/loss.js';
@@ -45,7 +46,7 @@ export interface CurveOptions {
 }
 
 export function lambdas(points: number): number[] {
-  if (!(Number.isInteger(points) && points >= 2)) throw new Error(`LMC: the number of λ points must be an integer ≥ 2, got ${points}`);
+  if (!(Number.isInteger(points) && points >= 2)) throw new InputError(`LMC: the number of λ points must be an integer ≥ 2, got ${points}`);
   return Array.from({ length: points }, (_, i) => i / (points - 1));
 }
 

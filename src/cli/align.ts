@@ -4,14 +4,14 @@
  * atomically; align and merge end with the equivalence check of every permuted model.
  */
 import { existsSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { CustomCost } from '../methods/custom-cost.js';
 import { barrier, hasBatchNorm as stateHasBatchNorm, interpolationCurve, type BnMode } from '../analysis/lmc.js';
 import { noGrad } from '../core/tensor.js';
 import { CheckFailedError, InputError } from '../errors.js';
-import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
+import { ensureDirSync, withOutputBatch, writeFileAtomic } from '../io/atomic.js';
+import { checkOutputDir, checkOutputs, withOpenFile, type OutputPath } from '../io/files.js';
 import { CHECKPOINT_FORMAT } from '../io/checkpoint.js';
 import { applyPermutationsStreaming, safetensorsSource } from '../io/align-lazy.js';
 import { weightMatchingLazy } from '../methods/weight-matching-lazy.js';
@@ -32,7 +32,7 @@ import { applyHard, invertPerms } from '../permutation/apply.js';
 import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
 import { Progress } from '../report/progress.js';
 import { linePlots } from '../report/svg.js';
-import { UsageError, type CommandSpec, type Parsed } from './args.js';
+import { parseDecimal, UsageError, type CommandSpec, type Parsed } from './args.js';
 import { BN_MODES, DEFAULT_SPLIT, SPLITS, type BnChoice } from './eval.js';
 import { checkFits, equivalenceCheck, isNamedDataset, MODEL_DEFINITION_OPTIONS, NAMED_DATASETS, parseModelConfig, readDataset, readFitData, readModels, resolveSpec, writeModelFile, type EquivalenceReport, type ModelFile } from './model-files.js';
 
@@ -99,12 +99,14 @@ async function loadModels(cmd: string, paths: string[], o: Parsed['options']): P
   const { files, definition } = await readModels(paths.map((p) => resolve(p)), o);
   const spec = await resolveSpec(o.spec as string | undefined, files[0].model, cmd, definition?.spec);
   try {
-    assertValidSpec(spec, files[0].state);
+    // Strict, as \`spec check\` (by default): every tensor must be covered, or applying the permutations fails.
+    assertValidSpec(spec, files[0].state, { strict: true });
   } catch (e) {
-    throw new InputError(`${cmd}: the spec does not match ${files[0].path}: ${(e as Error).message}`);
+    throw new InputError(`${cmd}: the spec does not match ${files[0].path} (\`rebasin spec check\` lists every problem): ${firstLine((e as Error).message)}`);
   }
   for (const f of files.slice(1)) {
     if (files[0].model && f.model && files[0].model.name !== f.model.name) throw new InputError(`${cmd}: ${files[0].path} is ${files[0].model.name} but ${f.path} is ${f.model.name}: the models must share one architecture`);
+    checkSameDefinition(cmd, files[0], f);
     try {
       assertCompatible(files[0].state, f.state);
     } catch (e) {
@@ -113,6 +115,27 @@ async function loadModels(cmd: string, paths: string[], o: Parsed['options']): P
     }
   }
   return { files, spec, unrunnable: definition?.unrunnable };
+}
+
+/** The first problem of a multi-line "invalid permutation spec (N problems): - …" message, as one line. */
+function firstLine(message: string): string {
+  const lines = message.split('\n').map((l) => l.trim().replace(/^- /, ''));
+  return lines.length > 1 ? `${lines[1]}${lines.length > 2 ? ` (and ${lines.length - 2} more)` : ''}` : lines[0];
+}
+
+/** JSON with sorted keys, so two equal configs compare equal whatever their key order. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  return JSON.stringify(v);
+}
+
+/** Checkpoints that record a model definition must record the same one (same shapes are not enough: activations, norms differ). */
+function checkSameDefinition(cmd: string, a: ModelFile, b: ModelFile): void {
+  if (!a.model || !b.model) return;
+  const ca = canonical(a.model.config);
+  const cb = canonical(b.model.config);
+  if (ca !== cb) throw new InputError(`${cmd}: ${a.path} and ${b.path} record different model definitions (${ca} vs ${cb}); the models must share one architecture`);
 }
 
 function checkMethodOptions(cmd: string, o: Parsed['options']): MethodName {
@@ -191,11 +214,31 @@ function permsJson(perms: Record<string, Int32Array>): string {
   return JSON.stringify(Object.fromEntries(Object.entries(perms).map(([k, v]) => [k, Array.from(v)]))) + '\n';
 }
 
+/** Every file a checkpoint command reads: the models, --spec, a --model-config file, .npz data. */
+function inputFiles(positionals: string[], o: Parsed['options']): string[] {
+  const files = [...positionals];
+  if (o.spec) files.push(o.spec as string);
+  const config = o['model-config'] as string | undefined;
+  if (config && !config.trim().startsWith('{')) files.push(config);
+  for (const k of ['data', 'eval-data']) if (o[k] && !isNamedDataset(o[k] as string)) files.push(o[k] as string);
+  for (const k of ['onnx', 'cost']) if (o[k]) files.push(o[k] as string);
+  return files;
+}
+
+/** The output policy (io/files.ts) for -o and --perms-out, checked before any work. */
+async function checkCommandOutputs(args: Parsed): Promise<void> {
+  const o = args.options;
+  const outs: OutputPath[] = [{ path: o.out as string, option: '-o' }];
+  if (o['perms-out']) outs.push({ path: o['perms-out'] as string, option: '--perms-out' });
+  await checkOutputs(outs, inputFiles(args.positionals, o));
+}
+
 export async function align(args: Parsed): Promise<number> {
   const o = args.options;
   if (args.positionals.length !== 2) throw new UsageError(`align: expects two model files A and B, got ${args.positionals.length}`);
   if (!o.out) throw new UsageError('align: -o/--out is required');
   const method = checkMethodOptions('align', o);
+  await checkCommandOutputs(args);
   if (o.lazy) return alignLazy(args, method);
   const { files: [a, b], spec, unrunnable } = await loadModels('align', args.positionals, o);
   if (unrunnable && needsData(method)) throw new InputError(`align: --method ${method} runs the model, but ${unrunnable}`);
@@ -203,12 +246,15 @@ export async function align(args: Parsed): Promise<number> {
   const check = equivalenceCheck(a.model ?? b.model, b.state, result.aligned, () => noGrad(() => applyHard(spec, result.aligned, invertPerms(result.perms, spec))), undefined, unrunnable);
   checkOrThrow('align', check, Boolean(o.json));
   const out = resolve(o.out as string);
-  await writeModelFile(out, result.aligned, b.metadata, { rebasin_aligned_to: a.path, rebasin_method: method });
-  if (o['perms-out']) {
-    const p = resolve(o['perms-out'] as string);
-    ensureDirSync(dirname(p));
-    writeFileAtomicSync(p, permsJson(result.perms));
-  }
+  // Both outputs or neither.
+  await withOutputBatch(async (batch) => {
+    await writeModelFile(out, result.aligned, b.metadata, { rebasin_aligned_to: a.path, rebasin_method: method }, batch);
+    if (o['perms-out']) {
+      const p = resolve(o['perms-out'] as string);
+      ensureDirSync(dirname(p));
+      await writeFileAtomic(p, permsJson(result.perms), { batch });
+    }
+  });
   const summary = {
     method, output: out, steps: result.steps, seconds: result.seconds,
     finalCost: result.log.at(-1)?.cost ?? null, hardCost: result.log.at(-1)?.hardCost ?? null,
@@ -262,15 +308,19 @@ async function alignLazy(args: Parsed, method: MethodName): Promise<number> {
       progress.finish(`${result.steps} steps, ${result.seconds.toFixed(1)} s`);
       const out = resolve(o.out as string);
       ensureDirSync(dirname(out));
-      // Structural check only: a functional one would need the whole model in memory.
-      const applied = await applyPermutationsStreaming(spec, bPath, result.perms, out, { ...b.metadata, rebasin_aligned_to: aPath, rebasin_method: method });
-      const check: EquivalenceReport = { kind: 'structural', maxAbsDiff: applied.maxAbsDiff, passed: applied.maxAbsDiff === 0, note: 'lazy mode: checked tensor by tensor that the permutation is exactly invertible (no functional check)' };
-      checkOrThrow('align', check, Boolean(o.json));
-      if (o['perms-out']) {
-        const p = resolve(o['perms-out'] as string);
-        ensureDirSync(dirname(p));
-        writeFileAtomicSync(p, permsJson(result.perms));
-      }
+      // Both outputs or neither.
+      const check = await withOutputBatch(async (batch) => {
+        // Structural check only: a functional one would need the whole model in memory.
+        const applied = await applyPermutationsStreaming(spec, bPath, result.perms, out, { ...b.metadata, rebasin_aligned_to: aPath, rebasin_method: method }, batch);
+        const check: EquivalenceReport = { kind: 'structural', maxAbsDiff: applied.maxAbsDiff, passed: applied.maxAbsDiff === 0, note: 'lazy mode: checked tensor by tensor that the permutation is exactly invertible (no functional check)' };
+        checkOrThrow('align', check, Boolean(o.json));
+        if (o['perms-out']) {
+          const p = resolve(o['perms-out'] as string);
+          ensureDirSync(dirname(p));
+          await writeFileAtomic(p, permsJson(result.perms), { batch });
+        }
+        return check;
+      });
       const summary = {
         method, lazy: true, output: out, steps: result.steps, seconds: result.seconds,
         finalCost: result.log.at(-1)?.cost ?? null, hardCost: null, equivalence: check,
@@ -293,14 +343,11 @@ async function alignLazy(args: Parsed, method: MethodName): Promise<number> {
 
 /** Safetensors by content: a little-endian u64 header size followed by '{'. */
 async function isSafetensors(path: string): Promise<boolean> {
-  const fh = await open(path, 'r');
-  try {
+  return withOpenFile(path, {}, async ({ handle }) => {
     const buf = new Uint8Array(9);
-    const { bytesRead } = await fh.read(buf, 0, 9, 0);
+    const { bytesRead } = await handle.read(buf, 0, 9, 0);
     return bytesRead === 9 && buf[8] === 0x7b;
-  } finally {
-    await fh.close();
-  }
+  });
 }
 
 export const interpolateSpec: CommandSpec = {
@@ -327,12 +374,18 @@ export async function interpolate(args: Parsed): Promise<number> {
   if (args.positionals.length !== 2) throw new UsageError(`interpolate: expects two model files A and B, got ${args.positionals.length}`);
   if (!o.out) throw new UsageError('interpolate: -o/--out DIR is required');
   const alphas = (o.alphas as string[]).map((s) => {
-    const v = Number(s);
+    const v = parseDecimal(s);
     if (!(v >= 0 && v <= 1)) throw new UsageError(`interpolate: --alphas: "${s}" is not a number in [0, 1]`);
     return v;
   });
+  if (!((o.points as number) >= 2)) throw new UsageError(`interpolate: --points must be ≥ 2 (the curve's endpoints), got ${o.points}`);
+  const dir = resolve(o.out as string);
+  const names = new Set([...(o['no-files'] ? [] : alphas.map((alpha) => `interp-${alpha.toFixed(3)}.safetensors`)), ...(o.data ? ['curve.svg'] : [])]);
+  await checkOutputDir(dir, '-o');
+  await checkOutputs([...names].map((n) => ({ path: join(dir, n), option: '-o' })), inputFiles(args.positionals, o));
   const { files: [a, b], definition } = await readModels(args.positionals.map((p) => resolve(p)), o);
   if (definition?.unrunnable && o.data) throw new InputError(`interpolate: evaluating a curve runs the model, but ${definition.unrunnable}`);
+  checkSameDefinition('interpolate', a, b);
   assertCompatible(a.state, b.state);
   const model = a.model ?? b.model;
   const dataSpec = o.data as string | undefined;
@@ -351,27 +404,33 @@ export async function interpolate(args: Parsed): Promise<number> {
   const bnData = bn === 'reestimate' && data && model
     ? split ? await readFitData(dataSpec!, { dataDir: o['data-dir'] as string | undefined, limit: o['data-limit'] as number | undefined, model, split: 'train' }) : data
     : undefined;
-  const dir = resolve(o.out as string);
-  ensureDirSync(dir);
-  const written: string[] = [];
-  if (!o['no-files']) {
-    for (const alpha of alphas) {
-      const p = join(dir, `interp-${alpha.toFixed(3)}.safetensors`);
-      await writeModelFile(p, noGrad(() => lerpState(a.state, b.state, alpha)), a.metadata, { rebasin_interpolation: JSON.stringify({ a: a.path, b: b.path, alpha }) });
-      written.push(p);
-    }
-  }
+  // The curve is computed before anything is written (no temp file is open during the work).
   let curve: ReturnType<typeof interpolationCurve> | null = null;
   if (data && model) {
     const progress = new Progress({ label: 'interpolate', total: o.points as number, quiet: Boolean(o.quiet || o.json) });
     curve = interpolationCurve({ model, a: a.state, b: b.state, data, criterion: data.y instanceof Int32Array ? 'ce' : 'mse', points: o.points as number, onPoint: () => progress.tick(), bn, bnData, bnBatches: BN_REESTIMATE_BATCHES });
     progress.finish();
-    const svg = join(dir, 'curve.svg');
-    const panels = [{ title: 'loss along (1−λ)·A + λ·B', xLabel: 'λ', yLabel: 'loss', series: [{ label: 'loss', x: curve.map((p) => p.lambda), y: curve.map((p) => p.loss) }] }];
-    if (curve.every((p) => p.accuracy !== undefined)) panels.push({ title: 'accuracy', xLabel: 'λ', yLabel: 'accuracy', series: [{ label: 'accuracy', x: curve.map((p) => p.lambda), y: curve.map((p) => p.accuracy!) }] });
-    writeFileAtomicSync(svg, linePlots(panels, { cols: panels.length }));
-    written.push(svg);
   }
+  ensureDirSync(dir);
+  const written: string[] = [];
+  // Every file or none: the models and the curve are committed together.
+  await withOutputBatch(async (batch) => {
+    if (!o['no-files']) {
+      for (const alpha of alphas) {
+        const p = join(dir, `interp-${alpha.toFixed(3)}.safetensors`);
+        await writeModelFile(p, noGrad(() => lerpState(a.state, b.state, alpha)), a.metadata, { rebasin_interpolation: JSON.stringify({ a: a.path, b: b.path, alpha }) }, batch);
+        written.push(p);
+      }
+    }
+    if (curve) {
+      const svg = join(dir, 'curve.svg');
+      const c = curve;
+      const panels = [{ title: 'loss along (1−λ)·A + λ·B', xLabel: 'λ', yLabel: 'loss', series: [{ label: 'loss', x: c.map((p) => p.lambda), y: c.map((p) => p.loss) }] }];
+      if (c.every((p) => p.accuracy !== undefined)) panels.push({ title: 'accuracy', xLabel: 'λ', yLabel: 'accuracy', series: [{ label: 'accuracy', x: c.map((p) => p.lambda), y: c.map((p) => p.accuracy!) }] });
+      await writeFileAtomic(svg, linePlots(panels, { cols: panels.length }), { batch });
+      written.push(svg);
+    }
+  });
   const summary = curve ? barrier(curve) : null;
   const evaluatedOn = data ? { name: dataSpec!, split, n: data.n, bn: withBn ? bn : null } : null;
   if (o.json) process.stdout.write(JSON.stringify({ files: written, data: evaluatedOn, curve, barrier: summary }) + '\n');
@@ -423,7 +482,7 @@ function parseMergeWeights(n: number, given: string[] | undefined): number[] | u
   if (!given) return undefined;
   if (given.length !== n) throw new UsageError(`merge: --weights needs ${n} numbers (one per model), got ${given.length}`);
   try {
-    return mergeWeights(n, given.map((v) => (v.trim() === '' ? NaN : Number(v))));
+    return mergeWeights(n, given.map(parseDecimal));
   } catch (e) {
     throw new UsageError(`merge: --weights: ${(e as Error).message}`);
   }
@@ -442,6 +501,7 @@ export async function merge(args: Parsed): Promise<number> {
   if (!evalSpecName && o.split !== undefined) throw new UsageError('merge: --split applies to --eval-data');
   if (!evalSpecName && o.bn !== undefined) throw new UsageError('merge: --bn applies to --eval-data');
   if (evalSpecName && !isNamedDataset(evalSpecName) && o.split !== undefined) throw new UsageError(`merge: --split applies to ${Object.keys(NAMED_DATASETS).join(' and ')}; ${evalSpecName} is evaluated whole`);
+  await checkCommandOutputs(args);
 
   // Every check on the inputs runs before anything is merged or written.
   const { files, spec } = await loadModels('merge', paths, o);

@@ -113,24 +113,34 @@ function editDistance(a: string, b: string): number {
   return prev[b.length];
 }
 
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+const INTEGER = /^[+-]?\d+$/;
+
+/** A finite decimal number, or NaN for anything else ("0x1", "", "1e999"): for list items that are numbers. */
+export function parseDecimal(value: string): number {
+  const v = Number(value);
+  return DECIMAL.test(value.trim()) && Number.isFinite(v) ? v : NaN;
+}
+
 function convert(cmd: string, key: string, o: OptionSpec, value: string): ParsedValue {
   switch (o.type) {
     case 'string':
       if (o.choices && !o.choices.includes(value)) throw new UsageError(`${cmd}: --${key} must be one of ${o.choices.join(', ')}; got "${value}"`);
       return value;
     case 'number': {
+      // Decimal notation only: Number() would also take "0x1", "0b1", "" and " ".
       const v = Number(value);
-      if (value.trim() === '' || !Number.isFinite(v)) throw new UsageError(`${cmd}: --${key} expects a number, got "${value}"`);
+      if (!DECIMAL.test(value) || !Number.isFinite(v)) throw new UsageError(`${cmd}: --${key} expects a finite decimal number, got "${value}"`);
       return v;
     }
     case 'int': {
       const v = Number(value);
-      if (!Number.isInteger(v)) throw new UsageError(`${cmd}: --${key} expects an integer, got "${value}"`);
+      if (!INTEGER.test(value) || !Number.isSafeInteger(v)) throw new UsageError(`${cmd}: --${key} expects an integer, got "${value}"`);
       return v;
     }
     case 'list': {
-      const items = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-      if (items.length === 0) throw new UsageError(`${cmd}: --${key} expects a comma-separated list, got "${value}"`);
+      const items = value.split(',').map((s) => s.trim());
+      if (items.some((s) => s.length === 0)) throw new UsageError(`${cmd}: --${key} expects a comma-separated list with no empty items, got "${value}"`);
       if (o.choices) {
         for (const it of items) if (!o.choices.includes(it)) throw new UsageError(`${cmd}: --${key}: "${it}" is not one of ${o.choices.join(', ')}`);
       }

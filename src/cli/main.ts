@@ -4,6 +4,7 @@
  * code; errors map to documented exit codes: 2 usage, 3 bad input, 4 a failed check, 1 otherwise.
  */
 import { CheckFailedError, EXIT, InputError } from '../errors.js';
+import { removeTempFiles } from '../io/atomic.js';
 import { formatHelp, parseArgs, UsageError, type CommandSpec, type Parsed } from './args.js';
 import { align, alignSpec, interpolate, interpolateSpec, merge, mergeSpec } from './align.js';
 import { doctor, doctorSpec } from './doctor.js';
@@ -79,7 +80,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`rebasin ${name}: check failed: ${err.message}\n`);
       return EXIT.checkFailed;
     }
-    if (err instanceof InputError || err.name === 'FormatError' || err.name === 'InputError') {
+    if (err instanceof InputError) { // FormatError (a malformed file) is one
       process.stderr.write(`rebasin ${name}: ${err.message}\n`);
       return EXIT.badInput;
     }
@@ -87,6 +88,17 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.internal;
   }
 }
+
+// `rebasin … --json | head`: the reader went away; the outputs are already written, so end quietly.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') throw e;
+  removeTempFiles();
+  process.exit(process.exitCode ?? EXIT.ok);
+});
+// Progress and messages on a closed stderr (`2>&1 | head`) are dropped; the command carries on.
+process.stderr.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') throw e;
+});
 
 main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },

@@ -3,19 +3,21 @@
  * safetensors/npz), the model definition when one is known, the permutation spec, and data sets
  * for the data-driven methods. Every failure is an InputError naming the file or option.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { Rng } from '../core/random.js';
 import { Tensor } from '../core/tensor.js';
 import { loadFashionMnist, loadMnist, sampleSize, targetSize, type Dataset, type SplitName } from '../data/index.js';
 import type { Criterion } from '../models/loss.js';
 import { InputError } from '../errors.js';
-import { ensureDirSync } from '../io/atomic.js';
+import { ensureDirSync, type OutputBatch } from '../io/atomic.js';
 import { CHECKPOINT_FORMAT, loadCheckpoint, stateToRecords } from '../io/checkpoint.js';
-import { loadSpecFile, loadTensors, unreadable } from '../io/load-any.js';
+import { isErrno, readTextSync, unreadable } from '../io/files.js';
+import { loadSpecFile, loadTensors } from '../io/load-any.js';
 import { readNpz } from '../io/npy.js';
 import { readOnnx, type Dim } from '../io/onnx.js';
 import { importOnnx } from '../io/onnx-import.js';
+import { firstNonFinite } from '../io/records.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import type { Model, ModelConfig } from '../models/model.js';
 import { createModel } from '../models/registry.js';
@@ -126,7 +128,7 @@ export async function readModels(paths: string[], o: Parameters<typeof modelDefi
 export function parseModelConfig(value: string): ModelConfig {
   const text = value.trim().startsWith('{') ? value : (() => {
     if (!existsSync(value)) throw new InputError(`--model-config: ${value} is neither JSON nor an existing file`);
-    return readFileSync(value, 'utf8');
+    return readTextSync(value, { what: '--model-config' });
   })();
   try {
     return JSON.parse(text) as ModelConfig;
@@ -164,8 +166,7 @@ export async function readDataset(spec: string, opts: { dataDir?: string; limit?
   try {
     arrays = await readNpz(spec);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw typeof code === 'string' && /^E[A-Z]+$/.test(code) ? unreadable(spec, e) : e;
+    throw isErrno(e) ? unreadable(spec, e) : e;
   }
   const x = arrays.get('x');
   const y = arrays.get('y');
@@ -174,6 +175,11 @@ export async function readDataset(spec: string, opts: { dataDir?: string; limit?
   if (y.shape[0] !== n) throw new InputError(`${spec}: x has ${n} samples but y has ${y.shape[0]}`);
   const limit = Math.min(n, opts.limit ?? n);
   const d = x.data.length / Math.max(n, 1);
+  // NaN/Inf in the data would turn every method's statistics and losses into NaN, silently.
+  for (const [name, arr, count] of [['x', x, limit * d], ['y', y, limit * (y.data.length / Math.max(n, 1))]] as const) {
+    const bad = firstNonFinite(arr.data, 0, count);
+    if (bad >= 0) throw new InputError(`${spec}: array "${name}" has ${arr.data[bad]} at index ${bad}; data must be finite`);
+  }
   const classes = y.shape.length === 1 && y.data.every((v) => Number.isInteger(v) && v >= 0);
   const data: Dataset = {
     name: spec,
@@ -181,7 +187,8 @@ export async function readDataset(spec: string, opts: { dataDir?: string; limit?
     sampleShape: x.shape.slice(1),
     y: classes ? Int32Array.from(y.data.subarray(0, limit)) : y.data.subarray(0, limit * (y.data.length / n)),
     n: limit,
-    ...(classes ? { numClasses: Math.max(...Array.from(y.data.subarray(0, limit))) + 1 } : {}),
+    // A loop, not Math.max(...y): spreading a large set overflows the call stack.
+    ...(classes ? { numClasses: y.data.subarray(0, limit).reduce((m, v) => Math.max(m, v), 0) + 1 } : {}),
   };
   return data;
 }
@@ -248,8 +255,8 @@ export function equivalenceCheck(model: Model | undefined, b: Params, alignedB: 
   return { kind: 'functional', maxAbsDiff: r.maxAbsDiff, maxAbsOutput: r.maxAbsOutput, passed: r.maxAbsDiff <= tol };
 }
 
-/** Writes a state as safetensors (atomically), keeping the source's metadata (e.g. the model config). */
-export async function writeModelFile(path: string, state: Params, metadata: Record<string, string>, extra: Record<string, string> = {}): Promise<void> {
+/** Writes a state as safetensors (atomically; staged in `batch` if given), keeping the source's metadata (e.g. the model config). */
+export async function writeModelFile(path: string, state: Params, metadata: Record<string, string>, extra: Record<string, string> = {}, batch?: OutputBatch): Promise<void> {
   ensureDirSync(dirname(path));
-  await writeSafetensors(path, stateToRecords(state), { dtype: 'F32', metadata: { ...metadata, ...extra } });
+  await writeSafetensors(path, stateToRecords(state), { dtype: 'F32', metadata: { ...metadata, ...extra }, batch });
 }

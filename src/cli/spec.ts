@@ -7,13 +7,13 @@
  *   is keyed by the checkpoint's names (ONNX initializers mapped by name, node scope or data) and
  *   checked against it before anything is written.
  * check: spec JSON + weights (safetensors, npz, npy, ONNX, TF.js) → every problem at once
- *   (envelope, entries, missing tensors, axis lengths; --strict: uncovered tensors); exit 0 when
+ *   (envelope, entries, missing tensors, axis lengths; uncovered tensors unless --no-strict, as align refuses them); exit 0 when
  *   valid, 3 otherwise.
  */
-import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { EXIT, InputError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { checkOutputs, readText } from '../io/files.js';
 import { loadTensors } from '../io/load-any.js';
 import { readOnnx, type Dim } from '../io/onnx.js';
 import { inferSpecFromOnnx } from '../io/onnx-import.js';
@@ -42,10 +42,10 @@ export const specInferSpec: CommandSpec = {
 export const specCheckSpec: CommandSpec = {
   name: 'spec check',
   summary: 'Check a permutation spec against weights and report every problem.',
-  usage: 'rebasin spec check spec.json weights.safetensors|.npz|.onnx|model.json [--strict] [--json]',
+  usage: 'rebasin spec check spec.json weights.safetensors|.npz|.onnx|model.json [--no-strict] [--json]',
   positionals: ['spec', 'weights'],
   options: {
-    strict: { type: 'boolean', help: 'also report tensors the spec does not cover (BatchNorm num_batches_tracked excepted)' },
+    strict: { type: 'boolean', help: 'report tensors the spec does not cover (BatchNorm num_batches_tracked excepted), as align and merge refuse them; --no-strict for a partial spec', default: true },
     json: { type: 'boolean', help: 'print the result as one JSON object on stdout' },
   },
 };
@@ -69,6 +69,9 @@ export async function specInfer(args: Parsed): Promise<number> {
   const o = args.options;
   const json = o.json === true;
   const ckptPath = o.checkpoint as string | undefined;
+  const output = o.out as string | undefined;
+  // The output policy, before any work: never the model or the checkpoint, never a device.
+  if (output) await checkOutputs([{ path: output, option: '-o' }], [modelPath, ...(ckptPath ? [ckptPath] : [])]);
   const checkpoint = ckptPath ? await loadTensors(ckptPath) : undefined;
   const isTfjs = extname(modelPath).toLowerCase() === '.json';
   let spec: PermutationSpec;
@@ -107,7 +110,6 @@ export async function specInfer(args: Parsed): Promise<number> {
     throw e;
   }
   const problems = checkpoint ? validateSpec(spec, new Map([...checkpoint.tensors].filter(([k]) => !isBatchCounter(k)))) : [];
-  const output = o.out as string | undefined;
   if (problems.length === 0 && output) await writeFileAtomic(output, specToJSON(spec) + '\n');
   const perms = Object.entries(spec.perms).map(([id, size]) => ({ id, size }));
   if (json) {
@@ -147,12 +149,7 @@ export async function specCheck(args: Parsed): Promise<number> {
   if (extra.length) throw new UsageError(`spec check: unexpected argument "${extra[0]}"`);
   const json = args.options.json === true;
   const strict = args.options.strict === true;
-  let text: string;
-  try {
-    text = await readFile(specPath, 'utf8');
-  } catch (e) {
-    throw new InputError(`${specPath}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const text = await readText(specPath);
   const problems: string[] = [];
   let raw: unknown;
   try {

@@ -12,6 +12,7 @@ import { polynomialTask } from '../data/polynomial.js';
 import { splitTrainVal, type Dataset } from '../data/dataset.js';
 import { InputError } from '../errors.js';
 import { saveCheckpoint } from '../io/checkpoint.js';
+import { checkOutputs } from '../io/files.js';
 import { createModel, MODEL_PRESETS, modelPreset, type Model, type ModelConfig, type ModelPreset } from '../models/index.js';
 import { evaluate } from '../training/evaluate.js';
 import type { Criterion } from '../models/loss.js';
@@ -184,6 +185,8 @@ const pct = (a: number | undefined) => (a === undefined ? '' : `  acc ${(100 * a
 export async function train(args: Parsed): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError(`train: unexpected argument "${args.positionals[0]}"`);
   const r = resolveOptions(args.options);
+  // The output policy before the training: a directory, device or unwritable folder is refused now.
+  await checkOutputs([{ path: r.output, option: '-o' }], []);
   const quiet = Boolean(args.options.quiet);
   const { all, test, criterion } = loadData(r);
   const split = r.val > 0 ? splitTrainVal(all, r.val, r.splitSeed) : null;

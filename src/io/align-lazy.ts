@@ -9,6 +9,7 @@ import type { TensorSource } from '../methods/weight-matching-lazy.js';
 import { applyHard, invertPerms, type Perms } from '../permutation/apply.js';
 import type { PermutationSpec } from '../permutation/spec.js';
 import { isBatchCounter } from '../state/params.js';
+import type { OutputBatch } from './atomic.js';
 import { openSafetensors, writeSafetensorsStreaming } from './safetensors.js';
 
 export interface SafetensorsSource extends TensorSource {
@@ -53,6 +54,7 @@ export async function applyPermutationsStreaming(
   perms: Perms,
   outPath: string,
   metadata: Record<string, string> = {},
+  batch?: OutputBatch,
 ): Promise<StreamingApplyResult> {
   const src = await safetensorsSource(bPath);
   try {
@@ -71,7 +73,7 @@ export async function applyPermutationsStreaming(
       if (!(diff === 0)) throw new CheckFailedError(`tensor "${name}": undoing the permutation differs from B by ${diff}; nothing was written`);
       maxAbsDiff = Math.max(maxAbsDiff, diff);
       return out.data instanceof Float32Array ? out.data : Float32Array.from(out.data);
-    }, { dtype: 'F32', metadata });
+    }, { dtype: 'F32', metadata, batch });
     return { tensors: entries.length, maxAbsDiff };
   } finally {
     await src.close();

@@ -1,9 +1,12 @@
+import { InputError } from '../errors.js';
+
 /**
  * The one error type every checkpoint parser throws on malformed input, so callers can tell
  * "this file is bad" (FormatError) apart from I/O failures (ENOENT, EACCES: plain Node errors)
- * and programming mistakes (TypeError/RangeError).
+ * and programming mistakes (TypeError/RangeError). A malformed file is the user's input, so it
+ * is an InputError (exit 3 at the CLI).
  */
-export class FormatError extends Error {
+export class FormatError extends InputError {
   override readonly name = 'FormatError';
   /** Path of the offending file, or '<buffer>' when parsing bytes held in memory. */
   readonly file: string;

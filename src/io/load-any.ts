@@ -8,17 +8,19 @@
  *   (io/tfjs-import.ts `tfjsToPytorchLayout`), since specs are in PyTorch layout; `layout: 'native'`
  *   keeps the Keras names and layouts;
  * - `.onnx` → the float initializers under their initializer names (ONNX layouts).
- * Unreadable files (missing, a directory, no permission) are InputError; malformed ones
- * FormatError naming the file.
+ * Every file is opened under the file-access policy (io/files.ts): regular files only, .npy/.npz/
+ * safetensors read piecewise (files over 2 GiB work), ONNX and JSON read whole within their
+ * limits. Unreadable files (missing, a directory, a FIFO or device, no permission) are InputError;
+ * malformed ones FormatError naming the file.
  */
-import { open, readFile } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import { InputError } from '../errors.js';
 import { specFromJSON, type PermutationSpec } from '../permutation/spec.js';
 import type { Params } from '../state/params.js';
 import { recordsToState } from './checkpoint.js';
-import { parseNpy, parseNpz } from './npy.js';
-import { onnxInitializersToState, parseOnnx } from './onnx.js';
+import { isErrno, readText, unreadable, withOpenFile } from './files.js';
+import { readNpy, readNpz } from './npy.js';
+import { onnxInitializersToState, readOnnx } from './onnx.js';
 import { readSafetensors } from './safetensors.js';
 import { readTfjs } from './tfjs.js';
 import { tfjsToPytorchLayout } from './tfjs-import.js';
@@ -63,12 +65,12 @@ const TENSOR_FORMATS = {
     extensions: ['.npz'],
     // A zip starts with "PK".
     sniff: (b) => b[0] === 0x50 && b[1] === 0x4b,
-    read: async (path) => ({ records: parseNpz(await readFile(path), path) }),
+    read: async (path) => ({ records: await readNpz(path) }),
   },
   npy: {
     extensions: ['.npy'],
     sniff: (b) => b[0] === 0x93 && String.fromCharCode(...b.subarray(1, 6)) === 'NUMPY',
-    read: async (path) => ({ records: new Map([[basename(path).replace(/\.npy$/i, ''), parseNpy(await readFile(path), path)]]) }),
+    read: async (path) => ({ records: new Map([[basename(path).replace(/\.npy$/i, ''), await readNpy(path)]]) }),
   },
   tfjs: {
     extensions: ['.json'],
@@ -90,7 +92,7 @@ const TENSOR_FORMATS = {
     // ONNX files start with field 1 (ir_version, varint): tag 0x08.
     sniff: (b) => b[0] === 0x08,
     async read(path) {
-      const m = parseOnnx(await readFile(path), path);
+      const m = await readOnnx(path);
       return {
         records: onnxInitializersToState(m),
         metadata: { ...m.metadata, producer: `${m.producerName} ${m.producerVersion}`.trim() },
@@ -111,22 +113,12 @@ const TENSOR_FORMATS = {
 export type TensorFileFormat = keyof typeof TENSOR_FORMATS;
 const FORMAT_NAMES = Object.keys(TENSOR_FORMATS) as TensorFileFormat[];
 
-/** An InputError naming the file and why it cannot be read (missing, a directory, no permission). */
-export function unreadable(path: string, e: unknown): InputError {
-  const code = (e as NodeJS.ErrnoException).code;
-  const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' ? 'permission denied' : (e as Error).message;
-  return new InputError(`${path}: cannot read (${why})`);
-}
-
 async function head(path: string, n: number): Promise<Uint8Array> {
-  const fh = await open(path, 'r');
-  try {
+  return withOpenFile(path, {}, async ({ handle }) => {
     const b = new Uint8Array(n);
-    const { bytesRead } = await fh.read(b, 0, n, 0);
+    const { bytesRead } = await handle.read(b, 0, n, 0);
     return b.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
+  });
 }
 
 /** The format by extension, else by the first bytes. */
@@ -144,27 +136,20 @@ export async function loadTensors(path: string, opts: LoadTensorsOptions = {}): 
   try {
     format = await detectTensorFormat(path);
   } catch (e) {
-    throw unreadable(path, e);
+    throw isErrno(e) ? unreadable(path, e) : e;
   }
   let read: FormatRead;
   try {
     read = await (TENSOR_FORMATS[format] as TensorFormat).read(path, opts);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (typeof code === 'string' && /^E[A-Z]+$/.test(code) && (e as Error).name !== 'FormatError') throw unreadable(path, e);
-    throw e;
+    throw isErrno(e) ? unreadable(path, e) : e;
   }
   return { path, format, tensors: recordsToState(read.records), metadata: read.metadata ?? {}, notes: read.notes ?? [] };
 }
 
 /** Reads a spec file written by `specToJSON` (or `rebasin spec infer`); InputError naming the file and every problem. */
 export async function loadSpecFile(path: string): Promise<PermutationSpec> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw unreadable(path, e);
-  }
+  const text = await readText(path);
   try {
     return specFromJSON(text);
   } catch (e) {

@@ -20,13 +20,13 @@
  *
  * readNpy/readNpz read through a file handle, one array at a time, rather than loading the file.
  */
-import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { numel } from '../core/tensor.js';
 import { FormatError, describeError } from './errors.js';
 import { type ArrayRecord, type StateDict, checkRecord, firstNonFinite, nonFiniteError } from './records.js';
 import { withAtomicFile } from './atomic.js';
+import { LIMITS, withOpenFile } from './files.js';
 import { float16ArrayToFloat32 } from './safetensors.js';
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -297,13 +297,9 @@ async function runOnFile<T>(gen: ByteReader<T>, fh: FileHandle, fail: Fail): Pro
   return r.value;
 }
 
+/** Opens under the file-access policy (io/files.ts: a regular file, nothing else). */
 async function withFile<T>(path: string, fn: (fh: FileHandle, size: number) => Promise<T>): Promise<T> {
-  const fh = await open(path, 'r');
-  try {
-    return await fn(fh, (await fh.stat()).size);
-  } finally {
-    await fh.close();
-  }
+  return withOpenFile(path, {}, ({ handle, size }) => fn(handle, size));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -675,9 +671,16 @@ function* memberData(entry: ZipEntry, dataStart: number, file: string): ByteRead
 
 const hex = (v: number) => `0x${v.toString(16).padStart(8, '0')}`;
 
-function* npzReader(size: number, file: string): ByteReader<StateDict> {
+export interface NpzReadOptions {
+  /** Largest total declared uncompressed size of the members, checked before any is inflated. */
+  maxInflatedBytes?: number;
+}
+
+function* npzReader(size: number, file: string, opts: NpzReadOptions): ByteReader<StateDict> {
   const members: ZipEntry[] = [];
   const keys = new Set<string>();
+  const maxTotal = opts.maxInflatedBytes ?? LIMITS.inflated;
+  let total = 0;
   for (const entry of yield* centralDirectory(size, file)) {
     if (entry.name.endsWith('/') && entry.usize === 0) continue; // directory entry
     if (!entry.name.endsWith('.npy')) throw new FormatError(file, entry.name, 'is not a .npy file', memberLabel(entry));
@@ -685,6 +688,8 @@ function* npzReader(size: number, file: string): ByteReader<StateDict> {
     if (keys.has(key)) throw new FormatError(file, entry.name, 'appears twice in the archive', memberLabel(entry));
     keys.add(key);
     members.push(entry);
+    total += entry.usize;
+    if (total > maxTotal) throw new FormatError(file, 'archive', `the members' declared uncompressed sizes add up to more than the ${maxTotal}-byte limit (at member ${JSON.stringify(entry.name)}); nothing was inflated`);
   }
   // Every member's header and data must occupy its own bytes. Checked for all members before any
   // data is read: overlapping members are how zip bombs reuse one compressed blob many times.
@@ -710,14 +715,14 @@ function* npzReader(size: number, file: string): ByteReader<StateDict> {
 }
 
 /** Parses an .npz archive held in memory into a StateDict keyed by member name without ".npy". */
-export function parseNpz(bytes: Uint8Array, source = '<buffer>'): StateDict {
-  return runOnBytes(npzReader(bytes.length, source), bytes, plainFail(source));
+export function parseNpz(bytes: Uint8Array, source = '<buffer>', opts: NpzReadOptions = {}): StateDict {
+  return runOnBytes(npzReader(bytes.length, source, opts), bytes, plainFail(source));
 }
 
 /** Reads an .npz archive member by member (the whole file is never held in memory). */
-export async function readNpz(path: string): Promise<StateDict> {
+export async function readNpz(path: string, opts: NpzReadOptions = {}): Promise<StateDict> {
   const fail = plainFail(path);
-  return withFile(path, (fh, size) => runOnFile(npzReader(size, path), fh, fail));
+  return withFile(path, (fh, size) => runOnFile(npzReader(size, path, opts), fh, fail));
 }
 
 // ---------------------------------------------------------------------------------------------

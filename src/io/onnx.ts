@@ -11,7 +11,7 @@
  * Spec inference: `inferSpecFromOnnx(model)` applies the rules of models/graph.ts `deriveSpec`
  * to the ONNX ops (table at `inferSpecFromOnnx`).
  */
-import { readFile } from 'node:fs/promises';
+import { readWhole } from './files.js';
 import { FormatError, describeError } from './errors.js';
 import { float16BitsToFloat32, bfloat16BitsToFloat32 } from './safetensors.js';
 import type { StateDict } from './records.js';
@@ -285,7 +285,8 @@ export function parseOnnx(bytes: Uint8Array, source = '<buffer>'): OnnxModel {
 
 /** Reads and parses an .onnx file (weights must be inside the file). */
 export async function readOnnx(path: string): Promise<OnnxModel> {
-  return parseOnnx(await readFile(path), path);
+  // Through the file-access policy (io/files.ts); a protobuf message cannot exceed 2 GiB anyway.
+  return parseOnnx(await readWhole(path, { tooLarge: 'ONNX files are read whole and protobuf caps them at 2 GiB; larger models keep their weights as external data, which rebasin does not read' }), path);
 }
 
 /** The float initializers as named records (ONNX layouts, e.g. MatMul weights [in, out]). */

@@ -20,12 +20,12 @@
  * The returned StateDict is in file (data offset) order, which for files written here is the
  * original insertion order. Writing supports F32, F16 and BF16.
  */
-import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { numel } from '../core/tensor.js';
 import { FormatError, describeError } from './errors.js';
 import { type ArrayRecord, type StateDict, checkRecord, firstNonFinite, nonFiniteError } from './records.js';
-import { type AtomicWriter, withAtomicFile } from './atomic.js';
+import { type AtomicWriter, type OutputBatch, withAtomicFile } from './atomic.js';
+import { openForRead } from './files.js';
 
 // ---------------------------------------------------------------------------------------------
 // float16 / bfloat16 conversion
@@ -511,9 +511,8 @@ class FileReader implements SafetensorsReader {
 
 /** Opens a safetensors file, validating its header; tensors are read on demand. Call close(). */
 export async function openSafetensors(path: string): Promise<SafetensorsReader> {
-  const fh = await open(path, 'r');
+  const { handle: fh, size } = await openForRead(path);
   try {
-    const size = (await fh.stat()).size;
     const first = new Uint8Array(Math.min(8, size));
     await readFully(fh, first, 0, path, 'header size');
     const n = headerSize(first, size, path);
@@ -546,6 +545,8 @@ export interface SafetensorsWriteOptions {
   metadata?: Record<string, string>;
   /** Write NaN/Inf (and F16 overflow to Inf) instead of refusing. Default false. */
   allowNonFinite?: boolean;
+  /** Stage the file in this batch (committed with the batch's other outputs) instead of renaming it now. */
+  batch?: OutputBatch;
 }
 
 /** Elements converted per chunk: bounds the temporary memory of F16/BF16 output. */
@@ -690,7 +691,7 @@ export async function writeSafetensorsStreaming(
       for (const chunk of encodeTensor(name, shape, data, lay.dtype, opts.allowNonFinite ?? false, path)) await out.write(chunk);
     }
     if (out.bytesWritten !== lay.totalSize) throw new Error(`safetensors: wrote ${out.bytesWritten} bytes, expected ${lay.totalSize}`);
-  });
+  }, { batch: opts.batch });
 }
 
 /** Writes a state dict atomically, tensors in insertion order. */

@@ -9,13 +9,13 @@
  * Errors: malformed JSON/manifest, a missing or truncated shard, or shards whose byte length does
  * not match the manifest throw FormatError naming the file and the weight.
  */
-import { readFile } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, posix, resolve } from 'node:path';
 import { numel } from '../core/tensor.js';
 import { FormatError, describeError } from './errors.js';
 import { float16BitsToFloat32 } from './safetensors.js';
 import { type StateDict } from './records.js';
 import { writeFileAtomic } from './atomic.js';
+import { readText, readWhole, UnreadableFile } from './files.js';
 
 // ============================================================================ model.json
 
@@ -214,6 +214,8 @@ export function parseTfjsModelJson(text: string, source = '<buffer>'): TfjsModel
     const paths = g.paths.map((p, k) => {
       if (typeof p !== 'string' || !p) throw new FormatError(source, `${where}.paths[${k}]`, 'must be a non-empty string');
       if (isAbsolute(p) || /^[a-z][a-z0-9+.-]*:/i.test(p)) throw new FormatError(source, `${where}.paths[${k}]`, `"${p}": only paths relative to model.json are supported`);
+      const norm = posix.normalize(p.replace(/\\/g, '/'));
+      if (norm === '..' || norm.startsWith('../')) throw new FormatError(source, `${where}.paths[${k}]`, `"${p}" climbs out of model.json's folder; shards must be inside it`);
       return p;
     });
     const weights = g.weights.map((w, wi) => parseWeightEntry(source, gi, wi, w));
@@ -296,7 +298,7 @@ export interface TfjsModel {
 
 /** Reads model.json and its shards (paths relative to model.json). */
 export async function readTfjs(modelJsonPath: string): Promise<TfjsModel> {
-  const text = await readFile(modelJsonPath, 'utf8');
+  const text = await readText(modelJsonPath);
   const modelJson = parseTfjsModelJson(text, modelJsonPath);
   const dir = dirname(modelJsonPath);
   const shards: Uint8Array[][] = [];
@@ -306,11 +308,12 @@ export async function readTfjs(modelJsonPath: string): Promise<TfjsModel> {
     const bufs: Uint8Array[] = [];
     for (const f of files) {
       try {
-        bufs.push(await readFile(f));
+        // The file-access policy: a regular file inside model.json's folder (after links).
+        bufs.push(await readWhole(f, { within: { dir, referencedBy: modelJsonPath }, what: 'shard' }));
       } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
         const first = g.weights[0]?.name ?? '(none)';
-        throw new FormatError(f, first, `shard listed in ${modelJsonPath} cannot be read (${code ?? describeError(e)}); it holds weights from "${first}" on`, { label: `weight "${first}"`, cause: e });
+        const why = e instanceof UnreadableFile ? e.reason : describeError(e);
+        throw new FormatError(f, first, `shard listed in ${modelJsonPath} cannot be read (${why}); it holds weights from "${first}" on`, { label: `weight "${first}"`, cause: e });
       }
     }
     shards.push(bufs);

@@ -27,7 +27,9 @@ export const WEIGHT_COSTS = {
     term: (ta, tb) => {
       const dot = F.sum(F.mul(ta, tb));
       const na = Math.max(Math.sqrt(kernels().sumSquares(ta.data)), 1e-8);
-      const nb = F.maximum(F.sqrt(F.sum(F.square(tb))), scalar(1e-8, tb.dtype));
+      // Clamped before the square root: sqrt's derivative at 0 is infinite, and max(√0, ε) would
+      // send 0·∞ = NaN back to an all-zero B tensor. √max(Σb², ε²) has the same value and a finite gradient.
+      const nb = F.sqrt(F.maximum(F.sum(F.square(tb)), scalar(1e-16, tb.dtype)));
       return F.affine(F.div(dot, F.mulScalar(nb, na)), -1, 1);
     },
     meanOver: 'tensors',

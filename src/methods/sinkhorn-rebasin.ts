@@ -105,6 +105,7 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
   const lr = opts.lr ?? d.lr;
   const steps = opts.steps ?? d.steps;
   if (typeof tau === 'number' && (!(tau > 0) || !Number.isFinite(tau))) throw new InputError(`sinkhornRebasin: tau must be > 0, got ${tau}`);
+  if (!(lr > 0 && Number.isFinite(lr))) throw new InputError(`sinkhornRebasin: lr must be a finite number > 0, got ${lr}`);
   if (!(Number.isInteger(iters) && iters >= 1)) throw new Error(`sinkhornRebasin: iters must be an integer ≥ 1, got ${iters}`);
   if (!(Number.isInteger(steps) && steps >= 1)) throw new Error(`sinkhornRebasin: steps must be an integer ≥ 1, got ${steps}`);
   const costFn: RebasinCost = typeof opts.cost === 'string'
@@ -135,9 +136,15 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
     opt.zeroGrad();
     loss.backward();
     opt.step();
+    // A step that leaves NaN/Inf (a huge lr or τ, extreme weights) would fail deep in the assignment.
+    const lossValue = loss.item();
+    const broken = Object.entries(X).find(([, x]) => x.data.some((v) => !Number.isFinite(v)));
+    if (!Number.isFinite(lossValue) || broken) {
+      throw new InputError(`sinkhornRebasin: the optimisation diverged at step ${step} (${broken ? `non-finite entries in the matrix of ${broken[0]}` : `cost ${lossValue}`}); lower lr (${lr}) or check τ and the weights for extreme values`);
+    }
     perms = hardPermutations(X);
     const hard = hardCostFn(noGrad(() => applyHard(spec, b, perms)));
-    const entry: StepLog = { step, cost: loss.item(), hardCost: hard, seconds: (performance.now() - t0) / 1000 };
+    const entry: StepLog = { step, cost: lossValue, hardCost: hard, seconds: (performance.now() - t0) / 1000 };
     log.push(entry);
     done = step;
     if (opts.onStep?.(entry) === true) break;
