@@ -122,7 +122,7 @@ const fmt = (d) => (d === undefined ? '–' : d === 0 ? '0' : d.toExponential(1)
 console.log('| model | export | max abs diff (eval) | (train) | max \\|y\\| | groups | fixed | opaque | unfolded BN | import s | forward s | π(A) vs A |');
 console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
-  const exp = r.export === 'default' ? 'default (BN folded)' : 'BN kept';
+  const exp = r.export === 'bn' ? 'BN kept' : r.unfolded ? 'default (BN folded)' : 'default';
   if (r.error && r.evalDiff === undefined) {
     console.log(`| ${r.model} | ${exp} | fails: ${r.error} | | | ${r.groups ?? '–'} | ${r.fixed ?? '–'} | ${r.opaque?.length ?? '–'} | | | | |`);
     continue;
