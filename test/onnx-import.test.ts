@@ -268,3 +268,62 @@ describe('batch-moving ops the graph cannot follow stay opaque, named', () => {
     assert.deepEqual([...runGraph(imp.graph, new Map(), x, { training: false }).data], [...x.data].map((v) => Math.max(0, v)));
   });
 });
+
+describe('initializers the exporter de-duplicated into Identity aliases', () => {
+  test('each alias is its own tensor under its PyTorch name: the graph runs and each follows its own layer', () => {
+    // torch 1.13 writes `l2.bias = Identity(l1.bias)` when the two are equal (e.g. zero biases).
+    const rng = new Rng(4);
+    const { nodes, op } = graphBuilder();
+    const w1 = new Float32Array(12);
+    const w2 = new Float32Array(16);
+    const b = Float32Array.from([0.5, -1, 2, 0.25]);
+    rng.fillNormal(w1, 0, 1);
+    rng.fillNormal(w2, 0, 1);
+    op('Identity', ['l1.bias'], 'l2.bias');
+    const h = op('Relu', [op('Gemm', ['x', 'l1.weight', 'l1.bias'], 'h0', [int('transB', 1)])], 'h');
+    op('Gemm', [h, 'l2.weight', 'l2.bias'], 'y', [int('transB', 1)]);
+    const imp = importOnnx(model(nodes, [floatTensor('l1.weight', [4, 3], w1), floatTensor('l1.bias', [4], b), floatTensor('l2.weight', [4, 4], w2)], ['batch', 3], 'y'));
+    assert.deepEqual(imp.opaque, []);
+    assert.deepEqual([...imp.tensors.keys()].sort(), ['l1.bias', 'l1.weight', 'l2.bias', 'l2.weight']);
+    const spec = imp.flow.spec;
+    assert.deepEqual(validateSpec(spec, paramsOf(imp), { strict: true }), []);
+    assert.deepEqual(spec.axes['l1.bias'], [spec.axes['l1.weight'][0]]);
+    assert.deepEqual(spec.axes['l2.bias'], [null]); // the output layer's
+    const x = new Tensor(Float32Array.from([1, -2, 0.5, 0.3, 0.1, -1]), [2, 3]);
+    const y = runGraph(imp.graph, paramsOf(imp), x, { training: false });
+    const ref = [0, 1].flatMap((s) => {
+      const hid = [0, 1, 2, 3].map((o) => Math.max(0, b[o] + [0, 1, 2].reduce((acc, i) => acc + w1[o * 3 + i] * x.data[s * 3 + i], 0)));
+      return [0, 1, 2, 3].map((o) => b[o] + hid.reduce((acc, v, i) => acc + w2[o * 4 + i] * v, 0));
+    });
+    assert.ok(maxDiff(y.data, ref) < 1e-5);
+    const yp = runGraph(imp.graph, applyHard(spec, paramsOf(imp), randomPerms(spec, new Rng(2))), x, { training: false });
+    assert.ok(maxDiff(yp.data, y.data) < 1e-5);
+  });
+});
+
+describe('BatchNorm folded by an eval-mode export', () => {
+  test('ε is found exactly (not swamped by large running variances), so training mode is right too', () => {
+    const rng = new Rng(8);
+    const C = 3;
+    const eps = 1e-3; // MobileNetV3's
+    const ck = new Map<string, { shape: number[]; data: Float32Array }>();
+    const put = (name: string, shape: number[], f: (i: number) => number) => ck.set(name, { shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => f(i)) });
+    put('conv.weight', [C, 2, 1, 1], () => rng.normal());
+    put('bn.weight', [C], () => 0.5 + rng.uniform());
+    put('bn.bias', [C], () => rng.normal());
+    put('bn.running_mean', [C], () => rng.normal());
+    put('bn.running_var', [C], () => 50 + 50 * rng.uniform()); // (γ/s)² − σ² in float32: ±1e-5
+    const g = (k: string) => ck.get(k)!.data;
+    const s = Array.from({ length: C }, (_, c) => g('bn.weight')[c] / Math.sqrt(g('bn.running_var')[c] + eps));
+    const folded = Float32Array.from(g('conv.weight'), (w, i) => w * s[Math.floor(i / 2)]);
+    const fbias = Float32Array.from({ length: C }, (_, c) => g('bn.bias')[c] - g('bn.running_mean')[c] * s[c]);
+    const { nodes } = graphBuilder();
+    nodes.push({ name: '/conv/Conv', op_type: 'Conv', input: ['x', 'onnx::Conv_7', 'onnx::Conv_8'], output: ['y'], attribute: [ints('kernel_shape', [1, 1])] });
+    const imp = importOnnx(model(nodes, [floatTensor('onnx::Conv_7', [C, 2, 1, 1], folded), floatTensor('onnx::Conv_8', [C], fbias)], ['batch', 2, 2, 2], 'y'), { checkpoint: ck });
+    assert.equal(imp.unfolded.length, 1);
+    const bn = imp.graph.nodes.find((n) => n.op === 'batchnorm');
+    assert.ok(bn && bn.op === 'batchnorm');
+    assert.equal(bn.eps, eps);
+    assert.equal(bn.weight, 'bn.weight');
+  });
+});
