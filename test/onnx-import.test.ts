@@ -21,6 +21,7 @@ import { encodeModelProto } from '../src/io/onnx-proto.js';
 import { parseOnnx, type OnnxModel } from '../src/io/onnx.js';
 import { importOnnx, type ImportedOnnx } from '../src/io/onnx-import.js';
 import type { Params } from '../src/state/params.js';
+import { gradcheck } from './helpers/gradcheck.js';
 
 type Obj = Record<string, unknown>;
 
@@ -223,6 +224,18 @@ describe('ViT export: class token and MultiheadAttention', () => {
     assert.deepEqual(spec.axes['attn.in_proj_weight'], [p, null]);
     assert.deepEqual(spec.axes['attn.out_proj.weight'], [p, null]);
     assert.deepEqual(spec.axes['head.weight'], [null, p]);
+  });
+
+  test('gradients through the moved batch axis match finite differences (input and attention weights)', () => {
+    const f64 = (t: Tensor, grad = false) => new Tensor(Float64Array.from(t.data), [...t.shape], grad);
+    const base = paramsOf(imp);
+    const names = ['attn.in_proj_weight', 'attn.out_proj.weight', 'class_token'];
+    const x = f64(input(2, rng), true);
+    gradcheck((xi, ...ws) => {
+      const params = new Map([...base].map(([k, v]) => [k, f64(v)]));
+      names.forEach((k, i) => params.set(k, ws[i]));
+      return runGraph(imp.graph, params, xi, { training: false });
+    }, [x, ...names.map((k) => f64(base.get(k)!, true))], { rtol: 1e-4, atol: 1e-6 });
   });
 
   test('permuting by the spec keeps the function', () => {
