@@ -94,7 +94,7 @@ function vitWeights(rng: Rng): Map<string, { dims: number[]; data: Float32Array 
  * LayerNorm and MLP): patch embedding (a Linear), class token, positional embedding,
  * nn.MultiheadAttention (batch_first, fused in_proj), residual, head on token 0.
  */
-function miniVit(weights: ReturnType<typeof vitWeights>): OnnxModel {
+function miniVit(weights: ReturnType<typeof vitWeights>, staticBatch?: number): OnnxModel {
   const { nodes, op, konst, fconst } = graphBuilder();
   const inits = [...weights].map(([name, { dims, data }]) => floatTensor(name, dims, data));
   let h = op('MatMul', ['x', 'emb.weight'], 'h0');
@@ -117,15 +117,16 @@ function miniVit(weights: ReturnType<typeof vitWeights>): OnnxModel {
   const qkv = op('Add', ['attn.in_proj_bias', op('MatMul', [t, 'attn.in_proj_weight'], 'qkv0')], 'qkv');
   konst('last', [1], [-1]);
   const part = (i: number) => op('Slice', [qkv, konst(`st${i}`, [1], [i * E]), konst(`en${i}`, [1], [(i + 1) * E]), 'last'], `p${i}`);
-  // [T+1, B·H, d]: the batch·heads dim as the exporter computes it (n·H), here -1.
-  const heads = konst('heads', [3], [T + 1, -1, D]);
+  // [T+1, B·H, d]: the batch·heads dim as the exporter computes it (n·H), here -1 (or B·H
+  // itself when the export has a static batch).
+  const heads = konst('heads', [3], [T + 1, staticBatch ? staticBatch * H : -1, D]);
   const q = op('Transpose', [op('Reshape', [part(0), heads], 'q0')], 'q1', [ints('perm', [1, 0, 2])]);
   const k = op('Transpose', [op('Reshape', [part(1), heads], 'k0')], 'k1', [ints('perm', [1, 2, 0])]);
   const v = op('Transpose', [op('Reshape', [part(2), heads], 'v0')], 'v1', [ints('perm', [1, 0, 2])]);
   fconst('scale', Math.sqrt(D));
   const att = op('Softmax', [op('MatMul', [op('Div', [q, 'scale'], 'qs'), k], 'qk')], 'att', [int('axis', -1)]);
   const o = op('Transpose', [op('MatMul', [att, v], 'o0')], 'o1', [ints('perm', [1, 0, 2])]);
-  const flat = op('Reshape', [o, konst('tbE', [2], [-1, E])], 'o2');
+  const flat = op('Reshape', [o, konst('tbE', [2], [staticBatch ? staticBatch * (T + 1) : -1, E])], 'o2');
   const proj = op('Gemm', [flat, 'attn.out_proj.weight', 'attn.out_proj.bias'], 'o3', [int('transB', 1)]);
   // view(T+1, n, E) with n read from the shape, then transpose back to batch first.
   const tnE = op('Concat', [konst('tok', [1], [T + 1]), n1, konst('wid', [1], [E])], 'tnE', [int('axis', 0)]);
@@ -133,7 +134,7 @@ function miniVit(weights: ReturnType<typeof vitWeights>): OnnxModel {
   const y = op('Add', [back, z], 'y');
   const c0 = op('Gather', [y, 'zero'], 'c0', [int('axis', 1)]);
   op('Gemm', [c0, 'head.weight', 'head.bias'], 'out', [int('transB', 1)]);
-  return model(nodes, inits, ['batch', T, IN], 'out');
+  return model(nodes, inits, [staticBatch ?? 'batch', T, IN], 'out');
 }
 
 /** The mini ViT computed directly (float64 loops). */
@@ -203,6 +204,14 @@ describe('ViT export: class token and MultiheadAttention', () => {
       const d = maxDiff(y.data, miniVitRef(w, x.data as Float32Array, B));
       assert.ok(d < 1e-5, `batch ${B}: max abs diff ${d}`);
     }
+  });
+
+  test('exported with a static batch size (B·H and T·B known numbers) it imports and runs the same', () => {
+    const fixed = importOnnx(miniVit(w, 2));
+    assert.deepEqual(fixed.opaque, []);
+    const x = input(2, rng);
+    const d = maxDiff(runGraph(fixed.graph, paramsOf(fixed), x, { training: false }).data, miniVitRef(w, x.data as Float32Array, 2));
+    assert.ok(d < 1e-5, `max abs diff ${d}`);
   });
 
   test('the class token is a broadcast of the parameter; the batch moves only inside attention', () => {

@@ -660,8 +660,9 @@ const Reshape: OpRule = (n, c) => {
  * The layout after reshaping a value whose batch axis may move to `target` (ONNX dims; -1 or
  * unknown: at most one, the rest of the factors): each target dim takes whole factors from the
  * left (before the unknown) or the right (after it), splitting a factor where a dim divides it;
- * the batch is taken alone where the target names it, or inside the unknown dim. Null: the
- * reshape cannot be followed (the batch would be split or merged with a known size).
+ * the batch is taken alone where the target names it, or inside the unknown dim, or (a static
+ * batch size) whole inside a known dim. Null: the reshape cannot be followed (the batch would be
+ * split, or merged with a known size while the batch size is not known).
  */
 function reshapeLayout(l: Layout, target: Dim[]): Layout | null {
   const f = [...l.factors];
@@ -685,8 +686,9 @@ function reshapeLayout(l: Layout, target: Dim[]): Layout | null {
     let cnt = 0;
     while (prod !== d) {
       const x = f[p];
-      if (p >= f.length || p === batch || typeof x !== 'number' || x === 0) return null;
+      if (p >= f.length || typeof x !== 'number' || x === 0) return null;
       if (d % (prod * x) === 0) prod *= x;
+      else if (p === batch) return null;
       else {
         const need = d / prod;
         if (!Number.isInteger(need) || x % need !== 0) return null;
@@ -722,8 +724,9 @@ function reshapeLayout(l: Layout, target: Dim[]): Layout | null {
     let cnt = 0;
     while (prod !== d) {
       const x = f[q - 1];
-      if (q - 1 < p || q - 1 === batch || typeof x !== 'number' || x === 0) return null;
+      if (q - 1 < p || typeof x !== 'number' || x === 0) return null;
       if (d % (prod * x) === 0) prod *= x;
+      else if (q - 1 === batch) return null;
       else {
         const need = d / prod;
         if (!Number.isInteger(need) || x % need !== 0) return null;
