@@ -278,6 +278,13 @@ describe('batch-moving ops the graph cannot follow stay opaque, named', () => {
     assert.match(imp.opaque.map((o) => o.reason).join(), /expands axes other than the batch/);
   });
 
+  test('an output whose batch axis is not first is refused, named', () => {
+    const { nodes, op } = graphBuilder();
+    op('Transpose', ['x'], 'y', [ints('perm', [1, 0, 2])]);
+    const imp = importOnnx(model(nodes, [], ['batch', 2, 3], 'y'));
+    assert.deepEqual(imp.opaque.map((o) => [o.node, o.reason]), [['y', 'output "y" has its batch axis at position 1']]);
+  });
+
   test('the batch moved and moved back around an element-wise op runs', () => {
     // [B, 2, 3] → [2, B, 3] → relu → [B, 2, 3]: no graph node for either transpose.
     const { nodes, op } = graphBuilder();

@@ -1332,7 +1332,16 @@ export function importOnnx(model: OnnxModel, opts: OnnxImportOptions = {}): Impo
   }
   for (const o of model.outputs) {
     const v = c.vals.get(o.name);
-    if (v?.batched && v.node) c.emit({ op: 'output', id: c.id(`${o.name}:output`), input: v.node });
+    if (!v?.batched || !v.node) continue;
+    let input = v.node;
+    if (v.lay) {
+      // The graph's outputs are batch first: one whose batch axis stayed elsewhere cannot be given.
+      const l = v.lay;
+      const reason = `output "${o.name}" has its batch axis at position ${axisFactors(l).findIndex((fs) => fs.includes(l.batch))}`;
+      c.opaque.push({ node: o.name, opType: 'output', reason });
+      input = c.emit({ op: 'opaque', id: c.id(`${o.name}:moved`), inputs: [v.node], opType: 'output', reason, shape: physShape(l).map((d) => (typeof d === 'number' ? d : Number.NaN)) });
+    }
+    c.emit({ op: 'output', id: c.id(`${o.name}:output`), input });
   }
   // Float initializers no node uses as a parameter are still part of the model's state.
   const used = new Set(c.uses.map((u) => u.init));
