@@ -77,7 +77,43 @@ interface Val {
   init?: { name: string; alias: string };
   /** Known small values (integer shape arithmetic, small float constants). */
   konst?: Konst;
+  /** Where the batch axis went when the ONNX graph moved it (absent: first, as in the graph). */
+  lay?: Layout;
 }
+
+/**
+ * A batched value whose ONNX layout moved the batch axis (MultiheadAttention's [T, B, E] and
+ * [B·H, T, d]): the value's axes are runs of `factors` (row-major, the batch one of them, at
+ * `batch`; `groups[i]` factors make axis i). The graph node holds the same numbers with the batch
+ * first and the other factors in order, so its per-sample shape is the factors without the batch.
+ * Reshapes and transposes that move the batch are then per-sample reshapes and transposes.
+ */
+interface Layout {
+  factors: Dim[];
+  batch: number;
+  groups: number[];
+}
+
+const canonical = (shape: Dim[]): Layout => ({ factors: [...shape], batch: 0, groups: shape.map(() => 1) });
+const layoutOf = (v: Val & { shape: Dim[] }): Layout => v.lay ?? canonical(v.shape);
+/** The factor indices of each axis. */
+function axisFactors(l: Layout): number[][] {
+  let k = 0;
+  return l.groups.map((g) => Array.from({ length: g }, () => k++));
+}
+/** The graph node's per-sample axis of a factor other than the batch. */
+const physIndex = (l: Layout, f: number) => (f < l.batch ? f : f - 1);
+const physShape = (l: Layout) => l.factors.filter((_, i) => i !== l.batch);
+/** The ONNX shape: an axis of several factors with the batch among them is unknown. */
+function logicalShape(l: Layout): Dim[] {
+  return axisFactors(l).map((fs) => (fs.length === 1 ? l.factors[fs[0]] : fs.includes(l.batch) ? null : prodDims(fs.map((f) => l.factors[f]))));
+}
+/** The graph node's per-sample axis of axis `a` when it is one factor and not the batch, else null. */
+function plainAxis(l: Layout, a: number): number | null {
+  const fs = axisFactors(l)[a];
+  return fs && fs.length === 1 && fs[0] !== l.batch ? physIndex(l, fs[0]) : null;
+}
+const sameLayout = (a: Layout, b: Layout) => a.batch === b.batch && a.groups.join() === b.groups.join() && a.factors.length === b.factors.length && a.factors.every((d, i) => same(d, b.factors[i]));
 
 const prodDims = (ds: readonly Dim[]): number | null => {
   let p = 1;
@@ -129,13 +165,23 @@ class Importer {
     return v;
   }
 
-  /** A batched input with a known rank. */
+  /** A batched input with a known rank and the batch axis first. */
   act(name: string | undefined): Val & { shape: Dim[]; node: string } {
+    const v = this.any(name);
+    if (v.lay) throw new Unsupported(`the batch axis of "${name}" is not its first axis (shape [${v.shape.map((d) => d ?? '?').join(', ')}])`);
+    return v;
+  }
+
+  /** A batched input with a known rank, the batch axis anywhere (see Layout). */
+  any(name: string | undefined): Val & { shape: Dim[]; node: string } {
     const v = this.get(name);
     if (!v.batched) throw new Unsupported(`input "${name}" is computed from constants only`);
     if (!v.shape) throw new Unsupported(`the rank of "${name}" is unknown`);
     return v as Val & { shape: Dim[]; node: string };
   }
+
+  /** The network input's batch dimension and graph node (what Expand to the batch copies along). */
+  batch: { dim: Dim; node: string } | null = null;
 
   set(node: OnnxNode, i: number, v: Val): void {
     const name = node.outputs[i];
@@ -159,10 +205,10 @@ class Importer {
   }
 
   /** Emits a node computing output 0 of `node` from batched inputs and records the value. */
-  out(node: OnnxNode, fields: DistributiveOmit<GraphNode, 'id'>, shape: Dim[] | null, id?: string): string {
+  out(node: OnnxNode, fields: DistributiveOmit<GraphNode, 'id'>, shape: Dim[] | null, id?: string, lay?: Layout): string {
     const nid = this.id(id ?? nodeId(node));
     this.emit({ ...fields, id: nid } as GraphNode);
-    this.set(node, 0, { shape, batched: true, node: nid });
+    this.set(node, 0, lay ? { shape, batched: true, node: nid, lay } : { shape, batched: true, node: nid });
     return nid;
   }
 
@@ -269,7 +315,7 @@ const unary = (fn: UnaryFn, params?: (n: OnnxNode, c: Importer) => { alpha?: num
   const x = c.get(n.inputs[0]);
   if (!x.batched) throw new Unsupported('computes on constants only');
   const p = params?.(n, c) ?? {};
-  c.out(n, { op: 'unary', input: x.node!, fn, ...p }, x.shape);
+  c.out(n, { op: 'unary', input: x.node!, fn, ...p }, x.shape, undefined, x.lay);
 };
 
 const scalarInput = (n: OnnxNode, c: Importer, i: number): number | undefined => {
@@ -327,12 +373,36 @@ const binary = (fn: BinaryFn): OpRule => (n, c) => {
     const t = c.init(bias.init.name);
     if (prev?.op === 'linear' && prev.id === act.node && !prev.bias && t.dims.length === 1 && t.dims[0] === prev.outFeatures && c.readers.get(actName) === 1) {
       prev.bias = c.use(bias.init, 'bias', n);
-      return c.set(n, 0, { shape, batched: true, node: prev.id });
+      return c.set(n, 0, act.lay ? { shape, batched: true, node: prev.id, lay: act.lay } : { shape, batched: true, node: prev.id });
     }
   }
+  if (a.lay || b.lay) return laidOutBinary(n, c, fn, a, b, shape);
   const ids = [a, b].map((v) => c.valueNode(v, n, rank + 1, fn === 'prelu' ? 'weight' : 'other')) as [string, string];
   c.out(n, { op: 'binary', inputs: ids, fn }, shape);
 };
+
+/**
+ * An element-wise op on a value whose batch axis moved (see Layout): with a value of the same
+ * layout, or with a constant that is a scalar or lies along a last axis the graph node has last.
+ */
+function laidOutBinary(n: OnnxNode, c: Importer, fn: BinaryFn, a: Val, b: Val, shape: Dim[]): void {
+  if (a.batched && b.batched) {
+    const [la, lb] = [layoutOf(a as Val & { shape: Dim[] }), layoutOf(b as Val & { shape: Dim[] })];
+    if (!sameLayout(la, lb)) throw new Unsupported('operands whose batch axes are in different places');
+    return void c.out(n, fn === 'add' ? { op: 'add', inputs: [a.node!, b.node!] } : { op: 'binary', inputs: [a.node!, b.node!], fn }, shape, undefined, la);
+  }
+  const [act, k] = a.batched ? [a, b] : [b, a];
+  const l = act.lay!;
+  const ks = k.shape;
+  if (!ks) throw new Unsupported('operand rank unknown');
+  const rank = l.groups.length;
+  const lastPlain = plainAxis(l, rank - 1) === physShape(l).length - 1;
+  if (ks.slice(0, -1).some((d) => d !== 1) || (ks.length > rank) || (ks.length > 0 && ks[ks.length - 1] !== 1 && !lastPlain)) {
+    throw new Unsupported('a constant operand along axes the batch axis moved between');
+  }
+  const kid = c.valueNode({ ...k, shape: ks.length ? [ks[ks.length - 1]] : [] }, n, physShape(l).length + 1);
+  c.out(n, { op: 'binary', inputs: a.batched ? [act.node!, kid] : [kid, act.node!], fn }, shape, undefined, l);
+}
 
 function variadic(fn: BinaryFn): OpRule {
   return (n, c) => {
@@ -425,15 +495,24 @@ function linear(n: OnnxNode, c: Importer, x: Val & { shape: Dim[]; node: string 
   const [inF, outF] = transB ? [dims[1], dims[0]] : dims;
   const last = x.shape[x.shape.length - 1];
   if (typeof last === 'number' && last !== inF) throw new Unsupported(`input [.., ${last}] does not fit B [${dims.join(', ')}]`);
+  let input = x.node;
+  let lay: Layout | undefined;
+  if (x.lay) {
+    // The batch axis moved (attention's [T·B, E]): the product runs on the graph node's last
+    // axis, which must be the value's last axis (several factors of it are merged first).
+    ({ node: input, lay } = mergeLastAxis(n, c, x.node, x.lay));
+    lay = { ...lay, factors: [...lay.factors.slice(0, -1), outF] };
+  }
   const id = c.id(moduleLabel(n, bInit.name), true);
   const shape = [...x.shape.slice(0, -1), outF];
   const node: NodeOf<'linear'> = {
-    op: 'linear', id, input: x.node, weight: c.use(bInit, 'weight', n, !transB), bias: null, inFeatures: inF, outFeatures: outF,
+    op: 'linear', id, input, weight: c.use(bInit, 'weight', n, !transB), bias: null, inFeatures: inF, outFeatures: outF,
     ...(transB ? {} : { weightLayout: 'in-out' as const }),
   };
   c.emit(node);
-  c.set(n, 0, { shape, batched: true, node: id });
+  c.set(n, 0, lay ? { shape, batched: true, node: id, lay } : { shape, batched: true, node: id });
   if (!bias) return;
+  if (lay && !(bias.init && c.init(bias.init.name).dims.join() === String(outF))) throw new Unsupported('a broadcast C where the batch axis moved');
   const bt = bias.init ? c.init(bias.init.name) : null;
   if (bt && bt.dims.length === 1 && bt.dims[0] === outF) node.bias = c.use(bias.init!, 'bias', n);
   else {
@@ -443,10 +522,22 @@ function linear(n: OnnxNode, c: Importer, x: Val & { shape: Dim[]; node: string 
   }
 }
 
+/** Merges the factors of a laid-out value's last axis into the graph node's last axis. */
+function mergeLastAxis(n: OnnxNode, c: Importer, node: string, l: Layout): { node: string; lay: Layout } {
+  const fs = axisFactors(l)[l.groups.length - 1];
+  if (fs.includes(l.batch)) throw new Unsupported('a product along an axis that holds the batch');
+  if (fs.length === 1) return { node, lay: l };
+  const merged = prodDims(fs.map((f) => l.factors[f]));
+  const lay: Layout = { factors: [...l.factors.slice(0, fs[0]), merged], batch: l.batch, groups: [...l.groups.slice(0, -1), 1] };
+  const shape = physShape(lay);
+  if (merged === null || shape.some((d) => typeof d !== 'number')) throw new Unsupported('reshape with unknown sizes');
+  return { node: c.emit({ op: 'reshape', id: c.id(`${nodeId(n)}:merge`), input: node, shape: shape as number[] }), lay };
+}
+
 const Gemm: OpRule = (n, c) => {
   if (c.attrI(n, 'transA', 0) !== 0) throw new Unsupported('transA=1 (transposed input)');
   if (c.attrF(n, 'alpha', 1) !== 1 || c.attrF(n, 'beta', 1) !== 1) throw new Unsupported('alpha/beta other than 1');
-  const x = c.act(n.inputs[0]);
+  const x = c.any(n.inputs[0]);
   const b = c.get(n.inputs[1]);
   if (!b.init || b.batched) throw new Unsupported('B is not an initializer');
   linear(n, c, x, b.init, c.attrI(n, 'transB', 0) !== 0, n.inputs[2] ? c.get(n.inputs[2]) : null);
@@ -455,7 +546,22 @@ const Gemm: OpRule = (n, c) => {
 const MatMul: OpRule = (n, c) => {
   const a = c.get(n.inputs[0]);
   const b = c.get(n.inputs[1]);
-  if (a.batched && b.init && !b.batched) return linear(n, c, c.act(n.inputs[0]), b.init, false, null);
+  if (a.batched && b.init && !b.batched) return linear(n, c, c.any(n.inputs[0]), b.init, false, null);
+  if (a.batched && b.batched && (a.lay || b.lay)) {
+    // Attention with heads folded into the batch ([B·H, T, d] @ [B·H, d, T]): both operands
+    // must hold the batch the same way, and their last two axes be plain axes of the node.
+    const [la, lb] = [layoutOf(c.any(n.inputs[0])), layoutOf(c.any(n.inputs[1]))];
+    const r = la.groups.length;
+    const lead = (l: Layout) => ({ factors: l.factors.slice(0, l.factors.length - 2), batch: l.batch, groups: l.groups.slice(0, -2) });
+    if (r !== lb.groups.length || r < 2 || [la, lb].some((l) => plainAxis(l, r - 1) === null || plainAxis(l, r - 2) === null) || !sameLayout(lead(la), lead(lb))) {
+      throw new Unsupported('a product of activations whose batch axes are in different places');
+    }
+    const [m, k] = la.factors.slice(-2);
+    const [k2, p] = lb.factors.slice(-2);
+    if (!same(k, k2) && k !== null && k2 !== null) throw new Unsupported(`product of [.., ${m}, ${k}] and [.., ${k2}, ${p}]`);
+    const lay: Layout = { factors: [...la.factors.slice(0, -2), m, p], batch: la.batch, groups: la.groups };
+    return void c.out(n, { op: 'matmul', inputs: [a.node!, b.node!] }, logicalShape(lay), undefined, lay);
+  }
   if (a.batched && b.batched) {
     const as = a.shape!;
     const bs = b.shape!;
@@ -524,19 +630,26 @@ const Reshape: OpRule = (n, c) => {
   const x = c.get(n.inputs[0]);
   const t = konstOf(c, n.inputs[1]);
   if (!x.batched) {
-    if (x.konst && t) return c.set(n, 0, { shape: t.values.map((d) => (typeof d === 'number' && d >= 0 ? d : null)), batched: false, konst: { dims: t.values.map((d) => (typeof d === 'number' ? d : 1)), values: x.konst.values } });
+    if (x.konst && t && t.values.every((d) => typeof d === 'number')) {
+      // Known values: the dims with 0 copied and -1 resolved (e.g. [B, -1, -1] → [-1] in ViT's Expand shape).
+      const dims = (t.values as number[]).map((d, i) => (d === 0 ? x.konst!.dims[i] ?? 1 : d));
+      const rest = dims.filter((d) => d !== -1).reduce((p, q) => p * q, 1);
+      const full = dims.map((d) => (d === -1 && rest > 0 ? x.konst!.values.length / rest : d));
+      if (full.every((d) => Number.isInteger(d) && d >= 0)) return c.set(n, 0, { shape: full, batched: false, konst: { dims: full, values: x.konst.values } });
+    }
     return c.set(n, 0, { shape: t ? t.values.map((d) => (typeof d === 'number' && d >= 0 ? d : null)) : null, batched: false });
   }
-  const a = c.act(n.inputs[0]);
+  const a = c.any(n.inputs[0]);
   if (!t) throw new Unsupported('the target shape is not a constant');
   const allowZero = c.attrI(n, 'allowzero', 0) === 1;
   const out: Dim[] = t.values.map((d, i) => (d === 0 && !allowZero ? a.shape[i] ?? null : d));
+  if (a.lay) return reshapeLaidOut(n, c, a, out);
   // The batch axis must stay first: the batch symbol, or -1 with every other size known.
   if (out[0] === -1 && out.slice(1).every((d) => typeof d === 'number' && d > 0)) {
     const per = prodDims(a.shape.slice(1));
     if (per !== null && per === prodDims(out.slice(1))) out[0] = a.shape[0];
   }
-  if (!same(out[0], a.shape[0])) throw new Unsupported(`reshape [${a.shape.join(', ')}] → [${t.values.join(', ')}] moves the batch axis`);
+  if (!same(out[0], a.shape[0])) return reshapeLaidOut(n, c, a, out);
   const minus = out.indexOf(-1);
   if (minus > 0) {
     const rest = prodDims(a.shape.slice(1));
@@ -546,6 +659,128 @@ const Reshape: OpRule = (n, c) => {
   }
   reshapeTo(n, c, a, out);
 };
+
+/**
+ * The layout after reshaping a value whose batch axis may move to `target` (ONNX dims; -1 or
+ * unknown: at most one, the rest of the factors): each target dim takes whole factors from the
+ * left (before the unknown) or the right (after it), splitting a factor where a dim divides it;
+ * the batch is taken alone where the target names it, or inside the unknown dim, or (a static
+ * batch size) whole inside a known dim. Null: the reshape cannot be followed (the batch would be
+ * split, or merged with a known size while the batch size is not known).
+ */
+function reshapeLayout(l: Layout, target: Dim[]): Layout | null {
+  const f = [...l.factors];
+  let batch = l.batch;
+  const bdim = l.factors[l.batch];
+  const known = (d: Dim): d is number => typeof d === 'number' && d >= 1;
+  const isBatch = (d: Dim) => d !== null && d === bdim;
+  // From the left.
+  const left: number[] = [];
+  let p = 0;
+  let j = 0;
+  for (; j < target.length; j++) {
+    const d = target[j];
+    if ((p === batch && isBatch(d)) || (d === 1 && p < f.length && p !== batch && f[p] === 1)) {
+      left.push(1);
+      p++;
+      continue;
+    }
+    if (!known(d)) break;
+    let prod = 1;
+    let cnt = 0;
+    while (prod !== d) {
+      const x = f[p];
+      if (p >= f.length || typeof x !== 'number' || x === 0) return null;
+      if (d % (prod * x) === 0) prod *= x;
+      else if (p === batch) return null;
+      else {
+        const need = d / prod;
+        if (!Number.isInteger(need) || x % need !== 0) return null;
+        f.splice(p, 1, need, x / need);
+        if (batch > p) batch++;
+        prod *= need;
+      }
+      p++;
+      cnt++;
+    }
+    if (cnt === 0) {
+      // A new axis of size 1.
+      f.splice(p, 0, 1);
+      if (batch >= p) batch++;
+      p++;
+      cnt = 1;
+    }
+    left.push(cnt);
+  }
+  if (j === target.length) return p === f.length ? { factors: f, batch, groups: left } : null;
+  // From the right, down to the unknown dim.
+  const right: number[] = [];
+  let q = f.length; // factors [q, end) are taken
+  for (let k = target.length - 1; k > j; k--) {
+    const d = target[k];
+    if ((q - 1 === batch && isBatch(d)) || (d === 1 && q - 1 >= p && q - 1 !== batch && f[q - 1] === 1)) {
+      right.push(1);
+      q--;
+      continue;
+    }
+    if (!known(d)) return null;
+    let prod = 1;
+    let cnt = 0;
+    while (prod !== d) {
+      const x = f[q - 1];
+      if (q - 1 < p || typeof x !== 'number' || x === 0) return null;
+      if (d % (prod * x) === 0) prod *= x;
+      else if (q - 1 === batch) return null;
+      else {
+        const need = d / prod;
+        if (!Number.isInteger(need) || x % need !== 0) return null;
+        f.splice(q - 1, 1, x / need, need);
+        if (batch > q - 1) batch++;
+        q++;
+        prod *= need;
+      }
+      q--;
+      cnt++;
+    }
+    if (cnt === 0) {
+      f.splice(q, 0, 1);
+      if (batch >= q) batch++;
+      cnt = 1;
+    }
+    right.push(cnt);
+  }
+  if (q - p < 1) return null;
+  return { factors: f, batch, groups: [...left, q - p, ...right.reverse()] };
+}
+
+/** Records a batched output in layout `l`: back in the graph's own form once the batch is first again. */
+function settle(n: OnnxNode, c: Importer, node: string, l: Layout): void {
+  const shape = logicalShape(l);
+  if (l.batch === 0 && l.groups[0] === 1) {
+    const per = shape.slice(1);
+    const phys = physShape(l);
+    if (per.length !== phys.length || per.some((d, i) => d !== phys[i])) {
+      if (per.some((d) => typeof d !== 'number')) throw new Unsupported('reshape with unknown sizes');
+      node = c.emit({ op: 'reshape', id: c.id(nodeId(n)), input: node, shape: per as number[] });
+    }
+    return c.set(n, 0, { shape, batched: true, node });
+  }
+  c.set(n, 0, { shape, batched: true, node, lay: l });
+}
+
+/** A reshape that moves the batch axis or reads a value whose batch axis moved (see Layout). */
+function reshapeLaidOut(n: OnnxNode, c: Importer, x: Val & { shape: Dim[]; node: string }, target: Dim[]): void {
+  const l = layoutOf(x);
+  const to = reshapeLayout(l, target.map((d) => (d === -1 ? null : d)));
+  if (!to) throw new Unsupported(`reshape [${x.shape.map((d) => d ?? '?').join(', ')}] → [${target.map((d) => d ?? '?').join(', ')}] splits or merges the batch axis with known sizes`);
+  let node = x.node;
+  const [from, phys] = [physShape(l), physShape(to)];
+  if (from.length !== phys.length || from.some((d, i) => d !== phys[i])) {
+    if (phys.some((d) => typeof d !== 'number')) throw new Unsupported('reshape with unknown sizes');
+    node = c.emit({ op: 'reshape', id: c.id(`${nodeId(n)}:split`), input: node, shape: phys as number[] });
+  }
+  settle(n, c, node, to);
+}
 
 const Flatten: OpRule = (n, c) => {
   const x = c.act(n.inputs[0]);
@@ -557,10 +792,18 @@ const Flatten: OpRule = (n, c) => {
 };
 
 const Transpose: OpRule = (n, c) => {
-  const x = c.act(n.inputs[0]);
-  const perm = c.attrInts(n, 'perm') ?? [...x.shape.keys()].reverse();
-  if (perm[0] !== 0) throw new Unsupported('moves the batch axis');
-  c.out(n, { op: 'transpose', input: x.node, perm: perm.slice(1).map((p) => p - 1) }, perm.map((p) => x.shape[p] ?? null));
+  const x = c.any(n.inputs[0]);
+  const l = layoutOf(x);
+  const rank = l.groups.length;
+  const perm = c.attrInts(n, 'perm') ?? [...Array(rank).keys()].reverse();
+  if (perm.length !== rank || [...perm].sort((p, q) => p - q).some((p, i) => p !== i)) throw new Unsupported(`perm [${perm.join(', ')}] does not fit rank ${rank}`);
+  // The factors in their new order; the graph node permutes those other than the batch.
+  const fs = axisFactors(l);
+  const order = perm.flatMap((p) => fs[p]);
+  const to: Layout = { factors: order.map((f) => l.factors[f]), batch: order.indexOf(l.batch), groups: perm.map((p) => l.groups[p]) };
+  const phys = order.filter((f) => f !== l.batch).map((f) => physIndex(l, f));
+  const node = phys.every((p, i) => p === i) ? x.node : c.emit({ op: 'transpose', id: c.id(nodeId(n)), input: x.node, perm: phys });
+  settle(n, c, node, to);
 };
 
 function squeezeLike(unsqueeze: boolean): OpRule {
@@ -646,10 +889,11 @@ const Slice: OpRule = (n, c) => {
     const values = k.values.slice(clamp(starts[0]), clamp(ends[0]));
     return c.set(n, 0, { shape: [values.length], batched: false, konst: { dims: [values.length], values } });
   }
-  const x = c.act(n.inputs[0]);
+  const x = c.any(n.inputs[0]);
   const rank = x.shape.length;
   const axes = axesIn ?? starts.map((_, i) => i);
-  let cur = x;
+  let node = x.node;
+  const l = x.lay ? { ...x.lay, factors: [...x.lay.factors] } : canonical(x.shape);
   const shape = [...x.shape];
   axes.forEach((a0, i) => {
     if (steps && steps[i] !== 1) throw new Unsupported(`step ${steps[i]}`);
@@ -659,13 +903,15 @@ const Slice: OpRule = (n, c) => {
     const clamp = (v: number) => Math.max(0, Math.min(len, v < 0 ? v + len : v));
     const [s, e] = [clamp(starts[i]), Math.max(clamp(starts[i]), clamp(ends[i]))];
     if (s === 0 && e === len) return;
-    const ax = c.axis(a, rank, 'slice');
+    // Where the batch axis moved (attention's q/k/v split of [T, B, 3E]) the axis must be one
+    // plain axis of the graph node.
+    const ax = x.lay ? plainAxis(l, a) : c.axis(a, rank, 'slice');
+    if (ax === null) throw new Unsupported('slice along an axis that holds the batch');
     shape[a] = e - s;
-    const id = c.id(nodeId(n));
-    c.emit({ op: 'slice', id, input: cur.node, axis: ax, start: s, end: e });
-    cur = { shape: [...shape], batched: true, node: id };
+    l.factors[axisFactors(l)[a][0]] = e - s;
+    node = c.emit({ op: 'slice', id: c.id(nodeId(n)), input: node, axis: ax, start: s, end: e });
   });
-  c.set(n, 0, { ...cur, shape });
+  c.set(n, 0, x.lay ? { shape, batched: true, node, lay: l } : { shape, batched: true, node });
 };
 
 const Gather: OpRule = (n, c) => {
@@ -739,13 +985,15 @@ function reduce(fn: ReduceFn): OpRule {
 
 function softmax(log: boolean): OpRule {
   return (n, c) => {
-    const x = c.act(n.inputs[0]);
+    const x = c.any(n.inputs[0]);
     const rank = x.shape.length;
     const opset = c.model.opsets.find((o) => o.domain === '' || o.domain === 'ai.onnx')?.version ?? 13;
     const axis = c.attrI(n, 'axis', opset >= 13 ? -1 : 1);
     const ax = axis < 0 ? axis + rank : axis;
     if (opset < 13 && ax !== rank - 1) throw new Unsupported('opset < 13 softmax over several axes');
-    c.out(n, { op: 'softmax', input: x.node, axis: c.axis(ax, rank, 'softmax'), log }, x.shape);
+    const pax = x.lay ? plainAxis(x.lay, ax) : c.axis(ax, rank, 'softmax');
+    if (pax === null) throw new Unsupported('softmax along an axis that holds the batch');
+    c.out(n, { op: 'softmax', input: x.node, axis: pax, log }, x.shape, undefined, x.lay);
   };
 }
 
@@ -791,6 +1039,55 @@ const Resize: OpRule = (n, c) => {
   c.out(n, { op: 'resize', input: x.node, mode: 'linear', size, alignCorners: ctm === 'align_corners' }, [x.shape[0], x.shape[1], ...size]);
 };
 
+/**
+ * Expand: of a batched value to a shape it already has (a no-op); of a parameter or constant to
+ * the batch ([N, 1, D] from [1, 1, D]: ViT's class token) — a `broadcast` node, one copy per
+ * sample. Expanding other axes is not supported.
+ */
+const Expand: OpRule = (n, c) => {
+  const x = c.get(n.inputs[0]);
+  const t = konstOf(c, n.inputs[1]);
+  if (!t) throw new Unsupported('the target shape is not a constant');
+  const target = t.values;
+  if (x.batched) {
+    const a = c.act(n.inputs[0]);
+    const off = a.shape.length - target.length;
+    if (off >= 0 && target.every((d, i) => d === 1 || same(d, a.shape[i + off]))) return c.set(n, 0, { ...a });
+    throw new Unsupported('expands a batched value');
+  }
+  if (!x.shape) return c.set(n, 0, { shape: null, batched: false });
+  const b = c.batch;
+  const padded = [...Array<Dim>(Math.max(0, target.length - x.shape.length)).fill(1), ...x.shape];
+  if (!b || target.length === 0 || target.length !== padded.length || !same(target[0], b.dim) || padded[0] !== 1) {
+    return c.set(n, 0, { shape: broadcastDims([x.shape, target]), batched: false });
+  }
+  if (target.slice(1).some((d, i) => d !== 1 && !same(d, padded[i + 1]))) throw new Unsupported('expands axes other than the batch');
+  const v = c.valueNode({ ...x, shape: padded }, n, target.length);
+  c.out(n, { op: 'broadcast', inputs: [v, b.node] }, [b.dim, ...padded.slice(1)]);
+};
+
+/** Element-wise on known values (shape arithmetic), with a length-1 side broadcast; else unknown. */
+function konstMap(c: Importer, n: OnnxNode, f: (...xs: Dim[]) => Dim): void {
+  const ins = n.inputs.map((i) => c.get(i));
+  if (ins.some((v) => v.batched)) throw new Unsupported('computes on activations');
+  const ks = ins.map((v) => v.konst);
+  const len = Math.max(...ks.map((k) => k?.values.length ?? 0));
+  if (ks.some((k) => !k || (k.values.length !== len && k.values.length !== 1))) return c.set(n, 0, { shape: null, batched: false });
+  const big = ks.find((k) => k!.values.length === len)!;
+  const values = Array.from({ length: len }, (_, i) => f(...ks.map((k) => k!.values[k!.values.length === 1 ? 0 : i])));
+  c.set(n, 0, { shape: [...big.dims], batched: false, konst: { dims: [...big.dims], values } });
+}
+
+/** Equal of dims: a symbolic dimension (the batch) is never negative, so it differs from -1. */
+const Equal: OpRule = (n, c) => konstMap(c, n, (p, q) => {
+  if (typeof p === 'number' && typeof q === 'number') return p === q ? 1 : 0;
+  if (typeof p === 'string' && typeof q === 'string' && p === q) return 1;
+  if ((typeof p === 'string' && typeof q === 'number' && q < 0) || (typeof q === 'string' && typeof p === 'number' && p < 0)) return 0;
+  return null;
+});
+
+const Where: OpRule = (n, c) => konstMap(c, n, (k, p, q) => (k === null || typeof k !== 'number' ? null : k !== 0 ? p : q));
+
 const passThrough: OpRule = (n, c) => {
   const x = c.get(n.inputs[0]);
   // Identity of an initializer: the exporter's de-duplication alias carries the PyTorch name.
@@ -803,7 +1100,7 @@ const Dropout: OpRule = (n, c) => {
   const x = c.get(n.inputs[0]);
   if (!x.batched) return passThrough(n, c);
   const p = n.inputs[1] ? scalarInput(n, c, 1) ?? 0.5 : c.attrF(n, 'ratio', 0.5);
-  c.out(n, { op: 'dropout', input: x.node!, p }, x.shape);
+  c.out(n, { op: 'dropout', input: x.node!, p }, x.shape, undefined, x.lay);
   for (let i = 1; i < n.outputs.length; i++) c.set(n, i, { shape: null, batched: false });
 };
 
@@ -870,12 +1167,12 @@ const ConstantOfShape: OpRule = (n, c) => {
 export const ONNX_OPS: Record<string, OpRule> = {
   Conv, Gemm, MatMul, BatchNormalization, InstanceNormalization, LayerNormalization,
   Relu: (n, c) => {
-    const x = c.act(n.inputs[0]);
-    c.out(n, { op: 'relu', input: x.node }, x.shape);
+    const x = c.any(n.inputs[0]);
+    c.out(n, { op: 'relu', input: x.node }, x.shape, undefined, x.lay);
   },
   Tanh: (n, c) => {
-    const x = c.act(n.inputs[0]);
-    c.out(n, { op: 'tanh', input: x.node }, x.shape);
+    const x = c.any(n.inputs[0]);
+    c.out(n, { op: 'tanh', input: x.node }, x.shape, undefined, x.lay);
   },
   Sigmoid: unary('sigmoid'),
   Gelu: (n, c) => unary(n.attributes.get('approximate')?.s === 'tanh' ? 'gelu-tanh' : 'gelu')(n, c),
@@ -897,6 +1194,7 @@ export const ONNX_OPS: Record<string, OpRule> = {
   ReduceMean: reduce('mean'), ReduceSum: reduce('sum'), ReduceMax: reduce('max'), ReduceMin: reduce('min'), ReduceSumSquare: reduce('sumsquare'), ReduceL2: reduce('l2'),
   Pad, Resize, Upsample: Resize,
   Identity: passThrough, Dropout, Cast, CastLike: Cast, Constant, Shape, Size, ConstantOfShape,
+  Expand, Equal, Where,
 };
 
 /**
@@ -1016,8 +1314,10 @@ export function importOnnx(model: OnnxModel, opts: OnnxImportOptions = {}): Impo
     const shape = given ? given.map((d, i) => (d === null ? `?${inp.name}:${i}` : d)) : null;
     const id = c.id(inp.name);
     const why = !shape || shape.length < 2 ? `input "${inp.name}" has ${shape ? `rank ${shape.length}` : 'an unknown rank'} (give its shape with --input-shape)` : k > 0 ? 'a second network input' : null;
-    if (why === null) c.emit({ op: 'input', id, shape: perSample(shape!) });
-    else {
+    if (why === null) {
+      c.emit({ op: 'input', id, shape: perSample(shape!) });
+      c.batch = { dim: shape![0], node: id };
+    } else {
       // The graph has one input of known rank: other sources are kept fixed by spec inference.
       c.opaque.push({ node: inp.name, opType: 'input', reason: why });
       c.emit({ op: 'opaque', id, inputs: [], opType: 'input', reason: why, shape: shape ? perSample(shape) : [Number.NaN] });
@@ -1036,7 +1336,16 @@ export function importOnnx(model: OnnxModel, opts: OnnxImportOptions = {}): Impo
   }
   for (const o of model.outputs) {
     const v = c.vals.get(o.name);
-    if (v?.batched && v.node) c.emit({ op: 'output', id: c.id(`${o.name}:output`), input: v.node });
+    if (!v?.batched || !v.node) continue;
+    let input = v.node;
+    if (v.lay) {
+      // The graph's outputs are batch first: one whose batch axis stayed elsewhere cannot be given.
+      const l = v.lay;
+      const reason = `output "${o.name}" has its batch axis at position ${axisFactors(l).findIndex((fs) => fs.includes(l.batch))}`;
+      c.opaque.push({ node: o.name, opType: 'output', reason });
+      input = c.emit({ op: 'opaque', id: c.id(`${o.name}:moved`), inputs: [v.node], opType: 'output', reason, shape: physShape(l).map((d) => (typeof d === 'number' ? d : Number.NaN)) });
+    }
+    c.emit({ op: 'output', id: c.id(`${o.name}:output`), input });
   }
   // Float initializers no node uses as a parameter are still part of the model's state.
   const used = new Set(c.uses.map((u) => u.init));

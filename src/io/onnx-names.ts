@@ -223,6 +223,23 @@ function batchNormCandidates(ckpt: NamedArrays, conv: string, channels: number):
   return out.sort((a, b) => Number(!partner.includes(a)) - Number(!partner.includes(b)));
 }
 
+/** BatchNorm ε values in use (PyTorch's default first; 1e-3 in MobileNetV3/EfficientNet; Keras's 1.001e-5). */
+const COMMON_EPS = [1e-5, 1e-3, 1e-4, 1e-6, 1e-2, 1e-7, 1e-8, 1e-9, 1e-12, 1.001e-5];
+
+/**
+ * ε of a folded BatchNorm from s = γ/√(σ² + ε): (γ/s)² − σ² on the channel with the least running
+ * variance (float32 s leaves an error of about 1e-7·(σ² + ε), so large variances swamp ε), snapped
+ * to a common value within that precision. Batch statistics in training mode can be far smaller
+ * than the running variance, so ε must be right, not just close. NaN when no channel tells.
+ */
+function foldedEps(g: ArrayLike<number>, s: ArrayLike<number>, v: ArrayLike<number>, rows: number): number {
+  let best = -1;
+  for (let i = 0; i < rows; i++) if (g[i] !== 0 && s[i] !== 0 && (best < 0 || v[i] < v[best])) best = i;
+  if (best < 0) return Number.NaN;
+  const eps = (g[best] / s[best]) ** 2 - v[best];
+  return COMMON_EPS.find((c) => Math.abs(eps - c) <= 0.05 * c + 1e-6 * (Math.abs(v[best]) + c)) ?? eps;
+}
+
 /**
  * Finds the conv + BatchNorm of `ckpt` that an eval-mode export folded into `weight` (and `bias`):
  * W' = W·s and b' = β + (b − μ)·s per output channel, s = γ/√(σ² + ε). Checks every value;
@@ -241,8 +258,8 @@ export function unfoldBatchNorm(node: OnnxNode, weight: OnnxTensor, bias: OnnxTe
     const convBias = ckpt.get(`${conv}.bias`);
     for (const p of batchNormCandidates(ckpt, conv, rows)) {
       const [g, beta, mu, v] = ['weight', 'bias', 'running_mean', 'running_var'].map((k) => ckpt.get(`${p}.${k}`)!.data);
-      // ε from the first channel, then every channel must agree.
-      const eps = (g[0] / s[0]) ** 2 - v[0];
+      // ε from one channel, then every channel must agree.
+      const eps = foldedEps(g, s, v, rows);
       if (!(eps > 0 && eps < 0.1)) continue;
       let ok = true;
       for (let i = 0; i < rows && ok; i++) {
@@ -250,7 +267,7 @@ export function unfoldBatchNorm(node: OnnxNode, weight: OnnxTensor, bias: OnnxTe
         const bi = beta[i] + ((convBias?.data[i] ?? 0) - mu[i]) * si;
         ok = close(si, s[i], Math.abs(s[i])) && (!bias?.data || close(bias.data[i], bi, Math.max(1, Math.abs(bi))));
       }
-      if (ok) return { convWeight: wName, convBias: convBias ? `${conv}.bias` : null, prefix: p, eps: Math.round(eps * 1e8) / 1e8, byValue: true };
+      if (ok) return { convWeight: wName, convBias: convBias ? `${conv}.bias` : null, prefix: p, eps, byValue: true };
     }
   }
   // Another checkpoint of the architecture (e.g. a model trained after the export): the values

@@ -148,6 +148,11 @@ interface NodeFields {
   /** A constant written into the graph: no batch axis. */
   constant: { shape: number[]; values: number[] };
   /**
+   * Gives an unbatched value (`inputs[0]`: a param or constant, e.g. ViT's class token) the batch
+   * axis of `inputs[1]`: one copy per sample (ONNX Expand to [N, ...]). Per-sample shape: the value's.
+   */
+  broadcast: { inputs: [string, string] };
+  /**
    * An op the graph cannot run (an imported model's unsupported or custom op). Spec inference
    * still goes through it (its channel groups are fixed); running the graph refuses, naming it.
    */
@@ -668,6 +673,12 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
     shape: (n) => [...n.shape],
     forward: (n, _ins, { dtype }) => new Tensor(dtype === 'float64' ? Float64Array.from(n.values) : Float32Array.from(n.values), n.shape),
     channels: (n) => n.shape.map(() => null),
+  },
+  broadcast: {
+    shape: (_n, [v]) => [...v],
+    forward: (_n, [v, like]) => F.expand(F.reshape(v, [1, ...v.shape]), [like.shape[0], ...v.shape]),
+    // The copies carry the value's channels; the batch source's channels do not reach the output.
+    channels: (_n, [v]) => v,
   },
   opaque: {
     shape: (n) => [...n.shape],
