@@ -189,8 +189,12 @@ export class SpecFlow {
 
   /** Builds the spec: one permutation per non-fixed group of known size that some tensor axis uses. */
   finish(): FlowResult {
+    // A warning matters when some group it fixed could have been a permutation: one a linear/conv
+    // opens, not fixed for the network input or a model output anyway.
+    const opened = new Set<number>();
+    this.labels.forEach((l, space) => { if (l) opened.add(this.uf.find(space)); });
     for (const d of this.deferred) {
-      const matters = d.spaces.some((s) => !(this.fixedWhy.get(this.uf.find(s)) ?? []).some((r) => r === 'network input' || r === 'model output'));
+      const matters = d.spaces.some((s) => opened.has(this.uf.find(s)) && !(this.fixedWhy.get(this.uf.find(s)) ?? []).some((r) => r === 'network input' || r === 'model output'));
       if (matters && !this.warnings.includes(d.message)) this.warnings.push(d.message);
     }
     // Safety net: an axis whose length is not size × inner would make an invalid spec.
