@@ -117,13 +117,14 @@ describe('gradients of imported graphs', () => {
   }
 });
 
-function mnistLike(rec: Map<string, Tensor>, n: number): Dataset {
+function mnistLike(rec: Map<string, Tensor>, n: number, graph: ModelGraph): Dataset {
+  const classes = importedModel({ graph, name: 'classes' }).numOutputs;
   const x = rec.get('x')!;
   const d = x.size / x.shape[0];
   // PyTorch's recorded inputs, repeated with labels: enough to drive the data costs.
   const data = new Float32Array(n * d);
   for (let i = 0; i < n; i++) data.set(x.data.subarray((i % x.shape[0]) * d, ((i % x.shape[0]) + 1) * d), i * d);
-  return { name: 'recorded', x: data, sampleShape: x.shape.slice(1), y: Int32Array.from({ length: n }, (_, i) => i % 10), n, numClasses: 10 };
+  return { name: 'recorded', x: data, sampleShape: x.shape.slice(1), y: Int32Array.from({ length: n }, (_, i) => i % classes), n, numClasses: classes };
 }
 
 describe('every method on an imported model: π(B) computes what PyTorch computed for B', () => {
@@ -131,16 +132,23 @@ describe('every method on an imported model: π(B) computes what PyTorch compute
     ['wm', {}], ['sinkhorn-l2', { steps: 3 }], ['ste', { epochs: 1 }], ['am', {}], ['sinkhorn-mid', { epochs: 1 }], ['sinkhorn-rnd', { epochs: 1 }],
   ];
   for (const [method, options] of METHODS) {
-    test(`${method} on tv_resnet.onnx (PyTorch's default export, BN folded)`, async () => {
-      const { imp, a, b, rec } = await load('tv_resnet.onnx', 'tv_resnet');
-      const model = importedModel({ graph: imp.graph, name: 'tv_resnet' });
+    for (const [file, name] of FIXTURES.filter(([f]) => f !== 'tv_resnet_bn.onnx' && f !== 'ln_gelu.onnx')) {
+    test(`${method} on ${file}`, async () => {
+      const { imp, a, b, rec } = await load(file, name);
+      const model = importedModel({ graph: imp.graph, name });
       const spec = imp.flow.spec;
-      const data = mnistLike(rec, 16);
+      const data = mnistLike(rec, 16, imp.graph);
+      if (method === 'am' && file === 'concat_net.onnx') {
+        // Activation matching does not read concatenated (segmented) channels yet: a clear refusal.
+        assert.throws(() => alignModels(method, { spec, a, b }, { model, data, batchSize: 8, seed: 1 }, options as never), /version-2 entries/);
+        return;
+      }
       const r = alignModels(method, { spec, a, b }, { model, data, batchSize: 8, seed: 1 }, options as never);
       const out = run(imp.graph, r.aligned, rec.get('x')!);
       assert.ok(maxDiff(out, rec.get('y_b')!) < 1e-4, `${method}: π(B) differs from B`);
       assert.ok(Object.values(r.perms).length === Object.keys(spec.perms).length);
     });
+    }
   }
 });
 
