@@ -417,7 +417,8 @@ function konstOf(c: Importer, name: string | undefined): Konst | undefined {
   return name ? c.get(name).konst : undefined;
 }
 
-function convPads(n: NodeOf<'conv2d'> | null, node: OnnxNode, c: Importer, x: Dim[], kernel: number[], strides: number[], dil: number[]): [number, number, number, number] {
+/** A window op's [top, left, bottom, right] padding from `pads` or `auto_pad`. */
+function convPads(node: OnnxNode, c: Importer, x: Dim[], kernel: number[], strides: number[], dil: number[]): [number, number, number, number] {
   const autoPad = node.attributes.get('auto_pad')?.s ?? 'NOTSET';
   if (autoPad === 'NOTSET') {
     const p = c.attrInts(node, 'pads') ?? [0, 0, 0, 0];
@@ -435,7 +436,6 @@ function convPads(n: NodeOf<'conv2d'> | null, node: OnnxNode, c: Importer, x: Di
     pads[i] = autoPad === 'SAME_UPPER' ? small : total - small;
     pads[i + 2] = total - pads[i];
   }
-  void n;
   return pads as [number, number, number, number];
 }
 
@@ -458,7 +458,7 @@ const Conv: OpRule = (n, c) => {
   const groups = c.attrI(n, 'group', 1);
   const strides = c.attrInts(n, 'strides') ?? [1, 1];
   const dil = c.attrInts(n, 'dilations') ?? [1, 1];
-  const pads = convPads(null, n, c, x.shape, [kh, kw], strides, dil);
+  const pads = convPads(n, c, x.shape, [kh, kw], strides, dil);
   const shape: Dim[] = [x.shape[0], M, windowOut(x.shape[2], kh, strides[0], pads[0], pads[2], dil[0], false), windowOut(x.shape[3], kw, strides[1], pads[1], pads[3], dil[1], false)];
   const id = c.id(moduleLabel(n, w.init.name), true);
   const fields = {
@@ -945,7 +945,7 @@ function pool(kind: 'max' | 'avg'): OpRule {
     if (kernel.length !== 2) throw new Unsupported('kernel_shape unknown');
     const strides = c.attrInts(n, 'strides') ?? [1, 1];
     const dil = c.attrInts(n, 'dilations') ?? [1, 1];
-    const pads = convPads(null, n, c, x.shape, kernel, strides, dil);
+    const pads = convPads(n, c, x.shape, kernel, strides, dil);
     const ceil = c.attrI(n, 'ceil_mode', 0) === 1;
     const shape: Dim[] = [x.shape[0], x.shape[1], windowOut(x.shape[2], kernel[0], strides[0], pads[0], pads[2], dil[0], ceil), windowOut(x.shape[3], kernel[1], strides[1], pads[1], pads[3], dil[1], ceil)];
     c.out(n, {
