@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import {
-  alignModels, barrier, checkEquivalence, eye, F, inferSpecFromOnnx, interpolationCurve, loadCheckpoint, loadMnist,
+  alignModels, barrier, checkEquivalence, eye, F, importedModel, importOnnx, inferSpecFromOnnx, readNpz, Tensor, interpolationCurve, loadCheckpoint, loadMnist,
   loadTensors, mergeState, mlp, newSinkhornDiagnostics, newSinkhornWorkspace, randn, readOnnx, Rng, saveCheckpoint, sinkhorn, sinkhornRebasin, splitState, trainModel,
   validateSpec, weightCost, weightedAverage, weightMatching,
 } from '../src/index.js';
@@ -80,4 +80,14 @@ test('README: a spec from ONNX, checked against the weights', async () => {
   const problems = validateSpec(spec, weights);
   assert.deepEqual(problems, []);
   assert.ok(groups.length > 0 && Array.isArray(fixed) && Array.isArray(warnings));
+  const imported = importOnnx(await readOnnx(`${FIXTURES}resnet20.onnx`), { checkpoint: weights });
+  const model = importedModel({ graph: imported.graph });
+  const { params, buffers } = splitState(weights);
+  const io = await readNpz(`${FIXTURES}resnet20.io.npz`);
+  const x = new Tensor(io.get('x')!.data, io.get('x')!.shape);
+  const logits = model.forward(params, x, { training: false, buffers });
+  // The imported graph computes what PyTorch recorded for the exported model.
+  const y = io.get('y')!.data;
+  for (let i = 0; i < logits.size; i++) assert.ok(Math.abs(logits.data[i] - y[i]) < 1e-4);
+  assert.deepEqual(imported.flow.spec, spec);
 });
