@@ -13,14 +13,14 @@ import { applyHard, invertPermutation, randomPerms } from '../src/permutation/ap
 import type { Params } from '../src/state/params.js';
 
 /** Runs Sinkhorn-L2 with `tau` (default settings otherwise) on B = π*(A); returns the perms found and expected. */
-function recover(model: Model, seed: number, tau?: number) {
+function recover(model: Model, seed: number, tau?: number, cost: 'l2' | 'cosine' = 'l2') {
   const rng = new Rng(seed);
   const { params, buffers } = model.init(rng);
   const a: Params = new Map([...params, ...buffers]);
   const spec = model.permutationSpec();
   const planted = randomPerms(spec, rng);
   const b = noGrad(() => applyHard(spec, a, planted));
-  const result = sinkhornRebasin({ spec, a, b }, { cost: 'l2', seed, ...(tau === undefined ? {} : { tau }) });
+  const result = sinkhornRebasin({ spec, a, b }, { cost, seed, ...(tau === undefined ? {} : { tau }) });
   const expected = Object.fromEntries(Object.entries(planted).map(([id, p]) => [id, Array.from(invertPermutation(p))]));
   const found = Object.fromEntries(Object.entries(result.perms).map(([id, p]) => [id, Array.from(p)]));
   return { found, expected, steps: result.steps };
@@ -62,4 +62,12 @@ test('a fixed τ = 0.1 hardens with a pair swapped where the default recovers', 
   const scheduled = recover(model, 3);
   assert.deepEqual(scheduled.found, scheduled.expected);
   assert.ok(scheduled.steps < 100, `${scheduled.steps} steps`);
+});
+
+test('the cosine cost stops at its zero too (±1e-8 in float32 at an exact match), not at the step cap', () => {
+  for (const seed of [1, 2]) {
+    const { found, expected, steps } = recover(mlp({ sizes: [10, 16, 16, 3] }), seed, undefined, 'cosine');
+    assert.deepEqual(found, expected);
+    assert.ok(steps < WEIGHT_COST_DEFAULTS.steps, `seed ${seed}: ran all ${steps} steps`);
+  }
 });

@@ -26,6 +26,9 @@ export type RebasinCost = (alignedB: Params, step: number) => Tensor;
 export type TauSchedule = (n: number, step: number, x: Tensor) => number;
 
 /** How learnable soft permutations are trained: shared by the pairwise method and the barycenter merge. */
+/** A hard cost within this fraction of the starting one counts as zero (float32 rounding of a perfect match). */
+export const ZERO_COST_FRACTION = 1e-6;
+
 export interface SinkhornTraining {
   /** A fixed temperature, or a schedule (default: WEIGHT_COST_DEFAULTS.tau or DATA_COST_DEFAULTS.tau). */
   tau?: number | TauSchedule;
@@ -36,7 +39,10 @@ export interface SinkhornTraining {
   /** 'identity': X = I; 'noisy': X = I + 0.1·N(0, 1) (the reference's default). */
   init?: 'identity' | 'noisy';
   seed?: number;
-  /** Stop as soon as the hard cost is exactly zero. */
+  /**
+   * Stop as soon as the hard cost is zero up to float32 rounding: at most ZERO_COST_FRACTION of the
+   * hard cost the run starts from (the cosine cost of identical tensors is ±1e-8, not 0).
+   */
   stopAtZero?: boolean;
   kkt?: 'dense' | 'schur-cg';
   onStep?: StepCallback;
@@ -128,6 +134,8 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
   const log: StepLog[] = [];
   const t0 = performance.now();
   let perms = hardPermutations(X);
+  const stopAtZero = opts.stopAtZero ?? true;
+  const zero = stopAtZero ? ZERO_COST_FRACTION * Math.abs(hardCostFn(noGrad(() => applyHard(spec, b, perms)))) : 0;
   let done = 0;
   for (let step = 1; step <= steps; step++) {
     const S: Record<string, Tensor> = {};
@@ -148,7 +156,7 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
     log.push(entry);
     done = step;
     if (opts.onStep?.(entry) === true) break;
-    if ((opts.stopAtZero ?? true) && hard === 0) break;
+    if (stopAtZero && Math.abs(hard) <= zero) break;
   }
   const aligned = noGrad(() => applyHard(spec, b, perms));
   return {
