@@ -6,11 +6,11 @@
 // PyTorch's recorded outputs; then permute the checkpoint by the inferred spec with a seeded
 // random permutation and check that the outputs do not change (π(A) computes A).
 //
-//   nice /usr/bin/python3 scripts/torchvision-export.py            # once: /tmp/rebasin-torchvision
+//   nice python3 scripts/torchvision-export.py                     # once: rebasin-out/torchvision
 //   npx tsc -p tsconfig.json
 //   node scripts/check-torchvision.mjs [DIR] [--models resnet18,vit_b_16] [--json out.json]
 //
-// DIR defaults to /tmp/rebasin-torchvision. Prints one markdown table (model × export: max abs
+// DIR defaults to rebasin-out/torchvision in this package (where the export script writes). Prints one markdown table (model × export: max abs
 // difference from PyTorch in eval and train mode, max |y|, permutation groups, fixed groups,
 // opaque nodes, unfolded BatchNorms, seconds, max abs difference of π(A) from A) and writes the
 // rows as JSON (--json). Warnings and opaque nodes are listed under the table. Exit 1 when a file
@@ -21,6 +21,7 @@
 // up to 20), train mode ≤ 2.4e-6, π(A) vs A ≤ 1.1e-5; ~1.5 minutes in all, most of it ConvNeXt's
 // and ViT's forward passes (~10 s each). DenseNet's channel concatenations and ViT's q/k/v split
 // fix their groups (spec v1 cannot say sub-ranges): 126 and 28 fixed groups.
+import { fileURLToPath } from 'node:url';
 import { access, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tensor } from '../dist/src/core/index.js';
@@ -47,7 +48,7 @@ const flag = (k) => {
 };
 const jsonOut = flag('--json');
 const models = (flag('--models') ?? MODELS.join(',')).split(',');
-const dir = args[0] ?? '/tmp/rebasin-torchvision';
+const dir = args[0] ?? fileURLToPath(new URL('../rebasin-out/torchvision', import.meta.url));
 
 const maxAbsDiff = (a, b) => {
   if (a.size !== b.data.length) return Infinity;

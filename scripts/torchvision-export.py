@@ -1,12 +1,12 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """
 Exports full-size torchvision classifiers to ONNX the way people export them, for checking
 rebasin's ONNX importer against PyTorch (issue 11 item 6). Too large to commit: run it locally.
 Needs Debian's python3-torch, python3-torchvision, python3-onnx; run with Debian's Python:
 
-    nice /usr/bin/python3 scripts/torchvision-export.py [OUT_DIR] [--models a,b,...] [--verify] [--no-b]
+    nice python3 scripts/torchvision-export.py [OUT_DIR] [--models a,b,...] [--verify] [--no-b]
 
-OUT_DIR defaults to /tmp/rebasin-torchvision. Models (default all): resnet18, mobilenet_v2,
+OUT_DIR defaults to rebasin-out/torchvision in this package (gitignored). Models (default all): resnet18, mobilenet_v2,
 mobilenet_v3_small, densenet121, convnext_tiny, vit_b_16. Pretrained weights are not available
 offline, so each model is torchvision's random init under a fixed seed (A: seed 0, B: seed 1), with
 every BatchNorm's affine params and running stats randomised (and LayerNorm affine params, and
@@ -164,7 +164,7 @@ def run_model(name, out, verify, with_b):
 
 def main():
     p = argparse.ArgumentParser(description='Export torchvision classifiers to ONNX (see the docstring).')
-    p.add_argument('out', nargs='?', default='/tmp/rebasin-torchvision')
+    p.add_argument('out', nargs='?', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'rebasin-out', 'torchvision'))
     p.add_argument('--models', default=','.join(MODELS), help='comma-separated subset of ' + ','.join(MODELS))
     p.add_argument('--verify', action='store_true', help='run each .onnx and compare with PyTorch')
     p.add_argument('--no-b', action='store_true', help='skip model B (NAME_b.safetensors, y_b)')

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Rng } from '../src/core/random.js';
 import { saveCheckpoint } from '../src/io/checkpoint.js';
@@ -24,7 +24,9 @@ import type { ElementHandle } from 'puppeteer-core';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
-const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
+/** The system Chromium: REBASIN_CHROMIUM, else `chromium` or `chromium-browser` on the PATH (Debian's package). */
+const CHROMIUM = process.env.REBASIN_CHROMIUM
+  ?? (process.env.PATH ?? '').split(delimiter).flatMap((d) => ['chromium', 'chromium-browser'].map((b) => join(d, b))).find((p) => existsSync(p));
 const ARTIFACTS = join(ROOT, 'dist', 'test-artifacts');
 
 type Puppeteer = typeof import('puppeteer-core');
