@@ -18,6 +18,7 @@
 import type { FlowResult } from '../permutation/flow.js';
 import type { PermutationSpec } from '../permutation/spec.js';
 import { graphFlow, type GraphFlow, type GraphNode, type ModelGraph, type NodeOf, type UnaryFn, type BinaryFn, type ReduceFn } from '../models/graph.js';
+import { InputError } from '../errors.js';
 import { FormatError, describeError } from './errors.js';
 import { isFloatTensor, type Dim, type OnnxModel, type OnnxNode, type OnnxTensor } from './onnx.js';
 import { moduleLabel, resolveNames, unfoldBatchNorm, type InitializerUse, type NamedArrays, type OnnxNameMapping, type Role } from './onnx-names.js';
@@ -1291,6 +1292,8 @@ function checkedFlow(model: OnnxModel, graph: ModelGraph): GraphFlow {
   try {
     return graphFlow(graph);
   } catch (e) {
+    // A graph the file's values make inconsistent (the graph's own checks); anything else is a bug.
+    if (!(e instanceof InputError)) throw e;
     throw new FormatError(model.source, 'graph', `the graph does not fit together: ${describeError(e).replace(/^ModelGraph: /, '')}`, { label: 'graph', cause: e });
   }
 }

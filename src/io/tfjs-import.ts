@@ -813,6 +813,8 @@ export function importTfjs(model: { topology: KerasTopology; tensors: ReadonlyMa
   try {
     flow = graphFlow(graph);
   } catch (e) {
+    // The graph's own checks (an inconsistent model.json); anything else is a bug.
+    if (!(e instanceof InputError)) throw e;
     throw new FormatError(source, 'modelTopology', `the layers do not fit together: ${describeError(e).replace(/^ModelGraph: /, '')}`, { label: 'modelTopology', cause: e });
   }
   return { graph, params: c.params, opaque: c.opaque, flow: { ...flow, warnings: [...c.warnings, ...flow.warnings] } };
@@ -906,7 +908,7 @@ export function pytorchToTfjsLayout(model: { topology: KerasTopology; tensors: S
   for (const p of spec.params) {
     if (!p.keras) continue;
     const r = pytorch.get(p.pytorch);
-    if (!r) throw new Error(`pytorchToTfjsLayout: tensor "${p.pytorch}" (Keras "${p.keras}") is missing`);
+    if (!r) throw new InputError(`pytorchToTfjsLayout: tensor "${p.pytorch}" (Keras "${p.keras}") is missing`);
     const shape = model.tensors.get(p.keras)!.shape;
     const back = p.kind === 'dense' ? denseToKeras(r, p.reorder) : p.kind === 'conv' ? convToKeras(r, shape) : { shape: [...r.shape], data: r.data };
     out.set(p.keras, back);

@@ -8,6 +8,7 @@
  * the graph and ask the table. Nodes are listed in topological order; each names its input
  * node(s) by id.
  */
+import { InputError } from '../errors.js';
 import { zeros, type DType, type Tensor } from '../core/index.js';
 import type { Rng } from '../core/random.js';
 import { isSegmented, SpecFlow, type FlowResult } from '../permutation/flow.js';
@@ -20,7 +21,7 @@ export * from './layers.js';
 /** The table entry of a node's kind. */
 export function layerOf<N extends GraphNode>(n: N): LayerKind<N> {
   const kind = LAYERS[n.op] as unknown as LayerKind<N> | undefined;
-  if (!kind) throw new Error(`ModelGraph: node "${n.id}" has unknown op "${n.op as string}"`);
+  if (!kind) throw new InputError(`ModelGraph: node "${n.id}" has unknown op "${n.op as string}"`);
   return kind;
 }
 
@@ -29,7 +30,7 @@ export function graphTensors(graph: ModelGraph): TensorInfo[] {
   const out = graph.nodes.flatMap((n) => layerOf(n).tensors?.(n) ?? []);
   const seen = new Set<string>();
   for (const t of out) {
-    if (seen.has(t.name)) throw new Error(`ModelGraph: tensor "${t.name}" is owned by two nodes`);
+    if (seen.has(t.name)) throw new InputError(`ModelGraph: tensor "${t.name}" is owned by two nodes`);
     seen.add(t.name);
   }
   return out;
@@ -119,14 +120,14 @@ export function runGraph(graph: ModelGraph, params: Params, x: Tensor, ctx: RunC
 export function inferShapes(graph: ModelGraph): Map<string, number[]> {
   const shapes = new Map<string, number[]>();
   for (const n of graph.nodes) {
-    if (shapes.has(n.id)) throw new Error(`ModelGraph: duplicate node id "${n.id}"`);
+    if (shapes.has(n.id)) throw new InputError(`ModelGraph: duplicate node id "${n.id}"`);
     const ins = nodeInputs(n).map((id) => {
       const s = shapes.get(id);
-      if (!s) throw new Error(`ModelGraph: node "${n.id}" reads "${id}", which is not defined before it`);
+      if (!s) throw new InputError(`ModelGraph: node "${n.id}" reads "${id}", which is not defined before it`);
       return s;
     });
     const s = layerOf(n).shape(n, ins);
-    if (s.some((d) => d < 1)) throw new Error(`ModelGraph: node "${n.id}" has empty output shape [${s.join(', ')}]`);
+    if (s.some((d) => d < 1)) throw new InputError(`ModelGraph: node "${n.id}" has empty output shape [${s.join(', ')}]`);
     shapes.set(n.id, s);
   }
   return shapes;

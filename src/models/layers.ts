@@ -228,7 +228,7 @@ export interface LayerKind<N extends { op: LayerOp; id: string }> {
 
 function need(params: Params, name: string): Tensor {
   const t = params.get(name);
-  if (!t) throw new Error(`forward: parameter "${name}" is missing`);
+  if (!t) throw new InputError(`forward: parameter "${name}" is missing`);
   return t;
 }
 
@@ -363,7 +363,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
   linear: {
     tensors: (n) => weightAndBias(n.weight, n.bias, n.weightLayout === 'in-out' ? [n.inFeatures, n.outFeatures] : [n.outFeatures, n.inFeatures], n.inFeatures),
     shape: (n, [i]) => {
-      if (i.length < 1 || !fits(i[i.length - 1], n.inFeatures)) throw new Error(`ModelGraph: linear "${n.id}" expects [..., ${n.inFeatures}] but gets ${fmt(i)}`);
+      if (i.length < 1 || !fits(i[i.length - 1], n.inFeatures)) throw new InputError(`ModelGraph: linear "${n.id}" expects [..., ${n.inFeatures}] but gets ${fmt(i)}`);
       return [...i.slice(0, -1), n.outFeatures];
     },
     forward: (n, [x], { params }) => {
@@ -387,7 +387,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       return weightAndBias(n.weight, n.bias, [n.outChannels, cg, kh, kw], cg * kh * kw);
     },
     shape: (n, [i]) => {
-      if (i.length !== 3 || !fits(i[0], n.inChannels)) throw new Error(`ModelGraph: conv2d "${n.id}" expects ${n.inChannels} channels but gets ${fmt(i)}`);
+      if (i.length !== 3 || !fits(i[0], n.inChannels)) throw new InputError(`ModelGraph: conv2d "${n.id}" expects ${n.inChannels} channels but gets ${fmt(i)}`);
       const [kh, kw] = pair(n.kernel);
       const [sh, sw] = pair(n.stride);
       const [pt, pl, pb, pr] = quad(n.padding);
@@ -427,13 +427,13 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       ];
     },
     shape: (n, [i]) => {
-      if (!fits(i[0], n.channels)) throw new Error(`ModelGraph: batchnorm "${n.id}" expects ${n.channels} channels but gets ${fmt(i)}`);
+      if (!fits(i[0], n.channels)) throw new InputError(`ModelGraph: batchnorm "${n.id}" expects ${n.channels} channels but gets ${fmt(i)}`);
       return i;
     },
     forward: (n, [x], { params, ctx }) => {
       const rm = ctx.buffers?.get(n.runningMean);
       const rv = ctx.buffers?.get(n.runningVar);
-      if (ctx.buffers && (!rm || !rv)) throw new Error(`forward: buffers are given but "${!rm ? n.runningMean : n.runningVar}" is missing`);
+      if (ctx.buffers && (!rm || !rv)) throw new InputError(`forward: buffers are given but "${!rm ? n.runningMean : n.runningVar}" is missing`);
       const state = rm && rv ? { runningMean: rm, runningVar: rv } : null;
       return F.batchNorm(x, need(params, n.weight), need(params, n.bias), state, { training: ctx.training, eps: n.eps, momentum: n.momentum });
     },
@@ -450,7 +450,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
     ],
     shape: (n, [i]) => {
       const k = n.shape.length;
-      if (i.length < k || n.shape.some((d, j) => !fits(i[i.length - k + j], d))) throw new Error(`ModelGraph: layernorm "${n.id}" normalises ${fmt(n.shape)} but gets ${fmt(i)}`);
+      if (i.length < k || n.shape.some((d, j) => !fits(i[i.length - k + j], d))) throw new InputError(`ModelGraph: layernorm "${n.id}" normalises ${fmt(n.shape)} but gets ${fmt(i)}`);
       return i;
     },
     forward: (n, [x], { params }) => F.layerNorm(x, n.shape.length, n.weight ? need(params, n.weight) : null, n.bias ? need(params, n.bias) : null, n.eps),
@@ -468,7 +468,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       { name: n.bias, shape: [n.channels], kind: 'norm-bias', fanIn: 0, buffer: false },
     ],
     shape: (n, [i]) => {
-      if (i.length < 2 || !fits(i[0], n.channels)) throw new Error(`ModelGraph: instancenorm "${n.id}" expects ${n.channels} channels but gets ${fmt(i)}`);
+      if (i.length < 2 || !fits(i[0], n.channels)) throw new InputError(`ModelGraph: instancenorm "${n.id}" expects ${n.channels} channels but gets ${fmt(i)}`);
       return i;
     },
     forward: (n, [x], { params }) => F.instanceNorm(x, need(params, n.weight), need(params, n.bias), n.eps),
@@ -483,7 +483,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
     shape: identityShape,
     forward: (n, [x]) => {
       const fn = UNARY_FNS[n.fn] as { f: (x: Tensor, a?: number, b?: number) => Tensor } | undefined;
-      if (!fn) throw new Error(`forward: unary "${n.id}" has unknown function "${n.fn as string}"`);
+      if (!fn) throw new InputError(`forward: unary "${n.id}" has unknown function "${n.fn as string}"`);
       return fn.f(x, n.alpha, n.beta);
     },
     activation: (n) => (UNARY_FNS[n.fn]?.nonlinearity ? 'nonlinearity' : null),
@@ -501,7 +501,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
   adaptiveavgpool2d: { shape: (n, [i]) => [i[0], n.size[0], n.size[1]], forward: (n, [x]) => F.adaptiveAvgPool2d(x, n.size[0], n.size[1]) },
   pool2d: {
     shape: (n, [i]) => {
-      if (i.length !== 3) throw new Error(`ModelGraph: pool2d "${n.id}" expects [C, H, W] but gets ${fmt(i)}`);
+      if (i.length !== 3) throw new InputError(`ModelGraph: pool2d "${n.id}" expects [C, H, W] but gets ${fmt(i)}`);
       const [dh, dw] = n.dilation ?? [1, 1];
       const c = n.ceilMode ?? false;
       return [i[0], windowSize(i[1], n.kernel[0], n.stride[0], n.padding[0], n.padding[2], dh, c), windowSize(i[2], n.kernel[1], n.stride[1], n.padding[1], n.padding[3], dw, c)];
@@ -518,7 +518,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
   },
   add: {
     shape: (n, all) => {
-      if (all.some((a) => a.length !== all[0].length || a.some((d, j) => !fits(d, all[0][j])))) throw new Error(`ModelGraph: add "${n.id}" sums different shapes ${all.map(fmt).join(' + ')}`);
+      if (all.some((a) => a.length !== all[0].length || a.some((d, j) => !fits(d, all[0][j])))) throw new InputError(`ModelGraph: add "${n.id}" sums different shapes ${all.map(fmt).join(' + ')}`);
       return all[0];
     },
     forward: (_n, ins) => ins.reduce((a, b) => F.add(a, b)),
@@ -530,14 +530,14 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
     shape: (n, [a, b]) => broadcastShape(`binary "${n.id}"`, a, b),
     forward: (n, [a, b]) => {
       const fn = BINARY_FNS[n.fn] as ((a: Tensor, b: Tensor) => Tensor) | undefined;
-      if (!fn) throw new Error(`forward: binary "${n.id}" has unknown function "${n.fn as string}"`);
+      if (!fn) throw new InputError(`forward: binary "${n.id}" has unknown function "${n.fn as string}"`);
       return fn(a, b);
     },
     channels: (_n, ins, env) => broadcastChannels(ins, env),
   },
   matmul: {
     shape: (n, [a, b]) => {
-      if (a.length < 2 || b.length < 2 || !fits(a[a.length - 1], b[b.length - 2])) throw new Error(`ModelGraph: matmul "${n.id}" of ${fmt(a)} and ${fmt(b)} does not chain`);
+      if (a.length < 2 || b.length < 2 || !fits(a[a.length - 1], b[b.length - 2])) throw new InputError(`ModelGraph: matmul "${n.id}" of ${fmt(a)} and ${fmt(b)} does not chain`);
       const lead = broadcastShape(`matmul "${n.id}"`, a.slice(0, -2), b.slice(0, -2));
       return [...lead, a[a.length - 2], b[b.length - 1]];
     },
@@ -559,19 +559,19 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
   flatten: {
     shape: (n, [i]) => {
       const inner = prod(i.slice(1));
-      if (!fits(inner, n.inner)) throw new Error(`ModelGraph: flatten "${n.id}" records inner ${n.inner} but the map is ${fmt(i)}`);
+      if (!fits(inner, n.inner)) throw new InputError(`ModelGraph: flatten "${n.id}" records inner ${n.inner} but the map is ${fmt(i)}`);
       return [i[0] * n.inner];
     },
     forward: (n, [x]) => {
       const inner = prod(x.shape.slice(2));
-      if (inner !== n.inner) throw new Error(`forward: flatten "${n.id}" expects ${n.inner} positions per channel, got [${x.shape.join(', ')}]`);
+      if (inner !== n.inner) throw new InputError(`forward: flatten "${n.id}" expects ${n.inner} positions per channel, got [${x.shape.join(', ')}]`);
       return F.flatten(x, 1);
     },
     channels: (n, [i], env) => mergeAxes(i, [0, i.length], [Number.NaN, n.inner], env) ,
   },
   reshape: {
     shape: (n, [i]) => {
-      if (!fits(prod(i), prod(n.shape))) throw new Error(`ModelGraph: reshape "${n.id}" of ${fmt(i)} to ${fmt(n.shape)} changes the size`);
+      if (!fits(prod(i), prod(n.shape))) throw new InputError(`ModelGraph: reshape "${n.id}" of ${fmt(i)} to ${fmt(n.shape)} changes the size`);
       return [...n.shape];
     },
     forward: (n, [x]) => F.reshape(x, [x.shape[0], ...n.shape]),
@@ -579,7 +579,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
   },
   transpose: {
     shape: (n, [i]) => {
-      if (n.perm.length !== i.length || [...n.perm].sort().some((p, j) => p !== j)) throw new Error(`ModelGraph: transpose "${n.id}" perm [${n.perm.join(', ')}] does not fit ${fmt(i)}`);
+      if (n.perm.length !== i.length || [...n.perm].sort().some((p, j) => p !== j)) throw new InputError(`ModelGraph: transpose "${n.id}" perm [${n.perm.join(', ')}] does not fit ${fmt(i)}`);
       return n.perm.map((p) => i[p]);
     },
     forward: (n, [x]) => F.permute(x, [0, ...n.perm.map(full)]),
@@ -590,7 +590,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
     shape: (n, all) => {
       const out = [...all[0]];
       for (const s of all.slice(1)) {
-        if (s.length !== out.length || s.some((d, j) => j !== n.axis && !fits(d, out[j]))) throw new Error(`ModelGraph: concat "${n.id}" of ${all.map(fmt).join(', ')} off axis ${n.axis}`);
+        if (s.length !== out.length || s.some((d, j) => j !== n.axis && !fits(d, out[j]))) throw new InputError(`ModelGraph: concat "${n.id}" of ${all.map(fmt).join(', ')} off axis ${n.axis}`);
         out[n.axis] += s[n.axis];
       }
       return out;
@@ -622,7 +622,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
   slice: {
     shape: (n, [i]) => {
       const s = [...i];
-      if (!(n.start >= 0 && n.end >= n.start && (Number.isNaN(i[n.axis]) || n.end <= i[n.axis]))) throw new Error(`ModelGraph: slice "${n.id}" [${n.start}, ${n.end}) does not fit ${fmt(i)}`);
+      if (!(n.start >= 0 && n.end >= n.start && (Number.isNaN(i[n.axis]) || n.end <= i[n.axis]))) throw new InputError(`ModelGraph: slice "${n.id}" [${n.start}, ${n.end}) does not fit ${fmt(i)}`);
       s[n.axis] = n.end - n.start;
       return s;
     },
@@ -704,7 +704,7 @@ function broadcastShape(who: string, a: number[], b: number[]): number[] {
   for (let j = 0; j < rank; j++) {
     const x = a[j - (rank - a.length)] ?? 1;
     const y = b[j - (rank - b.length)] ?? 1;
-    if (x !== 1 && y !== 1 && !fits(x, y)) throw new Error(`ModelGraph: ${who} cannot broadcast ${fmt(a)} with ${fmt(b)}`);
+    if (x !== 1 && y !== 1 && !fits(x, y)) throw new InputError(`ModelGraph: ${who} cannot broadcast ${fmt(a)} with ${fmt(b)}`);
     out.push(x === 1 ? y : Number.isNaN(x) ? y : x);
   }
   return out;

@@ -3,6 +3,7 @@
  * name → tensor maps (PyTorch state_dict names and layouts), so two models of one architecture,
  * their permuted copies and their interpolations are just different maps.
  */
+import { InputError } from '../errors.js';
 import type { DType, Tensor } from '../core/index.js';
 import type { Rng } from '../core/random.js';
 import type { Params } from '../state/params.js';
@@ -105,9 +106,9 @@ export function graphModel(name: string, config: ModelConfig, graph: ModelGraph)
   const shapes = inferShapes(graph); // validates the graph once
   const input = graph.nodes.find((n) => n.op === 'input');
   const output = graph.nodes.find((n) => n.op === 'output');
-  if (!input || input.op !== 'input' || !output || output.op !== 'output') throw new Error(`model ${name}: the graph needs an input and an output node`);
+  if (!input || input.op !== 'input' || !output || output.op !== 'output') throw new InputError(`model ${name}: the graph needs an input and an output node`);
   const outShape = shapes.get(output.id)!;
-  if (outShape.length !== 1) throw new Error(`model ${name}: output must be a feature vector, got [${outShape.join(', ')}]`);
+  if (outShape.length !== 1) throw new InputError(`model ${name}: output must be a feature vector, got [${outShape.join(', ')}]`);
   const frozen = JSON.stringify(graph);
   const g = JSON.parse(frozen) as ModelGraph; // the caller's object may change later; ours does not
   const cfg = JSON.parse(JSON.stringify(config)) as ModelConfig;
