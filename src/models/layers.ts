@@ -567,7 +567,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       if (inner !== n.inner) throw new InputError(`forward: flatten "${n.id}" expects ${n.inner} positions per channel, got [${x.shape.join(', ')}]`);
       return F.flatten(x, 1);
     },
-    channels: (n, [i], env) => mergeAxes(i, [0, i.length], [Number.NaN, n.inner], env) ,
+    channels: (n, [i], env) => mergeAxes(i, [0, i.length], n.inner, env),
   },
   reshape: {
     shape: (n, [i]) => {
@@ -711,11 +711,11 @@ function broadcastShape(who: string, a: number[], b: number[]): number[] {
 }
 
 /**
- * Channels of axes [from, to) merged into one axis of `shape[0]` (NaN: their product), channel-
- * major: fine when only the first axis carries channels (the rest are positions) — `inner`
- * then grows by the positions' count; otherwise (channel-last layouts) the group is fixed.
+ * Channels of axes [from, to) merged into one axis, channel-major, with `inner` positions per
+ * channel expected: fine when only the first axis carries channels (the rest are positions) — the
+ * channels' `inner` then grows by the positions' count; otherwise (channel-last layouts) fixed.
  */
-function mergeAxes(i: AxisRefs, [from, to]: [number, number], [, inner]: [number, number], env: FlowEnv): AxisRefs {
+function mergeAxes(i: AxisRefs, [from, to]: [number, number], inner: number, env: FlowEnv): AxisRefs {
   const head = i[from];
   const rest = i.slice(from + 1, to);
   const positions = prod(env.inShapes[0].slice(from + 1, to));
@@ -766,7 +766,7 @@ function reshapeChannels(i: AxisRefs, inShape: number[], outShape: number[], env
     if (b2 === outShape.length && a2 < inShape.length) a2 = inShape.length;
     const refs = i.slice(a, a2);
     if (b2 - b === 1 && pa === pb) {
-      out.push(...mergeAxes(refs, [0, refs.length], [outShape[b], pb / (inShape[a] || 1)], { ...env, inShapes: [inShape.slice(a, a2)] }));
+      out.push(...mergeAxes(refs, [0, refs.length], pb / (inShape[a] || 1), { ...env, inShapes: [inShape.slice(a, a2)] }));
     } else {
       fixRefs(env, refs, `reshape [${inShape.join(', ')}] → [${outShape.join(', ')}] splits or reorders the channel axis`);
       for (let j = b; j < b2; j++) out.push(null);
