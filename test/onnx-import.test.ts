@@ -223,16 +223,29 @@ describe('ViT export: class token and MultiheadAttention', () => {
     assert.deepEqual(products, [[H, T + 1, T + 1], [H, T + 1, D]]);
   });
 
-  test('spec: the residual stream is one permutation through the class token, attention and head; q/k/v stay fixed', () => {
+  test('spec: the residual stream is one permutation through the class token, attention and head; the fused q/k/v rows are heads', () => {
     const spec = imp.flow.spec;
     assert.deepEqual(validateSpec(spec, paramsOf(imp), { strict: true }), []);
     const p = spec.axes['emb.weight'][1];
     assert.ok(typeof p === 'string');
     assert.deepEqual(spec.axes['class_token'], [null, null, p]);
     assert.deepEqual(spec.axes['pos_embedding'], [null, null, p]);
-    assert.deepEqual(spec.axes['attn.in_proj_weight'], [p, null]);
-    assert.deepEqual(spec.axes['attn.out_proj.weight'], [p, null]);
     assert.deepEqual(spec.axes['head.weight'], [null, p]);
+    // in_proj_weight (stored [D, 3D] for the MatMul): thirds q, k, v, each H heads × d; one head permutation for all three;
+    // q and k share their per-head inner permutations (q·kᵀ), v has its own, and out_proj's input
+    // axis takes v's.
+    const [cols, rows] = spec.axes['attn.in_proj_weight'] as [string, { segments: { blocks: string; within: string[] }[] }];
+    assert.equal(cols, p);
+    const [q, k, v] = rows.segments;
+    assert.equal(rows.segments.length, 3);
+    assert.ok(q.blocks === k.blocks && k.blocks === v.blocks);
+    assert.equal(spec.perms[q.blocks], H);
+    assert.deepEqual(q.within, k.within);
+    assert.equal(q.within.length, H);
+    assert.equal(new Set([...q.within, ...v.within]).size, 2 * H);
+    assert.ok([...q.within, ...v.within].every((id) => spec.perms[id] === D));
+    assert.deepEqual(spec.axes['attn.in_proj_bias'], [rows]);
+    assert.deepEqual(spec.axes['attn.out_proj.weight'], [p, v]);
   });
 
   test('gradients through the moved batch axis match finite differences (input and attention weights)', () => {

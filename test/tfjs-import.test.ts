@@ -385,15 +385,17 @@ describe('TF.js import: a model of many layer kinds', () => {
     assert.deepEqual(imp.opaque, []);
     assert.deepEqual(validateSpec(conv.spec.spec, recordsToState(conv.tensors), { strict: true }), []);
     // c1 (with the depthwise conv, the residual Add, LN), c2 and pre are permuted; d1 = d2 (joined by
-    // Multiply/Average) is split by the Reshape; mix and seq, concatenated on the channel axis, are then split by a
-    // Reshape too; the output is fixed.
-    assert.deepEqual(Object.keys(conv.spec.spec.perms).sort(), ['P_c1', 'P_c2', 'P_pre']);
+    // Multiply/Average) is split by the Reshape into 2 blocks of 3: the blocks (read by mix as its
+    // channels) move, their insides (positions to seq's convolution) cannot; mix and seq,
+    // concatenated on the channel axis, are then split by a Reshape too; the output is fixed.
+    assert.deepEqual(Object.keys(conv.spec.spec.perms).sort(), ['P_c1', 'P_c2', 'P_d1.heads', 'P_pre']);
+    assert.deepEqual(conv.spec.spec.axes['d1.bias'], [{ perm: 'P_d1.heads', inner: 3 }]);
     assert.deepEqual(conv.spec.spec.axes['dw.weight'], ['P_c1', null, null, null]);
     assert.deepEqual(conv.spec.spec.axes['ln.weight'], ['P_c1']);
-    assert.deepEqual(conv.spec.spec.axes['d1.weight'], [null, { perm: 'P_c2', inner: 4 }]);
-    assert.deepEqual(conv.spec.spec.axes['d2.weight'], [null, 'P_c2']);
+    assert.deepEqual(conv.spec.spec.axes['d1.weight'], [{ perm: 'P_d1.heads', inner: 3 }, { perm: 'P_c2', inner: 4 }]);
+    assert.deepEqual(conv.spec.spec.axes['d2.weight'], [{ perm: 'P_d1.heads', inner: 3 }, 'P_c2']);
     assert.deepEqual(conv.spec.warnings, [
-      'node "rs": reshape [6] → [2, 3] splits or reorders the channel axis: the channel groups it touches are left unpermuted',
+      'node "seq": mixes positions that carry channels: the channel groups it touches are left unpermuted',
       'node "fl2:split": reshape [14] → [7, 2] splits or reorders the channel axis: the channel groups it touches are left unpermuted',
     ]);
     const back = pytorchToTfjsLayout(m, conv.tensors);

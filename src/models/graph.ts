@@ -11,7 +11,7 @@
 import { InputError } from '../errors.js';
 import { zeros, type DType, type Tensor } from '../core/index.js';
 import type { Rng } from '../core/random.js';
-import { isSegmented, SpecFlow, type FlowResult } from '../permutation/flow.js';
+import { isChan, SpecFlow, type FlowResult } from '../permutation/flow.js';
 import type { PermutationSpec } from '../permutation/spec.js';
 import type { Params } from '../state/params.js';
 import { LAYERS, type AxisRefs, type ForwardEnv, type GraphNode, type LayerKind, type ModelGraph, type RunContext, type TensorInfo } from './layers.js';
@@ -167,8 +167,9 @@ export function graphFlow(graph: ModelGraph): GraphFlow {
   const nodeAxes: GraphFlow['nodeAxes'] = new Map();
   for (const [id, axes] of refs) {
     nodeAxes.set(id, axes.map((r) => {
-      // Concatenated channels carry several permutations: no single one (activation matching skips them).
-      if (!r || isSegmented(r)) return null;
+      // Concatenated channels and head dimensions carry several permutations: no single one
+      // (activation matching skips them).
+      if (!r || !isChan(r)) return null;
       const p = flow.permOf(r.space);
       return p === null ? null : r.inner === 1 ? p : { perm: p, inner: r.inner };
     }));

@@ -15,7 +15,7 @@ import { F, Tensor, type DType } from '../core/index.js';
 import type { Conv2dOptions } from '../core/ops/nn.js';
 import type { Rng } from '../core/random.js';
 import { InputError } from '../errors.js';
-import { isSegmented, refsOf, type AxisRef, type ChanRef, type SpecFlow } from '../permutation/flow.js';
+import { isChan, isSegmented, isWithin, refsOf, type AxisRef, type ChanRef, type SpecFlow, type WithinRef } from '../permutation/flow.js';
 import type { Params } from '../state/params.js';
 
 
@@ -308,7 +308,19 @@ function broadcastChannels(ins: AxisRefs[], env: FlowEnv): AxisRefs {
       const d = env.inShapes[k][i];
       return i < 0 || d === 1 ? undefined : refs[i];
     }).filter((r) => r !== undefined);
-    const refs = spanning.filter((r): r is ChanRef => r !== null && !isSegmented(r));
+    const within = spanning.filter((r): r is WithinRef => r !== null && isWithin(r));
+    if (within.length) {
+      // Head dimensions combined element-wise (a scale, a mask): the same heads, so one split.
+      if (within.length === spanning.length) {
+        for (const w of within.slice(1)) env.flow.union(within[0].parent, w.parent, env.where);
+        out.push(within[0]);
+      } else {
+        fixRefs(env, spanning as AxisRef[], 'combines head dimensions with other values element-wise');
+        out.push(null);
+      }
+      continue;
+    }
+    const refs = spanning.filter((r): r is ChanRef => r !== null && isChan(r));
     if (spanning.some((r) => r !== null && isSegmented(r))) {
       // Concatenations combined element-wise: not followed (a rare pattern), fixed.
       fixRefs(env, spanning as AxisRef[], 'combines concatenated channels element-wise');
@@ -335,6 +347,17 @@ function openSpace(env: FlowEnv, n: { id: string; weight: string; bias: string |
   env.flow.setTensor(n.weight, weightShape, weightAxes(own), env.where);
   if (n.bias) env.flow.setTensor(n.bias, [size], [own], env.where);
   return own;
+}
+
+/**
+ * Channels of a windowed op on [C, H, W] (pooling, resizing): the channels pass on; channels that
+ * reached a spatial axis (through a transpose or a split) are positions here, mixed by the window.
+ */
+function spatialChannels(ins: AxisRefs[], env: FlowEnv, keep = true): AxisRefs {
+  const [c, ...space] = ins[0];
+  const moved = space.filter((r) => r !== null);
+  if (moved.length) fixRefs(env, moved, 'mixes positions that carry channels');
+  return [c, ...space.map((r) => (keep && r && refsOf(r).every((x) => env.flow.isFixed(x.space)) ? r : null))];
 }
 
 const identityShape = <N>(_n: N, [i]: number[][]) => i;
@@ -401,8 +424,9 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       const [kh, kw] = pair(n.kernel);
       const groups = n.groups ?? 1;
       const inRef = i[0];
+      spatialChannels([i], env);
       const wShape = [n.outChannels, n.inChannels / groups, kh, kw];
-      if (inRef && !isSegmented(inRef) && inRef.inner !== 1) fixRefs(env, [inRef], 'a convolution reads flattened channels');
+      if (inRef && isChan(inRef) && inRef.inner !== 1) fixRefs(env, [inRef], 'a convolution reads flattened channels');
       if (groups === 1) return [openSpace(env, n, n.outChannels, (o) => [o, inRef, null, null], wShape), null, null];
       if (groups === n.inChannels && n.outChannels === n.inChannels && inRef && refsOf(inRef).every((r) => !env.flow.isFixed(r.space))) {
         // Depthwise: output channel c reads input channel c only, so it follows its input.
@@ -496,9 +520,9 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       return F.dropout(x, n.p, ctx.rng, true);
     },
   },
-  maxpool2d: { shape: (n, [i]) => windowShape(i, n.kernel, n.stride, n.padding), forward: (n, [x]) => F.maxPool2d(x, n.kernel, n.stride, n.padding) },
-  avgpool2d: { shape: (n, [i]) => windowShape(i, n.kernel, n.stride, n.padding), forward: (n, [x]) => F.avgPool2d(x, n.kernel, n.stride, n.padding) },
-  adaptiveavgpool2d: { shape: (n, [i]) => [i[0], n.size[0], n.size[1]], forward: (n, [x]) => F.adaptiveAvgPool2d(x, n.size[0], n.size[1]) },
+  maxpool2d: { shape: (n, [i]) => windowShape(i, n.kernel, n.stride, n.padding), forward: (n, [x]) => F.maxPool2d(x, n.kernel, n.stride, n.padding), channels: (_n, ins, env) => spatialChannels(ins, env) },
+  avgpool2d: { shape: (n, [i]) => windowShape(i, n.kernel, n.stride, n.padding), forward: (n, [x]) => F.avgPool2d(x, n.kernel, n.stride, n.padding), channels: (_n, ins, env) => spatialChannels(ins, env) },
+  adaptiveavgpool2d: { shape: (n, [i]) => [i[0], n.size[0], n.size[1]], forward: (n, [x]) => F.adaptiveAvgPool2d(x, n.size[0], n.size[1]), channels: (_n, ins, env) => spatialChannels(ins, env) },
   pool2d: {
     shape: (n, [i]) => {
       if (i.length !== 3) throw new InputError(`ModelGraph: pool2d "${n.id}" expects [C, H, W] but gets ${fmt(i)}`);
@@ -507,6 +531,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       return [i[0], windowSize(i[1], n.kernel[0], n.stride[0], n.padding[0], n.padding[2], dh, c), windowSize(i[2], n.kernel[1], n.stride[1], n.padding[1], n.padding[3], dw, c)];
     },
     forward: (n, [x]) => F.pool2d(x, { kind: n.kind, kernel: n.kernel, stride: n.stride, padding: n.padding, dilation: n.dilation, ceilMode: n.ceilMode, countIncludePad: n.countIncludePad }),
+    channels: (_n, ins, env) => spatialChannels(ins, env),
   },
   globalpool: {
     shape: (_n, [i]) => [i[0], ...i.slice(1).map(() => 1)],
@@ -542,8 +567,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       return [...lead, a[a.length - 2], b[b.length - 1]];
     },
     forward: (_n, [a, b]) => F.matmul(a, b),
-    // The contracted axis mixes the channels of both operands: nothing on it or the result moves.
-    channels: (_n, ins, env) => opaqueChannels(env, ins, 'a product of two activations'),
+    channels: (_n, [a, b], env) => matmulChannels(a, b, env),
   },
   reduce: {
     shape: (n, [i]) => i.flatMap((d, j) => (n.axes.includes(j) ? (n.keepdims ? [1] : []) : [d])),
@@ -610,7 +634,12 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
             out.push(null);
             continue;
           }
-          const segments = refs.flatMap((r, k) => (r && isSegmented(r) ? r.segments : [{ ref: r, length: lengths[k] }]));
+          if (refs.some((r) => r && isWithin(r))) {
+            fixRefs(env, refs, 'concatenates head dimensions');
+            out.push(null);
+            continue;
+          }
+          const segments = refs.flatMap((r, k) => (r && isSegmented(r) ? r.segments : [{ ref: r as ChanRef | null, length: lengths[k] }]));
           out.push(segments.some((g) => g.ref) ? { segments } : null);
           continue;
         }
@@ -627,9 +656,12 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       return s;
     },
     forward: (n, [x]) => F.slice(x, full(n.axis), n.start, n.end),
+    // A slice of a channel axis (a fused QKV projection's thirds) is a part of its space.
     channels: (n, [i], env) => i.map((r, j) => {
       if (j !== n.axis || !r) return r;
-      fixRefs(env, [r], 'slices the channel axis');
+      const part = isChan(r) && r.inner === 1 ? env.flow.part(r.space, n.start, n.end) : null;
+      if (part !== null) return { space: part, inner: 1 };
+      fixRefs(env, [r], 'slices the channel axis across its parts');
       return null;
     }),
   },
@@ -653,7 +685,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
   resize: {
     shape: (n, [i]) => [i[0], n.size[0], n.size[1]],
     forward: (n, [x]) => (n.mode === 'nearest' ? F.resizeNearest(x, n.size[0], n.size[1]) : F.resizeBilinear(x, n.size[0], n.size[1], n.alignCorners)),
-    channels: (_n, [i]) => [i[0], null, null],
+    channels: (_n, ins, env) => spatialChannels(ins, env, false),
   },
   param: {
     tensors: (n) => [{ name: n.name, shape: [...n.shape], kind: 'other', fanIn: 0, buffer: false }],
@@ -711,6 +743,38 @@ function broadcastShape(who: string, a: number[], b: number[]): number[] {
 }
 
 /**
+ * Channels of a matrix product a[.., m, k] · b[.., k, n]: the leading axes broadcast as in an
+ * element-wise op; the rows keep a's channels and the columns b's. The contracted axis is summed
+ * over, so the product is unchanged when both operands permute it alike: its two sides join into
+ * one group (attention's q·kᵀ joins q's and k's head dimensions, head by head, which needs the
+ * heads on the same leading axis). Channels on one side only are mixed with positions: fixed.
+ */
+function matmulChannels(a: AxisRefs, b: AxisRefs, env: FlowEnv): AxisRefs {
+  const [sa, sb] = env.inShapes;
+  const lead = broadcastChannels([a.slice(0, -2), b.slice(0, -2)], { ...env, inShapes: [sa.slice(0, -2), sb.slice(0, -2)], outShape: env.outShape.slice(0, -2) });
+  const ka = a[a.length - 1];
+  const kb = b[b.length - 2];
+  if (ka && kb && isChan(ka) && isChan(kb)) env.flow.unionRefs(ka, kb, env.where);
+  else if (ka && kb && isWithin(ka) && isWithin(kb) && headsAligned(ka, kb, a.slice(0, -2), b.slice(0, -2), env)) env.flow.union(ka.parent, kb.parent, env.where);
+  else if (ka || kb) fixRefs(env, [ka, kb], 'contracts channels with something else in a product of two values');
+  return [...lead, a[a.length - 2], b[b.length - 1]];
+}
+
+/** Whether two head-dimension refs have their heads on the same leading axis of a product. */
+function headsAligned(x: WithinRef, y: WithinRef, la: AxisRefs, lb: AxisRefs, env: FlowEnv): boolean {
+  const bx = env.flow.blocksOfSpace(x.parent);
+  const by = env.flow.blocksOfSpace(y.parent);
+  if (!bx || !by) return false;
+  const rank = Math.max(la.length, lb.length);
+  for (let j = 0; j < rank; j++) {
+    const p = la[j - (rank - la.length)];
+    const q = lb[j - (rank - lb.length)];
+    if (p && q && isChan(p) && isChan(q) && env.flow.sameGroup(p.space, bx.heads) && env.flow.sameGroup(q.space, by.heads)) return true;
+  }
+  return false;
+}
+
+/**
  * Channels of axes [from, to) merged into one axis, channel-major, with `inner` positions per
  * channel expected: fine when only the first axis carries channels (the rest are positions) — the
  * channels' `inner` then grows by the positions' count; otherwise (channel-last layouts) fixed.
@@ -720,8 +784,12 @@ function mergeAxes(i: AxisRefs, [from, to]: [number, number], inner: number, env
   const rest = i.slice(from + 1, to);
   const positions = prod(env.inShapes[0].slice(from + 1, to));
   const out = [...i.slice(0, from)];
-  if (!head) {
-    fixRefs(env, rest, 'merges channels into a larger axis');
+  const blocks = head && isChan(head) && rest.length === 1 && rest[0] && isWithin(rest[0]) ? env.flow.blocksOfSpace(rest[0].parent) : undefined;
+  if (blocks && isChan(head!) && head.inner === 1 && env.flow.sameGroup(head.space, blocks.heads)) {
+    // [heads, head dim] merged back (the heads' outputs concatenated): the split space again.
+    out.push({ space: (rest[0] as WithinRef).parent, inner: 1 });
+  } else if (!head || isWithin(head)) {
+    fixRefs(env, [head, ...rest], 'merges channels into a larger axis');
     out.push(null);
   } else if (Number.isNaN(positions) || !fits(positions, inner)) {
     fixRefs(env, [head, ...rest], 'flattens a map of unknown spatial size');
@@ -752,6 +820,9 @@ function reshapeChannels(i: AxisRefs, inShape: number[], outShape: number[], env
       b++;
       continue;
     }
+    // Axes of length 1 come and go without moving anything.
+    if (b < outShape.length && outShape[b] === 1) { out.push(null); b++; continue; }
+    if (a < inShape.length && inShape[a] === 1) { a++; continue; }
     // Find the smallest runs [a, a2) and [b, b2) with equal products.
     let a2 = a;
     let b2 = b;
@@ -765,8 +836,15 @@ function reshapeChannels(i: AxisRefs, inShape: number[], outShape: number[], env
     if (a2 === inShape.length && b2 < outShape.length) b2 = outShape.length;
     if (b2 === outShape.length && a2 < inShape.length) a2 = inShape.length;
     const refs = i.slice(a, a2);
+    const split = a2 - a === 1 && b2 - b === 2 && refs[0] && isChan(refs[0]) && refs[0].inner === 1
+      ? env.flow.blocks(refs[0].space, outShape[b], outShape[b + 1]) : null;
     if (b2 - b === 1 && pa === pb) {
       out.push(...mergeAxes(refs, [0, refs.length], pb / (inShape[a] || 1), { ...env, inShapes: [inShape.slice(a, a2)] }));
+    } else if (split) {
+      // [.., H·d] → [.., H, d]: the channels split into heads, each with its own dimensions.
+      out.push({ space: split.heads, inner: 1 }, { parent: (refs[0] as ChanRef).space, within: split.within });
+    } else if (a2 - a === 1 && b2 - b === 2 && refs[0] === null) {
+      out.push(null, null);
     } else {
       fixRefs(env, refs, `reshape [${inShape.join(', ')}] → [${outShape.join(', ')}] splits or reorders the channel axis`);
       for (let j = b; j < b2; j++) out.push(null);
