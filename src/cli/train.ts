@@ -9,6 +9,7 @@ import { currentBackend } from '../core/index.js';
 import { loadFashionMnist, loadMnist } from '../data/mnist.js';
 import { makeBlobs } from '../data/synthetic.js';
 import { polynomialTask } from '../data/polynomial.js';
+import { loadLicenseText } from '../data/text.js';
 import { splitTrainVal, type Dataset } from '../data/dataset.js';
 import { InputError } from '../errors.js';
 import { saveCheckpoint } from '../io/checkpoint.js';
@@ -21,7 +22,7 @@ import { UsageError, type CommandSpec, type Parsed } from './args.js';
 import { modelDefinition } from './model-files.js';
 import { trainingProgress } from '../report/progress.js';
 
-const DATASETS = ['mnist', 'fashion-mnist', 'blobs', 'poly1', 'poly2', 'poly3'] as const;
+const DATASETS = ['mnist', 'fashion-mnist', 'text', 'blobs', 'poly1', 'poly2', 'poly3'] as const;
 type DatasetName = (typeof DATASETS)[number];
 
 /** Presets' names joined, e.g. "mlp" or "vgg-small/vgg11/resnet20". */
@@ -48,23 +49,23 @@ export const trainSpec: CommandSpec = {
     model: { type: 'string', help: 'architecture', choices: MODEL_PRESETS.map((p) => p.name), default: MODEL_PRESETS[0].name },
     onnx: { type: 'string', help: 'train this ONNX model\'s architecture instead of --model (PyTorch default init from --seed; export with BatchNorm kept to train it)' },
     'input-shape': { type: 'list', help: 'per-sample input shape for an --onnx model whose input dims are dynamic' },
-    dataset: { type: 'string', help: 'training data (blobs: 4 Gaussian classes in 8-D; polyK: the reference\'s polynomial regression task K)', choices: DATASETS, default: 'mnist' },
+    dataset: { type: 'string', help: 'training data (text: Debian\'s licence texts as 64-character windows, next-character labels, for --model gpt; blobs: 4 Gaussian classes in 8-D; polyK: the reference\'s polynomial regression task K)', choices: DATASETS, default: 'mnist' },
     width: { type: 'number', help: widthHelp() },
-    'hidden-layers': { type: 'int', help: 'MLP hidden layers', default: 2 },
+    'hidden-layers': { type: 'int', help: 'MLP hidden layers; transformer blocks of gpt/vit', default: 2 },
     activation: { type: 'string', help: 'MLP activation', choices: ['relu', 'tanh'], default: 'relu' },
     dropout: { type: 'number', help: 'MLP dropout after each hidden activation (the reference\'s model B uses 0.25)', default: 0 },
-    epochs: { type: 'int', help: 'epochs (default 50; 500 for poly)' },
-    'batch-size': { type: 'int', help: 'mini-batch size (default 1000; 10 for poly)' },
+    epochs: { type: 'int', help: `epochs (default 50; 500 for poly${MODEL_PRESETS.filter((p) => p.epochs !== undefined).map((p) => `; ${p.epochs} for ${p.name}`).join('')})` },
+    'batch-size': { type: 'int', help: `mini-batch size (default 1000; 10 for poly${MODEL_PRESETS.filter((p) => p.batchSize !== undefined).map((p) => `; ${p.batchSize} for ${p.name}`).join('')})` },
     optimizer: { type: 'string', help: 'optimiser', choices: ['adamw', 'sgd'], default: 'adamw' },
     lr: { type: 'number', help: lrHelp() },
     'weight-decay': { type: 'number', help: 'AdamW decoupled weight decay (default 0.01) or SGD L2 penalty (default 0)' },
     momentum: { type: 'number', help: 'SGD momentum', default: 0 },
     seed: { type: 'int', help: 'seed of the initialisation, shuffling and dropout', default: 0 },
-    limit: { type: 'int', help: 'samples to use (default 10000 first MNIST images; 2000 blobs; 100 poly points)' },
+    limit: { type: 'int', help: 'samples to use (default 10000 first MNIST images; every text window; 2000 blobs; 100 poly points)' },
     val: { type: 'int', help: 'samples held out for validation (default 1000; 200 blobs; 0 poly)' },
     'split-seed': { type: 'int', help: 'seed of the train/validation split (the reference uses 1)', default: 1 },
     'data-dir': { type: 'string', help: 'folder with the (Fashion-)MNIST IDX files (default: the bundled/system copy)' },
-    test: { type: 'boolean', help: 'also evaluate on the 10k test split ((fashion-)MNIST)' },
+    test: { type: 'boolean', help: 'also evaluate on the test split ((fashion-)MNIST: 10k images; text: held-out licences)' },
     out: { type: 'string', alias: 'o', help: 'checkpoint to write (.safetensors)' },
     json: { type: 'boolean', help: 'print the result as one JSON object on stdout' },
     quiet: { type: 'boolean', help: 'no progress bar' },
@@ -95,6 +96,7 @@ interface Resolved {
 
 const isPoly = (d: DatasetName) => d.startsWith('poly');
 const isImage = (d: DatasetName) => d === 'mnist' || d === 'fashion-mnist';
+const TEXT_LIMIT = Number.MAX_SAFE_INTEGER;
 
 /** Fills dataset/model dependent defaults and rejects impossible combinations. */
 function resolveOptions(o: Parsed['options']): Resolved {
@@ -106,6 +108,9 @@ function resolveOptions(o: Parsed['options']): Resolved {
   if (model.imagesOnly && !isImage(dataset)) {
     throw fail(`--model ${model.name} needs image data (mnist or fashion-mnist); ${dataset} is vector data, use --model ${names(MODEL_PRESETS.filter((p) => !p.imagesOnly), ' or ')}`);
   }
+  if (Boolean(model.textOnly) !== (dataset === 'text')) {
+    throw fail(model.textOnly ? `--model ${model.name} reads token ids: use --dataset text` : `--dataset text is token ids for --model ${names(MODEL_PRESETS.filter((p) => p.textOnly), ' or ')}, not --model ${model.name}`);
+  }
   if (!model.dropout && (o.dropout as number) !== 0) throw fail(`--dropout applies to --model ${names(MODEL_PRESETS.filter((p) => p.dropout), ' or ')} only`);
   const r: Resolved = {
     model,
@@ -114,14 +119,14 @@ function resolveOptions(o: Parsed['options']): Resolved {
     hiddenLayers: o['hidden-layers'] as number,
     activation: o.activation as 'relu' | 'tanh',
     dropout: o.dropout as number,
-    epochs: (o.epochs as number | undefined) ?? (poly ? 500 : 50),
-    batchSize: (o['batch-size'] as number | undefined) ?? (poly ? 10 : 1000),
+    epochs: (o.epochs as number | undefined) ?? model.epochs ?? (poly ? 500 : 50),
+    batchSize: (o['batch-size'] as number | undefined) ?? model.batchSize ?? (poly ? 10 : 1000),
     optimizer: o.optimizer as 'adamw' | 'sgd',
     lr: (o.lr as number | undefined) ?? model.lr ?? (poly ? 1e-2 : 1e-3),
     weightDecay: o['weight-decay'] as number | undefined,
     momentum: o.momentum as number,
     seed: o.seed as number,
-    limit: (o.limit as number | undefined) ?? (poly ? 100 : dataset === 'blobs' ? 2000 : 10000),
+    limit: (o.limit as number | undefined) ?? (poly ? 100 : dataset === 'blobs' ? 2000 : dataset === 'text' ? TEXT_LIMIT : 10000),
     val: (o.val as number | undefined) ?? (poly ? 0 : dataset === 'blobs' ? 200 : 1000),
     splitSeed: o['split-seed'] as number,
     dataDir: o['data-dir'] as string | undefined,
@@ -140,7 +145,7 @@ function resolveOptions(o: Parsed['options']): Resolved {
   if (r.optimizer !== 'sgd' && o.momentum !== 0) throw fail('--momentum applies to --optimizer sgd only');
   if (r.limit < 2) throw fail(`--limit must be ≥ 2, got ${r.limit}`);
   if (r.val < 0 || r.val >= r.limit) throw fail(`--val must be in [0, ${r.limit - 1}] (fewer than --limit ${r.limit}), got ${r.val}`);
-  if (r.test && !isImage(dataset)) throw fail('--test needs (fashion-)mnist');
+  if (r.test && !isImage(dataset) && dataset !== 'text') throw fail('--test needs (fashion-)mnist or text');
   if (r.dataDir !== undefined && !isImage(dataset)) throw fail('--data-dir applies to (fashion-)mnist only');
   return r;
 }
@@ -170,6 +175,11 @@ function loadData(r: Resolved): { all: Dataset; test?: Dataset; criterion: Crite
         if (test) test = padImages(test, pad);
       }
       return { all, test, criterion: 'ce' };
+    }
+    if (r.dataset === 'text') {
+      const all = loadLicenseText('train', { limit: r.limit });
+      if (r.val >= all.n) throw new InputError(`train: --val ${r.val} but the text has only ${all.n} training windows`);
+      return { all, test: r.test ? loadLicenseText('test') : undefined, criterion: 'ce' };
     }
     if (r.dataset === 'blobs') return { all: makeBlobs({ n: r.limit, dim: 8, classes: 4, seed: 0 }), criterion: 'ce' };
     const task = Number(r.dataset.slice(4)) as 1 | 2 | 3;

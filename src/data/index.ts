@@ -6,3 +6,4 @@ export * from './cifar.js';
 export * from './rotate.js';
 export * from './polynomial.js';
 export * from './synthetic.js';
+export * from './text.js';

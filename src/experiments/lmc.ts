@@ -6,19 +6,20 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { barrier, interpolationCurve, type BarrierSummary, type BnMode, type CurvePoint } from '../analysis/lmc.js';
-import { loadFashionMnist, loadMnist, polynomialTask, splitTrainVal, take, type Dataset } from '../data/index.js';
+import { loadFashionMnist, loadLicenseText, loadMnist, polynomialTask, splitTrainVal, take, TEXT_VOCAB, type Dataset } from '../data/index.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
 import { alignModels, BUILTIN_METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
 import type { Criterion } from '../models/loss.js';
-import { mlp, vggSmall, type Model } from '../models/index.js';
+import { gpt, mlp, vggSmall, vit, type Model } from '../models/index.js';
+import { fixBlocks } from '../permutation/spec.js';
 import { mergeState, type Params } from '../state/params.js';
 import { fmtMeanStd, markdownTable } from '../report/markdown.js';
 import { Progress, trainingProgress } from '../report/progress.js';
 import { linePlots, type Panel } from '../report/svg.js';
 import { trainModel } from '../training/train.js';
 
-export const LMC_TASKS = ['poly1', 'poly2', 'poly3', 'mnist-mlp', 'fashion-mlp', 'mnist-vgg'] as const;
+export const LMC_TASKS = ['poly1', 'poly2', 'poly3', 'mnist-mlp', 'fashion-mlp', 'mnist-vgg', 'text-gpt', 'mnist-vit'] as const;
 export type LmcTask = (typeof LMC_TASKS)[number];
 /** Every method, with the weight costs represented by L2 as in the paper (the others can be chosen). */
 export const LMC_METHODS: readonly MethodName[] = BUILTIN_METHOD_NAMES.filter((m) => (METHODS[m].weightCost ?? 'l2') === 'l2');
@@ -67,13 +68,26 @@ export function taskSetup(task: LmcTask, o: TaskOptions = {}): TaskSetup {
       bn: 'interpolate',
     };
   }
+  if (task === 'text-gpt') {
+    // Character-level GPT-2-style models on Debian's licence texts; curves on held-out licences.
+    const T = 64;
+    return {
+      model: gpt({ vocab: TEXT_VOCAB.length, context: T, width: 64, layers: 2, heads: 4 }),
+      train: loadLicenseText('train', { context: T, dataDir: o.dataDir }),
+      test: limitTest(loadLicenseText('test', { context: T, dataDir: o.dataDir })),
+      criterion: 'ce', epochs: o.epochs ?? 4, batchSize: 64, lr: 3e-3, sinkhornEpochs: 1, steEpochs: 1, bn: 'interpolate',
+    };
+  }
   const fashion = task === 'fashion-mlp';
   const load = fashion ? loadFashionMnist : loadMnist;
-  const layout = task === 'mnist-vgg' ? 'chw' : 'flat';
+  const layout = task === 'mnist-vgg' || task === 'mnist-vit' ? 'chw' : 'flat';
   // First 10k training images split 9000/1000 with seed 1, batch 1000, as the reference.
   const full = load('train', { limit: 10000, layout, dataDir: o.dataDir });
   const { train } = splitTrainVal(full, 1000, 1);
   const test = limitTest(load('test', { layout, dataDir: o.dataDir }));
+  if (task === 'mnist-vit') {
+    return { model: vit({ imageShape: [1, 28, 28], patch: 7, classes: 10, width: 64, layers: 2, heads: 4 }), train, test, criterion: 'ce', epochs: o.epochs ?? 10, batchSize: 128, lr: 1e-3, sinkhornEpochs: 2, steEpochs: 1, bn: 'interpolate' };
+  }
   if (task === 'mnist-vgg') {
     // The reference calls update_batchnorm before evaluating its VGG: re-estimated BN statistics.
     return { model: vggSmall({ inputShape: [1, 28, 28], numClasses: 10 }), train, test, criterion: 'ce', epochs: o.epochs ?? 10, batchSize: 1000, lr: 1e-2, sinkhornEpochs: 20, steEpochs: 5, bn: 'reestimate' };
@@ -95,6 +109,11 @@ export interface LmcOptions {
   steEpochs?: number;
   /** Sinkhorn temperature τ for every Sinkhorn method (default: 0.1 for weight costs, 1 for Mid/Rnd, as the reference). */
   tau?: number;
+  /**
+   * 'fixed': block permutations (attention heads) held at the identity, each head's inner
+   * permutations still matched — the ablation that shows what moving heads adds. Default 'permuted'.
+   */
+  heads?: 'permuted' | 'fixed';
   /** Retrain endpoints even when their checkpoints exist in outDir. */
   retrain?: boolean;
   dataDir?: string;
@@ -139,7 +158,7 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
   const progress = new Progress({ label: 'lmc', total: o.tasks.length * o.seeds * o.methods.length, quiet: o.quiet });
   for (const task of o.tasks) {
     const setup = taskSetup(task, { epochs: o.epochs, testLimit: o.testLimit, dataDir: o.dataDir });
-    const spec = setup.model.permutationSpec();
+    const spec = o.heads === 'fixed' ? fixBlocks(setup.model.permutationSpec()) : setup.model.permutationSpec();
     for (let seed = 0; seed < o.seeds; seed++) {
       const dir = join(o.outDir, 'checkpoints', task);
       ensureDirSync(dir);

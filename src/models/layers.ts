@@ -82,8 +82,13 @@ type Quad = [number, number, number, number];
 interface NodeFields {
   /** The network input; `shape` is per sample ([features], [C, H, W] or [T, D]). */
   input: { shape: number[] };
-  /** PyTorch Linear on the last axis; `weightLayout` 'in-out' stores the weight [in, out] (x @ W). */
-  linear: { input: string; weight: string; bias: string | null; inFeatures: number; outFeatures: number; weightLayout?: 'out-in' | 'in-out' };
+  /**
+   * PyTorch Linear on the last axis; `weightLayout` 'in-out' stores the weight [in, out] (x @ W);
+   * `tied`: the weight is another node's (an output head tied to the token embedding).
+   */
+  linear: { input: string; weight: string; bias: string | null; inFeatures: number; outFeatures: number; weightLayout?: 'out-in' | 'in-out'; tied?: boolean };
+  /** Rows of a table (a `param` node, [V, D]) picked by the integer ids of `inputs[1]`: a token embedding. */
+  lookup: { inputs: [string, string] };
   /**
    * PyTorch Conv2d. `kernel`/`stride` a number or [h, w]; `padding` a number or [top, left,
    * bottom, right]; `groups` > 1: weight [out, in/groups, kh, kw] (depthwise: groups = in = out).
@@ -384,7 +389,7 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
     }),
   },
   linear: {
-    tensors: (n) => weightAndBias(n.weight, n.bias, n.weightLayout === 'in-out' ? [n.inFeatures, n.outFeatures] : [n.outFeatures, n.inFeatures], n.inFeatures),
+    tensors: (n) => weightAndBias(n.weight, n.bias, n.weightLayout === 'in-out' ? [n.inFeatures, n.outFeatures] : [n.outFeatures, n.inFeatures], n.inFeatures).slice(n.tied ? 1 : 0),
     shape: (n, [i]) => {
       if (i.length < 1 || !fits(i[i.length - 1], n.inFeatures)) throw new InputError(`ModelGraph: linear "${n.id}" expects [..., ${n.inFeatures}] but gets ${fmt(i)}`);
       return [...i.slice(0, -1), n.outFeatures];
@@ -438,6 +443,28 @@ export const LAYERS: { [K in LayerOp]: LayerKind<NodeOf<K>> } = {
       env.flow.setTensor(n.weight, wShape, [null, null, null, null], env.where);
       if (n.bias) env.flow.setTensor(n.bias, [n.outChannels], [null], env.where);
       return opaqueChannels(env, [[inRef]], `grouped convolution (groups ${groups})`);
+    },
+  },
+  lookup: {
+    shape: (n, [table, ids]) => {
+      if (table.length !== 2) throw new InputError(`ModelGraph: lookup "${n.id}" needs a [rows, features] table, got ${fmt(table)}`);
+      return [...ids, table[1]];
+    },
+    forward: (n, [table, ids]) => {
+      const idx = new Int32Array(ids.size);
+      const rows = table.shape[0];
+      for (let j = 0; j < ids.size; j++) {
+        const v = ids.data[j];
+        if (!(Number.isInteger(v) && v >= 0 && v < rows)) throw new InputError(`forward: lookup "${n.id}" got id ${v} at position ${j}, outside [0, ${rows})`);
+        idx[j] = v;
+      }
+      return F.gather(table, 0, idx, ids.shape);
+    },
+    // The ids pick rows: the rows belong to the network input's ids and cannot move; the
+    // features keep the table's channels.
+    channels: (_n, [table, ids], env) => {
+      for (const r of refsOf(table[0])) env.flow.fix(r.space, 'network input');
+      return [...ids.map(() => null), table[1]];
     },
   },
   batchnorm: {

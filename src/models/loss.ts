@@ -15,9 +15,18 @@ export interface Batch {
   y: Int32Array | Tensor;
 }
 
-/** Mean loss of one batch; `y` holds `size` labels or size × outputs targets. */
+/**
+ * Logits [N, k·C] read as [N·k, C] when a sample has k class labels (a language model's next token
+ * at each of k positions): one row per label.
+ */
+export function logitRows(out: Tensor, labels: number): Tensor {
+  const N = out.shape[0];
+  return labels === N ? out : F.reshape(out, [labels, (N * out.shape[1]) / labels]);
+}
+
+/** Mean loss of one batch; `y` holds `size` labels (or size × k for k per sample) or size × outputs targets. */
 export function batchLoss(criterion: Criterion, out: Tensor, y: Int32Array | Float32Array, size: number): Tensor {
-  if (criterion === 'ce') return F.crossEntropy(out, y as Int32Array);
+  if (criterion === 'ce') return F.crossEntropy(logitRows(out, y.length), y as Int32Array);
   return F.mse(out, new Tensor(y as Float32Array, [size, y.length / size]));
 }
 

@@ -88,8 +88,12 @@ export interface ModelPreset<C extends { arch: string } = { arch: string }> {
   imagesOnly: boolean;
   /** Zero-pad smaller images to this size (VGG11's five 2×2 pools need ≥ 32 pixels). */
   padImagesTo?: number;
-  /** Its default learning rate when not the CLI's general one. */
+  /** Its default learning rate, epochs and batch size when not the CLI's general ones. */
   lr?: number;
+  epochs?: number;
+  batchSize?: number;
+  /** Reads token ids (`--dataset text`) and nothing else. */
+  textOnly?: boolean;
   /** Takes --dropout (and --hidden-layers, --activation). */
   dropout?: boolean;
   config(inputs: PresetInputs): C;

@@ -9,9 +9,10 @@ import type { ArchEntry, ConfigOf, Model, ModelPreset } from './model.js';
 import { GRAPH_MODELS } from './imported.js';
 import { MLP_MODELS } from './mlp.js';
 import { RESNET_MODELS } from './resnet.js';
+import { TRANSFORMER_MODELS } from './transformer.js';
 import { VGG_MODELS } from './vgg.js';
 
-const FAMILIES = [MLP_MODELS, VGG_MODELS, RESNET_MODELS, GRAPH_MODELS];
+const FAMILIES = [MLP_MODELS, VGG_MODELS, RESNET_MODELS, TRANSFORMER_MODELS, GRAPH_MODELS];
 
 /** A model's JSON config: `arch` plus that architecture's builder options. */
 export type ModelConfig = ConfigOf<(typeof FAMILIES)[number]['archs'][number]>;

@@ -213,6 +213,32 @@ export function blockEntry(blocks: string, within: string | string[]): BlockAxis
   return { blocks, within: typeof within === 'string' ? within : [...within] };
 }
 
+/**
+ * The spec with every block permutation held at the identity: blocks stay where they are, each
+ * block's inner permutation still acts inside it (attention heads that may not move, as with
+ * ALiBi; or an ablation measuring what moving heads adds). Unused block ids leave `perms`.
+ */
+export function fixBlocks(spec: PermutationSpec): PermutationSpec {
+  const dropped = new Set<string>();
+  const unblock = (e: Segment): Segment[] => {
+    if (!isBlockAxis(e)) return [e];
+    dropped.add(e.blocks);
+    const B = spec.perms[e.blocks];
+    return typeof e.within === 'string' ? Array<Segment>(B).fill(e.within) : [...e.within];
+  };
+  const axes: Record<string, AxisPerm[]> = {};
+  for (const [name, entries] of Object.entries(spec.axes)) {
+    axes[name] = entries.map((a) => {
+      if (isBlockAxis(a)) return concatEntry(unblock(a));
+      if (isSegmentsAxis(a)) return concatEntry(a.segments.flatMap(unblock));
+      return a;
+    });
+  }
+  const stillUsed = new Set(Object.values(axes).flatMap((es) => es.flatMap((a) => entryPermIds(a))));
+  const perms = Object.fromEntries(Object.entries(spec.perms).filter(([id]) => !dropped.has(id) || stillUsed.has(id)));
+  return { perms, axes };
+}
+
 /** Inverts the table: permutation id → the axes it acts on (Git Re-Basin's `perm_to_axes`). */
 export function permToAxes(spec: PermutationSpec): Record<string, AxisRef[]> {
   const out: Record<string, AxisRef[]> = {};

@@ -25,14 +25,17 @@ export function checkData(who: string, model: Model, data: Dataset, criterion: C
   if (criterion === 'ce') {
     if (!(data.y instanceof Int32Array)) throw new InputError(`${who}: cross-entropy needs class labels, but dataset ${data.name} has regression targets (use criterion 'mse')`);
     const y = data.y;
+    // k labels per sample (a sequence): the outputs hold k class vectors.
+    const k = targetSize(data);
+    if (model.numOutputs % k !== 0) throw new InputError(`${who}: dataset ${data.name} has ${k} labels per sample but model ${model.name} has ${model.numOutputs} outputs, not a multiple`);
     let lo = 0;
     let hi = 0;
-    for (let i = 0; i < data.n; i++) {
+    for (let i = 0; i < y.length; i++) {
       if (y[i] < lo) lo = y[i];
       if (y[i] > hi) hi = y[i];
     }
-    if (lo < 0 || hi >= model.numOutputs) {
-      throw new InputError(`${who}: dataset ${data.name} has label ${lo < 0 ? lo : hi} but model ${model.name} has ${model.numOutputs} outputs`);
+    if (lo < 0 || hi >= model.numOutputs / k) {
+      throw new InputError(`${who}: dataset ${data.name} has label ${lo < 0 ? lo : hi} but model ${model.name} has ${model.numOutputs / k} classes`);
     }
   } else if (criterion === 'mse') {
     if (data.y instanceof Int32Array) throw new InputError(`${who}: MSE needs regression targets, but dataset ${data.name} has class labels (use criterion 'ce')`);
@@ -49,9 +52,13 @@ export function inputTensor(model: Model, x: Float32Array, size: number): Tensor
   return new Tensor(x, [size, ...model.inputShape]);
 }
 
-/** Number of rows of logits [N, C] whose argmax (first maximum, like torch.argmax) equals the label. */
+/**
+ * Number of rows of logits [N, C] whose argmax (first maximum, like torch.argmax) equals the label
+ * (with k labels per sample, logits [N, k·C] count per label).
+ */
 export function countCorrect(logits: Tensor, labels: Int32Array): number {
-  return countCorrectRows(logits.data, logits.shape[0], logits.shape[1], labels);
+  const rows = labels.length;
+  return countCorrectRows(logits.data, rows, logits.size / rows, labels);
 }
 
 /** countCorrect over the first n rows of a raw [n, c] array. */

@@ -45,7 +45,7 @@ export function evaluate(model: Model, state: { params: Params; buffers?: Params
   }
   const buffers = bn && bnMode === 'running' ? state.buffers : undefined;
   const d = sampleSize(data);
-  const t = opts.criterion === 'ce' ? 1 : targetSize(data);
+  const t = targetSize(data);
   return noGrad(() => {
     let lossSum = 0;
     let correct = 0;
@@ -59,7 +59,7 @@ export function evaluate(model: Model, state: { params: Params; buffers?: Params
       if (opts.criterion === 'ce') correct += countCorrect(out, y as Int32Array);
     }
     const r: EvalResult = { loss: lossSum / data.n, n: data.n };
-    if (opts.criterion === 'ce') r.accuracy = correct / data.n;
+    if (opts.criterion === 'ce') r.accuracy = correct / (data.n * t);
     return r;
   });
 }
@@ -153,7 +153,7 @@ export function evaluateEnsemble(members: EnsembleMember[], data: Dataset, opts:
   checkData('evaluateEnsemble', first, data, opts.criterion);
   const d = sampleSize(data);
   const c = first.numOutputs;
-  const t = opts.criterion === 'ce' ? 1 : targetSize(data);
+  const t = targetSize(data);
   return noGrad(() => {
     let lossSum = 0;
     let correct = 0;
@@ -194,7 +194,7 @@ export function evaluateEnsemble(members: EnsembleMember[], data: Dataset, opts:
       }
     }
     const r: EvalResult = { loss: lossSum / data.n, n: data.n };
-    if (opts.criterion === 'ce') r.accuracy = correct / data.n;
+    if (opts.criterion === 'ce') r.accuracy = correct / (data.n * t);
     return r;
   });
 }

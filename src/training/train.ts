@@ -11,7 +11,7 @@
  * dropout, bit-identical weights; it is what makes the reference MNIST runs fast.
  */
 import { AdamW, Rng, SGD, zeros, type Optimizer } from '../core/index.js';
-import { batchCount, batches, type Dataset } from '../data/dataset.js';
+import { batchCount, batches, targetSize, type Dataset } from '../data/dataset.js';
 import { InputError } from '../errors.js';
 import { graphTensors } from '../models/graph.js';
 import type { Model } from '../models/model.js';
@@ -138,6 +138,8 @@ export function trainModel(o: TrainOptions): TrainResult {
   const perEpoch = batchCount(data.n, o.batchSize);
   const cls = criterion === 'ce';
   const history: EpochStats[] = [];
+  // Labels per sample (a sequence model predicts one per position).
+  const perSample = cls ? targetSize(data) : 1;
   for (let epoch = 1; epoch <= o.epochs; epoch++) {
     const t0 = performance.now();
     let lossSum = 0;
@@ -174,11 +176,11 @@ export function trainModel(o: TrainOptions): TrainResult {
       seen += batch.size;
       o.onBatch?.({
         epoch, epochs: o.epochs, batch: b, batchesPerEpoch: perEpoch, loss: lossSum / seen,
-        acc: cls ? correct / seen : undefined, lastEpoch: history[history.length - 1],
+        acc: cls ? correct / (seen * perSample) : undefined, lastEpoch: history[history.length - 1],
       });
     }
     const stats: EpochStats = { epoch, trainLoss: lossSum / seen, seconds: 0 };
-    if (cls) stats.trainAcc = correct / seen;
+    if (cls) stats.trainAcc = correct / (seen * perSample);
     if (o.val) {
       const r = evaluate(model, { params, buffers }, o.val, { batchSize: o.evalBatchSize ?? Math.max(o.batchSize, 1000), criterion });
       stats.valLoss = r.loss;
