@@ -11,7 +11,7 @@ import { criterionLoss, stateLoss } from '../src/models/loss.js';
 import { naive } from '../src/methods/naive.js';
 import { straightThroughEstimator } from '../src/methods/ste.js';
 import { weightMatching } from '../src/methods/weight-matching.js';
-import { activationPoints } from '../src/models/activations.js';
+import { activationPoints, type ActivationPoints } from '../src/models/activations.js';
 import { mlp, resnet20, vggSmall, type Model } from '../src/models/index.js';
 import { lerpState, splitState, type Params } from '../src/state/params.js';
 import { applyHard, invertPermutation, randomPerms } from '../src/permutation/apply.js';
@@ -52,9 +52,10 @@ function assertSameTensors(x: Params, y: Params) {
 
 test('activation points are read off the graph: post-ReLU per layer, the whole residual stream for shared permutations', () => {
   const m = mlp({ sizes: [4, 6, 6, 2], dropout: 0.1 });
-  assert.deepEqual(activationPoints(m.graph(), m.permutationSpec()), { 'P_layers.0': ['layers.1'], 'P_layers.2': ['layers.3'] });
+  const nodes = (ap: ActivationPoints) => Object.fromEntries(Object.entries(ap.flat).map(([p, xs]) => [p, xs.map((x) => x.node)]));
+  assert.deepEqual(activationPoints(m.graph(), m.permutationSpec()), { flat: { 'P_layers.0': [{ node: 'layers.1', axis: 0 }], 'P_layers.2': [{ node: 'layers.3', axis: 0 }] }, blocks: [] });
   const r = resnet20({ widthMultiplier: 0.25, inputShape: [3, 8, 8] });
-  const pts = activationPoints(r.graph(), r.permutationSpec());
+  const pts = nodes(activationPoints(r.graph(), r.permutationSpec()));
   assert.deepEqual(pts.P_conv1, ['relu', 'layer1.0.relu2', 'layer1.1.relu2', 'layer1.2.relu2']);
   assert.deepEqual(pts['P_layer1.0.conv1'], ['layer1.0.relu1']);
   assert.deepEqual(pts['P_layer2.0.conv2'], ['layer2.0.relu2', 'layer2.1.relu2', 'layer2.2.relu2']);

@@ -10,6 +10,7 @@ import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import { noGrad, Rng, Tensor } from '../src/core/index.js';
 import { charId, LICENSE_TEST_FILES, loadLicenseText, TEXT_VOCAB } from '../src/data/text.js';
+import { activationMatching } from '../src/methods/activation-matching.js';
 import { weightMatching } from '../src/methods/weight-matching.js';
 import { deriveSpec, GraphBuilder, gpt, importedModel, initGraph, runGraph, vit, type Model, type ModelGraph } from '../src/models/index.js';
 import { applyHard, invertPerms, randomPerms, type Perms } from '../src/permutation/apply.js';
@@ -224,4 +225,18 @@ test('licence text: windows and next-character labels, held-out documents, a GPT
   const last = r.history.at(-1)!.trainLoss;
   assert.ok(first < Math.log(96) + 0.5 && last < first - 0.3, `loss ${first} → ${last}`);
   assert.ok(r.history.at(-1)!.trainAcc! > 0 && r.history.at(-1)!.trainAcc! < 1);
+});
+
+test('activation matching with heads (two-level: heads by their best inner matchings) recovers planted permutations of a GPT and a ViT', () => {
+  for (const model of [gpt({ ...G, layers: 1 }), vit({ ...V, layers: 1 })]) {
+    const spec = model.permutationSpec();
+    const a = randomState(model, 13);
+    const planted = randomPerms(spec, new Rng(14));
+    const b = noGrad(() => applyHard(spec, a, planted));
+    const x = batch(model, 64, new Rng(15), model.name.startsWith('gpt') ? G.vocab : 0);
+    const data = { name: 'random', x: x.data as Float32Array, sampleShape: model.inputShape, y: new Int32Array(64), n: 64 };
+    const r = activationMatching({ spec, a, b }, { model, data, statistic: 'correlation' });
+    const want = invertPerms(planted, spec);
+    for (const id of Object.keys(spec.perms)) assert.deepEqual(Array.from(r.perms[id]), Array.from(want[id]), `${model.name}: ${id}`);
+  }
 });

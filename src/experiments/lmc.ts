@@ -12,7 +12,8 @@ import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
 import { alignModels, BUILTIN_METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
 import type { Criterion } from '../models/loss.js';
 import { gpt, mlp, vggSmall, vit, type Model } from '../models/index.js';
-import { fixBlocks } from '../permutation/spec.js';
+import type { Perms } from '../permutation/apply.js';
+import { fixBlocks, isBlockAxis, isSegmentsAxis, type PermutationSpec } from '../permutation/spec.js';
 import { mergeState, type Params } from '../state/params.js';
 import { fmtMeanStd, markdownTable } from '../report/markdown.js';
 import { Progress, trainingProgress } from '../report/progress.js';
@@ -125,6 +126,38 @@ export interface LmcRow extends BarrierSummary {
   method: string;
   seed: number;
   seconds: number;
+  /** Models with attention heads: the share of heads, and of positions inside heads, the alignment moved. */
+  moved?: { heads: number; inner: number };
+}
+
+/**
+ * The share of heads (block permutations of `spec`) and of head dimensions (their inner
+ * permutations) that `perms` moves (an id it lacks stays in place: the heads of the ablation);
+ * null for a spec without heads.
+ */
+export function movedShares(spec: PermutationSpec, perms: Perms): { heads: number; inner: number } | null {
+  const heads = new Set<string>();
+  const inner = new Set<string>();
+  for (const entries of Object.values(spec.axes)) {
+    for (const a of entries) {
+      const blocks = isBlockAxis(a) ? [a] : isSegmentsAxis(a) ? a.segments.filter(isBlockAxis) : [];
+      for (const b of blocks) {
+        heads.add(b.blocks);
+        (typeof b.within === 'string' ? [b.within] : b.within).forEach((w) => inner.add(w));
+      }
+    }
+  }
+  if (!heads.size) return null;
+  const share = (ids: Set<string>) => {
+    let moved = 0;
+    let all = 0;
+    for (const id of ids) {
+      all += spec.perms[id];
+      perms[id]?.forEach((v, i) => { if (v !== i) moved++; });
+    }
+    return all ? moved / all : 0;
+  };
+  return { heads: share(heads), inner: share(inner) };
 }
 
 export interface LmcReport {
@@ -179,7 +212,8 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
           tau: o.tau,
         });
         const points = interpolationCurve({ model: setup.model, a: A.state, b: result.aligned, data: setup.test, criterion: setup.criterion, points: o.points ?? 25, bn: o.bn ?? setup.bn, bnData: setup.train });
-        rows.push({ task, method, seed, seconds: result.seconds, ...barrier(points) });
+        const moved = movedShares(setup.model.permutationSpec(), result.perms);
+        rows.push({ task, method, seed, seconds: result.seconds, ...barrier(points), ...(moved ? { moved } : {}) });
         curves.push({ task, method, seed, points });
         progress.tick(1, `${task} seed ${seed}: ${method} barrier ${rows.at(-1)!.lossBarrier.toFixed(4)}`);
       }
@@ -222,7 +256,8 @@ export function lmcPlot(task: string, curves: { method: string; points: CurvePoi
 }
 
 export function lmcMarkdown(o: LmcOptions, rows: LmcRow[]): string {
-  const header = ['task', 'method', 'loss barrier', 'loss AUC', 'acc barrier', 'endpoint loss A / B', 'endpoint acc A / B', 'seconds'];
+  const heads = rows.some((r) => r.moved);
+  const header = ['task', 'method', 'loss barrier', 'loss AUC', 'acc barrier', 'endpoint loss A / B', 'endpoint acc A / B', ...(heads ? ['heads moved', 'head dims moved'] : []), 'seconds'];
   const body: string[][] = [];
   for (const task of o.tasks) {
     for (const method of o.methods) {
@@ -236,6 +271,7 @@ export function lmcMarkdown(o: LmcOptions, rows: LmcRow[]): string {
         acc ? fmtMeanStd(rs.map((r) => r.accBarrier!)) : '-',
         `${fmtMeanStd(rs.map((r) => r.endpoints.lossA), 3)} / ${fmtMeanStd(rs.map((r) => r.endpoints.lossB), 3)}`,
         acc ? `${fmtMeanStd(rs.map((r) => r.endpoints.accA!), 3)} / ${fmtMeanStd(rs.map((r) => r.endpoints.accB!), 3)}` : '-',
+        ...(heads ? (['heads', 'inner'] as const).map((k) => (rs.every((r) => r.moved) ? fmtMeanStd(rs.map((r) => r.moved![k]), 2) : '-')) : []),
         fmtMeanStd(rs.map((r) => r.seconds), 3),
       ]);
     }

@@ -13,12 +13,12 @@ import { kernels } from '../core/backend/index.js';
 import { noGrad, Tensor } from '../core/tensor.js';
 import { batches, type Dataset } from '../data/dataset.js';
 import { InputError } from '../errors.js';
-import { activationPoints, activationRows, assertDataFitsModel, assertStateFitsModel, forwardRecording } from '../models/activations.js';
+import { activationPoints, activationRows, assertDataFitsModel, assertStateFitsModel, forwardRecording, headRows, type BlockActivations } from '../models/activations.js';
 import type { Model } from '../models/model.js';
 import { splitState } from '../state/params.js';
 import { applyHard } from '../permutation/apply.js';
 import { linearSumAssignment } from '../permutation/assignment.js';
-import { assertValidSpec, isFlatAxis } from '../permutation/spec.js';
+import { assertValidSpec, entryPermIds, isFlatAxis } from '../permutation/spec.js';
 import type { AlignInput, AlignResult, StepLog } from './types.js';
 import { assertCompatible } from './validate.js';
 
@@ -120,8 +120,6 @@ export function activationMatching(input: AlignInput, opts: ActivationMatchingOp
   const { model, data } = opts;
   assertValidSpec(spec, a);
   assertCompatible(a, b);
-  const v2 = Object.entries(spec.axes).find(([, e]) => !e.every(isFlatAxis));
-  if (v2) throw new InputError(`activationMatching: tensor "${v2[0]}" has a segments or block entry; activation matching does not handle version-2 entries yet (use weight matching or Sinkhorn re-basin)`);
   const batchSize = opts.batchSize ?? ACTIVATION_MATCHING_DEFAULTS.batchSize;
   const statistic = opts.statistic ?? ACTIVATION_MATCHING_DEFAULTS.statistic;
   if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new InputError(`activationMatching: batchSize must be an integer ≥ 1, got ${batchSize}`);
@@ -133,20 +131,28 @@ export function activationMatching(input: AlignInput, opts: ActivationMatchingOp
   assertDataFitsModel(model, data, 'activationMatching');
   const graph = model.graph();
   const points = activationPoints(graph, spec);
-  for (const [p, ids] of Object.entries(points)) {
-    if (ids.length === 0) throw new InputError(`activationMatching: permutation "${p}" acts on no node output of model ${model.name} (does the spec belong to this model?)`);
+  const blockIds = new Set(points.blocks.flatMap((b) => [b.blocks, ...b.within]));
+  const segmented = Object.entries(spec.axes).find(([, e]) => e.some((a) => !isFlatAxis(a) && !entryPermIds(a).every((id) => blockIds.has(id))));
+  if (segmented) throw new InputError(`activationMatching: tensor "${segmented[0]}" has a segments entry whose activations the model's graph does not show (use weight matching or Sinkhorn re-basin)`);
+  for (const p of Object.keys(spec.perms)) {
+    if (!blockIds.has(p) && !points.flat[p]?.length) throw new InputError(`activationMatching: permutation "${p}" acts on no node output of model ${model.name} (does the spec belong to this model?)`);
   }
-  const record = [...new Set(Object.values(points).flat())];
+  const record = [...new Set([...Object.values(points.flat).flat().map((x) => x.node), ...points.blocks.flatMap((b) => b.points.map((x) => x.node))])];
   const sa = splitState(a);
   const sb = splitState(b);
   const ctxA = { training: false, buffers: sa.buffers.size ? sa.buffers : undefined };
   const ctxB = { training: false, buffers: sb.buffers.size ? sb.buffers : undefined };
   const moments: Record<string, Moments> = {};
-  for (const [p, n] of Object.entries(spec.perms)) moments[p] = new Moments(n);
+  for (const p of Object.keys(points.flat)) moments[p] = new Moments(spec.perms[p]);
+  // Per set of per-head permutations: the moments of all heads' dimensions at once (H·d columns).
+  const headMoments = points.blocks.map((set) => new Moments(set.within.length * spec.perms[set.within[0]]));
   const total = Math.min(data.n, opts.maxSamples ?? data.n);
   const t0 = performance.now();
   let seen = 0;
   let steps = 0;
+  const check = (id: string, got: number, want: number, p: string) => {
+    if (got !== want) throw new InputError(`activationMatching: node "${id}" of model ${model.name} has ${got} channels but permutation "${p}" has ${want}`);
+  };
   noGrad(() => {
     for (const batch of batches(data, batchSize)) {
       const size = Math.min(batch.size, total - seen);
@@ -154,16 +160,22 @@ export function activationMatching(input: AlignInput, opts: ActivationMatchingOp
       const x = new Tensor(batch.x.slice(0, size * (batch.x.length / batch.size)), [size, ...data.sampleShape]);
       const ra = forwardRecording(graph, sa.params, x, ctxA, record).values;
       const rb = forwardRecording(graph, sb.params, x, ctxB, record).values;
-      for (const [p, ids] of Object.entries(points)) {
-        for (const id of ids) {
-          const za = activationRows(ra.get(id)!);
-          const zb = activationRows(rb.get(id)!);
-          if (za.channels !== spec.perms[p]) {
-            throw new InputError(`activationMatching: node "${id}" of model ${model.name} has ${za.channels} channels but permutation "${p}" has size ${spec.perms[p]}`);
-          }
+      for (const [p, list] of Object.entries(points.flat)) {
+        for (const { node, axis } of list) {
+          const za = activationRows(ra.get(node)!, axis);
+          const zb = activationRows(rb.get(node)!, axis);
+          check(node, za.channels, spec.perms[p], p);
           moments[p].add(za.data, zb.data, za.rows);
         }
       }
+      points.blocks.forEach((set, k) => {
+        for (const { node, headAxis, dimAxis } of set.points) {
+          const za = headRows(ra.get(node)!, headAxis, dimAxis);
+          const zb = headRows(rb.get(node)!, headAxis, dimAxis);
+          check(node, za.channels, headMoments[k].n, set.within.join(', '));
+          headMoments[k].add(za.data, zb.data, za.rows);
+        }
+      });
       seen += size;
       steps++;
       opts.onProgress?.(seen, total);
@@ -172,14 +184,59 @@ export function activationMatching(input: AlignInput, opts: ActivationMatchingOp
   });
   const perms: Record<string, Int32Array> = {};
   let objective = 0;
-  for (const [p, n] of Object.entries(spec.perms)) {
-    const { colInd, total: t } = linearSumAssignment(moments[p].matrix(statistic), n, n, { maximize: true });
+  for (const [p, m] of Object.entries(moments)) {
+    const n = m.n;
+    const { colInd, total: t } = linearSumAssignment(m.matrix(statistic), n, n, { maximize: true });
     perms[p] = Int32Array.from(colInd);
     objective += t;
   }
+  objective += matchHeads(points.blocks, headMoments.map((m) => m.matrix(statistic)), perms);
   const seconds = (performance.now() - t0) / 1000;
   // One log entry: the summed matching objective (negated, a cost, like weight matching's).
   const log: StepLog[] = [{ step: 1, cost: -objective, seconds }];
   const aligned = noGrad(() => applyHard(spec, b, perms));
   return { method: statistic === 'cross' ? 'am' : 'am-corr', perms, aligned, log, steps, seconds };
+}
+
+/** The best assignment of a d×d block (rows of A's head i, columns of B's head j) of an (H·d)² matrix. */
+function blockLap(M: Float64Array, H: number, d: number, i: number, j: number): { colInd: ArrayLike<number>; total: number } {
+  const sub = new Float64Array(d * d);
+  for (let r = 0; r < d; r++) for (let c = 0; c < d; c++) sub[r * d + c] = M[(i * d + r) * H * d + j * d + c];
+  return linearSumAssignment(sub, d, d, { maximize: true });
+}
+
+/**
+ * Two-level matching of attention heads from activations (as weight matching does from weights):
+ * pairing A's head i with B's head j is worth the best inner assignment of their dimensions,
+ * summed over the layer's sets (query/key and value/output); one H×H assignment picks the heads,
+ * then each pair's inner assignments are the per-head permutations (σ_i belongs to A's head i).
+ * Heads that cannot move keep their pairing. Fills `perms`; returns the objective.
+ */
+function matchHeads(sets: BlockActivations[], matrices: Float64Array[], perms: Record<string, Int32Array>): number {
+  let objective = 0;
+  const byHeads = new Map<string | null, number[]>();
+  sets.forEach((set, k) => {
+    const key = set.blocks ?? `fixed:${set.within.join()}`;
+    byHeads.set(key, [...(byHeads.get(key) ?? []), k]);
+  });
+  for (const ks of byHeads.values()) {
+    const blocks = sets[ks[0]].blocks;
+    const H = sets[ks[0]].within.length;
+    const dOf = (k: number) => Math.round(Math.sqrt(matrices[k].length) / H);
+    let pi = Int32Array.from({ length: H }, (_, i) => i);
+    if (blocks !== null) {
+      const C = new Float64Array(H * H);
+      for (let i = 0; i < H; i++) for (let j = 0; j < H; j++) for (const k of ks) C[i * H + j] += blockLap(matrices[k], H, dOf(k), i, j).total;
+      pi = Int32Array.from(linearSumAssignment(C, H, H, { maximize: true }).colInd);
+      perms[blocks] = pi;
+    }
+    for (const k of ks) {
+      for (let i = 0; i < H; i++) {
+        const { colInd, total } = blockLap(matrices[k], H, dOf(k), i, pi[i]);
+        perms[sets[k].within[i]] = Int32Array.from(colInd);
+        objective += total;
+      }
+    }
+  }
+  return objective;
 }

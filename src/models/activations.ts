@@ -15,7 +15,7 @@
  * block's output after add+ReLU. All of them are samples of the same unit vector, so activation
  * matching pools their statistics (a sum of cross-moment matrices is still one LAP).
  */
-import type { Tensor } from '../core/index.js';
+import { F, type Tensor } from '../core/index.js';
 import { InputError } from '../errors.js';
 import { sampleSize, type Dataset } from '../data/dataset.js';
 import { axisPermId, type PermutationSpec } from '../permutation/spec.js';
@@ -24,8 +24,36 @@ import {
 } from './graph.js';
 import type { Model, Params } from './model.js';
 
-/** Permutation id → the ids of the nodes whose outputs are that permutation's activations. */
-export function activationPoints(graph: ModelGraph, spec: PermutationSpec): Record<string, string[]> {
+/** Where one permutation's activations are read: a node's output, channels on per-sample `axis`. */
+export interface ActivationPoint {
+  node: string;
+  axis: number;
+}
+
+/**
+ * The activations of one set of per-head permutations (attention heads × head dimension): nodes
+ * whose output holds the heads on `headAxis` and the head dimension on `dimAxis`. `blocks` is the
+ * heads' permutation (shared by every set of its layer), null when the heads cannot move.
+ */
+export interface BlockActivations {
+  blocks: string | null;
+  within: string[];
+  points: { node: string; headAxis: number; dimAxis: number }[];
+}
+
+export interface ActivationPoints {
+  /** Permutation id → where its activations are read (permutations of whole units). */
+  flat: Record<string, ActivationPoint[]>;
+  /** One entry per set of per-head permutations (e.g. a layer's query/key and value/output dimensions). */
+  blocks: BlockActivations[];
+}
+
+/**
+ * Where each permutation's activations are read, derived from the graph and the spec. Per-head
+ * permutations are read where their head dimension is computed (reshape or product outputs: a
+ * transpose only reorders its input's values and would count them twice).
+ */
+export function activationPoints(graph: ModelGraph, spec: PermutationSpec): ActivationPoints {
   // The graph's channel flow (the rules deriveSpec reads); each derived permutation is named as
   // the given spec names the weight axis that opens it.
   const flow = graphFlow(graph);
@@ -34,26 +62,43 @@ export function activationPoints(graph: ModelGraph, spec: PermutationSpec): Reco
     const e = spec.axes[weight]?.[0];
     rename.set(id, e === undefined ? null : axisPermId(e));
   }
-  const byPerm = new Map<string, GraphNode[]>();
+  const renamed = (id: string | null) => (id === null ? null : rename.has(id) ? rename.get(id)! : spec.perms[id] !== undefined ? id : null);
+  const byPerm = new Map<string, { n: GraphNode; axis: number }[]>();
+  const blockSets = new Map<string, BlockActivations>();
   for (const n of graph.nodes) {
-    // Activation rows read the channels on axis 0 ([C, ...] per sample), not flattened ones.
-    const a = flow.nodeAxes.get(n.id)?.[0];
-    if (typeof a !== 'string') continue;
-    const perm = rename.get(a);
+    const axes = flow.nodeAxes.get(n.id) ?? [];
+    const heads = new Set<number>();
+    axes.forEach((a, axis) => {
+      if (!a || typeof a !== 'object' || !('within' in a)) return;
+      heads.add(a.headAxis);
+      if (n.op === 'transpose') return;
+      const within = a.within.map(renamed);
+      if (within.some((w) => w === null)) return;
+      const key = JSON.stringify(within);
+      let set = blockSets.get(key);
+      if (!set) blockSets.set(key, (set = { blocks: renamed(a.blocks), within: within as string[], points: [] }));
+      set.points.push({ node: n.id, headAxis: a.headAxis, dimAxis: axis });
+    });
+    // A node's units: the first axis carrying a whole-unit permutation (not a heads axis).
+    const axis = axes.findIndex((a, k) => typeof a === 'string' && !heads.has(k));
+    if (axis < 0) continue;
+    const perm = renamed(axes[axis] as string);
     if (!perm) continue;
     let list = byPerm.get(perm);
     if (!list) byPerm.set(perm, (list = []));
-    list.push(n);
+    list.push({ n, axis });
   }
-  const out: Record<string, string[]> = {};
+  const blockIds = new Set([...blockSets.values()].flatMap((b) => [b.blocks, ...b.within]));
+  const flat: Record<string, ActivationPoint[]> = {};
   for (const p of Object.keys(spec.perms)) {
+    if (blockIds.has(p)) continue;
     const nodes = byPerm.get(p) ?? [];
-    const role = (n: GraphNode) => layerOf(n).activation?.(n as never) ?? null;
-    const acts = nodes.filter((n) => role(n) === 'nonlinearity');
-    const adds = nodes.filter((n) => role(n) === 'residual');
-    out[p] = (acts.length ? acts : adds.length ? adds : nodes.slice(-1)).map((n) => n.id);
+    const role = (x: { n: GraphNode }) => layerOf(x.n).activation?.(x.n as never) ?? null;
+    const acts = nodes.filter((x) => role(x) === 'nonlinearity');
+    const adds = nodes.filter((x) => role(x) === 'residual');
+    flat[p] = (acts.length ? acts : adds.length ? adds : nodes.slice(-1)).map((x) => ({ node: x.n.id, axis: x.axis }));
   }
-  return out;
+  return { flat, blocks: [...blockSets.values()] };
 }
 
 /**
@@ -68,24 +113,34 @@ export function forwardRecording(graph: ModelGraph, params: Params, x: Tensor, c
 }
 
 /**
- * A node's output as a row-major [rows, C] matrix: [N, C] as is, [N, C, h, w] as (N·h·w, C)
- * (every spatial position of every sample is one sample of the C-vector).
+ * A node's output as a row-major [rows, C] matrix with the channels of per-sample axis `axis`
+ * (default 0) as columns: [N, C] as is, [N, C, h, w] as (N·h·w, C), [N, T, D] on axis 1 as
+ * (N·T, D): every other position of every sample is one sample of the C-vector.
  */
-export function activationRows(t: Tensor): { rows: number; channels: number; data: Float32Array } {
-  if (t.ndim < 2) throw new Error(`activationRows: expects [N, C, ...], got [${t.shape.join(', ')}]`);
-  const [N, C] = t.shape;
-  const inner = t.size / (N * C);
+export function activationRows(t: Tensor, axis = 0): { rows: number; channels: number; data: Float32Array } {
+  if (t.ndim < 2 || axis + 1 >= t.ndim) throw new Error(`activationRows: expects channels on per-sample axis ${axis}, got [${t.shape.join(', ')}]`);
+  const C = t.shape[axis + 1];
+  const outer = t.shape.slice(0, axis + 1).reduce((a, b) => a * b, 1);
+  const inner = t.size / (outer * C);
   const src = t.data;
-  if (inner === 1) return { rows: N, channels: C, data: src instanceof Float32Array ? src : Float32Array.from(src) };
+  if (inner === 1) return { rows: outer, channels: C, data: src instanceof Float32Array ? src : Float32Array.from(src) };
   const out = new Float32Array(t.size);
-  for (let s = 0; s < N; s++) {
+  for (let s = 0; s < outer; s++) {
     for (let c = 0; c < C; c++) {
       const from = (s * C + c) * inner;
       const to = s * inner * C + c;
       for (let p = 0; p < inner; p++) out[to + p * C] = src[from + p];
     }
   }
-  return { rows: N * inner, channels: C, data: out };
+  return { rows: outer * inner, channels: C, data: out };
+}
+
+/** A node's output as [rows, H·d]: per-sample axes `headAxis` (H) and `dimAxis` (d) as columns, head-major. */
+export function headRows(t: Tensor, headAxis: number, dimAxis: number): { rows: number; channels: number; data: Float32Array } {
+  const rest = [...Array(t.ndim).keys()].filter((k) => k !== headAxis + 1 && k !== dimAxis + 1);
+  const y = F.permute(t, [...rest, headAxis + 1, dimAxis + 1]);
+  const channels = t.shape[headAxis + 1] * t.shape[dimAxis + 1];
+  return { rows: t.size / channels, channels, data: y.data instanceof Float32Array ? y.data : Float32Array.from(y.data) };
 }
 
 /** Throws an InputError unless the dataset's samples fit the model input (same size; [1,28,28] into [784] is fine, as in runGraph). */

@@ -11,7 +11,7 @@
 import { InputError } from '../errors.js';
 import { zeros, type DType, type Tensor } from '../core/index.js';
 import type { Rng } from '../core/random.js';
-import { isChan, SpecFlow, type FlowResult } from '../permutation/flow.js';
+import { isChan, isWithin, SpecFlow, type FlowResult } from '../permutation/flow.js';
 import type { PermutationSpec } from '../permutation/spec.js';
 import type { Params } from '../state/params.js';
 import { LAYERS, type AxisRefs, type ForwardEnv, type GraphNode, type LayerKind, type ModelGraph, type RunContext, type TensorInfo } from './layers.js';
@@ -133,10 +133,17 @@ export function inferShapes(graph: ModelGraph): Map<string, number[]> {
   return shapes;
 }
 
+/** The channels of one axis of a node's output (see GraphFlow.nodeAxes). */
+export type NodeAxis = string | { perm: string; inner: number } | { blocks: string | null; within: string[]; headAxis: number } | null;
+
 /** A graph's channel flow: the spec inference's result and every node's output channels. */
 export interface GraphFlow extends FlowResult {
-  /** Node id → its output's channels per per-sample axis, as spec entries (perm id, `{perm, inner}` or null). */
-  nodeAxes: Map<string, (string | { perm: string; inner: number } | null)[]>;
+  /**
+   * Node id → its output's channels per per-sample axis: as spec entries (perm id, `{perm, inner}`
+   * or null), or for a head dimension its per-head permutations with the heads' permutation (null
+   * when the heads are fixed) and the axis holding the heads.
+   */
+  nodeAxes: Map<string, NodeAxis[]>;
 }
 
 /**
@@ -166,9 +173,16 @@ export function graphFlow(graph: ModelGraph): GraphFlow {
   const result = flow.finish();
   const nodeAxes: GraphFlow['nodeAxes'] = new Map();
   for (const [id, axes] of refs) {
-    nodeAxes.set(id, axes.map((r) => {
-      // Concatenated channels and head dimensions carry several permutations: no single one
-      // (activation matching skips them).
+    nodeAxes.set(id, axes.map((r): NodeAxis => {
+      if (r && isWithin(r)) {
+        // A head dimension: each head's own permutation, read with the axis of the heads.
+        const b = flow.blocksOfSpace(r.parent);
+        const within = r.within.map((w) => flow.permOf(w));
+        const headAxis = axes.findIndex((h) => h !== null && isChan(h) && b !== undefined && flow.sameGroup(h.space, b.heads));
+        if (!b || headAxis < 0 || within.some((w) => w === null) || new Set(within).size !== within.length) return null;
+        return { blocks: flow.permOf(b.heads), within: within as string[], headAxis };
+      }
+      // Concatenated channels carry several permutations: no single one (activation matching skips them).
       if (!r || !isChan(r)) return null;
       const p = flow.permOf(r.space);
       return p === null ? null : r.inner === 1 ? p : { perm: p, inner: r.inner };
