@@ -369,3 +369,9 @@ export function specForSibling(spec: PermutationSpec, shapes: Shapes): Permutati
   if (problems.length) throw new InputError(`the spec does not fit this file: ${problems[0]}${problems.length > 1 ? ` (and ${problems.length - 1} more)` : ''}`);
   return out;
 }
+
+/** Whether some tensor name has the signature of a layout this module has a preset for. */
+export function hasPreset(names: Iterable<string>): boolean {
+  for (const n of names) if (HF_ARCHITECTURE_NAMES.some((a) => archOf(a).signature.test(n))) return true;
+  return false;
+}
