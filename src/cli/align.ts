@@ -16,7 +16,7 @@ import { CHECKPOINT_FORMAT } from '../io/checkpoint.js';
 import { applyPermutationsStreaming, checkpointOutputFiles, safetensorsSource } from '../io/align-lazy.js';
 import { isShardIndex, refusePickle } from '../io/safetensors-sharded.js';
 import { hasPreset } from '../io/hf-presets.js';
-import { weightMatchingLazy, type TensorSource } from '../methods/weight-matching-lazy.js';
+import { checkSources, weightMatchingLazy, type TensorSource } from '../methods/weight-matching-lazy.js';
 import { createModel } from '../models/registry.js';
 import type { Criterion } from '../models/loss.js';
 import type { Model } from '../models/model.js';
@@ -301,9 +301,10 @@ async function alignLazy(args: Parsed, method: MethodName): Promise<number> {
       } catch (e) {
         throw new InputError(`align: the model config does not describe a model: ${(e as Error).message}`);
       }
+      // A and B must match (names, shapes) before anything else is said or done.
+      checkSources(a, b);
       const shapes = new Map(a.names.map((n) => [n, { shape: a.shape(n) }]));
       const preset = !o.spec && !model ? await presetFor(shapes, aPath, o) : undefined;
-      if (preset && !o.quiet && !o.json) process.stderr.write(`align: ${describePreset(preset)}${preset.notes.map((n) => `\n  note: ${n}`).join('')}\n`);
       const spec = await resolveSpec(o.spec as string | undefined, model, 'align', preset?.spec);
       try {
         assertValidSpec(spec, shapes, { strict: true });
@@ -314,6 +315,7 @@ async function alignLazy(args: Parsed, method: MethodName): Promise<number> {
       // A sharded B is written sharded: the shard files join the output policy's checks.
       await checkOutputs(checkpointOutputFiles(b, out).map((path) => ({ path, option: '-o' })), inputFiles(args.positionals, o));
       const quiet = Boolean(o.quiet || o.json);
+      if (preset && !quiet) process.stderr.write(`align: ${describePreset(preset)}${preset.notes.map((n) => `\n  note: ${n}`).join('')}\n`);
       const groups = Object.keys(spec.perms).length;
       let progress = new Progress({ label: 'align wm (lazy) sweep 1', total: groups, quiet });
       const reads = readCounter(spec, a);
