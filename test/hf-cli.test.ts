@@ -152,6 +152,21 @@ test('sharded checkpoints: read as one (spec infer, align --lazy), written shard
   for (const [k, t] of single) assert.deepEqual(Array.from(got.get(k)!.data), Array.from(t.data), k);
 });
 
+test('a shard index that names files outside its folder, or disagrees with its shards, is refused naming the entry', async () => {
+  const folder = join(dir, 'bad-index');
+  const index = await writeSharded(folder, await load(B));
+  const good = JSON.parse(readFileSync(index, 'utf8'));
+  const first = Object.keys(good.weight_map)[0];
+  writeFileSync(index, JSON.stringify({ weight_map: { ...good.weight_map, [first]: '../model.safetensors' } }));
+  refused(run('spec', 'infer', index), new RegExp(`weight_map\\["${first.replace(/\./g, '\\.')}"\\]: weight_map entry must be a shard file name next to the index`));
+  const { [first]: _dropped, ...rest } = good.weight_map;
+  writeFileSync(index, JSON.stringify({ weight_map: rest }));
+  refused(run('spec', 'infer', index), /is in shard model-00001-of-00002\.safetensors but not in the index's weight_map/);
+  const plain = run('align', A, B, '-o', join(dir, 'plain.safetensors.index.json'));
+  assert.equal(plain.code, 2);
+  assert.match(plain.stderr, /sharded output .* is written by --lazy/);
+});
+
 test('apply: EMA weights and a LoRA adapter (PEFT names, Conv1D base) follow the saved permutations', async () => {
   const b = await load(B);
   const rng = new Rng(9);

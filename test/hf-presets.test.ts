@@ -173,6 +173,13 @@ test('GPT-2 layout: the preset group (heads × per-head Q/K and V/O inner, MLP, 
   }
 });
 
+test('GPT-2 as GPT2Model saves it (no "transformer." prefix, no head): the same preset', () => {
+  const state = new Map([...gpt2State(1)].map(([k, t]) => [k.replace(/^transformer\./, ''), t]));
+  const p = hfPreset(shapesOf(state), { n_head: 2, n_embd: 8 });
+  assert.equal(p.architecture, 'gpt2');
+  checkGroup(state, p.spec, (s) => gpt2Forward(s, { layers: 2, heads: 2, prefix: '' }, ids), 8, 'h.0.mlp.c_fc.weight');
+});
+
 test('GPT-2 layout with ALiBi: heads stay, inner permutations only', () => {
   const state = gpt2State(2);
   const config = { model_type: 'gpt2', n_head: 2, n_embd: 8, alibi: true };

@@ -247,6 +247,7 @@ export async function align(args: Parsed): Promise<number> {
   const method = checkMethodOptions('align', o);
   await checkCommandOutputs(args);
   if (o.lazy) return alignLazy(args, method);
+  if (isShardIndex(o.out as string)) throw new UsageError('align: a sharded output (-o ….index.json) is written by --lazy; without it the output is one safetensors file');
   const { files: [a, b], spec, unrunnable } = await loadModels('align', args.positionals, o);
   if (unrunnable && needsData(method)) throw new InputError(`align: --method ${method} runs the model, but ${unrunnable}`);
   const result = await runMethod('align', method, spec, a, b, o);
