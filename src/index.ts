@@ -58,6 +58,8 @@ export { readTfjs, writeTfjs } from './io/tfjs.js';
 export { importTfjs, inferSpecFromTfjs, tfjsToPytorchLayout, pytorchToTfjsLayout, TFJS_LAYERS, type ImportedTfjs, type ImportTfjsOptions, type TfjsParamPlan, type TfjsSpecResult } from './io/tfjs-import.js';
 export type { ArrayRecord, StateDict } from './io/records.js';
 export { safetensorsSource, applyPermutationsStreaming, type SafetensorsSource, type StreamingApplyResult } from './io/align-lazy.js';
+export { hfPreset, detectArchitecture, specForSibling, HF_ARCHITECTURES, HEAD_MODES, type HfPreset, type HfPresetOptions, type HfModelConfig, type HeadMode, type HfArchitecture } from './io/hf-presets.js';
+export { openCheckpoint, refusePickle, type CheckpointReader } from './io/safetensors-sharded.js';
 
 // Continual learning and experiments.
 export * as continual from './continual/index.js';

@@ -13,8 +13,10 @@ import { CheckFailedError, InputError } from '../errors.js';
 import { ensureDirSync, withOutputBatch, writeFileAtomic } from '../io/atomic.js';
 import { checkOutputDir, checkOutputs, withOpenFile, type OutputPath } from '../io/files.js';
 import { CHECKPOINT_FORMAT } from '../io/checkpoint.js';
-import { applyPermutationsStreaming, safetensorsSource } from '../io/align-lazy.js';
-import { weightMatchingLazy } from '../methods/weight-matching-lazy.js';
+import { applyPermutationsStreaming, checkpointOutputFiles, safetensorsSource } from '../io/align-lazy.js';
+import { isShardIndex, refusePickle } from '../io/safetensors-sharded.js';
+import { hasPreset } from '../io/hf-presets.js';
+import { checkSources, weightMatchingLazy, type TensorSource } from '../methods/weight-matching-lazy.js';
 import { createModel } from '../models/registry.js';
 import type { Criterion } from '../models/loss.js';
 import type { Model } from '../models/model.js';
@@ -27,12 +29,13 @@ import { alignModels, BUILTIN_METHOD_NAMES, METHOD_NAMES, METHODS, needsData, ty
 import type { AlignResult } from '../methods/types.js';
 import type { SinkhornDiagnostics } from '../permutation/sinkhorn.js';
 import { assertCompatible } from '../methods/validate.js';
-import { lerpState, mergeState, mergeWeights, splitState, type Params } from '../state/params.js';
+import { isBufferName, lerpState, mergeState, mergeWeights, splitState, type Params } from '../state/params.js';
 import { applyHard, invertPerms } from '../permutation/apply.js';
-import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
+import { assertValidSpec, permToAxes, type PermutationSpec } from '../permutation/spec.js';
 import { Progress } from '../report/progress.js';
 import { linePlots } from '../report/svg.js';
 import { parseDecimal, UsageError, type CommandSpec, type Parsed } from './args.js';
+import { describePreset, HF_OPTIONS, presetFor } from './hf.js';
 import { BN_MODES, DEFAULT_SPLIT, SPLITS, type BnChoice } from './eval.js';
 import { checkFits, equivalenceCheck, isNamedDataset, MODEL_DEFINITION_OPTIONS, NAMED_DATASETS, parseModelConfig, readDataset, readFitData, readModels, resolveSpec, writeModelFile, type EquivalenceReport, type ModelFile } from './model-files.js';
 
@@ -82,9 +85,10 @@ export const alignSpec: CommandSpec = {
   options: {
     out: { type: 'string', alias: 'o', help: 'output safetensors for the aligned B' },
     'perms-out': { type: 'string', help: 'also write the permutations as JSON' },
-    lazy: { type: 'boolean', help: 'read tensors one permutation group at a time (checkpoints larger than memory; --method wm, safetensors only; structural equivalence check)' },
+    lazy: { type: 'boolean', help: 'read tensors one permutation group at a time (checkpoints larger than memory, sharded ones too; --method wm, safetensors only; structural equivalence check; each tensor written in its own dtype)' },
     ...methodOptions,
     ...common,
+    ...HF_OPTIONS,
   },
 };
 
@@ -97,7 +101,10 @@ interface Loaded {
 
 async function loadModels(cmd: string, paths: string[], o: Parsed['options']): Promise<Loaded> {
   const { files, definition } = await readModels(paths.map((p) => resolve(p)), o);
-  const spec = await resolveSpec(o.spec as string | undefined, files[0].model, cmd, definition?.spec);
+  // Plain weights with no spec: the Hugging Face preset of their names, when they have one.
+  const preset = !o.spec && !files[0].model && !definition?.spec && hasPreset(files[0].state.keys())
+    ? (await presetFor(files[0].state, files[0].path, o)).spec : undefined;
+  const spec = await resolveSpec(o.spec as string | undefined, files[0].model, cmd, definition?.spec ?? preset);
   try {
     // Strict, as \`spec check\` (by default): every tensor must be covered, or applying the permutations fails.
     assertValidSpec(spec, files[0].state, { strict: true });
@@ -240,6 +247,7 @@ export async function align(args: Parsed): Promise<number> {
   const method = checkMethodOptions('align', o);
   await checkCommandOutputs(args);
   if (o.lazy) return alignLazy(args, method);
+  if (isShardIndex(o.out as string)) throw new UsageError('align: a sharded output (-o ….index.json) is written by --lazy; without it the output is one safetensors file');
   const { files: [a, b], spec, unrunnable } = await loadModels('align', args.positionals, o);
   if (unrunnable && needsData(method)) throw new InputError(`align: --method ${method} runs the model, but ${unrunnable}`);
   const result = await runMethod('align', method, spec, a, b, o);
@@ -277,8 +285,9 @@ async function alignLazy(args: Parsed, method: MethodName): Promise<number> {
   if (o.data) throw new UsageError('align: --lazy does not use --data (weight matching only)');
   const [aPath, bPath] = args.positionals.map((p) => resolve(p));
   for (const p of [aPath, bPath]) {
+    refusePickle(p);
     if (!existsSync(p)) throw new InputError(`${p}: no such file`);
-    if (!(await isSafetensors(p))) throw new UsageError(`align: --lazy needs safetensors inputs; ${p} is not one`);
+    if (!isShardIndex(p) && !(await isSafetensors(p))) throw new UsageError(`align: --lazy needs safetensors inputs (a file or a sharded checkpoint's index.json); ${p} is not one`);
   }
   const a = await safetensorsSource(aPath);
   try {
@@ -293,20 +302,36 @@ async function alignLazy(args: Parsed, method: MethodName): Promise<number> {
       } catch (e) {
         throw new InputError(`align: the model config does not describe a model: ${(e as Error).message}`);
       }
-      const spec = await resolveSpec(o.spec as string | undefined, model, 'align');
+      // A and B must match (names, shapes) before anything else is said or done.
+      checkSources(a, b);
       const shapes = new Map(a.names.map((n) => [n, { shape: a.shape(n) }]));
+      const preset = !o.spec && !model ? await presetFor(shapes, aPath, o) : undefined;
+      const spec = await resolveSpec(o.spec as string | undefined, model, 'align', preset?.spec);
       try {
         assertValidSpec(spec, shapes, { strict: true });
       } catch (e) {
         throw new InputError(`align: the spec does not match ${aPath}: ${(e as Error).message}`);
       }
-      const progress = new Progress({ label: 'align wm (lazy)', total: 1, quiet: Boolean(o.quiet || o.json) });
-      const result = await weightMatchingLazy({ spec, a, b }, {
-        seed: o.seed as number,
-        onStep: (e) => { progress.tick(0, `step ${e.step} cost ${e.cost.toPrecision(4)}`); },
-      });
-      progress.finish(`${result.steps} steps, ${result.seconds.toFixed(1)} s`);
       const out = resolve(o.out as string);
+      // A sharded B is written sharded: the shard files join the output policy's checks.
+      await checkOutputs(checkpointOutputFiles(b, out).map((path) => ({ path, option: '-o' })), inputFiles(args.positionals, o));
+      const quiet = Boolean(o.quiet || o.json);
+      if (preset && !quiet) process.stderr.write(`align: ${describePreset(preset)}${preset.notes.map((n) => `\n  note: ${n}`).join('')}\n`);
+      const groups = Object.keys(spec.perms).length;
+      let progress = new Progress({ label: 'align wm (lazy) sweep 1', total: groups, quiet });
+      const reads = readCounter(spec, a);
+      const result = await weightMatchingLazy({ spec, a: reads.wrap(a), b: reads.wrap(b) }, {
+        seed: o.seed as number,
+        onGroup: (p) => { reads.group(p); progress.tick(1, `${p}`); },
+        onStep: (e) => {
+          progress.finish(`cost ${e.cost.toPrecision(6)}`);
+          progress = new Progress({ label: `align wm (lazy) sweep ${e.step + 1}`, total: groups, quiet });
+        },
+      });
+      const memory = reads.report();
+      if (!quiet) {
+        process.stderr.write(`align: ${result.steps} sweeps in ${result.seconds.toFixed(1)} s; reads per group at most ${mb(memory.maxGroupBytes)} (${memory.maxGroupTensors} tensors of A and B, group ${memory.maxGroup}), bounded by the largest group ${memory.largestGroup} (${mb(memory.largestGroupBytes)}); A and B hold ${mb(memory.checkpointBytes)}\n`);
+      }
       ensureDirSync(dirname(out));
       // Both outputs or neither.
       const check = await withOutputBatch(async (batch) => {
@@ -323,7 +348,8 @@ async function alignLazy(args: Parsed, method: MethodName): Promise<number> {
       });
       const summary = {
         method, lazy: true, output: out, steps: result.steps, seconds: result.seconds,
-        finalCost: result.log.at(-1)?.cost ?? null, hardCost: null, equivalence: check,
+        finalCost: result.log.at(-1)?.cost ?? null, hardCost: null, equivalence: check, reads: memory,
+        preset: preset ? { architecture: preset.architecture, config: preset.configPath, heads: preset.heads } : undefined,
         permutations: Object.fromEntries(Object.entries(result.perms).map(([k, p]) => [k, { size: p.length, moved: p.filter((v, i) => v !== i).length }])),
       };
       if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
@@ -339,6 +365,42 @@ async function alignLazy(args: Parsed, method: MethodName): Promise<number> {
   } finally {
     await a.close();
   }
+}
+
+const mb = (bytes: number) => `${(bytes / 1e6).toFixed(bytes < 1e7 ? 3 : 1)} MB`;
+
+/**
+ * Counts what lazy weight matching reads (as float32 in memory) per group, and the bound: the
+ * largest group's tensors of A and B (the spec's weights on that permutation's axes).
+ */
+function readCounter(spec: PermutationSpec, a: TensorSource) {
+  const bytesOf = (name: string) => a.shape(name).reduce((x, y) => x * y, 1) * 4;
+  let current = 0;
+  let tensors = 0;
+  let max = { bytes: 0, tensors: 0, group: '' };
+  let largest = { bytes: 0, group: '' };
+  for (const [p, refs] of Object.entries(permToAxes(spec))) {
+    const names = new Set(refs.map((r) => r.name).filter((n) => !isBufferName(n)));
+    const bytes = 2 * [...names].reduce((t, n) => t + bytesOf(n), 0);
+    if (bytes > largest.bytes) largest = { bytes, group: p };
+  }
+  return {
+    wrap: (src: TensorSource): TensorSource => ({
+      names: src.names,
+      shape: (n) => src.shape(n),
+      read: async (n) => { current += bytesOf(n); tensors++; return src.read(n); },
+    }),
+    group(p: string) {
+      if (current > max.bytes) max = { bytes: current, tensors, group: p };
+      current = 0;
+      tensors = 0;
+    },
+    report: () => ({
+      maxGroupBytes: max.bytes, maxGroupTensors: max.tensors, maxGroup: max.group,
+      largestGroup: largest.group, largestGroupBytes: largest.bytes,
+      checkpointBytes: 2 * a.names.reduce((t, n) => t + bytesOf(n), 0),
+    }),
+  };
 }
 
 /** Safetensors by content: a little-endian u64 header size followed by '{'. */
@@ -464,6 +526,7 @@ export const mergeSpec: CommandSpec = {
     split: { type: 'string', help: `split of --eval-data to evaluate on (default ${DEFAULT_SPLIT}; an .npz is evaluated whole)`, choices: SPLITS },
     bn: { type: 'string', help: 'BatchNorm statistics of the merged model (with --eval-data): re-estimate them on the training split of --eval-data (default for models with BatchNorm; the written file gets them) or keep the averaged ones', choices: BN_MODES },
     ...common,
+    ...HF_OPTIONS,
     'data-limit': { type: 'int', help: 'use only the first N samples of --data and of --eval-data (each split)' },
   },
 };

@@ -16,6 +16,7 @@ import { experimentMerge, mergeExperimentSpec } from './experiment-merge.js';
 import { serve, serveSpec } from './serve.js';
 import { train, trainSpec } from './train.js';
 import { specCheck, specCheckSpec, specInfer, specInferSpec } from './spec.js';
+import { apply, applySpec } from './apply.js';
 
 interface Command {
   spec: CommandSpec;
@@ -38,6 +39,7 @@ const commands: Record<string, Command> = {
   'experiment recovery': { spec: recoverySpec, run: experimentRecovery },
   'experiment continual': { spec: continualSpec, run: experimentContinual },
   'experiment merge': { spec: mergeExperimentSpec, run: experimentMerge },
+  apply: { spec: applySpec, run: apply },
 };
 
 function topHelp(): string {

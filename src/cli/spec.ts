@@ -23,18 +23,21 @@ import { readTfjs } from '../io/tfjs.js';
 import { tfjsToPytorchLayout } from '../io/tfjs-import.js';
 import { envelopeProblems, isBlockAxis, isSegmentsAxis, specToJSON, validateSpec, type PermutationSpec } from '../permutation/spec.js';
 import { isBatchCounter } from '../state/params.js';
+import { openCheckpoint } from '../io/safetensors-sharded.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
+import { describePreset, HF_OPTIONS, presetFor } from './hf.js';
 
 export const specInferSpec: CommandSpec = {
   name: 'spec infer',
-  summary: 'Infer the permutation spec of an ONNX model (or TF.js model.json) automatically.',
-  usage: 'rebasin spec infer model.onnx|model.json [-o spec.json] [--checkpoint weights.safetensors] [--names initializer|pytorch] [--json]',
+  summary: 'Infer the permutation spec of an ONNX model (or TF.js model.json), or of a Hugging Face checkpoint (GPT-2, BERT, ViT, LLaMA) from its names and config.json.',
+  usage: 'rebasin spec infer model.onnx|model.json|model.safetensors|model.safetensors.index.json [-o spec.json] [--checkpoint weights.safetensors] [--names initializer|pytorch] [--config config.json] [--heads auto|full|vo|fixed] [--json]',
   positionals: ['model'],
   options: {
     out: { type: 'string', alias: 'o', help: 'spec file to write (default: print the spec to stdout)' },
     checkpoint: { type: 'string', help: 'weights (safetensors/npz/...) whose names the spec should use; the spec is checked against them' },
     names: { type: 'string', help: 'ONNX: key the spec by initializer names or by PyTorch names (default: pytorch with --checkpoint, else initializer)', choices: ['initializer', 'pytorch'] },
     'input-shape': { type: 'list', help: 'ONNX: static shape of the (first) input, e.g. 1,3,32,32, when the file leaves dims dynamic; TF.js: the Keras input shape with the batch, e.g. 1,32,32,3' },
+    ...HF_OPTIONS,
     json: { type: 'boolean', help: 'print the result as one JSON object on stdout' },
   },
 };
@@ -67,6 +70,8 @@ export async function specInfer(args: Parsed): Promise<number> {
   if (!modelPath) throw new UsageError('spec infer: missing the model file (model.onnx or model.json)');
   if (extra.length) throw new UsageError(`spec infer: unexpected argument "${extra[0]}"`);
   const o = args.options;
+  if (/\.(safetensors|index\.json|bin|pt|pth|ckpt|pkl)$/i.test(modelPath)) return specInferCheckpoint(modelPath, o);
+  if (o.config !== undefined || o.heads !== 'auto') throw new UsageError('spec infer: --config and --heads apply to Hugging Face checkpoints (.safetensors or a shard index)');
   const json = o.json === true;
   const ckptPath = o.checkpoint as string | undefined;
   const output = o.out as string | undefined;
@@ -141,6 +146,44 @@ export async function specInfer(args: Parsed): Promise<number> {
     if (!output && problems.length === 0) process.stdout.write(specToJSON(spec) + '\n');
   }
   return problems.length ? EXIT.badInput : EXIT.ok;
+}
+
+/** `spec infer` on a Hugging Face checkpoint: the preset from the header's names and shapes plus config.json (no tensor is read). */
+async function specInferCheckpoint(path: string, o: Parsed['options']): Promise<number> {
+  for (const k of ['checkpoint', 'names', 'input-shape']) if (o[k] !== undefined) throw new UsageError(`spec infer: --${k} applies to ONNX/TF.js models, not to a checkpoint`);
+  const output = o.out as string | undefined;
+  const json = o.json === true;
+  const inputs = [path, ...(o.config ? [o.config as string] : [])];
+  if (output) await checkOutputs([{ path: output, option: '-o' }], inputs);
+  const r = await openCheckpoint(path);
+  let preset: Awaited<ReturnType<typeof presetFor>>;
+  try {
+    const shapes = new Map(r.names.filter((n) => !isBatchCounter(n)).map((n) => [n, { shape: r.info(n).shape }]));
+    preset = await presetFor(shapes, path, o);
+  } finally {
+    await r.close();
+  }
+  const { spec } = preset;
+  if (output) await writeFileAtomic(output, specToJSON(spec) + '\n');
+  const perms = Object.entries(spec.perms).map(([id, size]) => ({ id, size }));
+  const kind = describePreset(preset);
+  if (json) {
+    const out: Record<string, unknown> = { model: path, kind, architecture: preset.architecture, config: preset.config, configPath: preset.configPath, heads: preset.heads, perms, notes: preset.notes, tensors: Object.keys(spec.axes).length, shards: r.shards?.files.length ?? 1, output };
+    if (!output) out.spec = JSON.parse(specToJSON(spec));
+    process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+    return EXIT.ok;
+  }
+  const groups = new Map<string, number>();
+  for (const p of perms) {
+    const kindOf = p.id.replace(/\..*$/, '');
+    groups.set(kindOf, (groups.get(kindOf) ?? 0) + 1);
+  }
+  const lines = [`${path}: ${kind}`, `  ${perms.length} permutations over ${Object.keys(spec.axes).length} tensors${r.shards ? ` in ${r.shards.files.length} shards` : ''}: ${[...groups].map(([k, n]) => `${k} ×${n}`).join(', ')}`];
+  for (const n of preset.notes) lines.push(`  note: ${n}`);
+  if (output) lines.push(`  wrote ${output}`);
+  (output ? process.stdout : process.stderr).write(lines.join('\n') + '\n');
+  if (!output) process.stdout.write(specToJSON(spec) + '\n');
+  return EXIT.ok;
 }
 
 export async function specCheck(args: Parsed): Promise<number> {

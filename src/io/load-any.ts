@@ -2,7 +2,9 @@
  * One entry point for named tensors from any supported file, and for spec files.
  *
  * `loadTensors(path)` dispatches on the extension (content sniffing when it says nothing):
- * - `.safetensors` → every tensor (all dtypes converted to float32);
+ * - `.safetensors` → every tensor (all dtypes converted to float32); `….index.json` → the tensors
+ *   of a sharded safetensors checkpoint (io/safetensors-sharded.ts);
+ * - `.bin`/`.pt`/`.pth`/`.ckpt` (PyTorch pickles) → InputError with the conversion step;
  * - `.npz` → every array; `.npy` → one array named after the file's stem;
  * - `model.json` / `.json` → a TF.js layers model, converted to PyTorch names and layouts
  *   (io/tfjs-import.ts `tfjsToPytorchLayout`), since specs are in PyTorch layout; `layout: 'native'`
@@ -13,7 +15,7 @@
  * limits. Unreadable files (missing, a directory, a FIFO or device, no permission) are InputError;
  * malformed ones FormatError naming the file.
  */
-import { basename, extname } from 'node:path';
+import { basename } from 'node:path';
 import { InputError } from '../errors.js';
 import { specFromJSON, type PermutationSpec } from '../permutation/spec.js';
 import type { Params } from '../state/params.js';
@@ -22,6 +24,7 @@ import { isErrno, readText, unreadable, withOpenFile } from './files.js';
 import { readNpy, readNpz } from './npy.js';
 import { onnxInitializersToState, readOnnx } from './onnx.js';
 import { readSafetensors } from './safetensors.js';
+import { openCheckpoint, refusePickle } from './safetensors-sharded.js';
 import { readTfjs } from './tfjs.js';
 import { tfjsToPytorchLayout } from './tfjs-import.js';
 import type { StateDict } from './records.js';
@@ -61,6 +64,19 @@ interface TensorFormat {
  * Sniffing tries the entries in this order; safetensors (a u64 header size) is the last resort.
  */
 const TENSOR_FORMATS = {
+  // Before tfjs: both end in .json, and the longer extension wins by coming first.
+  safetensorsIndex: {
+    extensions: ['.index.json'],
+    sniff: () => false,
+    async read(path) {
+      const r = await openCheckpoint(path);
+      try {
+        return { records: await r.readAll(), metadata: r.metadata, notes: [`sharded: ${r.shards!.files.length} shard files`] };
+      } finally {
+        await r.close();
+      }
+    },
+  },
   npz: {
     extensions: ['.npz'],
     // A zip starts with "PK".
@@ -123,8 +139,8 @@ async function head(path: string, n: number): Promise<Uint8Array> {
 
 /** The format by extension, else by the first bytes. */
 export async function detectTensorFormat(path: string): Promise<TensorFileFormat> {
-  const ext = extname(path).toLowerCase();
-  const byExtension = FORMAT_NAMES.find((f) => (TENSOR_FORMATS[f].extensions as readonly string[]).includes(ext));
+  const lower = path.toLowerCase();
+  const byExtension = FORMAT_NAMES.find((f) => (TENSOR_FORMATS[f].extensions as readonly string[]).some((e) => lower.endsWith(e)));
   if (byExtension) return byExtension;
   const b = await head(path, 8);
   return FORMAT_NAMES.find((f) => TENSOR_FORMATS[f].sniff(b))!;
@@ -132,6 +148,7 @@ export async function detectTensorFormat(path: string): Promise<TensorFileFormat
 
 /** Loads named tensors from any supported file (see the module comment). */
 export async function loadTensors(path: string, opts: LoadTensorsOptions = {}): Promise<LoadedTensors> {
+  refusePickle(path);
   let format: TensorFileFormat;
   try {
     format = await detectTensorFormat(path);

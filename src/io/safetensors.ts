@@ -454,6 +454,8 @@ export interface SafetensorsReader {
   info(name: string): SafetensorsTensorInfo;
   /** Reads and converts just this tensor's bytes. */
   read(name: string): Promise<ArrayRecord>;
+  /** This tensor's bytes as stored (little-endian, its own dtype), unconverted. */
+  readRaw(name: string): Promise<Uint8Array>;
   /** Reads every tensor (file order). */
   readAll(): Promise<StateDict>;
   close(): Promise<void>;
@@ -494,6 +496,14 @@ class FileReader implements SafetensorsReader {
       decodeSafetensorsData(raw, t.dtype, out);
     }
     return { shape: t.shape, data: out };
+  }
+
+  async readRaw(name: string): Promise<Uint8Array> {
+    if (this.closed) throw new Error(`${this.path}: reader is closed`);
+    const t = this.info(name);
+    const raw = new Uint8Array(t.byteLength);
+    await readFully(this.fh, raw, t.fileOffset, this.path, name);
+    return raw;
   }
 
   async readAll(): Promise<StateDict> {
@@ -565,9 +575,11 @@ function writeDtype(opts: SafetensorsWriteOptions): SafetensorsWriteDtype {
   return dtype;
 }
 
-function layout(entries: readonly { name: string; shape: number[] }[], opts: SafetensorsWriteOptions): Layout {
+/** A tensor to write: its name, shape and, when not the file's dtype, its own (any dtype, for raw bytes; F32/F16/BF16 for float data). */
+export interface SafetensorsEntry { name: string; shape: number[]; dtype?: SafetensorsDtype }
+
+function layout(entries: readonly SafetensorsEntry[], opts: SafetensorsWriteOptions): Layout {
   const dtype = writeDtype(opts);
-  const size = DTYPE_SIZE[dtype];
   const parts: string[] = [];
   const md = opts.metadata;
   if (md !== undefined) {
@@ -579,7 +591,9 @@ function layout(entries: readonly { name: string; shape: number[] }[], opts: Saf
   }
   const seen = new Set<string>();
   let offset = 0;
-  for (const { name, shape } of entries) {
+  for (const { name, shape, dtype: own } of entries) {
+    if (own !== undefined && !isDtype(own)) throw new TypeError(`safetensors: tensor ${JSON.stringify(name)}: unknown dtype ${String(own)}`);
+    const size = DTYPE_SIZE[own ?? dtype];
     if (typeof name !== 'string') throw new TypeError('safetensors: tensor names must be strings');
     if (name === '__metadata__') throw new TypeError('safetensors: "__metadata__" is reserved and cannot name a tensor');
     if (seen.has(name)) throw new TypeError(`safetensors: duplicate tensor name ${JSON.stringify(name)}`);
@@ -589,7 +603,7 @@ function layout(entries: readonly { name: string; shape: number[] }[], opts: Saf
     }
     const bytes = numel(shape) * size;
     // Built by hand, not via one JSON.stringify of an object, because objects reorder integer-like keys.
-    parts.push(`${JSON.stringify(name)}:${JSON.stringify({ dtype, shape, data_offsets: [offset, offset + bytes] })}`);
+    parts.push(`${JSON.stringify(name)}:${JSON.stringify({ dtype: own ?? dtype, shape, data_offsets: [offset, offset + bytes] })}`);
     offset += bytes;
   }
   const json = new TextEncoder().encode(`{${parts.join(',')}}`); // UTF-8, also in a browser
@@ -673,13 +687,16 @@ export function serializeSafetensors(tensors: StateDict, opts: SafetensorsWriteO
 
 /**
  * Writes a large file without holding it in memory: the header first (computed from the shapes),
- * then each tensor as `produce(name)` returns it, in `entries` order. Atomic: if a producer throws
- * or a tensor is non-finite, `path` is not created (or keeps its old content).
+ * then each tensor as `produce(name)` returns it, in `entries` order. A producer returns float32
+ * values (encoded in the entry's dtype, F32/F16/BF16) or a Uint8Array of the entry's dtype's
+ * little-endian bytes, written as they are (any dtype: a tensor copied or permuted without
+ * conversion). Atomic: if a producer throws or a tensor is non-finite, `path` is not created (or
+ * keeps its old content).
  */
 export async function writeSafetensorsStreaming(
   path: string,
-  entries: readonly { name: string; shape: number[] }[],
-  produce: (name: string, index: number) => Promise<Float32Array> | Float32Array,
+  entries: readonly SafetensorsEntry[],
+  produce: (name: string, index: number) => Promise<Float32Array | Uint8Array> | Float32Array | Uint8Array,
   opts: SafetensorsWriteOptions = {},
 ): Promise<void> {
   const lay = layout(entries, opts);
@@ -687,8 +704,17 @@ export async function writeSafetensorsStreaming(
     await out.write(lay.header);
     for (let i = 0; i < entries.length; i++) {
       const { name, shape } = entries[i];
-      const data = producedArray(name, shape, await produce(name, i));
-      for (const chunk of encodeTensor(name, shape, data, lay.dtype, opts.allowNonFinite ?? false, path)) await out.write(chunk);
+      const dtype = entries[i].dtype ?? lay.dtype;
+      const produced = await produce(name, i);
+      if (produced instanceof Uint8Array) {
+        const want = numel(shape) * DTYPE_SIZE[dtype];
+        if (produced.length !== want) throw new RangeError(`safetensors: tensor ${JSON.stringify(name)}: ${dtype} ${fmtShape(shape)} needs ${want} bytes, producer returned ${produced.length}`);
+        await out.write(produced);
+        continue;
+      }
+      if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new TypeError(`safetensors: tensor ${JSON.stringify(name)}: float values cannot be written as ${dtype} (give its bytes)`);
+      const data = producedArray(name, shape, produced);
+      for (const chunk of encodeTensor(name, shape, data, dtype, opts.allowNonFinite ?? false, path)) await out.write(chunk);
     }
     if (out.bytesWritten !== lay.totalSize) throw new Error(`safetensors: wrote ${out.bytesWritten} bytes, expected ${lay.totalSize}`);
   }, { batch: opts.batch });

@@ -51,7 +51,7 @@ export interface LazyAlignResult {
 const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
 
 /** Same names and shapes in A and B, from the headers only. */
-function checkSources(a: TensorSource, b: TensorSource): Map<string, { shape: number[] }> {
+export function checkSources(a: TensorSource, b: TensorSource): Map<string, { shape: number[] }> {
   const bNames = new Set(b.names);
   const shapes = new Map<string, { shape: number[] }>();
   for (const name of a.names) {
