@@ -19,8 +19,9 @@
 // Measured 2026-12-07 (exports of torch 1.13 / torchvision 0.14, native backend, 2 shared cores
 // under heavy load): all 10 files import with nothing opaque; eval max abs diff ≤ 1.3e-5 (max |y|
 // up to 20), train mode ≤ 2.4e-6, π(A) vs A ≤ 1.1e-5; ~1.5 minutes in all, most of it ConvNeXt's
-// and ViT's forward passes (~10 s each). DenseNet's channel concatenations and ViT's q/k/v split
-// fix their groups (spec v1 cannot say sub-ranges): 126 and 28 fixed groups.
+// and ViT's forward passes (~10 s each). DenseNet's channel concatenations are segments (spec v2);
+// ViT-B/16's heads are derived (313 permutations, 4 fixed groups; rerun on its own after head
+// inference: eval 7.5e-6, π(A) vs A 7.7e-6).
 import { fileURLToPath } from 'node:url';
 import { access, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
