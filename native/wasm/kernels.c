@@ -150,8 +150,11 @@ static double log_d(double x) {
 
 /* ------------------------------------------------------------------------------------------------
  * sgemm: packed panels (GotoBLAS blocking) around a 4×8 SIMD128 micro-kernel (8 accumulators, two
- * B vectors and one broadcast A value fit the 16 registers V8 has on x86-64 without spilling).
- * wasm has no FMA, so each step is a multiply and an add.
+ * B vectors and one broadcast A value fit the 16 registers V8 has on x86-64 without spilling; 6×8,
+ * 5×8 and 3×12 tiles measured slower, as did unrolling k). wasm has no FMA, so each step is a
+ * multiply and an add. The packing routines stay out of line and small: V8 runs a function in its
+ * baseline tier until the optimising compile finishes, and one large rb_gemm (everything inlined
+ * and auto-vectorised) took ~0.5 s to compile, ~50 calls of a 256² product at baseline speed.
  * ---------------------------------------------------------------------------------------------- */
 
 #define MR 4
@@ -163,62 +166,68 @@ static double log_d(double x) {
 static float packA[MC * KC] __attribute__((aligned(16)));
 static float packB[KC * NC] __attribute__((aligned(16)));
 
-/* A(i, k) of op(A) into MR-row panels: panel p holds rows p*MR.., k-major, zero-padded. */
-static void pack_a(bool ta, const float *A, i32 lda, i32 i0, i32 mc, i32 k0, i32 kc) {
+/* The 4×4 block at rows r[0..3], columns k..k+3, transposed: out + q·stride holds column k + q. */
+static inline void transpose4(const float *r0, const float *r1, const float *r2, const float *r3, float *out, i32 stride) {
+  v128_t a = wasm_v128_load(r0), b = wasm_v128_load(r1), c = wasm_v128_load(r2), d = wasm_v128_load(r3);
+  v128_t ab0 = wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), ab1 = wasm_i32x4_shuffle(a, b, 2, 6, 3, 7);
+  v128_t cd0 = wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), cd1 = wasm_i32x4_shuffle(c, d, 2, 6, 3, 7);
+  wasm_v128_store(out, wasm_i64x2_shuffle(ab0, cd0, 0, 2));
+  wasm_v128_store(out + stride, wasm_i64x2_shuffle(ab0, cd0, 1, 3));
+  wasm_v128_store(out + 2 * stride, wasm_i64x2_shuffle(ab1, cd1, 0, 2));
+  wasm_v128_store(out + 3 * stride, wasm_i64x2_shuffle(ab1, cd1, 1, 3));
+}
+
+/* A(i, k) of op(A) into MR-row panels: panel p holds rows p*MR.., k-major, zero-padded. Full
+ * panels move 4×4 blocks (rows of A transposed by shuffles, or columns of Aᵀ as they are). */
+__attribute__((noinline)) static void pack_a(bool ta, const float *A, i32 lda, i32 i0, i32 mc, i32 k0, i32 kc) {
   float *dst = packA;
-  for (i32 ip = 0; ip < mc; ip += MR) {
-    i32 mr = mc - ip < MR ? mc - ip : MR;
-    if (!ta) {
-      /* Row by row: each row of A is read contiguously. */
-      for (i32 ii = 0; ii < MR; ii++) {
-        const float *src = A + (i0 + ip + ii) * lda + k0;
-        if (ii < mr) for (i32 k = 0; k < kc; k++) dst[k * MR + ii] = src[k];
-        else for (i32 k = 0; k < kc; k++) dst[k * MR + ii] = 0.0f;
-      }
-      dst += kc * MR;
+  for (i32 ip = 0; ip < mc; ip += MR, dst += kc * MR) {
+    i32 mr = mc - ip < MR ? mc - ip : MR, i = i0 + ip;
+    if (mr == MR && ta) {
+      for (i32 k = 0; k < kc; k++) wasm_v128_store(dst + k * MR, wasm_v128_load(A + (k0 + k) * lda + i));
       continue;
     }
-    for (i32 k = 0; k < kc; k++) {
-      for (i32 ii = 0; ii < MR; ii++) {
-        i32 i = i0 + ip + ii, kk = k0 + k;
-        dst[ii] = ii < mr ? (ta ? A[kk * lda + i] : A[i * lda + kk]) : 0.0f;
-      }
-      dst += MR;
+    i32 k = 0;
+    if (mr == MR) {
+      const float *r0 = A + i * lda + k0, *r1 = r0 + lda, *r2 = r1 + lda, *r3 = r2 + lda;
+      for (; k + 4 <= kc; k += 4) transpose4(r0 + k, r1 + k, r2 + k, r3 + k, dst + k * MR, MR);
     }
+#pragma clang loop vectorize(disable) unroll(disable)
+    for (; k < kc; k++)
+#pragma clang loop vectorize(disable) unroll(disable)
+      for (i32 ii = 0; ii < MR; ii++) {
+        i32 r = i + ii, kk = k0 + k;
+        dst[k * MR + ii] = ii < mr ? (ta ? A[kk * lda + r] : A[r * lda + kk]) : 0.0f;
+      }
   }
 }
 
-/* B(k, j) of op(B) into NR-column panels, k-major, zero-padded. */
-static void pack_b(bool tb, const float *B, i32 ldb, i32 k0, i32 kc, i32 j0, i32 nc) {
+/* B(k, j) of op(B) into NR-column panels, k-major, zero-padded. Full panels move whole vectors
+ * (rows of B as they are, or 4×4 blocks of Bᵀ's rows transposed). */
+__attribute__((noinline)) static void pack_b(bool tb, const float *B, i32 ldb, i32 k0, i32 kc, i32 j0, i32 nc) {
   float *dst = packB;
-  for (i32 jp = 0; jp < nc; jp += NR) {
-    i32 nr = nc - jp < NR ? nc - jp : NR;
-    if (!tb && nr == NR) {
-      for (i32 k = 0; k < kc; k++) {
-        const float *src = B + (k0 + k) * ldb + j0 + jp;
-        wasm_v128_store(dst, wasm_v128_load(src));
-        wasm_v128_store(dst + 4, wasm_v128_load(src + 4));
-        dst += NR;
+  for (i32 jp = 0; jp < nc; jp += NR, dst += kc * NR) {
+    i32 nr = nc - jp < NR ? nc - jp : NR, j = j0 + jp, k = 0;
+    if (nr == NR && !tb) {
+      for (; k < kc; k++) {
+        const float *src = B + (k0 + k) * ldb + j;
+        wasm_v128_store(dst + k * NR, wasm_v128_load(src));
+        wasm_v128_store(dst + k * NR + 4, wasm_v128_load(src + 4));
       }
-      continue;
+    } else if (nr == NR) {
+      for (; k + 4 <= kc; k += 4)
+        for (i32 h = 0; h < NR; h += 4) {
+          const float *r0 = B + (j + h) * ldb + k0 + k;
+          transpose4(r0, r0 + ldb, r0 + 2 * ldb, r0 + 3 * ldb, dst + k * NR + h, NR);
+        }
     }
-    if (tb) {
-      /* Column j of op(B) is row j of B: read each contiguously. */
+#pragma clang loop vectorize(disable) unroll(disable)
+    for (; k < kc; k++)
+#pragma clang loop vectorize(disable) unroll(disable)
       for (i32 jj = 0; jj < NR; jj++) {
-        const float *src = B + (j0 + jp + jj) * ldb + k0;
-        if (jj < nr) for (i32 k = 0; k < kc; k++) dst[k * NR + jj] = src[k];
-        else for (i32 k = 0; k < kc; k++) dst[k * NR + jj] = 0.0f;
+        i32 c = j + jj, kk = k0 + k;
+        dst[k * NR + jj] = jj < nr ? (tb ? B[c * ldb + kk] : B[kk * ldb + c]) : 0.0f;
       }
-      dst += kc * NR;
-      continue;
-    }
-    for (i32 k = 0; k < kc; k++) {
-      for (i32 jj = 0; jj < NR; jj++) {
-        i32 j = j0 + jp + jj, kk = k0 + k;
-        dst[jj] = jj < nr ? B[kk * ldb + j] : 0.0f;
-      }
-      dst += NR;
-    }
   }
 }
 
