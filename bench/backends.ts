@@ -2,13 +2,15 @@
  * The three backends side by side in one run (issue 15): wasm (C → wasm32 + SIMD128, one thread)
  * against pure TypeScript and the native addon, on sgemm 512² and 1024² (kernel calls, including
  * the wasm backend's copies in and out of its memory), one training step of bench/training.ts's
- * CNN, and weight matching of two MNIST MLPs (784-512-512-10). Every workload is timed in
+ * CNN, and weight matching of two MNIST MLPs (784-512-512-10); sgemm also against native on one
+ * thread, like wasm (per-thread speed). Every workload is timed in
  * alternation across the backends (medians), so load changes on a shared machine hit all alike.
  * Standalone: `node dist/bench/backends.js [--quick]`.
  */
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { jsBackend, loadWasm, nativeBackend, setBackend, type Backend } from '../src/core/backend/index.js';
+import { blasThreads, setBlasThreads } from '../src/core/backend/native.js';
 import { Rng } from '../src/core/random.js';
 import { loadMnist, splitTrainVal } from '../src/data/index.js';
 import { alignModels } from '../src/methods/registry.js';
@@ -69,8 +71,25 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
     const B = randn(n * n, rng);
     const C = new Float32Array(n * n);
     const fns = backends.map((b) => () => b.kernels.gemm(false, false, n, n, n, 1, A, 0, n, B, 0, n, 0, C, 0, n));
-    const ms = await timeInterleaved(fns, reps);
-    pair(`sgemm ${n}² (kernel call)`, ms, 'GFLOP/s', (t) => (2 * n ** 3) / (t / 1000) / 1e9, ['≥ 5×', '≥ 0.33× (within 3×)']);
+    const threads = blasThreads();
+    const oneThread = native && threads > 1 ? [() => {
+      setBlasThreads(1);
+      try {
+        native.kernels.gemm(false, false, n, n, n, 1, A, 0, n, B, 0, n, 0, C, 0, n);
+      } finally {
+        setBlasThreads(threads);
+      }
+    }] : [];
+    const gflops = (t: number) => (2 * n ** 3) / (t / 1000) / 1e9;
+    for (let i = 0; i < 4; i++) fns[0](); // V8 runs wasm at its baseline tier until the optimised code arrives
+    const all = await timeInterleaved([...fns, ...oneThread], reps);
+    const ms = all.slice(0, fns.length);
+    const ms1: number | undefined = all[fns.length];
+    pair(`sgemm ${n}² (kernel call)`, ms, 'GFLOP/s', gflops, ['≥ 5×', '≥ 0.33× (within 3×)']);
+    if (ms1 !== undefined) {
+      rows.push({ section: SECTION, name: `sgemm ${n}² (kernel call): wasm vs native on 1 thread`, value: gflops(ms[0]), unit: 'GFLOP/s',
+        higherIsBetter: true, anchor: gflops(ms1), anchorSource: 'measured', anchorLabel: `native backend (${native!.info.sgemm}, 1 thread), same run`, note });
+    }
     // The copy share: the bytes one wasm gemm moves, timed as plain TypedArray copies.
     const before = w.heap.copiedBytes;
     fns[0]();
