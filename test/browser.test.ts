@@ -2,9 +2,10 @@
  * The browser page in a real browser: Debian's headless Chromium driven by puppeteer-core (no
  * browser download). The page is loaded from `rebasin serve`; the worker must run the wasm backend;
  * weight matching and Sinkhorn-L2 outputs (rebasin checkpoints, plain weights with a spec or their
- * ONNX model) are compared tensor by tensor (bit for bit) with the CLI's on the same backend; without
- * WebAssembly SIMD (simulated) the page says so and aligns on the pure-TS kernels; bad inputs and Cancel leave a message and a usable page. Screenshots
- * of each view go to dist/test-artifacts/. Skipped (with the reason) when Chromium or
+ * ONNX model) are compared tensor by tensor (bit for bit) with the CLI's on the same backend;
+ * without WebAssembly SIMD (simulated) the page says so and aligns on the pure-TS kernels; bad
+ * inputs and Cancel leave a message and a usable page. Screenshots of each view go to
+ * dist/test-artifacts/. Skipped (with the reason) when Chromium or
  * puppeteer-core is missing: scripts/setup.sh installs both.
  */
 import { test } from 'node:test';

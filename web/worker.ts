@@ -1,8 +1,8 @@
 /**
  * The page's worker: runs the library (wasm kernels when WebAssembly SIMD is there, else pure
- * TypeScript, and the page says so) so the page stays responsive. Aligns B to A the way `rebasin align` does and returns
- * the aligned safetensors: the same library calls, so the same tensors bit for bit as the CLI on
- * the same backend.
+ * TypeScript, and the page says so) so the page stays responsive. Aligns B to A the way
+ * `rebasin align` does and returns the aligned safetensors: the same library calls and checks, so
+ * the same tensors bit for bit as the CLI on the same backend, and the CLI's messages.
  */
 import { currentBackend, jsBackend, setBackend } from '../src/core/backend/index.js';
 import { instantiateWasm } from '../src/core/backend/wasm.js';
