@@ -2,20 +2,22 @@
  * The three backends side by side in one run (issue 15): wasm (C → wasm32 + SIMD128, one thread)
  * against pure TypeScript and the native addon, on sgemm 512² and 1024² (kernel calls, including
  * the wasm backend's copies in and out of its memory), one training step of bench/training.ts's
- * CNN, and weight matching of two MNIST MLPs (784-512-512-10). Every workload is timed in
+ * CNN, and weight matching of two MNIST MLPs (784-512-512-10); sgemm also per thread, against
+ * native on one thread in CPU time. Every workload is timed in
  * alternation across the backends (medians), so load changes on a shared machine hit all alike.
  * Standalone: `node dist/bench/backends.js [--quick]`.
  */
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { jsBackend, loadWasm, nativeBackend, setBackend, type Backend } from '../src/core/backend/index.js';
+import { blasThreads, setBlasThreads } from '../src/core/backend/native.js';
 import { Rng } from '../src/core/random.js';
 import { loadMnist, splitTrainVal } from '../src/data/index.js';
 import { alignModels } from '../src/methods/registry.js';
 import { mlp } from '../src/models/index.js';
 import { mergeState } from '../src/state/params.js';
 import { trainModel } from '../src/training/train.js';
-import { timeInterleaved, type BenchContext, type BenchRow } from './harness.js';
+import { median, timeInterleaved, type BenchContext, type BenchRow } from './harness.js';
 import { cnnWorkload } from './training.js';
 
 const SECTION = 'backends';
@@ -24,6 +26,21 @@ function randn(n: number, rng: Rng): Float32Array {
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = rng.normal();
   return a;
+}
+
+/** Median CPU time (user + system, ms) of each function, run in alternation reps times after one warm-up round. */
+function cpuInterleaved(fns: (() => unknown)[], reps: number): number[] {
+  for (const f of fns) f();
+  const times: number[][] = fns.map(() => []);
+  for (let i = 0; i < reps; i++) {
+    fns.forEach((f, j) => {
+      const t0 = process.cpuUsage();
+      f();
+      const d = process.cpuUsage(t0);
+      times[j].push((d.user + d.system) / 1000);
+    });
+  }
+  return times.map(median);
 }
 
 function on<T>(b: Backend, fn: () => T): () => T {
@@ -69,8 +86,23 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
     const B = randn(n * n, rng);
     const C = new Float32Array(n * n);
     const fns = backends.map((b) => () => b.kernels.gemm(false, false, n, n, n, 1, A, 0, n, B, 0, n, 0, C, 0, n));
+    const gflops = (t: number) => (2 * n ** 3) / (t / 1000) / 1e9;
+    for (let i = 0; i < 4; i++) fns[0](); // V8 runs wasm at its baseline tier until the optimised code arrives
     const ms = await timeInterleaved(fns, reps);
-    pair(`sgemm ${n}² (kernel call)`, ms, 'GFLOP/s', (t) => (2 * n ** 3) / (t / 1000) / 1e9, ['≥ 5×', '≥ 0.33× (within 3×)']);
+    pair(`sgemm ${n}² (kernel call)`, ms, 'GFLOP/s', gflops, ['≥ 5×', '≥ 0.33× (within 3×)']);
+    if (native) {
+      // Per thread: wasm against native on one thread, in CPU time (what each costs, not how long
+      // it waited for a core: wall-clock medians swing severalfold on a loaded machine).
+      const threads = blasThreads();
+      setBlasThreads(1);
+      try {
+        const [wasmCpu, nativeCpu] = cpuInterleaved([fns[0], fns[2]], ctx.quick ? 3 : 9);
+        rows.push({ section: SECTION, name: `sgemm ${n}² (kernel call), per thread in CPU time: wasm vs native on 1 thread`, value: gflops(wasmCpu),
+          unit: 'GFLOP/s', higherIsBetter: true, anchor: gflops(nativeCpu), anchorSource: 'measured', anchorLabel: `native backend (${native.info.sgemm}, 1 thread), same run`, note });
+      } finally {
+        setBlasThreads(threads);
+      }
+    }
     // The copy share: the bytes one wasm gemm moves, timed as plain TypedArray copies.
     const before = w.heap.copiedBytes;
     fns[0]();

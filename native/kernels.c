@@ -21,6 +21,7 @@
 #endif
 
 #include "rb.h"
+#include "rb_loops.h"
 #include "rb_math.h"
 
 /* ------------------------------------------------------------------------------------------------
@@ -307,23 +308,13 @@ static double lse_row_f32(const float *x, size_t n) {
  * Elementwise
  * ---------------------------------------------------------------------------------------------- */
 
+/* The AVX2 paths for exp and sigmoid, then the shared scalar loop (rb_loops.h) for the rest. */
 static void unary_serial(int op, const float *x, float *out, size_t n) {
-  switch (op) {
-  case RB_NEG: for (size_t i = 0; i < n; i++) out[i] = -x[i]; break;
-  case RB_EXP: {
-    size_t i = 0;
+  size_t i = 0;
 #ifdef __AVX2__
+  if (op == RB_EXP) {
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, rb_exp256(_mm256_loadu_ps(x + i)));
-#endif
-    for (; i < n; i++) out[i] = rb_expf(x[i]);
-    break;
-  }
-  case RB_LOG: for (size_t i = 0; i < n; i++) out[i] = rb_logf(x[i]); break;
-  case RB_RELU: for (size_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
-  case RB_TANH: for (size_t i = 0; i < n; i++) out[i] = rb_tanhf(x[i]); break;
-  case RB_SIGMOID: {
-    size_t i = 0;
-#ifdef __AVX2__
+  } else if (op == RB_SIGMOID) {
     const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
     for (; i + 8 <= n; i += 8) {
       __m256 v = _mm256_loadu_ps(x + i);
@@ -332,55 +323,9 @@ static void unary_serial(int op, const float *x, float *out, size_t n) {
       __m256 res = _mm256_blendv_ps(_mm256_mul_ps(e, r), r, _mm256_cmp_ps(v, zero, _CMP_GE_OQ));
       _mm256_storeu_ps(out + i, _mm256_blendv_ps(res, v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
     }
+  }
 #endif
-    for (; i < n; i++) {
-      /* exp of -|x| never overflows, and e/(1+e) keeps relative precision for large negative x. */
-      float v = x[i];
-      float e = rb_expf(-fabsf(v));
-      float r = 1.0f / (1.0f + e);
-      out[i] = v >= 0.0f ? r : (v != v ? v : e * r);
-    }
-    break;
-  }
-  case RB_SQRT: for (size_t i = 0; i < n; i++) out[i] = sqrtf(x[i]); break;
-  case RB_ABS: for (size_t i = 0; i < n; i++) out[i] = fabsf(x[i]); break;
-  case RB_SQUARE: for (size_t i = 0; i < n; i++) out[i] = x[i] * x[i]; break;
-  default: break;
-  }
-}
-
-/* max/min like js.ts: NaN in a propagates; NaN only in b propagates too (comparison fails). */
-#define RB_MAXF(x, y) (((x) >= (y) || (x) != (x)) ? (x) : (y))
-#define RB_MINF(x, y) (((x) <= (y) || (x) != (x)) ? (x) : (y))
-
-/* One strided inner loop per (op, stride pattern); the unit-stride and broadcast (stride 0) forms
- * are separate so each vectorises. */
-#define RB_BIN_INNER(EXPR)                                                                   \
-  do {                                                                                       \
-    if (sa == 1 && sb == 1) {                                                                \
-      for (int64_t i = 0; i < len; i++) { float x = pa[i], y = pb[i]; po[i] = (EXPR); }      \
-    } else if (sa == 1 && sb == 0) {                                                         \
-      float y = pb[0];                                                                       \
-      for (int64_t i = 0; i < len; i++) { float x = pa[i]; po[i] = (EXPR); }                 \
-    } else if (sa == 0 && sb == 1) {                                                         \
-      float x = pa[0];                                                                       \
-      for (int64_t i = 0; i < len; i++) { float y = pb[i]; po[i] = (EXPR); }                 \
-    } else {                                                                                 \
-      for (int64_t i = 0; i < len; i++) { float x = pa[i * sa], y = pb[i * sb]; po[i] = (EXPR); } \
-    }                                                                                        \
-  } while (0)
-
-static void binary_inner(int op, const float *pa, int64_t sa, const float *pb, int64_t sb, float *po,
-                         int64_t len) {
-  switch (op) {
-  case RB_ADD: RB_BIN_INNER(x + y); break;
-  case RB_SUB: RB_BIN_INNER(x - y); break;
-  case RB_MUL: RB_BIN_INNER(x * y); break;
-  case RB_DIV: RB_BIN_INNER(x / y); break;
-  case RB_MAX: RB_BIN_INNER(RB_MAXF(x, y)); break;
-  case RB_MIN: RB_BIN_INNER(RB_MINF(x, y)); break;
-  default: break;
-  }
+  rb_unary_loop(op, x, out, (ptrdiff_t)i, (ptrdiff_t)n);
 }
 
 /* Drops size-1 axes and merges axes that are contiguous in every operand (out is packed), so the
@@ -410,7 +355,7 @@ void rb_binary_f32(int op, const float *a, const int64_t *aStr, const float *b, 
   for (int d = 0; d < nd; d++) if (shape[d] == 0) return;
   int k = collapse_dims(nd, shape, aStr, bStr, cs, ca, cb);
   if (k == 0) {
-    binary_inner(op, a, 1, b, 1, out, 1);
+    rb_binary_inner(op, a, 1, b, 1, out, 1);
     return;
   }
   int last = k - 1;
@@ -420,7 +365,7 @@ void rb_binary_f32(int op, const float *a, const int64_t *aStr, const float *b, 
   for (int d = 0; d < last; d++) outer *= cs[d];
   float *po = out;
   for (int64_t r = 0; r < outer; r++) {
-    binary_inner(op, a + ao, sa, b + bo, sb, po, len);
+    rb_binary_inner(op, a + ao, sa, b + bo, sb, po, len);
     po += len;
     for (int d = last - 1; d >= 0; d--) {
       ao += ca[d];
@@ -463,16 +408,10 @@ void rb_copy_strided_f32(const float *x, int64_t offset, const int64_t *strides,
   }
 }
 
-void rb_axpy_f32(double alpha, const float *x, float *y, size_t n) {
-  for (size_t i = 0; i < n; i++) y[i] = (float)((double)y[i] + alpha * (double)x[i]);
-}
+void rb_axpy_f32(double alpha, const float *x, float *y, size_t n) { rb_axpy_loop(alpha, x, y, (ptrdiff_t)n); }
 
 void rb_affine_f32(const float *x, double alpha, double beta, float *out, size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = (float)(alpha * (double)x[i] + beta);
-}
-
-static void relu_backward_serial(const float *x, const float *dy, float *dx, size_t n) {
-  for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+  rb_affine_loop(x, alpha, beta, out, (ptrdiff_t)n);
 }
 
 /* Large elementwise passes are memory-bound on one core; split them over the pool. Each element is
@@ -497,7 +436,7 @@ static void relu_backward_task(void *p, int tid, int nth) {
   elementwise_job *J = p;
   size_t lo, hi;
   split_range(J->n, tid, nth, 16, &lo, &hi);
-  if (hi > lo) relu_backward_serial(J->x + lo, J->dy + lo, J->out + lo, hi - lo);
+  if (hi > lo) rb_relu_backward_loop(J->x + lo, J->dy + lo, J->out + lo, (ptrdiff_t)(hi - lo));
 }
 
 void rb_unary_f32(int op, const float *x, float *out, size_t n) {
@@ -1014,34 +953,10 @@ double rb_softmax_ce_f32(const float *logits, const int32_t *labels, size_t N, s
 void rb_adamw_f32(float *param, const float *grad, float *m, float *v, size_t n, double lr, double beta1,
                   double beta2, double eps, double wd, double step) {
   double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
-  double stepSize = lr / bc1, bc2Sqrt = sqrt(bc2), decay = 1.0 - lr * wd;
-  double omb1 = 1.0 - beta1, omb2 = 1.0 - beta2;
-  for (size_t i = 0; i < n; i++) {
-    double g = grad[i];
-    float p = (float)((double)param[i] * decay);
-    float mi = (float)(beta1 * (double)m[i] + omb1 * g);
-    float vi = (float)(beta2 * (double)v[i] + omb2 * g * g);
-    m[i] = mi;
-    v[i] = vi;
-    param[i] = (float)((double)p - stepSize * (double)mi / (sqrt((double)vi) / bc2Sqrt + eps));
-  }
+  rb_adamw_loop(param, grad, m, v, (ptrdiff_t)n, beta1, beta2, eps, lr / bc1, sqrt(bc2), 1.0 - lr * wd);
 }
 
 void rb_sgd_f32(float *param, const float *grad, float *buf, size_t n, double lr, double momentum,
                 double dampening, bool nesterov, double wd, bool first) {
-  if (momentum == 0) {
-    for (size_t i = 0; i < n; i++) {
-      double g = (double)grad[i] + wd * (double)param[i];
-      param[i] = (float)((double)param[i] - lr * g);
-    }
-    return;
-  }
-  double omd = 1.0 - dampening;
-  for (size_t i = 0; i < n; i++) {
-    double g = (double)grad[i] + wd * (double)param[i];
-    double b = first ? g : momentum * (double)buf[i] + omd * g;
-    buf[i] = (float)b;
-    g = nesterov ? g + momentum * b : b;
-    param[i] = (float)((double)param[i] - lr * g);
-  }
+  rb_sgd_loop(param, grad, buf, (ptrdiff_t)n, lr, momentum, dampening, nesterov, wd, first);
 }

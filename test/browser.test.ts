@@ -1,9 +1,11 @@
 /**
  * The browser page in a real browser: Debian's headless Chromium driven by puppeteer-core (no
  * browser download). The page is loaded from `rebasin serve`; the worker must run the wasm backend;
- * weight matching and Sinkhorn-L2 outputs are compared tensor by tensor (bit for bit) with the
- * CLI's on the same backend; bad inputs and Cancel leave a message and a usable page. Screenshots
- * of each view go to dist/test-artifacts/. Skipped (with the reason) when Chromium or
+ * weight matching and Sinkhorn-L2 outputs (rebasin checkpoints, plain weights with a spec or their
+ * ONNX model) are compared tensor by tensor (bit for bit) with the CLI's on the same backend;
+ * without WebAssembly SIMD (simulated) the page says so and aligns on the pure-TS kernels; bad
+ * inputs and Cancel leave a message and a usable page. Screenshots of each view go to
+ * dist/test-artifacts/. Skipped (with the reason) when Chromium or
  * puppeteer-core is missing: scripts/setup.sh installs both.
  */
 import { test } from 'node:test';
@@ -28,6 +30,9 @@ const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const CHROMIUM = process.env.REBASIN_CHROMIUM
   ?? (process.env.PATH ?? '').split(delimiter).flatMap((d) => ['chromium', 'chromium-browser'].map((b) => join(d, b))).find((p) => existsSync(p));
 const ARTIFACTS = join(ROOT, 'dist', 'test-artifacts');
+/** PyTorch weights of an MLP with BatchNorm1d (A and B) and its ONNX export (test/fixtures/import/README.md). */
+const FIXTURES = Object.fromEntries(Object.entries({ a: 'mlp_bn1d.safetensors', b: 'mlp_bn1d_b.safetensors', onnx: 'mlp_bn1d.onnx' })
+  .map(([k, f]) => [k, join(ROOT, 'test', 'fixtures', 'import', f)])) as { a: string; b: string; onnx: string };
 
 type Puppeteer = typeof import('puppeteer-core');
 let puppeteer: Puppeteer | null = null;
@@ -94,8 +99,10 @@ test('browser page: align in the worker on wasm, same tensors as the CLI, errors
     await saveCheckpoint(paths.other, other, other.init(new Rng(3)));
     paths.junk = join(dir, 'junk.safetensors');
     writeFileSync(paths.junk, 'this is not a safetensors file at all');
+    paths.junkOnnx = join(dir, 'junk.onnx');
+    writeFileSync(paths.junkOnnx, 'this is not an ONNX model either');
 
-    const page = await browser.newPage();
+    let page = await browser.newPage();
     const consoleErrors: string[] = [];
     page.on('pageerror', (e) => consoleErrors.push(String(e)));
     await page.goto(url);
@@ -117,10 +124,11 @@ test('browser page: align in the worker on wasm, same tensors as the CLI, errors
       const arr = await page.$eval('#download', async (a) => Array.from(new Uint8Array(await (await fetch((a as HTMLAnchorElement).href)).arrayBuffer())));
       return Uint8Array.from(arr);
     };
-    const cli = (method: string, extra: string[], a = paths.A, b = paths.B) => {
-      const out = join(dir, `cli-${method}-${extra.length}.safetensors`);
+    let cliRuns = 0;
+    const cli = (method: string, extra: string[], a = paths.A, b = paths.B, backend = 'wasm') => {
+      const out = join(dir, `cli-${cliRuns++}.safetensors`);
       const r = spawnSync(process.execPath, [CLI, 'align', a, b, '--method', method, ...extra, '-o', out, '--quiet'],
-        { encoding: 'utf8', env: { ...process.env, REBASIN_BACKEND: 'wasm' } });
+        { encoding: 'utf8', env: { ...process.env, REBASIN_BACKEND: backend } });
       assert.equal(r.status, 0, r.stderr);
       return new Uint8Array(readFileSync(out));
     };
@@ -164,6 +172,33 @@ test('browser page: align in the worker on wasm, same tensors as the CLI, errors
     assert.equal(await runAndWait(), 'done', await page.$eval('#error', (e) => e.textContent));
     assert.match(await page.$eval('#equivalence', (e) => e.textContent!), /structural.*OK/);
     sameAsCli(await download(), cli('wm', ['--spec', paths.spec], paths.plainA, paths.plainB), 'plain weights + spec');
+
+    // Plain PyTorch weights with their ONNX export as the model definition (as `align --onnx`):
+    // the imported graph gives the spec and runs for a functional check; both methods.
+    await pick('#file-spec', null);
+    await pick('#file-a', FIXTURES.a);
+    await pick('#file-b', FIXTURES.b);
+    await pick('#file-onnx', FIXTURES.onnx);
+    assert.equal(await runAndWait(), 'done', await page.$eval('#error', (e) => e.textContent));
+    assert.match(await page.$eval('#equivalence', (e) => e.textContent!), /functional.*OK/);
+    sameAsCli(await download(), cli('wm', ['--onnx', FIXTURES.onnx], FIXTURES.a, FIXTURES.b), 'ONNX model + weights, weight matching');
+    await page.select('#method', 'sinkhorn-l2');
+    await page.$eval('#steps', (e) => { (e as HTMLInputElement).value = '10'; });
+    assert.equal(await runAndWait(), 'done', await page.$eval('#error', (e) => e.textContent));
+    sameAsCli(await download(), cli('sinkhorn-l2', ['--onnx', FIXTURES.onnx, '--steps', '10', '--tau', '0.5'], FIXTURES.a, FIXTURES.b), 'ONNX model + weights, Sinkhorn-L2');
+    await page.screenshot({ path: join(ARTIFACTS, 'browser-align-onnx.png'), fullPage: true });
+    await page.select('#method', 'wm');
+    // A file that is not ONNX: the CLI's message word for word, nothing offered for download.
+    await pick('#file-onnx', paths.junkOnnx);
+    assert.equal(await runAndWait(), 'error');
+    assert.equal(await page.$('#download'), null);
+    const cliJunk = spawnSync(process.execPath, [CLI, 'align', FIXTURES.a, FIXTURES.b, '--onnx', paths.junkOnnx, '-o', join(dir, 'never.safetensors')], { encoding: 'utf8' });
+    assert.equal(cliJunk.status, 3, cliJunk.stderr);
+    assert.equal(`rebasin align: ${await page.$eval('#error', (e) => e.textContent!)}`, cliJunk.stderr.trim().split(`${dir}/`).join(''));
+    await pick('#file-onnx', null);
+    await pick('#file-a', paths.plainA);
+    await pick('#file-b', paths.plainB);
+    await pick('#file-spec', paths.spec);
 
     // Not a safetensors file: the library's message, nothing offered for download.
     await pick('#file-b', paths.junk);
@@ -212,6 +247,21 @@ test('browser page: align in the worker on wasm, same tensors as the CLI, errors
     const plot = await page.$eval('#demo-plot', (e) => e.innerHTML);
     assert.ok((plot.match(/<polyline|<path/g) ?? []).length >= 6, 'a line per method in each panel');
     await page.screenshot({ path: join(ARTIFACTS, 'browser-demo.png'), fullPage: true });
+
+    // A browser without WebAssembly SIMD (Chromium cannot turn it off, so the page's ?simd=off
+    // stands in for its feature test): the page says so and aligns on the pure-TypeScript kernels,
+    // the same tensors as the CLI with REBASIN_BACKEND=js.
+    page = await browser.newPage();
+    page.on('pageerror', (e) => consoleErrors.push(String(e)));
+    await page.goto(`${url}?simd=off`);
+    await page.waitForSelector('#backend[data-backend]');
+    assert.equal(await page.$eval('#backend', (e) => (e as HTMLElement).dataset.backend), 'js');
+    assert.match(await page.$eval('#backend-note', (e) => e.textContent!), /no WebAssembly SIMD.*pure-TypeScript kernels/);
+    await pick('#file-a', paths.A);
+    await pick('#file-b', paths.B);
+    assert.equal(await runAndWait(), 'done', await page.$eval('#error', (e) => e.textContent));
+    sameAsCli(await download(), cli('wm', [], paths.A, paths.B, 'js'), 'weight matching on the pure-TS fallback');
+    await page.screenshot({ path: join(ARTIFACTS, 'browser-no-simd.png'), fullPage: true });
     assert.deepEqual(consoleErrors, [], 'no uncaught errors in the page');
   } finally {
     await browser.close();

@@ -10,7 +10,7 @@ import { DEMO_METHODS, type AlignMethod, type AlignRequest, type AlignSummary, t
 const MAX_BYTES = 1.5 * 2 ** 30;
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
-const files: { a: File | null; b: File | null; spec: File | null } = { a: null, b: null, spec: null };
+const files: { a: File | null; b: File | null; spec: File | null; onnx: File | null } = { a: null, b: null, spec: null, onnx: null };
 let worker: Worker | null = null;
 /** What the worker is doing (one job at a time). */
 let busy: 'align' | 'demo' | null = null;
@@ -27,7 +27,7 @@ function showError(text: string): void {
 }
 
 function startWorker(): void {
-  worker = new Worker('worker.js');
+  worker = new Worker(`worker.js${location.search}`); // the worker reads the page's options (?simd=off)
   worker.onmessage = (e: MessageEvent<WorkerMessage>) => onMessage(e.data);
   worker.onerror = (e) => {
     e.preventDefault();
@@ -184,7 +184,8 @@ async function run(): Promise<void> {
   if (method() === 'sinkhorn-l2' && !(Number.isInteger(steps) && steps >= 1)) { showError('steps must be a whole number ≥ 1'); return; }
   const req: AlignRequest = {
     type: 'align', a: await files.a.arrayBuffer(), aName: files.a.name, b: await files.b.arrayBuffer(), bName: files.b.name,
-    spec: files.spec ? await files.spec.text() : null, method: method(), seed: Number($<HTMLInputElement>('seed').value) || 0,
+    spec: files.spec ? { name: files.spec.name, text: await files.spec.text() } : null,
+    onnx: files.onnx ? { name: files.onnx.name, bytes: await files.onnx.arrayBuffer() } : null, method: method(), seed: Number($<HTMLInputElement>('seed').value) || 0,
     ...(method() === 'sinkhorn-l2' ? { tau, steps } : {}),
   };
   costs = [];
@@ -193,7 +194,7 @@ async function run(): Promise<void> {
   const p = $<HTMLProgressElement>('progress');
   p.removeAttribute('value'); // indeterminate until steps arrive
   status(`Aligning ${files.b.name} to ${files.a.name} with ${method()}…`);
-  worker!.postMessage(req, [req.a, req.b]);
+  worker!.postMessage(req, [req.a, req.b, ...(req.onnx ? [req.onnx.bytes] : [])]);
 }
 
 function cancel(): void {
@@ -213,6 +214,7 @@ function cancel(): void {
 function assign(list: FileList | null): void {
   for (const f of Array.from(list ?? [])) {
     if (/\.json$/i.test(f.name)) files.spec = f;
+    else if (/\.onnx$/i.test(f.name)) files.onnx = f;
     else if (!files.a || (files.a && files.b)) { files.a = f; files.b = null; }
     else files.b = f;
   }
@@ -220,7 +222,7 @@ function assign(list: FileList | null): void {
 }
 
 function describe(): void {
-  const names = [files.a && `A: ${files.a.name}`, files.b && `B: ${files.b.name}`, files.spec && `spec: ${files.spec.name}`].filter(Boolean);
+  const names = [files.a && `A: ${files.a.name}`, files.b && `B: ${files.b.name}`, files.onnx && `ONNX: ${files.onnx.name}`, files.spec && `spec: ${files.spec.name}`].filter(Boolean);
   status(names.length ? names.join(' · ') : 'Choose A and B.');
 }
 
@@ -229,6 +231,7 @@ function setup(): void {
   $<HTMLInputElement>('file-a').onchange = (e) => { files.a = (e.target as HTMLInputElement).files?.[0] ?? null; describe(); };
   $<HTMLInputElement>('file-b').onchange = (e) => { files.b = (e.target as HTMLInputElement).files?.[0] ?? null; describe(); };
   $<HTMLInputElement>('file-spec').onchange = (e) => { files.spec = (e.target as HTMLInputElement).files?.[0] ?? null; describe(); };
+  $<HTMLInputElement>('file-onnx').onchange = (e) => { files.onnx = (e.target as HTMLInputElement).files?.[0] ?? null; describe(); };
   $('run').onclick = () => { run().catch((e: Error) => { finish(); showError(e.message); }); };
   $('cancel').onclick = cancel;
   $('demo-cancel').onclick = cancel;

@@ -7,8 +7,10 @@ export interface AlignRequest {
   aName: string;
   b: ArrayBuffer;
   bName: string;
-  /** Permutation spec JSON text; null when the checkpoints are rebasin checkpoints (spec derived). */
-  spec: string | null;
+  /** A permutation spec (JSON text), like `--spec`; null: derived from the ONNX model or the checkpoints. */
+  spec: { name: string; text: string } | null;
+  /** An ONNX model for the architecture, like `--onnx` (plain weights carry none). */
+  onnx: { name: string; bytes: ArrayBuffer } | null;
   method: AlignMethod;
   tau?: number;
   steps?: number;

@@ -1,8 +1,8 @@
 /**
  * The page's worker: runs the library (wasm kernels when WebAssembly SIMD is there, else pure
- * TypeScript) so the page stays responsive. Aligns B to A the way `rebasin align` does and returns
- * the aligned safetensors: the same library calls, so the same tensors bit for bit as the CLI on
- * the same backend.
+ * TypeScript, and the page says so) so the page stays responsive. Aligns B to A the way
+ * `rebasin align` does and returns the aligned safetensors: the same library calls and checks, so
+ * the same tensors bit for bit as the CLI on the same backend, and the CLI's messages.
  */
 import { currentBackend, jsBackend, setBackend } from '../src/core/backend/index.js';
 import { instantiateWasm } from '../src/core/backend/wasm.js';
@@ -11,12 +11,12 @@ import { checkpointFromSafetensors, CHECKPOINT_FORMAT, stateToRecords } from '..
 import { parseSafetensors, serializeSafetensors } from '../src/io/safetensors.js';
 import { recordsToState } from '../src/io/checkpoint.js';
 import { alignModels } from '../src/methods/registry.js';
-import { assertCompatible } from '../src/methods/validate.js';
-import type { Model } from '../src/models/model.js';
 import { applyHard, invertPerms } from '../src/permutation/apply.js';
-import { assertValidSpec, specFromJSON, type PermutationSpec } from '../src/permutation/spec.js';
-import { isBatchCounter, type Params } from '../src/state/params.js';
-import { equivalenceCheck } from '../src/cli/model-files.js';
+import { specFromJSON, type PermutationSpec } from '../src/permutation/spec.js';
+import { isBatchCounter } from '../src/state/params.js';
+import { checkModelSet } from '../src/cli/align.js';
+import { equivalenceCheck, onnxDefinition, type ModelFile } from '../src/cli/model-files.js';
+import { parseOnnx } from '../src/io/onnx.js';
 import { barrier, interpolationCurve } from '../src/analysis/lmc.js';
 import type { Dataset } from '../src/data/dataset.js';
 import { mlp } from '../src/models/index.js';
@@ -36,8 +36,19 @@ function post(m: WorkerMessage, transfer: Transferable[] = []): void {
   scope.postMessage(m, transfer);
 }
 
+/** The smallest module using SIMD128 (one function returning a v128 constant): it validates iff the engine has WebAssembly SIMD. */
+const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 22, 1, 20, 0, 253, 12, ...new Array<number>(16).fill(0), 11]);
+
 async function init(): Promise<void> {
   let note: string | null = null;
+  // `?simd=off` on the page's address: behave as in a browser without WebAssembly SIMD (the fallback's test).
+  const simulated = new URLSearchParams(new URL(scope.location.href).search).get('simd') === 'off';
+  if (simulated || !WebAssembly.validate(SIMD_PROBE)) {
+    setBackend(jsBackend);
+    note = `this browser has no WebAssembly SIMD${simulated ? ' (simulated: ?simd=off)' : ''}, so the pure-TypeScript kernels run: the same results as \`REBASIN_BACKEND=js\`, several times slower`;
+    post({ type: 'ready', backend: jsBackend.name, detail: jsBackend.info.detail, note });
+    return;
+  }
   try {
     const res = await fetch(new URL('rebasin.wasm', scope.location.href));
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
@@ -52,63 +63,53 @@ async function init(): Promise<void> {
   post({ type: 'ready', backend: b.name, detail: b.info.detail, note });
 }
 
-interface Loaded {
-  name: string;
-  state: Params;
-  model?: Model;
-  metadata: Record<string, string>;
-}
-
-/** Like the CLI's readModelFile for a safetensors file without --model-config. */
-function readModel(bytes: ArrayBuffer, name: string): Loaded {
+/** Like the CLI's readModelFile for a safetensors file without --model-config (the path is the file's name). */
+function readModel(bytes: ArrayBuffer, name: string): ModelFile {
   const { tensors, metadata } = parseSafetensors(new Uint8Array(bytes), name);
   if (metadata.format === CHECKPOINT_FORMAT) {
     const ck = checkpointFromSafetensors(tensors, metadata, name);
-    return { name, state: new Map([...ck.params, ...ck.buffers]), model: ck.model, metadata };
+    return { path: name, state: new Map([...ck.params, ...ck.buffers]), model: ck.model, metadata };
   }
   const state = recordsToState(tensors);
   for (const k of [...state.keys()]) if (isBatchCounter(k)) state.delete(k);
-  return { name, state, metadata };
+  return { path: name, state, metadata };
 }
 
+/** `rebasin align A B [--spec S | --onnx M] --method wm|sinkhorn-l2`, on the files' bytes. */
 function align(req: AlignRequest): void {
   const a = readModel(req.a, req.aName);
   const b = readModel(req.b, req.bName);
+  // --onnx: the imported graph is both models' definition and gives the spec (--spec still wins).
+  const definition = req.onnx ? onnxDefinition(parseOnnx(new Uint8Array(req.onnx.bytes), req.onnx.name), { path: req.onnx.name, name: req.onnx.name }, a) : undefined;
+  if (definition) a.model = b.model = definition.model;
   let spec: PermutationSpec;
-  if (req.spec !== null) {
+  if (req.spec) {
     try {
-      spec = specFromJSON(req.spec);
+      spec = specFromJSON(req.spec.text);
     } catch (e) {
-      throw new Error(`the spec JSON: ${(e as Error).message}`);
+      throw new Error(`${req.spec.name}: ${(e as Error).message}`);
     }
+  } else if (definition) {
+    spec = definition.spec!;
   } else if (a.model) {
     spec = a.model.permutationSpec();
   } else {
-    throw new Error('no permutation spec: these are plain safetensors (not rebasin checkpoints), so add the spec JSON (see `rebasin spec infer`)');
+    throw new Error('no permutation spec: these are plain safetensors (not rebasin checkpoints), so add the ONNX model or the spec JSON (see `rebasin spec infer`)');
   }
-  try {
-    assertValidSpec(spec, a.state);
-  } catch (e) {
-    throw new Error(`align: the spec does not match ${a.name}: ${(e as Error).message}`);
-  }
-  if (a.model && b.model && a.model.name !== b.model.name) throw new Error(`align: ${a.name} is ${a.model.name} but ${b.name} is ${b.model.name}: the models must share one architecture`);
-  try {
-    assertCompatible(a.state, b.state);
-  } catch (e) {
-    throw new Error(`align: ${b.name} does not match ${a.name} (model A): ${(e as Error).message}`);
-  }
+  checkModelSet('align', [a, b], spec);
+  const model = a.model ?? b.model;
   const result = alignModels(req.method, { spec, a: a.state, b: b.state }, {
-    model: a.model ?? b.model, seed: req.seed, batchSize: 1000,
+    model, seed: req.seed, batchSize: 1000,
     onStep: (e) => post({ type: 'progress', step: e.step, cost: e.cost }),
   }, { steps: req.steps, tau: req.tau });
-  const check = equivalenceCheck(a.model ?? b.model, b.state, result.aligned, () => noGrad(() => applyHard(spec, result.aligned, invertPerms(result.perms))));
+  const check = equivalenceCheck(model, b.state, result.aligned, () => noGrad(() => applyHard(spec, result.aligned, invertPerms(result.perms, spec))), undefined, definition?.unrunnable);
   if (!check.passed) throw new Error(`align: the permuted model does not compute the same function (max |difference| ${check.maxAbsDiff}); the spec probably does not describe this architecture — nothing was written`);
-  const bytes = serializeSafetensors(stateToRecords(result.aligned), { dtype: 'F32', metadata: { ...b.metadata, rebasin_aligned_to: a.name, rebasin_method: req.method } });
+  const bytes = serializeSafetensors(stateToRecords(result.aligned), { dtype: 'F32', metadata: { ...b.metadata, rebasin_aligned_to: a.path, rebasin_method: req.method } });
   const summary: AlignSummary = {
     method: req.method, steps: result.steps, seconds: result.seconds, finalCost: result.log.at(-1)?.cost ?? null,
     equivalence: check,
     permutations: Object.entries(result.perms).map(([name, p]) => ({ name, size: p.length, moved: p.filter((v, i) => v !== i).length })),
-    outputName: b.name.replace(/\.safetensors$/i, '') + '_aligned.safetensors',
+    outputName: b.path.replace(/\.safetensors$/i, '') + '_aligned.safetensors',
   };
   const buf = bytes.buffer as ArrayBuffer;
   post({ type: 'done', bytes: buf, summary }, [buf]);

@@ -1,7 +1,8 @@
 /*
  * The wasm backend's kernels: portable C compiled to wasm32 with SIMD128 (scripts/build-wasm.mjs),
  * no libc, no threads. The x86/OpenBLAS/pthreads parts of native/ stay there; the scalar
- * transcendental functions are shared with the native build (../rb_math.h).
+ * transcendental functions (../rb_math.h), the portable elementwise and optimiser loops
+ * (../rb_loops.h) and the op codes (../rb.h) are shared with the native build.
  *
  * Memory is owned by the JS side (src/core/backend/wasm.ts): it copies the arguments to linear
  * memory above __heap_base, passes byte offsets (wasm32 pointers) and copies the results back.
@@ -13,6 +14,7 @@
 #include <stdint.h>
 #include <wasm_simd128.h>
 
+#include "../rb_loops.h"
 #include "../rb_math.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -150,8 +152,11 @@ static double log_d(double x) {
 
 /* ------------------------------------------------------------------------------------------------
  * sgemm: packed panels (GotoBLAS blocking) around a 4×8 SIMD128 micro-kernel (8 accumulators, two
- * B vectors and one broadcast A value fit the 16 registers V8 has on x86-64 without spilling).
- * wasm has no FMA, so each step is a multiply and an add.
+ * B vectors and one broadcast A value fit the 16 registers V8 has on x86-64 without spilling; 6×8,
+ * 5×8 and 3×12 tiles measured slower, as did unrolling k). wasm has no FMA, so each step is a
+ * multiply and an add. The packing routines stay out of line and small: V8 runs a function in its
+ * baseline tier until the optimising compile finishes, and one large rb_gemm (everything inlined
+ * and auto-vectorised) took ~0.5 s to compile, ~50 calls of a 256² product at baseline speed.
  * ---------------------------------------------------------------------------------------------- */
 
 #define MR 4
@@ -163,62 +168,68 @@ static double log_d(double x) {
 static float packA[MC * KC] __attribute__((aligned(16)));
 static float packB[KC * NC] __attribute__((aligned(16)));
 
-/* A(i, k) of op(A) into MR-row panels: panel p holds rows p*MR.., k-major, zero-padded. */
-static void pack_a(bool ta, const float *A, i32 lda, i32 i0, i32 mc, i32 k0, i32 kc) {
+/* The 4×4 block at rows r[0..3], columns k..k+3, transposed: out + q·stride holds column k + q. */
+static inline void transpose4(const float *r0, const float *r1, const float *r2, const float *r3, float *out, i32 stride) {
+  v128_t a = wasm_v128_load(r0), b = wasm_v128_load(r1), c = wasm_v128_load(r2), d = wasm_v128_load(r3);
+  v128_t ab0 = wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), ab1 = wasm_i32x4_shuffle(a, b, 2, 6, 3, 7);
+  v128_t cd0 = wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), cd1 = wasm_i32x4_shuffle(c, d, 2, 6, 3, 7);
+  wasm_v128_store(out, wasm_i64x2_shuffle(ab0, cd0, 0, 2));
+  wasm_v128_store(out + stride, wasm_i64x2_shuffle(ab0, cd0, 1, 3));
+  wasm_v128_store(out + 2 * stride, wasm_i64x2_shuffle(ab1, cd1, 0, 2));
+  wasm_v128_store(out + 3 * stride, wasm_i64x2_shuffle(ab1, cd1, 1, 3));
+}
+
+/* A(i, k) of op(A) into MR-row panels: panel p holds rows p*MR.., k-major, zero-padded. Full
+ * panels move 4×4 blocks (rows of A transposed by shuffles, or columns of Aᵀ as they are). */
+__attribute__((noinline)) static void pack_a(bool ta, const float *A, i32 lda, i32 i0, i32 mc, i32 k0, i32 kc) {
   float *dst = packA;
-  for (i32 ip = 0; ip < mc; ip += MR) {
-    i32 mr = mc - ip < MR ? mc - ip : MR;
-    if (!ta) {
-      /* Row by row: each row of A is read contiguously. */
-      for (i32 ii = 0; ii < MR; ii++) {
-        const float *src = A + (i0 + ip + ii) * lda + k0;
-        if (ii < mr) for (i32 k = 0; k < kc; k++) dst[k * MR + ii] = src[k];
-        else for (i32 k = 0; k < kc; k++) dst[k * MR + ii] = 0.0f;
-      }
-      dst += kc * MR;
+  for (i32 ip = 0; ip < mc; ip += MR, dst += kc * MR) {
+    i32 mr = mc - ip < MR ? mc - ip : MR, i = i0 + ip;
+    if (mr == MR && ta) {
+      for (i32 k = 0; k < kc; k++) wasm_v128_store(dst + k * MR, wasm_v128_load(A + (k0 + k) * lda + i));
       continue;
     }
-    for (i32 k = 0; k < kc; k++) {
-      for (i32 ii = 0; ii < MR; ii++) {
-        i32 i = i0 + ip + ii, kk = k0 + k;
-        dst[ii] = ii < mr ? (ta ? A[kk * lda + i] : A[i * lda + kk]) : 0.0f;
-      }
-      dst += MR;
+    i32 k = 0;
+    if (mr == MR) {
+      const float *r0 = A + i * lda + k0, *r1 = r0 + lda, *r2 = r1 + lda, *r3 = r2 + lda;
+      for (; k + 4 <= kc; k += 4) transpose4(r0 + k, r1 + k, r2 + k, r3 + k, dst + k * MR, MR);
     }
+#pragma clang loop vectorize(disable) unroll(disable)
+    for (; k < kc; k++)
+#pragma clang loop vectorize(disable) unroll(disable)
+      for (i32 ii = 0; ii < MR; ii++) {
+        i32 r = i + ii, kk = k0 + k;
+        dst[k * MR + ii] = ii < mr ? (ta ? A[kk * lda + r] : A[r * lda + kk]) : 0.0f;
+      }
   }
 }
 
-/* B(k, j) of op(B) into NR-column panels, k-major, zero-padded. */
-static void pack_b(bool tb, const float *B, i32 ldb, i32 k0, i32 kc, i32 j0, i32 nc) {
+/* B(k, j) of op(B) into NR-column panels, k-major, zero-padded. Full panels move whole vectors
+ * (rows of B as they are, or 4×4 blocks of Bᵀ's rows transposed). */
+__attribute__((noinline)) static void pack_b(bool tb, const float *B, i32 ldb, i32 k0, i32 kc, i32 j0, i32 nc) {
   float *dst = packB;
-  for (i32 jp = 0; jp < nc; jp += NR) {
-    i32 nr = nc - jp < NR ? nc - jp : NR;
-    if (!tb && nr == NR) {
-      for (i32 k = 0; k < kc; k++) {
-        const float *src = B + (k0 + k) * ldb + j0 + jp;
-        wasm_v128_store(dst, wasm_v128_load(src));
-        wasm_v128_store(dst + 4, wasm_v128_load(src + 4));
-        dst += NR;
+  for (i32 jp = 0; jp < nc; jp += NR, dst += kc * NR) {
+    i32 nr = nc - jp < NR ? nc - jp : NR, j = j0 + jp, k = 0;
+    if (nr == NR && !tb) {
+      for (; k < kc; k++) {
+        const float *src = B + (k0 + k) * ldb + j;
+        wasm_v128_store(dst + k * NR, wasm_v128_load(src));
+        wasm_v128_store(dst + k * NR + 4, wasm_v128_load(src + 4));
       }
-      continue;
+    } else if (nr == NR) {
+      for (; k + 4 <= kc; k += 4)
+        for (i32 h = 0; h < NR; h += 4) {
+          const float *r0 = B + (j + h) * ldb + k0 + k;
+          transpose4(r0, r0 + ldb, r0 + 2 * ldb, r0 + 3 * ldb, dst + k * NR + h, NR);
+        }
     }
-    if (tb) {
-      /* Column j of op(B) is row j of B: read each contiguously. */
+#pragma clang loop vectorize(disable) unroll(disable)
+    for (; k < kc; k++)
+#pragma clang loop vectorize(disable) unroll(disable)
       for (i32 jj = 0; jj < NR; jj++) {
-        const float *src = B + (j0 + jp + jj) * ldb + k0;
-        if (jj < nr) for (i32 k = 0; k < kc; k++) dst[k * NR + jj] = src[k];
-        else for (i32 k = 0; k < kc; k++) dst[k * NR + jj] = 0.0f;
+        i32 c = j + jj, kk = k0 + k;
+        dst[k * NR + jj] = jj < nr ? (tb ? B[c * ldb + kk] : B[kk * ldb + c]) : 0.0f;
       }
-      dst += kc * NR;
-      continue;
-    }
-    for (i32 k = 0; k < kc; k++) {
-      for (i32 jj = 0; jj < NR; jj++) {
-        i32 j = j0 + jp + jj, kk = k0 + k;
-        dst[jj] = jj < nr ? B[kk * ldb + j] : 0.0f;
-      }
-      dst += NR;
-    }
   }
 }
 
@@ -570,20 +581,12 @@ EXPORT void rb_sinkhorn(float *logP, i32 batch, i32 m, i32 n, i32 iters, const f
  * Elementwise and small reductions
  * ---------------------------------------------------------------------------------------------- */
 
-enum { U_NEG, U_EXP, U_LOG, U_RELU, U_TANH, U_SIGMOID, U_SQRT, U_ABS, U_SQUARE };
-
+/* op: enum rb_unary (../rb.h). SIMD128 for exp and sigmoid, then the shared loop (../rb_loops.h). */
 EXPORT void rb_unary(i32 op, const float *x, float *out, i32 n) {
   i32 i = 0;
-  switch (op) {
-  case U_NEG: for (; i < n; i++) out[i] = -x[i]; break;
-  case U_EXP:
+  if (op == RB_EXP) {
     for (; i + 4 <= n; i += 4) wasm_v128_store(out + i, exp4(wasm_v128_load(x + i)));
-    for (; i < n; i++) out[i] = rb_expf(x[i]);
-    break;
-  case U_LOG: for (; i < n; i++) out[i] = rb_logf(x[i]); break;
-  case U_RELU: for (; i < n; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f; break;
-  case U_TANH: for (; i < n; i++) out[i] = rb_tanhf(x[i]); break;
-  case U_SIGMOID: {
+  } else if (op == RB_SIGMOID) {
     v128_t one = wasm_f32x4_splat(1.0f), sign = wasm_f32x4_splat(-0.0f), zero = wasm_f32x4_splat(0.0f);
     for (; i + 4 <= n; i += 4) {
       v128_t v = wasm_v128_load(x + i);
@@ -592,46 +595,11 @@ EXPORT void rb_unary(i32 op, const float *x, float *out, i32 n) {
       v128_t res = wasm_v128_bitselect(r, wasm_f32x4_mul(e, r), wasm_f32x4_ge(v, zero));
       wasm_v128_store(out + i, wasm_v128_bitselect(v, res, wasm_f32x4_ne(v, v)));
     }
-    for (; i < n; i++) {
-      float v = x[i];
-      float e = rb_expf(-fabsf(v));
-      float r = 1.0f / (1.0f + e);
-      out[i] = v >= 0.0f ? r : (v != v ? v : e * r);
-    }
-    break;
   }
-  case U_SQRT: for (; i < n; i++) out[i] = sqrtf(x[i]); break;
-  case U_ABS: for (; i < n; i++) out[i] = fabsf(x[i]); break;
-  case U_SQUARE: for (; i < n; i++) out[i] = x[i] * x[i]; break;
-  default: break;
-  }
+  rb_unary_loop(op, x, out, i, n);
 }
 
-enum { B_ADD, B_SUB, B_MUL, B_DIV, B_MAX, B_MIN };
-
-#define MAXF(x, y) (((x) >= (y) || (x) != (x)) ? (x) : (y))
-#define MINF(x, y) (((x) <= (y) || (x) != (x)) ? (x) : (y))
-#define BIN_INNER(EXPR)                                                                            \
-  do {                                                                                             \
-    if (sa == 1 && sb == 1) { for (i32 i = 0; i < len; i++) { float x = pa[i], y = pb[i]; po[i] = (EXPR); } } \
-    else if (sa == 1 && sb == 0) { float y = pb[0]; for (i32 i = 0; i < len; i++) { float x = pa[i]; po[i] = (EXPR); } } \
-    else if (sa == 0 && sb == 1) { float x = pa[0]; for (i32 i = 0; i < len; i++) { float y = pb[i]; po[i] = (EXPR); } } \
-    else { for (i32 i = 0; i < len; i++) { float x = pa[i * sa], y = pb[i * sb]; po[i] = (EXPR); } } \
-  } while (0)
-
-static void binary_inner(i32 op, const float *pa, i32 sa, const float *pb, i32 sb, float *po, i32 len) {
-  switch (op) {
-  case B_ADD: BIN_INNER(x + y); break;
-  case B_SUB: BIN_INNER(x - y); break;
-  case B_MUL: BIN_INNER(x * y); break;
-  case B_DIV: BIN_INNER(x / y); break;
-  case B_MAX: BIN_INNER(MAXF(x, y)); break;
-  case B_MIN: BIN_INNER(MINF(x, y)); break;
-  default: break;
-  }
-}
-
-/* Broadcasting binary op; shape/aStr/bStr: nd int32 each (nd >= 1), idx: nd int32 scratch. */
+/* Broadcasting binary op (op: enum rb_binary); shape/aStr/bStr: nd int32 each (nd >= 1), idx: nd int32 scratch. */
 EXPORT void rb_binary(i32 op, const float *a, const i32 *aStr, const float *b, const i32 *bStr, float *out,
                       const i32 *shape, i32 nd, i32 *idx) {
   i32 last = nd - 1, inner = shape[last], total = 1;
@@ -639,7 +607,7 @@ EXPORT void rb_binary(i32 op, const float *a, const i32 *aStr, const float *b, c
   if (total == 0) return;
   i32 ao = 0, bo = 0;
   for (i32 o = 0; o < total; o += inner) {
-    binary_inner(op, a + ao, aStr[last], b + bo, bStr[last], out + o, inner);
+    rb_binary_inner(op, a + ao, aStr[last], b + bo, bStr[last], out + o, inner);
     for (i32 d = last - 1; d >= 0; d--) {
       idx[d]++;
       ao += aStr[d];
@@ -673,18 +641,11 @@ EXPORT void rb_copy_strided(const float *x, const i32 *strides, float *out, cons
   }
 }
 
-/* In double, like js.ts (one rounding to float at the end). */
-EXPORT void rb_axpy(double alpha, const float *x, float *y, i32 n) {
-  for (i32 i = 0; i < n; i++) y[i] = (float)((double)y[i] + alpha * (double)x[i]);
-}
+EXPORT void rb_axpy(double alpha, const float *x, float *y, i32 n) { rb_axpy_loop(alpha, x, y, n); }
 
-EXPORT void rb_affine(const float *x, double alpha, double beta, float *out, i32 n) {
-  for (i32 i = 0; i < n; i++) out[i] = (float)(alpha * (double)x[i] + beta);
-}
+EXPORT void rb_affine(const float *x, double alpha, double beta, float *out, i32 n) { rb_affine_loop(x, alpha, beta, out, n); }
 
-EXPORT void rb_relu_backward(const float *x, const float *dy, float *dx, i32 n) {
-  for (i32 i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
-}
+EXPORT void rb_relu_backward(const float *x, const float *dy, float *dx, i32 n) { rb_relu_backward_loop(x, dy, dx, n); }
 
 EXPORT double rb_sum_squares(const float *x, i32 n) {
   i32 i = 0;
@@ -717,32 +678,13 @@ EXPORT double rb_softmax_ce(const float *logits, const i32 *labels, i32 N, i32 C
   return loss;
 }
 
-/* One AdamW step; the caller computes stepSize = lr / (1 - β1^t), bc2Sqrt = √(1 - β2^t) and
- * decay = 1 - lr·wd (no pow here). */
+/* The caller computes stepSize = lr / (1 - β1^t), bc2Sqrt = √(1 - β2^t) and decay = 1 - lr·wd (no pow here). */
 EXPORT void rb_adamw(float *param, const float *grad, float *m, float *v, i32 n, double beta1, double beta2,
                      double eps, double stepSize, double bc2Sqrt, double decay) {
-  double omb1 = 1.0 - beta1, omb2 = 1.0 - beta2;
-  for (i32 i = 0; i < n; i++) {
-    double g = grad[i];
-    float p = (float)((double)param[i] * decay);
-    float mi = (float)(beta1 * (double)m[i] + omb1 * g);
-    float vi = (float)(beta2 * (double)v[i] + omb2 * g * g);
-    m[i] = mi;
-    v[i] = vi;
-    param[i] = (float)((double)p - stepSize * (double)mi / (sqrt((double)vi) / bc2Sqrt + eps));
-  }
+  rb_adamw_loop(param, grad, m, v, n, beta1, beta2, eps, stepSize, bc2Sqrt, decay);
 }
 
 EXPORT void rb_sgd(float *param, const float *grad, float *buf, i32 n, double lr, double momentum, double dampening,
                    i32 nesterov, double wd, i32 first) {
-  double omd = 1.0 - dampening;
-  for (i32 i = 0; i < n; i++) {
-    double g = (double)grad[i] + wd * (double)param[i];
-    if (momentum != 0) {
-      double b = first ? g : momentum * (double)buf[i] + omd * g;
-      buf[i] = (float)b;
-      g = nesterov ? g + momentum * b : b;
-    }
-    param[i] = (float)((double)param[i] - lr * g);
-  }
+  rb_sgd_loop(param, grad, buf, n, lr, momentum, dampening, nesterov, wd, first);
 }

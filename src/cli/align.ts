@@ -105,6 +105,16 @@ async function loadModels(cmd: string, paths: string[], o: Parsed['options']): P
   const preset = !o.spec && !files[0].model && !definition?.spec && hasPreset(files[0].state.keys())
     ? (await presetFor(files[0].state, files[0].path, o)).spec : undefined;
   const spec = await resolveSpec(o.spec as string | undefined, files[0].model, cmd, definition?.spec ?? preset);
+  checkModelSet(cmd, files, spec);
+  return { files, spec, unrunnable: definition?.unrunnable };
+}
+
+/**
+ * The checks before a command permutes `files` with `spec`: the spec covers the first file's
+ * tensors exactly, and every other file has the same architecture (InputError naming the files
+ * otherwise). The browser page runs them too, for the CLI's messages.
+ */
+export function checkModelSet(cmd: string, files: ModelFile[], spec: PermutationSpec): void {
   try {
     // Strict, as \`spec check\` (by default): every tensor must be covered, or applying the permutations fails.
     assertValidSpec(spec, files[0].state, { strict: true });
@@ -121,7 +131,6 @@ async function loadModels(cmd: string, paths: string[], o: Parsed['options']): P
       throw new InputError(`${cmd}: ${f.path} does not match ${files[0].path} (model A): ${e.message}`);
     }
   }
-  return { files, spec, unrunnable: definition?.unrunnable };
 }
 
 /** The first problem of a multi-line "invalid permutation spec (N problems): - …" message, as one line. */

@@ -15,7 +15,7 @@ import { CHECKPOINT_FORMAT, loadCheckpoint, stateToRecords } from '../io/checkpo
 import { isErrno, readTextSync, unreadable } from '../io/files.js';
 import { loadSpecFile, loadTensors } from '../io/load-any.js';
 import { readNpz } from '../io/npy.js';
-import { readOnnx, type Dim } from '../io/onnx.js';
+import { readOnnx, type Dim, type OnnxModel } from '../io/onnx.js';
 import { importOnnx } from '../io/onnx-import.js';
 import { firstNonFinite } from '../io/records.js';
 import { writeSafetensors } from '../io/safetensors.js';
@@ -100,6 +100,16 @@ export async function modelDefinition(o: { 'model-config'?: unknown; onnx?: unkn
     if (!onnx.inputs[0]) throw new InputError(`${path}: the model has no input`);
     inputShapes = { [onnx.inputs[0].name]: [null, ...dims] };
   }
+  return onnxDefinition(onnx, { path, name: basename(path) }, first, inputShapes);
+}
+
+/**
+ * The model definition a parsed ONNX model gives weights `first` (imported with its tensors, which
+ * decide PyTorch names and undo BatchNorm folding). No file access: the browser page calls it on
+ * the bytes it was given, with the messages `--onnx` gives.
+ */
+export function onnxDefinition(onnx: OnnxModel, source: { path: string; name: string }, first: Pick<ModelFile, 'path' | 'state'>, inputShapes?: Record<string, Dim[]>): ModelDefinition {
+  const { path } = source;
   const imported = importOnnx(onnx, { checkpoint: first.state, inputShapes });
   const notFound = imported.nameMap.find((m) => m.via === 'unmapped' && imported.flow.spec.axes[m.initializer] !== undefined && first.state.size > 0);
   if (notFound && /^onnx::Conv/.test(notFound.initializer)) {
@@ -110,7 +120,7 @@ export async function modelDefinition(o: { 'model-config'?: unknown; onnx?: unkn
     const o0 = imported.opaque[0];
     return { spec, unrunnable: `${path}: node "${o0.node}" (${o0.opType}) cannot run: ${o0.reason}${imported.opaque.length > 1 ? ` (and ${imported.opaque.length - 1} more)` : ''}` };
   }
-  return { model: modelFor({ arch: 'graph', name: basename(path), graph: imported.graph }, path), spec };
+  return { model: modelFor({ arch: 'graph', name: source.name, graph: imported.graph }, path), spec };
 }
 
 /**

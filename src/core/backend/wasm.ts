@@ -15,7 +15,7 @@ import {
   KERNEL_TABLE, type Backend, type BinaryOp, type ConvGeometry, type FloatArray, type KernelName, type Kernels, type UnaryOp,
 } from './types.js';
 
-/** The order of the C enums (native/wasm/kernels.c); the backend tests run every op against js.ts. */
+/** The order of the C enums rb_unary and rb_binary (native/rb.h, shared by both C builds); the backend tests run every op against js.ts. */
 const UNARY_CODES: readonly UnaryOp[] = ['neg', 'exp', 'log', 'relu', 'tanh', 'sigmoid', 'sqrt', 'abs', 'square'];
 const BINARY_CODES: readonly BinaryOp[] = ['add', 'sub', 'mul', 'div', 'max', 'min'];
 
