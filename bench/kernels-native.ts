@@ -5,7 +5,7 @@
  * Standalone: `node dist/bench/kernels-native.js [--quick]`.
  */
 import { fileURLToPath } from 'node:url';
-import { loadNative, supportedGemmPaths, type GemmPath } from '../src/core/backend/native.js';
+import { CONV_STRATEGIES, loadNative, supportedGemmPaths, type GemmPath } from '../src/core/backend/native.js';
 import type { ConvGeometry, Kernels } from '../src/core/backend/types.js';
 import { Rng } from '../src/core/random.js';
 import { timeInterleaved, timeMedian, type BenchContext, type BenchRow } from './harness.js';
@@ -152,21 +152,39 @@ export async function run(ctx: BenchContext, torch?: TorchAnchors): Promise<Benc
       goal: '≥ 1.2× (conv is most of the step)', note: `${(flops / total / 1e6).toFixed(0)} GFLOP/s over ${(flops / 1e9).toFixed(1)} GFLOP`,
     });
     if (!ctx.quick) {
+      // REBASIN_CONV's strategies per layer, fwd+bwd, interleaved: auto must be no slower than
+      // the best of direct and im2col (its rule, native/conv.c, was read off these rows).
+      if (impl !== 'openblas') {
+        const prevConv = raw.convStrategy();
+        for (const L of layers) {
+          const ms = await timeInterleaved(CONV_STRATEGIES.map((st) => () => {
+            raw.convStrategy(st);
+            try { L.fwd(); L.bwd(); } finally { raw.convStrategy(prevConv); }
+          }), convReps);
+          const best = Math.min(...ms.slice(1));
+          rows.push({
+            section: SECTION, name: `${L.label} fwd+bwd, REBASIN_CONV=auto (${pathLabel(impl)})`, value: ms[0], unit: 'ms', higherIsBetter: false,
+            anchor: best, anchorSource: 'measured', anchorLabel: 'the faster of direct and im2col, interleaved', goal: '≥ 1.0× (within noise)',
+            note: CONV_STRATEGIES.map((st, i) => `${st} ${ms[i].toFixed(1)}`).join(', '),
+          });
+        }
+      }
       // The alternatives the default replaced: an explicit im2col buffer (and col2im for dx) under
       // our gemm, everything on OpenBLAS, and the other own kernels this CPU runs.
       const alternatives: { name: string; set: () => void }[] = [
-        ...(impl !== 'openblas' ? [{ name: 'own gemm over an explicit im2col buffer', set: () => raw.convTune(3) }] : []),
+        ...(impl !== 'openblas' ? [{ name: 'own gemm over an explicit im2col buffer (REBASIN_CONV=im2col)', set: () => raw.convStrategy('im2col') }] : []),
         { name: 'OpenBLAS sgemm (explicit im2col)', set: () => raw.gemmImpl('openblas') },
         ...paths.filter((w) => w !== impl && w !== 'openblas').map((w) => ({ name: pathLabel(w), set: () => raw.gemmImpl(w) })),
       ];
       // Whole 4-layer passes, the default and each alternative in alternation, so load changes on
       // a shared machine hit all alike; each is compared with the default's time in this loop.
+      const conv0 = raw.convStrategy();
       const pass = (set: () => void) => () => {
         set();
         try {
           for (const L of layers) { L.fwd(); L.bwd(); }
         } finally {
-          raw.convTune(0);
+          raw.convStrategy(conv0);
           raw.gemmImpl(impl);
         }
       };
