@@ -36,11 +36,25 @@ function cnnConvLayers(batch: number): { g: ConvGeometry; first: boolean; label:
 }
 
 /**
- * Forward + backward of all four conv layers with their ReLU fused, as a training step of the model
- * graphs runs them (no dx for the input layer).
+ * Deeper VGG shapes (CIFAR-sized maps after three and four poolings) on either side of
+ * REBASIN_CONV=auto's rule (native/conv.c): few output positions and a large dw take dw through
+ * im2col there.
  */
-function convWorkload(k: Kernels, batch: number, rng: Rng) {
-  const layers = cnnConvLayers(batch).map(({ g, first, label }) => {
+function ruleBoundaryLayers(batch: number): { g: ConvGeometry; first: boolean; label: string }[] {
+  const spec: [number, number, number][] = [[128, 256, 8], [256, 256, 4], [512, 512, 2]];
+  return spec.map(([C, O, H]) => ({
+    g: { N: batch, C, H, W: H, O, KH: 3, KW: 3, stride: 1, pad: 1, OH: H, OW: H },
+    first: false,
+    label: `conv3×3 ${C}→${O} ${H}²`,
+  }));
+}
+
+/**
+ * Forward + backward of conv layers (by default all four of the CNN) with their ReLU fused, as a
+ * training step of the model graphs runs them (no dx for the input layer).
+ */
+function convWorkload(k: Kernels, batch: number, rng: Rng, shapes = cnnConvLayers(batch)) {
+  const layers = shapes.map(({ g, first, label }) => {
     const K = g.C * g.KH * g.KW;
     return {
       g, first, label,
@@ -156,7 +170,7 @@ export async function run(ctx: BenchContext, torch?: TorchAnchors): Promise<Benc
       // the best of direct and im2col (its rule, native/conv.c, was read off these rows).
       if (impl !== 'openblas') {
         const prevConv = raw.convStrategy();
-        for (const L of layers) {
+        for (const L of [...layers, ...convWorkload(k, batch, rng, ruleBoundaryLayers(batch))]) {
           const ms = await timeInterleaved(CONV_STRATEGIES.map((st) => () => {
             raw.convStrategy(st);
             try { L.fwd(); L.bwd(); } finally { raw.convStrategy(prevConv); }
