@@ -105,13 +105,15 @@ int rb_conv_strategy(void) { return conv_strategy; }
  * seed gives the same bits in every run; it was read off interleaved timings of both strategies
  * per layer shape (bench/kernels-native.ts prints them), on the AVX-512 kernels and on the AVX2
  * ones forced on the same CPU: direct is as fast or faster for the forward pass and dx everywhere
- * measured (up to 3.5× on thin layers), and for dw except when few output positions (< 64) feed
- * a large dw (≥ 128 Ki floats, beyond L2 with its transposed copy): its accumulator is then
- * rewritten per sample for too little work, and the im2col gemm was 1.3–2× faster
- * (256→256 and 512→512 at 4², batch 128).
+ * measured (up to 3.5× on thin layers), and for dw except when few output positions (< 32, maps
+ * of 5² and less) feed a dw larger than L2 (≥ 256 Ki floats): the direct dw accumulator is then
+ * rewritten per sample for too little work, and the im2col gemm was 1.2–2× faster (256→256 and
+ * 512→512 at 4², 512→512 at 2², batch 128). At 6² and 8², and for 128→128 at 4², direct stayed
+ * as fast or faster. (At those small maps both strategies also give dw the same bits here: a
+ * single slice over the positions, summed in the same order.)
  */
-#define DW_DIRECT_MIN_POSITIONS 64
-#define DW_DIRECT_MAX_FLOATS ((int64_t)1 << 17)
+#define DW_DIRECT_MIN_POSITIONS 32
+#define DW_DIRECT_MAX_FLOATS ((int64_t)1 << 18)
 
 static bool own_direct(void) { return conv_strategy != RB_CONV_IM2COL && rb_gemm_impl() != RB_GEMM_OPENBLAS; }
 
