@@ -5,7 +5,7 @@
  * Standalone: `node dist/bench/kernels-native.js [--quick]`.
  */
 import { fileURLToPath } from 'node:url';
-import { loadNative, supportedGemmPaths, type GemmPath } from '../src/core/backend/native.js';
+import { CONV_STRATEGIES, loadNative, supportedGemmPaths, type GemmPath } from '../src/core/backend/native.js';
 import type { ConvGeometry, Kernels } from '../src/core/backend/types.js';
 import { Rng } from '../src/core/random.js';
 import { timeInterleaved, timeMedian, type BenchContext, type BenchRow } from './harness.js';
@@ -36,11 +36,25 @@ function cnnConvLayers(batch: number): { g: ConvGeometry; first: boolean; label:
 }
 
 /**
- * Forward + backward of all four conv layers with their ReLU fused, as a training step of the model
- * graphs runs them (no dx for the input layer).
+ * Deeper VGG shapes (CIFAR-sized maps after three and four poolings) on either side of
+ * REBASIN_CONV=auto's rule (native/conv.c): few output positions and a large dw take dw through
+ * im2col there.
  */
-function convWorkload(k: Kernels, batch: number, rng: Rng) {
-  const layers = cnnConvLayers(batch).map(({ g, first, label }) => {
+function ruleBoundaryLayers(batch: number): { g: ConvGeometry; first: boolean; label: string }[] {
+  const spec: [number, number, number][] = [[128, 256, 8], [256, 256, 4], [512, 512, 2]];
+  return spec.map(([C, O, H]) => ({
+    g: { N: batch, C, H, W: H, O, KH: 3, KW: 3, stride: 1, pad: 1, OH: H, OW: H },
+    first: false,
+    label: `conv3×3 ${C}→${O} ${H}²`,
+  }));
+}
+
+/**
+ * Forward + backward of conv layers (by default all four of the CNN) with their ReLU fused, as a
+ * training step of the model graphs runs them (no dx for the input layer).
+ */
+function convWorkload(k: Kernels, batch: number, rng: Rng, shapes = cnnConvLayers(batch)) {
+  const layers = shapes.map(({ g, first, label }) => {
     const K = g.C * g.KH * g.KW;
     return {
       g, first, label,
@@ -152,21 +166,39 @@ export async function run(ctx: BenchContext, torch?: TorchAnchors): Promise<Benc
       goal: '≥ 1.2× (conv is most of the step)', note: `${(flops / total / 1e6).toFixed(0)} GFLOP/s over ${(flops / 1e9).toFixed(1)} GFLOP`,
     });
     if (!ctx.quick) {
+      // REBASIN_CONV's strategies per layer, fwd+bwd, interleaved: auto must be no slower than
+      // the best of direct and im2col (its rule, native/conv.c, was read off these rows).
+      if (impl !== 'openblas') {
+        const prevConv = raw.convStrategy();
+        for (const L of [...layers, ...convWorkload(k, batch, rng, ruleBoundaryLayers(batch))]) {
+          const ms = await timeInterleaved(CONV_STRATEGIES.map((st) => () => {
+            raw.convStrategy(st);
+            try { L.fwd(); L.bwd(); } finally { raw.convStrategy(prevConv); }
+          }), convReps);
+          const best = Math.min(...ms.slice(1));
+          rows.push({
+            section: SECTION, name: `${L.label} fwd+bwd, REBASIN_CONV=auto (${pathLabel(impl)})`, value: ms[0], unit: 'ms', higherIsBetter: false,
+            anchor: best, anchorSource: 'measured', anchorLabel: 'the faster of direct and im2col, interleaved', goal: '≥ 1.0× (within noise)',
+            note: CONV_STRATEGIES.map((st, i) => `${st} ${ms[i].toFixed(1)}`).join(', '),
+          });
+        }
+      }
       // The alternatives the default replaced: an explicit im2col buffer (and col2im for dx) under
       // our gemm, everything on OpenBLAS, and the other own kernels this CPU runs.
       const alternatives: { name: string; set: () => void }[] = [
-        ...(impl !== 'openblas' ? [{ name: 'own gemm over an explicit im2col buffer', set: () => raw.convTune(3) }] : []),
+        ...(impl !== 'openblas' ? [{ name: 'own gemm over an explicit im2col buffer (REBASIN_CONV=im2col)', set: () => raw.convStrategy('im2col') }] : []),
         { name: 'OpenBLAS sgemm (explicit im2col)', set: () => raw.gemmImpl('openblas') },
         ...paths.filter((w) => w !== impl && w !== 'openblas').map((w) => ({ name: pathLabel(w), set: () => raw.gemmImpl(w) })),
       ];
       // Whole 4-layer passes, the default and each alternative in alternation, so load changes on
       // a shared machine hit all alike; each is compared with the default's time in this loop.
+      const conv0 = raw.convStrategy();
       const pass = (set: () => void) => () => {
         set();
         try {
           for (const L of layers) { L.fwd(); L.bwd(); }
         } finally {
-          raw.convTune(0);
+          raw.convStrategy(conv0);
           raw.gemmImpl(impl);
         }
       };

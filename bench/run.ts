@@ -97,7 +97,7 @@ async function main(): Promise<void> {
     process.stderr.write(`bench: ${name} done (${got.length} rows)\n`);
   }
   const cpu = cpuInfo();
-  console.log(`CPU: ${cpu.model ?? 'unknown'}${cpu.features ? ` (${cpu.features.join(', ')})` : ''}; ${cpus().length} logical cores; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}; backend ${currentBackend().name}\n`);
+  console.log(`CPU: ${cpu.model ?? 'unknown'}${cpu.features ? ` (${cpu.features.join(', ')})` : ''}; sgemm ${cpu.gemm ?? '-'}${cpu.gemmForced ? ` (${cpu.gemmForced})` : ''}, conv ${cpu.conv ?? '-'}; ${cpus().length} logical cores; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}; backend ${currentBackend().name}\n`);
   printTable(rows);
   console.log(`wrote ${writeResults(opts.out, opts.quick, torch, rows)}`);
 }
@@ -117,9 +117,16 @@ function cpuInfo() {
     // not Linux: features unknown
   }
   const native = currentBackend().name === 'native';
+  const gemm = native ? nativeAddon()?.gemmImpl() ?? null : null;
+  // The CPU kind the figures describe: an AVX2 path forced on an AVX-512 CPU is labelled as such,
+  // never as an AVX2-only CPU's figures.
+  const kind = flags === null ? null : flags.includes('avx512f') ? 'avx512' : flags.includes('avx2') && flags.includes('fma') ? 'avx2' : 'other';
   return {
-    model: cpus()[0]?.model ?? null, features: flags,
-    gemmPaths: native ? supportedGemmPaths() : [], gemm: native ? nativeAddon()?.gemmImpl() ?? null : null,
+    model: cpus()[0]?.model ?? null, features: flags, kind,
+    gemmPaths: native ? supportedGemmPaths() : [], gemm,
+    gemmForced: gemm !== null && kind === 'avx512' && gemm === 'avx2' ? 'the AVX2 kernels forced on an AVX-512 CPU' : null,
+    conv: native ? nativeAddon()?.convStrategy() ?? null : null,
+    env: { REBASIN_GEMM: process.env.REBASIN_GEMM ?? null, REBASIN_CONV: process.env.REBASIN_CONV ?? null },
   };
 }
 

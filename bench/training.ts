@@ -3,7 +3,7 @@
  * (../shared/reference/backend.md), timed through the public tensor API.
  */
 import { currentBackend, kernels } from '../src/core/backend/index.js';
-import { nativeAddon } from '../src/core/backend/native.js';
+import { nativeAddon, supportedGemmPaths, type GemmPath } from '../src/core/backend/native.js';
 import { F, noGrad, randn, Rng, SGD, Tensor, zeros } from '../src/core/index.js';
 import { timeInterleaved, timeMedian, type BenchContext, type BenchRow } from './harness.js';
 
@@ -150,5 +150,22 @@ export async function run(ctx: BenchContext, torch?: TorchFigures): Promise<Benc
     ...anchor(torch?.cnnStepsPerSec, 2.82), goal: '≥ 1.0×' });
   rows.push({ section: 'training', name: 'VGG-like CNN step, same, F.relu(F.conv2d(...)) as two ops', value: 1000 / apartMs, unit: 'steps/s', higherIsBetter: true,
     ...anchor(torch?.cnnStepsPerSec, 2.82) });
+  // The same fused step on every sgemm path this CPU runs, interleaved (one model, so the caches
+  // see what a training run sees); an AVX2 path on an AVX-512 CPU is labelled as forced.
+  if (addon && !ctx.quick) {
+    const paths = supportedGemmPaths();
+    const forced = paths.includes('avx512') ? ', forced on an AVX-512 CPU' : '';
+    const step = cnnWorkload(128, true);
+    const ms = await timeInterleaved(paths.map((p) => async () => {
+      addon.gemmImpl(p);
+      try { await step(); } finally { addon.gemmImpl(impl as GemmPath); }
+    }), cnnReps);
+    paths.forEach((p, i) => rows.push({
+      section: 'training', name: `VGG-like CNN step, batch 128, ${p === 'openblas' ? 'OpenBLAS (explicit im2col)' : `own ${p === 'avx512' ? 'AVX-512' : `AVX2 kernels${forced}`}`}, interleaved`,
+      value: 1000 / ms[i], unit: 'steps/s', higherIsBetter: true,
+      ...(torch?.cnnStepsPerSec !== undefined ? { anchor: torch.cnnStepsPerSec, anchorSource: 'measured' as const, anchorLabel: torchLabel } : {}),
+      ...(p === 'avx2' ? { goal: '≥ 2.5 steps/s (on a CPU without AVX-512)' } : {}),
+    }));
+  }
   return rows;
 }

@@ -27,7 +27,7 @@
   X(axpy) X(affine) X(reluBackward) X(gather) X(scatterAdd) X(copyStrided) X(conv2dForward)              \
   X(conv2dBackward) X(maxPool2dForward) X(maxPool2dBackward) X(avgPool2dForward) X(avgPool2dBackward)    \
   X(softmaxCrossEntropy) X(adamw) X(sgd) X(sumSquares)
-#define RB_CONTROLS(X) X(setThreads) X(getThreads) X(config) X(convTune) X(allocatorTuned) X(gemmImpl)
+#define RB_CONTROLS(X) X(setThreads) X(getThreads) X(config) X(convTune) X(convStrategy) X(allocatorTuned) X(gemmImpl)
 
 #define DECLARE(name) static napi_value api_##name(napi_env env, napi_callback_info info);
 RB_KERNELS(DECLARE)
@@ -1016,7 +1016,8 @@ static napi_value api_config(napi_env env, napi_callback_info info) {
   return s;
 }
 
-/* Benchmark hook: 0 auto, 1 our threads, 2 OpenBLAS threads; >= 100 sets the im2col chunk size. */
+/* Benchmark hook: 0 auto, 1 our threads, 2 OpenBLAS threads; >= 100 sets the im2col chunk size.
+ * (Which strategy runs, direct or im2col, is convStrategy's.) */
 static napi_value api_convTune(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "convTune", 1)) return NULL;
@@ -1024,6 +1025,26 @@ static napi_value api_convTune(napi_env env, napi_callback_info info) {
   if (c.failed) return NULL;
   rb_conv_set_mode((int)mode);
   return undefined(env);
+}
+
+/* convStrategy() reports the conv strategy setting; convStrategy(name) with "auto" | "direct" |
+ * "im2col" sets it (REBASIN_CONV). */
+static napi_value api_convStrategy(napi_env env, napi_callback_info info) {
+  static const char *const names[] = {"auto", "direct", "im2col"}; /* indexed by RB_CONV_* */
+  call_t c;
+  if (!begin(&c, env, info, "convStrategy", 0)) return NULL;
+  if (c.argc >= 1) {
+    napi_valuetype t;
+    napi_typeof(env, c.argv[0], &t);
+    if (t != napi_undefined) {
+      int strategy = get_enum(&c, 0, "conv strategy", names, 3);
+      if (c.failed) return NULL;
+      rb_conv_set_strategy(strategy);
+    }
+  }
+  napi_value s;
+  napi_create_string_utf8(env, names[rb_conv_strategy()], NAPI_AUTO_LENGTH, &s);
+  return s;
 }
 
 /* Tensors are fresh typed arrays, which Node allocates with calloc. Above glibc's mmap threshold

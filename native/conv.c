@@ -85,12 +85,42 @@ static void col2im_rows(const float *col, float *dx, const rb_conv_geom *g, int6
  * Convolution
  * ---------------------------------------------------------------------------------------------- */
 
-static int conv_mode = 0; /* 0 auto, 1 our threads over samples, 2 OpenBLAS threads, 3 explicit im2col always */
+static int conv_mode = 0; /* 0 auto, 1 our threads over samples, 2 OpenBLAS threads */
 static int64_t conv_chunk = 1 << 17; /* im2col floats per chunk (512 KiB, about half of L2) */
+static int conv_strategy = RB_CONV_AUTO;
 
 void rb_conv_set_mode(int mode) {
   if (mode >= 100) conv_chunk = mode; /* bench hook: values >= 100 set the chunk size */
   else conv_mode = mode;
+}
+
+void rb_conv_set_strategy(int strategy) { conv_strategy = strategy; }
+int rb_conv_strategy(void) { return conv_strategy; }
+
+/*
+ * Which parts of a convolution read im2col's panels straight from the image ("direct", only with
+ * our own gemm kernels) instead of going through an explicit im2col buffer (and col2im for dx).
+ * RB_CONV_DIRECT / RB_CONV_IM2COL force one (direct where the kernels can: not for 1×1 convs,
+ * which are plain gemms, nor dx at stride > 1). RB_CONV_AUTO is a fixed rule on the shape, so a
+ * seed gives the same bits in every run; it was read off interleaved timings of both strategies
+ * per layer shape (bench/kernels-native.ts prints them), on the AVX-512 kernels and on the AVX2
+ * ones forced on the same CPU: direct is as fast or faster for the forward pass and dx everywhere
+ * measured (up to 3.5× on thin layers), and for dw except when few output positions (< 32, maps
+ * of 5² and less) feed a dw larger than L2 (≥ 256 Ki floats): the direct dw accumulator is then
+ * rewritten per sample for too little work, and the im2col gemm was 1.2–2× faster (256→256 and
+ * 512→512 at 4², 512→512 at 2², batch 128). At 6² and 8², and for 128→128 at 4², direct stayed
+ * as fast or faster. (At those small maps both strategies also give dw the same bits here: a
+ * single slice over the positions, summed in the same order.)
+ */
+#define DW_DIRECT_MIN_POSITIONS 32
+#define DW_DIRECT_MAX_FLOATS ((int64_t)1 << 18)
+
+static bool own_direct(void) { return conv_strategy != RB_CONV_IM2COL && rb_gemm_impl() != RB_GEMM_OPENBLAS; }
+
+static bool dw_from_image(const rb_conv_geom *g) {
+  if (!own_direct()) return false;
+  if (conv_strategy == RB_CONV_DIRECT) return true;
+  return g->OH * g->OW >= DW_DIRECT_MIN_POSITIONS || g->O * g->C * g->KH * g->KW < DW_DIRECT_MAX_FLOATS;
 }
 
 /* dw/db are summed per fixed block of samples, then over blocks in order, so the rounding (and so
@@ -127,7 +157,7 @@ static void conv_fwd_sample(const conv_job *J, float *col, int64_t n) {
   float *on = J->out + n * O * P;
   /* Our gemm reads im2col's panels straight from the image and adds bias and ReLU as it stores:
    * one pass over the output, no im2col buffer. */
-  if (conv_mode != 3 && !is_pointwise(g) && rb_conv_gemm_own_f32(J->w, O, xn, g, J->bias, J->relu, on))
+  if (own_direct() && !is_pointwise(g) && rb_conv_gemm_own_f32(J->w, O, xn, g, J->bias, J->relu, on))
     return;
   /* Otherwise bias goes in first and sgemm accumulates onto it (beta = 1): that replaces both
    * OpenBLAS's zeroing pass over C (beta = 0) and a separate bias pass. */
@@ -299,10 +329,10 @@ static int conv_run(conv_job *J, rb_task_fn fn, bool backward) {
   size_t mask_b = backward && J->relu_y ? round64((size_t)(O * g->OH * g->OW) * sizeof(float)) : 0;
   /* dx by the flipped-kernel convolution needs stride 1, a square kernel and pad < kernel size
    * (so the flipped convolution's padding KH-1-pad is >= 0), and our gemm. */
-  bool flip = backward && J->dx && rb_gemm_impl() != RB_GEMM_OPENBLAS && conv_mode != 3 && g->stride == 1 && g->KH == g->KW && g->pad < g->KH &&
+  bool flip = backward && J->dx && own_direct() && g->stride == 1 && g->KH == g->KW && g->pad < g->KH &&
               !is_pointwise(g);
   size_t flip_b = flip ? round64((size_t)OK * sizeof(float)) : 0;
-  bool use_dwt = need_dw && rb_gemm_impl() != RB_GEMM_OPENBLAS && conv_mode != 3;
+  bool use_dwt = need_dw && dw_from_image(g);
   size_t dwt_b = use_dwt ? round64((size_t)OK * sizeof(float)) : 0;
   bool cached;
   char *base = scratch_get(col_b * (size_t)nth + dw_b + db_b + mask_b * (size_t)nth + flip_b + dwt_b * (size_t)nth,

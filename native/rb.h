@@ -99,9 +99,14 @@ int rb_conv_fwd_f32(const float *x, const float *w, const float *bias, float *ou
 /* relu_y (or NULL): the output of a fused-ReLU forward; dy then only counts where relu_y > 0. */
 int rb_conv_bwd_f32(const float *x, const float *w, const float *dy, const float *relu_y, float *dx, float *dw,
                     float *db, const rb_conv_geom *g);
-/* Bench hook: 0 = auto, 1 = our threads over samples, 2 = OpenBLAS threads, 3 = explicit im2col
- * even where our gemm could read the image directly; >= 100 sets the im2col chunk (floats). */
+/* Bench hook: 0 = auto, 1 = our threads over samples, 2 = OpenBLAS threads; >= 100 sets the
+ * im2col chunk (floats). */
 void rb_conv_set_mode(int mode);
+/* Conv strategy (REBASIN_CONV): panels read straight from the image by our gemm, an explicit im2col
+ * buffer, or auto, a fixed rule on the layer shape (conv.c). */
+enum { RB_CONV_AUTO = 0, RB_CONV_DIRECT = 1, RB_CONV_IM2COL = 2 };
+void rb_conv_set_strategy(int strategy);
+int rb_conv_strategy(void);
 
 /* ---- LAPACK (lapack.c) ---- */
 /* Return 0 = LU, 1 = least squares, -1 = allocation failure, -2 = LAPACK error. */

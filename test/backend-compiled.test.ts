@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NATIVE_CONTROLS, blasThreads, GEMM_PATHS, loadNative, nativeAddon, setBlasThreads, supportedGemmPaths, type GemmPath, type NativeLoad } from '../src/core/backend/native.js';
+import { CONV_STRATEGIES, NATIVE_CONTROLS, blasThreads, GEMM_PATHS, loadNative, nativeAddon, setBlasThreads, supportedGemmPaths, type ConvStrategy, type GemmPath, type NativeLoad } from '../src/core/backend/native.js';
 import type { WasmLoad } from '../src/core/backend/wasm.js';
 import { InputError } from '../src/errors.js';
 import { col2im, im2col, jsKernels } from '../src/core/backend/js.js';
@@ -614,12 +614,65 @@ test('native: conv2d gives the same answer with 1 and 2 BLAS threads', { skip },
   close(a.db, b.db, 1e-6, 1e-5, 'conv db 1 vs 2 threads');
 });
 
-// im2col / col2im are internal to conv: the explicit-buffer path (mode 3), in small chunks of output
-// rows (a chunk of 100 floats), must match the JS conv, whose im2col is checked directly below.
-for (const impl of supportedGemmPaths()) test(`native: conv2d through explicit im2col/col2im in row chunks (${impl} sgemm)`, { skip }, () => withGemm(impl, () => {
+/** Runs fn with the conv strategy (REBASIN_CONV) switched to s. */
+function withConv<T>(s: ConvStrategy, fn: () => T): T {
+  const a = nativeAddon()!;
+  const prev = a.convStrategy();
+  a.convStrategy(s);
+  try {
+    return fn();
+  } finally {
+    a.convStrategy(prev);
+  }
+}
+
+// Every conv strategy on every sgemm path: forward (bias, fused ReLU) and backward (dx, dw, db, the
+// fused-ReLU mask) equal the JS conv and one another. 256→256 at 4² is a shape where auto takes dw
+// through im2col (few output positions, a large dw) and the rest direct; 8² and stride 2 are all
+// direct under auto.
+for (const impl of supportedGemmPaths()) test(`native: conv2d gives the same results with REBASIN_CONV=auto, direct and im2col (${impl} sgemm)`, { skip }, () => withGemm(impl, () => {
+  const rng = new Rng(17);
+  for (const g of [convGeom(1, 256, 4, 4, 256, 3, 3, 1, 1), convGeom(3, 8, 8, 8, 12, 3, 3, 1, 1), convGeom(2, 5, 9, 9, 6, 3, 3, 2, 1)]) {
+    const label = `${impl} ${JSON.stringify(g)}`;
+    const K = g.C * g.KH * g.KW, P = g.OH * g.OW;
+    const x = randn(g.N * g.C * g.H * g.W, rng), w = randn(g.O * K, rng, 1 / Math.sqrt(K)), bias = randn(g.O, rng);
+    const dy = randn(g.N * g.O * P, rng);
+    const ref = { out: new Float32Array(dy.length), dx: new Float32Array(x.length), dw: new Float32Array(w.length), db: new Float32Array(g.O) };
+    js.conv2dForward(x, w, bias, ref.out, g, true);
+    js.conv2dBackward(x, w, dy.map((v, i) => (ref.out[i] > 0 ? v : 0)), ref.dx, ref.dw, ref.db, g);
+    const runs = CONV_STRATEGIES.map((s) => withConv(s, () => {
+      const r = { out: new Float32Array(dy.length), dx: randn(x.length, rng), dw: randn(w.length, rng), db: randn(g.O, rng) };
+      N().conv2dForward(x, w, bias, r.out, g, true);
+      N().conv2dBackward(x, w, dy, r.dx, r.dw, r.db, g, r.out);
+      return r;
+    }));
+    CONV_STRATEGIES.forEach((s, i) => {
+      const r = runs[i];
+      close(r.out, ref.out, 1e-5, 1e-5 * Math.sqrt(K), `conv+relu fwd ${s} ${label}`);
+      close(r.dx, ref.dx, 1e-5, 1e-5 * Math.sqrt(g.O * g.KH * g.KW), `conv dx ${s} ${label}`);
+      close(r.dw, ref.dw, 1e-5, 1e-5 * Math.sqrt(g.N * P), `conv dw ${s} ${label}`);
+      close(r.db, ref.db, 1e-5, 1e-5 * Math.sqrt(g.N * P), `conv db ${s} ${label}`);
+    });
+  }
+}));
+
+test('native: convStrategy sets and reports REBASIN_CONV\'s values and refuses others by name', { skip }, () => {
+  const a = nativeAddon()!;
+  const prev = a.convStrategy();
+  try {
+    for (const s of CONV_STRATEGIES) assert.equal(a.convStrategy(s), s);
+    assert.throws(() => a.convStrategy('winograd' as 'auto'), /unknown conv strategy 'winograd'/);
+  } finally {
+    a.convStrategy(prev);
+  }
+});
+
+// im2col / col2im are internal to conv: the explicit-buffer path (REBASIN_CONV=im2col), in small
+// chunks of output rows (a chunk of 100 floats), must match the JS conv, whose im2col is checked
+// directly below.
+for (const impl of supportedGemmPaths()) test(`native: conv2d through explicit im2col/col2im in row chunks (${impl} sgemm)`, { skip }, () => withGemm(impl, () => withConv('im2col', () => {
   const rng = new Rng(15);
   const raw = nativeAddon()!;
-  raw.convTune(3);
   raw.convTune(100);
   try {
     for (const g of [convGeom(2, 3, 7, 6, 4, 3, 3, 2, 1), convGeom(1, 2, 5, 5, 3, 2, 2, 1, 0), convGeom(2, 3, 9, 9, 5, 3, 3, 1, 1)]) {
@@ -640,7 +693,7 @@ for (const impl of supportedGemmPaths()) test(`native: conv2d through explicit i
     raw.convTune(1 << 17);
     raw.convTune(0);
   }
-}));
+})));
 
 test('js im2col / col2im: the layout they document, at an offset, and col2im as the adjoint', () => {
   const g = convGeom(1, 2, 5, 4, 1, 3, 2, 2, 1);

@@ -245,6 +245,31 @@ test('doctor: REBASIN_GEMM picks the sgemm, REBASIN_MALLOC=system leaves malloc 
   assert.match(bad.stderr, /REBASIN_GEMM must be "auto", "own", "avx512", "avx2" or "openblas", got "mkl"/);
 });
 
+test('doctor: REBASIN_CONV picks the conv strategy; direct under OpenBLAS and a bad value are refused by name', (t) => {
+  const doctor = (env: Record<string, string>) => spawnSync(process.execPath, [CLI, 'doctor', '--json', '--size', '64'],
+    { encoding: 'utf8', env: { ...process.env, REBASIN_QUIET_BACKEND: '1', ...env } });
+  const base = JSON.parse(doctor({}).stdout) as { backend: string; sgemm: string | null };
+  if (base.backend !== 'native') return t.skip('native addon not loaded');
+  if (base.sgemm !== 'openblas') {
+    for (const s of ['auto', 'direct', 'im2col']) {
+      const r = doctor({ REBASIN_CONV: s });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match((JSON.parse(r.stdout) as { detail: string }).detail, new RegExp(`; conv: ${s}`));
+    }
+  }
+  const blas = doctor({ REBASIN_GEMM: 'openblas' });
+  assert.match((JSON.parse(blas.stdout) as { detail: string }).detail, /; conv: im2col/);
+  for (const [env, msg] of [
+    [{ REBASIN_GEMM: 'openblas', REBASIN_CONV: 'direct' }, /REBASIN_CONV=direct needs our own sgemm kernels/],
+    [{ REBASIN_CONV: 'fft' }, /REBASIN_CONV must be "auto", "direct" or "im2col", got "fft"/],
+  ] as const) {
+    const bad = doctor(env);
+    assert.equal(bad.status, 3, bad.stderr);
+    assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr);
+    assert.match(bad.stderr, msg);
+  }
+});
+
 test('doctor: says which backend runs and why (REBASIN_BACKEND=wasm and js)', () => {
   for (const name of ['wasm', 'js']) {
     const r = spawnSync(process.execPath, [CLI, 'doctor', '--json', '--size', '32'], { encoding: 'utf8', env: { ...process.env, REBASIN_BACKEND: name } });

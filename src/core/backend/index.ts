@@ -8,12 +8,13 @@
  * a choice (forcing one that cannot load is an error that says why); without it native is used when
  * the addon loads, else wasm (WebAssembly SIMD, no build needed) with one warning, else the
  * pure-TypeScript kernels with one warning. REBASIN_GEMM=auto|own|avx512|avx2|openblas picks the
- * native sgemm (by default our own AVX-512 kernels, else our AVX2 ones, else OpenBLAS).
+ * native sgemm (by default our own AVX-512 kernels, else our AVX2 ones, else OpenBLAS);
+ * REBASIN_CONV=auto|direct|im2col the native convolution strategy (CONV_STRATEGIES).
  */
 import { readFileSync } from 'node:fs';
 import { InputError } from '../../errors.js';
 import { jsKernels } from './js.js';
-import { GEMM_CHOICES, loadNative, nativeAddon, wasmModulePath, type NativeLoad } from './native.js';
+import { CONV_STRATEGIES, GEMM_CHOICES, loadNative, nativeAddon, wasmModulePath, type NativeLoad } from './native.js';
 import { BACKEND_NAMES, type Backend, type BackendName, type Kernels } from './types.js';
 import { instantiateWasm, type WasmLoad } from './wasm.js';
 
@@ -118,6 +119,7 @@ export function chooseBackend(requested: BackendName | undefined, load: BackendL
 function resolveFromEnv(): Resolved {
   const requested = choice('REBASIN_BACKEND', BACKEND_NAMES);
   const gemm = choice('REBASIN_GEMM', GEMM_CHOICES);
+  const conv = choice('REBASIN_CONV', CONV_STRATEGIES);
   // The addon is only loaded when it may be used; a load failure is reported, never thrown here.
   const chosen = chooseBackend(requested, { native: loadNative, wasm: loadWasm });
   if (chosen.warning && process.env.REBASIN_QUIET_BACKEND !== '1') process.emitWarning(chosen.warning, { code: 'REBASIN_BACKEND' });
@@ -128,6 +130,12 @@ function resolveFromEnv(): Resolved {
     } catch (e) {
       throw new InputError(`REBASIN_GEMM=${gemm}: ${(e as Error).message}`);
     }
+  }
+  if (conv && addon && chosen.default.name === 'native') {
+    if (conv === 'direct' && addon.gemmImpl() === 'openblas') {
+      throw new InputError('REBASIN_CONV=direct needs our own sgemm kernels, but OpenBLAS runs (REBASIN_GEMM or the CPU)');
+    }
+    addon.convStrategy(conv);
   }
   return { default: chosen.default, native: chosen.native, reason: chosen.reason };
 }

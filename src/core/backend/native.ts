@@ -21,13 +21,24 @@ export type GemmChoice = (typeof GEMM_CHOICES)[number];
 /** The sgemm paths themselves (what `gemmImpl()` reports). */
 export type GemmPath = (typeof GEMM_PATHS)[number];
 
+/**
+ * REBASIN_CONV's values: 'direct' has our own gemm kernels read im2col's panels straight from the
+ * image, 'im2col' writes an explicit im2col buffer (and col2im for dx) under the sgemm in use,
+ * 'auto' picks per layer shape by a fixed rule read off measurements (native/conv.c). Under
+ * OpenBLAS every convolution is im2col.
+ */
+export const CONV_STRATEGIES = ['auto', 'direct', 'im2col'] as const;
+export type ConvStrategy = (typeof CONV_STRATEGIES)[number];
+
 /** The addon's functions besides the kernels: threads, build facts and bench/test switches. */
 export interface NativeControls {
   setThreads(n: number): void;
   getThreads(): number;
   config(): string;
-  /** Bench hook: conv strategy 0 auto / 1 our threads over samples / 2 OpenBLAS threads / 3 explicit im2col under our gemm; >= 100 sets the im2col chunk (floats). */
+  /** Bench hook: conv threading 0 auto / 1 our threads over samples / 2 OpenBLAS threads; >= 100 sets the im2col chunk (floats). */
   convTune(mode: number): void;
+  /** The conv strategy setting (REBASIN_CONV); with an argument, sets it. */
+  convStrategy(strategy?: ConvStrategy): ConvStrategy;
   /** True when the addon raised glibc's mmap/trim thresholds (off with REBASIN_MALLOC=system). */
   allocatorTuned(): boolean;
   /** The sgemm path in use; with an argument, switches it (throws when the CPU cannot run that path). */
@@ -36,7 +47,7 @@ export interface NativeControls {
 
 /** The controls by name, so the load-time check (and a test) can list them. */
 export const NATIVE_CONTROLS = {
-  setThreads: true, getThreads: true, config: true, convTune: true, allocatorTuned: true, gemmImpl: true,
+  setThreads: true, getThreads: true, config: true, convTune: true, convStrategy: true, allocatorTuned: true, gemmImpl: true,
 } as const satisfies Record<keyof NativeControls, true>;
 
 /**
@@ -95,7 +106,8 @@ function tryLoad(): NativeLoad {
     get detail() {
       const path = a.gemmImpl();
       const gemm = path === 'openblas' ? 'sgemm: OpenBLAS' : `sgemm: own ${path === 'avx512' ? 'AVX-512' : 'AVX2'} kernels`;
-      return `N-API addon over ${config}; ${gemm}${a.allocatorTuned() ? '; large allocations kept mapped' : ''}`;
+      const conv = path === 'openblas' ? 'conv: im2col' : `conv: ${a.convStrategy()}`;
+      return `N-API addon over ${config}; ${gemm}; ${conv}${a.allocatorTuned() ? '; large allocations kept mapped' : ''}`;
     },
     get sgemm() { return a.gemmImpl(); },
     get allocatorTuned() { return a.allocatorTuned(); },
