@@ -135,7 +135,7 @@ test('STE and Sinkhorn-Mid run on a v2 spec: valid permutations, π(B) is B\'s f
   sameFunction(model, spec, b, ste.aligned, ste.perms, 'ste');
   const mid = alignModels('sinkhorn-mid', { spec, a, b }, { model, data: blobs, batchSize: 60, seed: 1 }, { steps: 10 });
   sameFunction(model, spec, b, mid.aligned, mid.perms, 'sinkhorn-mid');
-  assert.throws(() => activationMatching({ spec, a, b }, { model, data: blobs }), (e: Error) => e instanceof InputError && /segments entry whose activations the model's graph does not show/.test(e.message));
+  assert.throws(() => activationMatching({ spec, a, b }, { model, data: blobs }), (e: Error) => e instanceof InputError && /has a segments entry \(concatenated channels\)/.test(e.message));
 });
 
 test('MergeMany on a v2 spec recovers planted permutations (per-block inner lists compose as a group)', () => {

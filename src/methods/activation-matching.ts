@@ -133,7 +133,7 @@ export function activationMatching(input: AlignInput, opts: ActivationMatchingOp
   const points = activationPoints(graph, spec);
   const blockIds = new Set(points.blocks.flatMap((b) => [b.blocks, ...b.within]));
   const segmented = Object.entries(spec.axes).find(([, e]) => e.some((a) => !isFlatAxis(a) && !entryPermIds(a).every((id) => blockIds.has(id))));
-  if (segmented) throw new InputError(`activationMatching: tensor "${segmented[0]}" has a segments entry whose activations the model's graph does not show (use weight matching or Sinkhorn re-basin)`);
+  if (segmented) throw new InputError(`activationMatching: tensor "${segmented[0]}" has a segments entry (concatenated channels); activation matching reads whole units and attention heads only (use weight matching or Sinkhorn re-basin)`);
   for (const p of Object.keys(spec.perms)) {
     if (!blockIds.has(p) && !points.flat[p]?.length) throw new InputError(`activationMatching: permutation "${p}" acts on no node output of model ${model.name} (does the spec belong to this model?)`);
   }

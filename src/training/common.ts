@@ -35,7 +35,7 @@ export function checkData(who: string, model: Model, data: Dataset, criterion: C
       if (y[i] > hi) hi = y[i];
     }
     if (lo < 0 || hi >= model.numOutputs / k) {
-      throw new InputError(`${who}: dataset ${data.name} has label ${lo < 0 ? lo : hi} but model ${model.name} has ${model.numOutputs / k} classes`);
+      throw new InputError(`${who}: dataset ${data.name} has label ${lo < 0 ? lo : hi} but model ${model.name} has ${k === 1 ? `${model.numOutputs} outputs` : `${model.numOutputs / k} classes per label (${k} labels per sample)`}`);
     }
   } else if (criterion === 'mse') {
     if (data.y instanceof Int32Array) throw new InputError(`${who}: MSE needs regression targets, but dataset ${data.name} has class labels (use criterion 'ce')`);
