@@ -1,7 +1,7 @@
 /** `rebasin experiment lmc` and `rebasin demo`: train endpoint pairs, align, measure barriers. */
 import { resolve } from 'node:path';
 import type { BnMode } from '../analysis/lmc.js';
-import { LMC_METHODS, LMC_TASKS, PAPER_LMC_TASKS, runLmc, type LmcTask } from '../experiments/lmc.js';
+import { LMC_METHODS, LMC_TASKS, PAPER_LMC_TASKS, REFERENCE_DROPOUT_B, runLmc, type LmcTask } from '../experiments/lmc.js';
 import { BUILTIN_METHOD_NAMES, type MethodName } from '../methods/registry.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
@@ -16,7 +16,7 @@ export const lmcSpec: CommandSpec = {
     out: { type: 'string', help: 'output directory (checkpoints are kept and reused there)', default: './rebasin-out/lmc' },
     points: { type: 'int', help: 'λ values on the path', default: 25 },
     bn: { type: 'string', help: 'BatchNorm statistics of interpolated models (default: per task; re-estimated on the training data for mnist-vgg, as the reference)', choices: ['interpolate', 'reestimate', 'batch'] },
-    epochs: { type: 'int', help: 'training epochs of the endpoints (default: per task, as the reference)' },
+    epochs: { type: 'int', help: 'training epochs of the endpoints (default: per task, as the reference; a cached endpoint trained with other settings is retrained, with a note)' },
     'sinkhorn-epochs': { type: 'int', help: 'epochs of Sinkhorn-Mid/Rnd over the training data (default: 20 on MNIST tasks, 300 on the 100-point polynomial tasks)' },
     'ste-epochs': { type: 'int', help: 'epochs of the straight-through estimator (default: 5 on MNIST tasks, 300 on polynomial tasks)' },
     tau: { type: 'number', help: 'Sinkhorn temperature τ of every Sinkhorn method (default: 1/ln(n + 1) for a group of n units with L2/L1/cosine, 1 for Mid/Rnd as the reference)' },
@@ -62,7 +62,7 @@ export async function experimentLmc(args: Parsed): Promise<number> {
 
 export const demoSpec: CommandSpec = {
   name: 'demo',
-  summary: 'Train two MNIST MLPs, align them with weight matching and Sinkhorn-Mid, print the barriers and plot the paths.',
+  summary: 'Train two MNIST MLPs (A without dropout, B with dropout 0.25, as the reference), align them with weight matching and Sinkhorn-Mid, print the barriers and plot the paths.',
   usage: 'rebasin demo [--out DIR] [--json]',
   options: {
     out: { type: 'string', help: 'output directory', default: './rebasin-out/demo' },
@@ -91,6 +91,8 @@ export async function demo(args: Parsed): Promise<number> {
   const result = {
     methods: Object.fromEntries(methods.map((m) => [m, { lossBarrier: byMethod[m].lossBarrier, accBarrier: byMethod[m].accBarrier, auc: byMethod[m].auc }])),
     endpoints: first.endpoints,
+    /** Cached checkpoints that were retrained because they were trained with other settings. */
+    retrained: report.notes,
     seconds: { train: report.trainSeconds, ...Object.fromEntries(methods.map((m) => [m, byMethod[m].seconds])), total },
     files: report.files,
   };
@@ -99,7 +101,8 @@ export async function demo(args: Parsed): Promise<number> {
     return 0;
   }
   const lines = [
-    `MNIST MLP 784-512-512-10: endpoints loss ${first.endpoints.lossA.toFixed(4)} / ${first.endpoints.lossB.toFixed(4)}, accuracy ${(100 * first.endpoints.accA!).toFixed(2)}% / ${(100 * first.endpoints.accB!).toFixed(2)}% (test set)`,
+    `MNIST MLP 784-512-512-10, A without dropout, B with dropout ${REFERENCE_DROPOUT_B} (the reference's protocol)`,
+    `endpoints loss ${first.endpoints.lossA.toFixed(4)} / ${first.endpoints.lossB.toFixed(4)}, accuracy ${(100 * first.endpoints.accA!).toFixed(2)}% / ${(100 * first.endpoints.accB!).toFixed(2)}% (test set)`,
     '',
     'method         loss barrier   accuracy barrier   loss AUC   seconds',
     ...methods.map((m) => `${m.padEnd(14)} ${byMethod[m].lossBarrier.toFixed(4).padStart(12)}   ${(100 * byMethod[m].accBarrier!).toFixed(2).padStart(15)}%   ${byMethod[m].auc.toFixed(4).padStart(8)}   ${byMethod[m].seconds.toFixed(1).padStart(7)}`),

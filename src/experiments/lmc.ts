@@ -28,7 +28,10 @@ export type LmcTask = (typeof LMC_TASKS)[number];
 export const LMC_METHODS: readonly MethodName[] = BUILTIN_METHOD_NAMES.filter((m) => (METHODS[m].weightCost ?? 'l2') === 'l2');
 
 export interface TaskSetup {
+  /** Model A's architecture; alignment and the curves run on it (B's weights share its parameter names). */
   model: Model;
+  /** The architecture model B is trained with: the reference trains B with dropout 0.25 on the MNIST MLP tasks (its main_lmc_mlp.py), else `model`. */
+  modelB: Model;
   train: Dataset;
   /** Where the LMC curve is measured. */
   test: Dataset;
@@ -51,14 +54,19 @@ export interface TaskOptions {
   dataDir?: string;
 }
 
+/** Dropout of model B on the MNIST MLP tasks (model A has none), as the reference's main_lmc_mlp.py. */
+export const REFERENCE_DROPOUT_B = 0.25;
+
 /** The setups of the reference's LMC scripts (method.md §2.7), per task. */
 export function taskSetup(task: LmcTask, o: TaskOptions = {}): TaskSetup {
   const limitTest = (d: Dataset) => (o.testLimit ? take(d, Math.min(o.testLimit, d.n)) : d);
   if (task === 'poly1' || task === 'poly2' || task === 'poly3') {
     const id = Number(task.slice(4)) as 1 | 2 | 3;
+    // The reference's two-hidden-layer regression net (1 → 10 → 10 → 1, tanh).
+    const poly = mlp({ sizes: [1, 10, 10, 1], activation: 'tanh' });
     return {
-      // The reference's two-hidden-layer regression net (1 → 10 → 10 → 1, tanh).
-      model: mlp({ sizes: [1, 10, 10, 1], activation: 'tanh' }),
+      model: poly,
+      modelB: poly,
       train: polynomialTask(id, { seed: 0 }),
       test: polynomialTask(id, { seed: 1 }),
       criterion: 'mse',
@@ -74,8 +82,9 @@ export function taskSetup(task: LmcTask, o: TaskOptions = {}): TaskSetup {
   if (task === 'text-gpt') {
     // Character-level GPT-2-style models on Debian's licence texts; curves on held-out licences.
     const T = 64;
+    const model = gpt({ vocab: TEXT_VOCAB.length, context: T, width: 64, layers: 2, heads: 4 });
     return {
-      model: gpt({ vocab: TEXT_VOCAB.length, context: T, width: 64, layers: 2, heads: 4 }),
+      model, modelB: model,
       train: loadLicenseText('train', { context: T, dataDir: o.dataDir }),
       test: limitTest(loadLicenseText('test', { context: T, dataDir: o.dataDir })),
       criterion: 'ce', epochs: o.epochs ?? 4, batchSize: 64, lr: 3e-3, sinkhornEpochs: 1, steEpochs: 1, bn: 'interpolate',
@@ -89,13 +98,17 @@ export function taskSetup(task: LmcTask, o: TaskOptions = {}): TaskSetup {
   const { train } = splitTrainVal(full, 1000, 1);
   const test = limitTest(load('test', { layout, dataDir: o.dataDir }));
   if (task === 'mnist-vit') {
-    return { model: vit({ imageShape: [1, 28, 28], patch: 7, classes: 10, width: 64, layers: 2, heads: 4 }), train, test, criterion: 'ce', epochs: o.epochs ?? 10, batchSize: 128, lr: 1e-3, sinkhornEpochs: 2, steEpochs: 1, bn: 'interpolate' };
+    const model = vit({ imageShape: [1, 28, 28], patch: 7, classes: 10, width: 64, layers: 2, heads: 4 });
+    return { model, modelB: model, train, test, criterion: 'ce', epochs: o.epochs ?? 10, batchSize: 128, lr: 1e-3, sinkhornEpochs: 2, steEpochs: 1, bn: 'interpolate' };
   }
   if (task === 'mnist-vgg') {
     // The reference calls update_batchnorm before evaluating its VGG: re-estimated BN statistics.
-    return { model: vggSmall({ inputShape: [1, 28, 28], numClasses: 10 }), train, test, criterion: 'ce', epochs: o.epochs ?? 10, batchSize: 1000, lr: 1e-2, sinkhornEpochs: 20, steEpochs: 5, bn: 'reestimate' };
+    const vgg = vggSmall({ inputShape: [1, 28, 28], numClasses: 10 });
+    return { model: vgg, modelB: vgg, train, test, criterion: 'ce', epochs: o.epochs ?? 10, batchSize: 1000, lr: 1e-2, sinkhornEpochs: 20, steEpochs: 5, bn: 'reestimate' };
   }
-  return { model: mlp({ sizes: [784, 512, 512, 10] }), train, test, criterion: 'ce', epochs: o.epochs ?? 50, batchSize: 1000, lr: 1e-3, sinkhornEpochs: 20, steEpochs: 5, bn: 'interpolate' };
+  // The reference's main_lmc_mlp.py: A without dropout, B with dropout 0.25.
+  const sizes = [784, 512, 512, 10];
+  return { model: mlp({ sizes }), modelB: mlp({ sizes, dropout: REFERENCE_DROPOUT_B }), train, test, criterion: 'ce', epochs: o.epochs ?? 50, batchSize: 1000, lr: 1e-3, sinkhornEpochs: 20, steEpochs: 5, bn: 'interpolate' };
 }
 
 export interface LmcOptions {
@@ -166,22 +179,74 @@ export interface LmcReport {
   rows: LmcRow[];
   curves: { task: string; method: string; seed: number; points: CurvePoint[] }[];
   trainSeconds: number;
+  /** Cached endpoints that were retrained because their recipe differs, and why. */
+  notes: string[];
   files: string[];
 }
 
-/** A trained model of `setup`: loaded from `path` when a checkpoint of the same model is there (unless `retrain`), else trained with `seed` and saved there. */
-export async function endpoint(setup: TaskSetup, path: string, seed: number, retrain: boolean, label: string, quiet: boolean): Promise<{ state: Params; seconds: number }> {
-  if (!retrain && existsSync(path)) {
-    const ck = await loadCheckpoint(path);
-    if (JSON.stringify(ck.model.config) === JSON.stringify(setup.model.config)) return { state: mergeState(ck.params, ck.buffers), seconds: 0 };
+export interface EndpointOptions {
+  /** The architecture to train (setup.model or setup.modelB). */
+  model: Model;
+  path: string;
+  seed: number;
+  /** Train even when a matching checkpoint is at `path`. */
+  retrain: boolean;
+  label: string;
+  quiet: boolean;
+}
+
+/**
+ * Everything that decides an endpoint's weights besides the task's data, as stored in its
+ * checkpoint's metadata (values as saveCheckpoint stores them: strings, or JSON).
+ */
+function endpointRecipe(setup: TaskSetup, model: Model, seed: number): Record<string, string> {
+  return { model: JSON.stringify(model.config), seed: String(seed), epochs: String(setup.epochs), batchSize: String(setup.batchSize), lr: String(setup.lr), criterion: setup.criterion };
+}
+
+/**
+ * Why the checkpoint with `metadata` is not the endpoint `recipe` asks for (the first differing
+ * setting, both values), or undefined when it is.
+ */
+export function recipeMismatch(metadata: Record<string, string>, recipe: Record<string, string>): string | undefined {
+  for (const [key, want] of Object.entries(recipe)) {
+    const have = metadata[key];
+    if (have === want) continue;
+    if (have === undefined) return `it does not record ${key}`;
+    if (key === 'model') {
+      const a = JSON.parse(have) as Record<string, unknown>;
+      const b = JSON.parse(want) as Record<string, unknown>;
+      const k = [...new Set([...Object.keys(a), ...Object.keys(b)])].find((x) => JSON.stringify(a[x]) !== JSON.stringify(b[x]));
+      if (k !== undefined) return `it was trained with model ${k} ${JSON.stringify(a[k] ?? null)}, this run needs ${JSON.stringify(b[k] ?? null)}`;
+    }
+    return `it was trained with ${key} ${have}, this run needs ${want}`;
+  }
+  return undefined;
+}
+
+/**
+ * A trained endpoint of `setup`: loaded from `path` when the checkpoint there was trained with the
+ * same recipe (architecture, seed, epochs, batch size, learning rate, loss) unless `retrain`, else
+ * trained and saved there. A checkpoint with another recipe is retrained, and `note` says why
+ * (also written to stderr unless quiet).
+ */
+export async function endpoint(setup: TaskSetup, o: EndpointOptions): Promise<{ state: Params; seconds: number; note?: string }> {
+  const recipe = endpointRecipe(setup, o.model, o.seed);
+  let note: string | undefined;
+  if (!o.retrain && existsSync(o.path)) {
+    const ck = await loadCheckpoint(o.path);
+    const why = recipeMismatch(ck.metadata, recipe);
+    if (!why) return { state: mergeState(ck.params, ck.buffers), seconds: 0 };
+    note = `${o.label}: not reusing ${o.path}: ${why}; retraining`;
+    if (!o.quiet) process.stderr.write(note + '\n');
   }
   const t0 = performance.now();
-  const bar = trainingProgress(label, { quiet });
-  const r = trainModel({ model: setup.model, data: setup.train, epochs: setup.epochs, batchSize: setup.batchSize, lr: setup.lr, seed, criterion: setup.criterion, onBatch: bar.onBatch });
+  const bar = trainingProgress(o.label, { quiet: o.quiet });
+  const r = trainModel({ model: o.model, data: setup.train, epochs: setup.epochs, batchSize: setup.batchSize, lr: setup.lr, seed: o.seed, criterion: setup.criterion, onBatch: bar.onBatch });
   bar.finish(r.history);
   const seconds = (performance.now() - t0) / 1000;
-  await saveCheckpoint(path, setup.model, r, { seed, epochs: setup.epochs });
-  return { state: mergeState(r.params, r.buffers), seconds };
+  const { model: _, ...extra } = recipe;
+  await saveCheckpoint(o.path, o.model, r, extra);
+  return { state: mergeState(r.params, r.buffers), seconds, note };
 }
 
 export async function runLmc(o: LmcOptions): Promise<LmcReport> {
@@ -189,6 +254,7 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
   ensureDirSync(o.outDir);
   const rows: LmcRow[] = [];
   const curves: LmcReport['curves'] = [];
+  const notes: string[] = [];
   let trainSeconds = 0;
   const progress = new Progress({ label: 'lmc', total: o.tasks.length * o.seeds * o.methods.length, quiet: o.quiet });
   for (const task of o.tasks) {
@@ -197,9 +263,11 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
     for (let seed = 0; seed < o.seeds; seed++) {
       const dir = join(o.outDir, 'checkpoints', task);
       ensureDirSync(dir);
-      const A = await endpoint(setup, join(dir, `seed${seed}-A.safetensors`), 2 * seed + 1, Boolean(o.retrain), `${task} A`, Boolean(o.quiet));
-      const B = await endpoint(setup, join(dir, `seed${seed}-B.safetensors`), 2 * seed + 2, Boolean(o.retrain), `${task} B`, Boolean(o.quiet));
+      const common = { retrain: Boolean(o.retrain), quiet: Boolean(o.quiet) };
+      const A = await endpoint(setup, { model: setup.model, path: join(dir, `seed${seed}-A.safetensors`), seed: 2 * seed + 1, label: `${task} A`, ...common });
+      const B = await endpoint(setup, { model: setup.modelB, path: join(dir, `seed${seed}-B.safetensors`), seed: 2 * seed + 2, label: `${task} B`, ...common });
       trainSeconds += A.seconds + B.seconds;
+      for (const e of [A, B]) if (e.note) notes.push(e.note);
       for (const method of o.methods) {
         progress.tick(0, `${task} seed ${seed}: ${method}…`);
         const result = alignModels(method, { spec, a: A.state, b: B.state }, {
@@ -223,7 +291,7 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
   }
   progress.finish();
   const files = writeLmcOutputs(o, rows, curves);
-  return { rows, curves, trainSeconds, files };
+  return { rows, curves, trainSeconds, notes, files };
 }
 
 function writeLmcOutputs(o: LmcOptions, rows: LmcRow[], curves: LmcReport['curves']): string[] {

@@ -115,7 +115,7 @@ export async function runMergeExperiment(o: MergeExperimentOptions): Promise<Mer
       for (let i = 0; i < o.models; i++) {
         // Named by training seed, so a run with more models or seeds reuses the ones trained before.
         const trainSeed = 100 * seed + i + 1;
-        const e = await endpoint(setup, join(dir, `model-seed${trainSeed}.safetensors`), trainSeed, Boolean(o.retrain), `${task} model ${i + 1}`, Boolean(o.quiet));
+        const e = await endpoint(setup, { model: setup.model, path: join(dir, `model-seed${trainSeed}.safetensors`), seed: trainSeed, retrain: Boolean(o.retrain), label: `${task} model ${i + 1}`, quiet: Boolean(o.quiet) });
         trainSeconds += e.seconds;
         models.push(e.state);
       }
