@@ -10,7 +10,7 @@ export const lmcSpec: CommandSpec = {
   summary: 'Train model pairs, align them with every method, and compare loss/accuracy barriers along the linear path.',
   usage: 'rebasin experiment lmc [--tasks poly1,mnist-mlp,...] [--methods naive,wm,...] [--seeds N] [--out DIR]',
   options: {
-    tasks: { type: 'list', help: `tasks (default ${PAPER_LMC_TASKS.join(',')}: the paper's; text-gpt: two character GPTs on Debian's licence texts; mnist-vit: two ViTs on MNIST)`, choices: LMC_TASKS, default: [...PAPER_LMC_TASKS] },
+    tasks: { type: 'list', help: 'tasks (the default: the paper\'s six; text-gpt: two character GPTs on Debian\'s licence texts; mnist-vit: two ViTs on MNIST)', choices: LMC_TASKS, default: [...PAPER_LMC_TASKS] },
     methods: { type: 'list', help: 'alignment methods', choices: BUILTIN_METHOD_NAMES, default: [...LMC_METHODS] },
     seeds: { type: 'int', help: 'number of independently trained (A, B) pairs per task', default: 1 },
     out: { type: 'string', help: 'output directory (checkpoints are kept and reused there)', default: './rebasin-out/lmc' },
