@@ -4,8 +4,10 @@
  * two timed in alternation so machine load hits both alike; medians. Not part of the addon:
  *
  *   gcc -O3 -march=haswell -mfma -fno-math-errno -fno-trapping-math -ffp-contract=off -Inative \
- *       -o /tmp/solve-overhead bench/solve-overhead.c native/lapack.c -lopenblas -lm
- *   /tmp/solve-overhead [reps]          (OPENBLAS_NUM_THREADS=1 for one thread)
+ *       -o build/solve-overhead bench/solve-overhead.c native/lapack.c -lopenblas -lm
+ *   build/solve-overhead [reps]          (OPENBLAS_NUM_THREADS=1 for one thread)
+ *
+ * (from the package folder; build/ is the addon's ignored build output)
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -9,6 +9,7 @@
  * Names follow a PyTorch module of the same structure (`blocks.0.attn.q.weight`, …); the weights
  * are nn.Linear [out, in].
  */
+import { InputError } from '../errors.js';
 import { GraphBuilder } from './builder.js';
 import { defineArch, graphModel, type Model, type ModelFamily, type ModelPreset } from './model.js';
 
@@ -41,9 +42,9 @@ export type VitConfig = { arch: 'vit' } & VitOptions;
 
 function checkSizes(who: string, o: TransformerOptions): { D: number; d: number; M: number } {
   for (const [k, v] of Object.entries({ width: o.width, layers: o.layers, heads: o.heads, mlpWidth: o.mlpWidth ?? 1 })) {
-    if (!(Number.isInteger(v) && v >= 1)) throw new Error(`${who}: ${k} must be a positive integer, got ${v}`);
+    if (!(Number.isInteger(v) && v >= 1)) throw new InputError(`${who}: ${k} must be a positive integer, got ${v}`);
   }
-  if (o.width % o.heads !== 0) throw new Error(`${who}: ${o.heads} heads do not divide width ${o.width}`);
+  if (o.width % o.heads !== 0) throw new InputError(`${who}: ${o.heads} heads do not divide width ${o.width}`);
   return { D: o.width, d: o.width / o.heads, M: o.mlpWidth ?? 4 * o.width };
 }
 
@@ -93,7 +94,7 @@ function causalMask(T: number): number[] {
 export function gpt(o: GptOptions): Model {
   const { D } = checkSizes('gpt', o);
   const { vocab: V, context: T } = o;
-  if (!(Number.isInteger(V) && V >= 2 && Number.isInteger(T) && T >= 1)) throw new Error(`gpt: vocab (≥ 2) and context (≥ 1) must be integers, got ${V} and ${T}`);
+  if (!(Number.isInteger(V) && V >= 2 && Number.isInteger(T) && T >= 1)) throw new InputError(`gpt: vocab (≥ 2) and context (≥ 1) must be integers, got ${V} and ${T}`);
   const b = new GraphBuilder();
   const ids = b.input([T]);
   const wte = b.node({ op: 'param', id: 'wte', name: 'wte.weight', shape: [V, D] });
@@ -115,7 +116,7 @@ export function vit(o: VitOptions): Model {
   const { D } = checkSizes('vit', o);
   const [C, Hi, Wi] = o.imageShape;
   const P = o.patch;
-  if (!(Number.isInteger(P) && P >= 1 && Hi % P === 0 && Wi % P === 0)) throw new Error(`vit: patch ${P} must divide the image size ${Hi}×${Wi}`);
+  if (!(Number.isInteger(P) && P >= 1 && Hi % P === 0 && Wi % P === 0)) throw new InputError(`vit: patch ${P} must divide the image size ${Hi}×${Wi}`);
   const n = (Hi / P) * (Wi / P);
   const T = n + 1;
   const b = new GraphBuilder();
