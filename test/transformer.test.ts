@@ -9,7 +9,9 @@
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import { noGrad, Rng, Tensor } from '../src/core/index.js';
-import { charId, LICENSE_TEST_FILES, loadLicenseText, TEXT_VOCAB } from '../src/data/text.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { charId, LICENSE_TEST_FILES, LICENSE_TEXT_DIR, loadLicenseText, TEXT_VOCAB } from '../src/data/text.js';
 import { activationMatching } from '../src/methods/activation-matching.js';
 import { weightMatching } from '../src/methods/weight-matching.js';
 import { deriveSpec, GraphBuilder, gpt, importedModel, initGraph, runGraph, vit, type Model, type ModelGraph } from '../src/models/index.js';
@@ -217,7 +219,10 @@ test('licence text: windows and next-character labels, held-out documents, a GPT
   assert.equal(charId('\n'), 0);
   assert.equal(TEXT_VOCAB[charId('G')], 'G');
   for (const ds of [train, testSet]) for (let i = 0; i < 50; i++) for (let t = 0; t + 1 < 16; t++) assert.equal(ds.y[i * 16 + t], ds.x[i * 16 + t + 1]);
-  assert.ok(LICENSE_TEST_FILES.length >= 1);
+  // The test split is the held-out documents: its first window is the start of the first of them.
+  const heldOut = readFileSync(join(LICENSE_TEXT_DIR, [...LICENSE_TEST_FILES].sort()[0]), 'latin1');
+  assert.deepEqual(Array.from(testSet.x.subarray(0, 16)), [...heldOut.slice(0, 16)].map(charId));
+  assert.notDeepEqual(Array.from(train.x.subarray(0, 16)), Array.from(testSet.x.subarray(0, 16)));
   const model = gpt({ vocab: 96, context: 16, width: 16, layers: 1, heads: 2 });
   const small = { ...train, n: 256, x: train.x.subarray(0, 256 * 16), y: train.y.subarray(0, 256 * 16) };
   const r = trainModel({ model, data: small, epochs: 3, batchSize: 32, lr: 3e-3, seed: 0, criterion: 'ce' });

@@ -259,7 +259,8 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
   const progress = new Progress({ label: 'lmc', total: o.tasks.length * o.seeds * o.methods.length, quiet: o.quiet });
   for (const task of o.tasks) {
     const setup = taskSetup(task, { epochs: o.epochs, testLimit: o.testLimit, dataDir: o.dataDir });
-    const spec = o.heads === 'fixed' ? fixBlocks(setup.model.permutationSpec()) : setup.model.permutationSpec();
+    const derived = setup.model.permutationSpec();
+    const spec = o.heads === 'fixed' ? fixBlocks(derived) : derived;
     for (let seed = 0; seed < o.seeds; seed++) {
       const dir = join(o.outDir, 'checkpoints', task);
       ensureDirSync(dir);
@@ -282,7 +283,7 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
           tau: o.tau,
         });
         const points = interpolationCurve({ model: setup.model, a: A.state, b: result.aligned, data: setup.test, criterion: setup.criterion, points: o.points ?? 25, bn: o.bn ?? setup.bn, bnData: setup.train });
-        const moved = movedShares(setup.model.permutationSpec(), result.perms);
+        const moved = movedShares(derived, result.perms);
         rows.push({ task, method, seed, seconds: result.seconds, ...barrier(points), ...(moved ? { moved } : {}) });
         curves.push({ task, method, seed, points });
         progress.tick(1, `${task} seed ${seed}: ${method} barrier ${rows.at(-1)!.lossBarrier.toFixed(4)}`);

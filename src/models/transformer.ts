@@ -52,9 +52,8 @@ function checkSizes(who: string, o: TransformerOptions): { D: number; d: number;
  * One pre-LN block on the stream `x` of T positions: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
  * `mask` (causal) is a [T, T] constant added to the scores.
  */
-function block(b: GraphBuilder, p: string, x: string, T: number, o: TransformerOptions, mask: string | null): string {
-  const { D, d, M } = checkSizes('transformer', o);
-  const H = o.heads;
+function block(b: GraphBuilder, p: string, x: string, T: number, sizes: { D: number; d: number; M: number; H: number }, mask: string | null): string {
+  const { D, d, M, H } = sizes;
   const ln = (id: string, input: string) => b.node({ op: 'layernorm', id, input, shape: [D], weight: `${id}.weight`, bias: `${id}.bias`, eps: 1e-5 });
   const a = ln(`${p}.ln_1`, x);
   // Heads: [T, D] → [T, H, d] → [H, T, d] (keys [H, d, T]).
@@ -92,7 +91,8 @@ function causalMask(T: number): number[] {
 
 /** GPT-2-style character model: ids [T] → next-token logits [T·V] (position-major). */
 export function gpt(o: GptOptions): Model {
-  const { D } = checkSizes('gpt', o);
+  const sizes = { ...checkSizes('gpt', o), H: o.heads };
+  const { D } = sizes;
   const { vocab: V, context: T } = o;
   if (!(Number.isInteger(V) && V >= 2 && Number.isInteger(T) && T >= 1)) throw new InputError(`gpt: vocab (≥ 2) and context (≥ 1) must be integers, got ${V} and ${T}`);
   const b = new GraphBuilder();
@@ -102,7 +102,7 @@ export function gpt(o: GptOptions): Model {
   const wpe = b.node({ op: 'param', id: 'wpe', name: 'wpe.weight', shape: [T, D] });
   let x = b.add('embed', [tok, wpe]);
   const mask = b.node({ op: 'constant', id: 'causal_mask', shape: [T, T], values: causalMask(T) });
-  for (let l = 0; l < o.layers; l++) x = block(b, `blocks.${l}`, x, T, o, mask);
+  for (let l = 0; l < o.layers; l++) x = block(b, `blocks.${l}`, x, T, sizes, mask);
   x = b.node({ op: 'layernorm', id: 'ln_f', input: x, shape: [D], weight: 'ln_f.weight', bias: 'ln_f.bias', eps: 1e-5 });
   // The head is the token embedding read the other way (weight tying, as GPT-2).
   const logits = b.node({ op: 'linear', id: 'lm_head', input: x, weight: 'wte.weight', bias: null, inFeatures: D, outFeatures: V, tied: true });
@@ -113,7 +113,8 @@ export function gpt(o: GptOptions): Model {
 
 /** ViT-style classifier: image [C, H, W] → patches → class token + positions → blocks → logits. */
 export function vit(o: VitOptions): Model {
-  const { D } = checkSizes('vit', o);
+  const sizes = { ...checkSizes('vit', o), H: o.heads };
+  const { D } = sizes;
   const [C, Hi, Wi] = o.imageShape;
   const P = o.patch;
   if (!(Number.isInteger(P) && P >= 1 && Hi % P === 0 && Wi % P === 0)) throw new InputError(`vit: patch ${P} must divide the image size ${Hi}×${Wi}`);
@@ -129,7 +130,7 @@ export function vit(o: VitOptions): Model {
   const seq = b.node({ op: 'concat', id: 'tokens', inputs: [clsB, patches], axis: 0 });
   const pos = b.node({ op: 'param', id: 'pos_embed', name: 'pos_embed', shape: [1, T, D], view: [T, D] });
   let x = b.node({ op: 'binary', id: 'embed', inputs: [seq, pos], fn: 'add' });
-  for (let l = 0; l < o.layers; l++) x = block(b, `blocks.${l}`, x, T, o, null);
+  for (let l = 0; l < o.layers; l++) x = block(b, `blocks.${l}`, x, T, sizes, null);
   x = b.node({ op: 'layernorm', id: 'norm', input: x, shape: [D], weight: 'norm.weight', bias: 'norm.bias', eps: 1e-5 });
   const first = b.node({ op: 'slice', id: 'cls', input: x, axis: 0, start: 0, end: 1 });
   const feat = b.node({ op: 'reshape', id: 'cls.flat', input: first, shape: [D] });
