@@ -460,26 +460,11 @@ int rb_logsumexp_f32(const float *x, size_t outer, size_t len, size_t inner, flo
     for (size_t o = 0; o < outer; o++) out[o] = (float)lse_row_f32(x + o * len, len);
     return 0;
   }
-  /* Vectorise across the inner axis: a running max row, then a row of exp sums. */
   float *mx = malloc(inner * sizeof(float));
   float *shift = malloc(inner * sizeof(float));
   double *s = malloc(inner * sizeof(double));
   if (!mx || !shift || !s) { free(mx); free(shift); free(s); return -1; }
-  for (size_t o = 0; o < outer; o++) {
-    const float *base = x + o * len * inner;
-    for (size_t i = 0; i < inner; i++) { mx[i] = -INFINITY; s[i] = 0; }
-    for (size_t l = 0; l < len; l++) {
-      const float *r = base + l * inner;
-      for (size_t i = 0; i < inner; i++) mx[i] = r[i] > mx[i] ? r[i] : mx[i];
-    }
-    for (size_t i = 0; i < inner; i++) shift[i] = isfinite(mx[i]) ? mx[i] : 0.0f;
-    for (size_t l = 0; l < len; l++) {
-      const float *r = base + l * inner;
-      for (size_t i = 0; i < inner; i++) s[i] += (double)rb_expf(r[i] - shift[i]);
-    }
-    float *po = out + o * inner;
-    for (size_t i = 0; i < inner; i++) po[i] = isfinite(mx[i]) ? (float)((double)mx[i] + log(s[i])) : mx[i];
-  }
+  rb_logsumexp_inner(x, (ptrdiff_t)outer, (ptrdiff_t)len, (ptrdiff_t)inner, out, mx, shift, s, log);
   free(mx); free(shift); free(s);
   return 0;
 }

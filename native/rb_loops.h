@@ -125,4 +125,26 @@ static void rb_sgd_loop(float *param, const float *grad, float *buf, ptrdiff_t n
   }
 }
 
+/* logsumexp over the middle axis of [outer, len, inner] with inner > 1, vectorisable across the
+ * inner axis: a running max row, then a row of exp sums in double. Scratch rows mx, shift (floats)
+ * and s (doubles) of `inner` each; `log_double` is the build's log (libc natively, its own in wasm). */
+static void rb_logsumexp_inner(const float *x, ptrdiff_t outer, ptrdiff_t len, ptrdiff_t inner, float *out,
+                               float *mx, float *shift, double *s, double (*log_double)(double)) {
+  for (ptrdiff_t o = 0; o < outer; o++) {
+    const float *base = x + o * len * inner;
+    for (ptrdiff_t i = 0; i < inner; i++) { mx[i] = -INFINITY; s[i] = 0; }
+    for (ptrdiff_t l = 0; l < len; l++) {
+      const float *r = base + l * inner;
+      for (ptrdiff_t i = 0; i < inner; i++) mx[i] = r[i] > mx[i] ? r[i] : mx[i];
+    }
+    for (ptrdiff_t i = 0; i < inner; i++) shift[i] = isfinite(mx[i]) ? mx[i] : 0.0f;
+    for (ptrdiff_t l = 0; l < len; l++) {
+      const float *r = base + l * inner;
+      for (ptrdiff_t i = 0; i < inner; i++) s[i] += (double)rb_expf(r[i] - shift[i]);
+    }
+    float *po = out + o * inner;
+    for (ptrdiff_t i = 0; i < inner; i++) po[i] = isfinite(mx[i]) ? (float)((double)mx[i] + log_double(s[i])) : mx[i];
+  }
+}
+
 #endif

@@ -488,21 +488,7 @@ EXPORT void rb_logsumexp(const float *x, i32 outer, i32 len, i32 inner, float *o
   }
   float *mx = scratch, *shift = scratch + inner;
   double *s = (double *)(void *)(scratch + 2 * inner);
-  for (i32 o = 0; o < outer; o++) {
-    const float *base = x + o * len * inner;
-    for (i32 i = 0; i < inner; i++) { mx[i] = -INFINITY; s[i] = 0; }
-    for (i32 l = 0; l < len; l++) {
-      const float *r = base + l * inner;
-      for (i32 i = 0; i < inner; i++) mx[i] = r[i] > mx[i] ? r[i] : mx[i];
-    }
-    for (i32 i = 0; i < inner; i++) shift[i] = isfinite(mx[i]) ? mx[i] : 0.0f;
-    for (i32 l = 0; l < len; l++) {
-      const float *r = base + l * inner;
-      for (i32 i = 0; i < inner; i++) s[i] += (double)rb_expf(r[i] - shift[i]);
-    }
-    float *po = out + o * inner;
-    for (i32 i = 0; i < inner; i++) po[i] = isfinite(mx[i]) ? (float)((double)mx[i] + log_d(s[i])) : mx[i];
-  }
+  rb_logsumexp_inner(x, outer, len, inner, out, mx, shift, s, log_d);
 }
 
 /* A double as float hi + lo, so (x - hi) - lo is within ~1 ulp of x - c (see native/kernels.c). */
