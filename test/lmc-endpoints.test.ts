@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -75,6 +75,39 @@ test('runLmc on mnist-mlp asks for A (seed 1, dropout 0) and B (seed 2, dropout 
     assert.deepEqual(r.notes, []);
     assert.equal(r.trainSeconds, 0);
     assert.equal(r.rows.length, 1);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('runLmc resumes: rows of an earlier run in the folder with the same settings are reused, others recomputed', async () => {
+  const out = tmp('lmc-resume');
+  try {
+    const base = { tasks: ['poly1' as const], seeds: 1, outDir: out, epochs: 2, points: 3, quiet: true };
+    const first = await runLmc({ ...base, methods: ['naive', 'wm'] });
+    assert.equal(first.reused, 0);
+    // Mark the stored wm row, as a run stopped after it would have left it: the mark must come back unchanged.
+    const file = join(out, 'lmc.json');
+    const stored = JSON.parse(readFileSync(file, 'utf8'));
+    stored.rows.find((r: { method: string }) => r.method === 'wm').lossBarrier = 123;
+    writeFileSync(file, JSON.stringify(stored));
+    const resumed = await runLmc({ ...base, methods: ['naive', 'wm', 'am'] });
+    assert.equal(resumed.reused, 2);
+    assert.equal(resumed.trainSeconds, 0);
+    assert.equal(resumed.rows.find((r) => r.method === 'wm')!.lossBarrier, 123);
+    assert.deepEqual(resumed.rows.map((r) => r.method), ['naive', 'wm', 'am']);
+    assert.equal(JSON.parse(readFileSync(file, 'utf8')).complete, true);
+    // Other settings (here the λ points) or --retrain: every row is computed again.
+    const otherPoints = await runLmc({ ...base, points: 4, methods: ['wm'] });
+    assert.equal(otherPoints.reused, 0);
+    assert.notEqual(otherPoints.rows[0].lossBarrier, 123);
+    const retrained = await runLmc({ ...base, methods: ['wm'], retrain: true });
+    assert.equal(retrained.reused, 0);
+    assert.ok(retrained.trainSeconds > 0);
+    // A results file that is not JSON is named, not overwritten.
+    writeFileSync(file, '{ not json');
+    await assert.rejects(runLmc({ ...base, methods: ['wm'] }), (e: Error) => e.name === 'FormatError' && e.message.includes('lmc.json'));
+    assert.equal(readFileSync(file, 'utf8'), '{ not json');
   } finally {
     rmSync(out, { recursive: true, force: true });
   }

@@ -23,7 +23,7 @@ export const lmcSpec: CommandSpec = {
     heads: { type: 'string', help: 'attention heads (text-gpt, mnist-vit): permuted (default), or fixed at the identity with each head\'s dimensions still matched (the ablation)', choices: ['permuted', 'fixed'], default: 'permuted' },
     'test-limit': { type: 'int', help: 'evaluate the curves on the first N test samples only' },
     'data-dir': { type: 'string', help: 'folder with the Fashion-MNIST/MNIST IDX files' },
-    retrain: { type: 'boolean', help: 'retrain endpoints even if their checkpoints exist' },
+    retrain: { type: 'boolean', help: 'retrain endpoints and recompute every row (by default a stopped run resumes: cached endpoints and the rows of --out/lmc.json with the same settings are reused)' },
     quiet: { type: 'boolean', help: 'no progress output' },
     json: { type: 'boolean', help: 'print the result rows as JSON on stdout' },
   },
@@ -68,7 +68,7 @@ export const demoSpec: CommandSpec = {
     out: { type: 'string', help: 'output directory', default: './rebasin-out/demo' },
     epochs: { type: 'int', help: 'training epochs per model (reference: 50)', default: 50 },
     'sinkhorn-epochs': { type: 'int', help: 'Sinkhorn-Mid epochs (reference: 20)', default: 20 },
-    retrain: { type: 'boolean', help: 'retrain even if the checkpoints exist in --out' },
+    retrain: { type: 'boolean', help: 'retrain and recompute even if the checkpoints and results exist in --out' },
     quiet: { type: 'boolean', help: 'no progress output' },
     json: { type: 'boolean', help: 'print one JSON object on stdout' },
   },
@@ -107,7 +107,8 @@ export async function demo(args: Parsed): Promise<number> {
     'method         loss barrier   accuracy barrier   loss AUC   seconds',
     ...methods.map((m) => `${m.padEnd(14)} ${byMethod[m].lossBarrier.toFixed(4).padStart(12)}   ${(100 * byMethod[m].accBarrier!).toFixed(2).padStart(15)}%   ${byMethod[m].auc.toFixed(4).padStart(8)}   ${byMethod[m].seconds.toFixed(1).padStart(7)}`),
     '',
-    `training both models: ${report.trainSeconds.toFixed(1)} s${report.trainSeconds === 0 ? ' (reused checkpoints; --retrain to train again)' : ''}; total ${total.toFixed(1)} s`,
+    `training both models: ${report.trainSeconds.toFixed(1)} s${report.trainSeconds === 0 ? ' (reused checkpoints; --retrain to train again)' : ''}; total ${total.toFixed(1)} s` +
+      (report.reused ? ` (${report.reused} of ${methods.length} rows from the earlier run in --out)` : ''),
     `plot: ${report.files.find((f) => f.endsWith('.svg'))}`,
   ];
   process.stdout.write(lines.join('\n') + '\n');

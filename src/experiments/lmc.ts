@@ -3,10 +3,11 @@
  * task, train models A and B from different seeds, align B to A with every method, and measure
  * the loss/accuracy barrier along the linear path between A and the aligned B.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { barrier, interpolationCurve, type BarrierSummary, type BnMode, type CurvePoint } from '../analysis/lmc.js';
 import { loadFashionMnist, loadLicenseText, loadMnist, polynomialTask, splitTrainVal, take, TEXT_VOCAB, type Dataset } from '../data/index.js';
+import { FormatError } from '../io/errors.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
 import { alignModels, BUILTIN_METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
@@ -179,6 +180,8 @@ export interface LmcReport {
   rows: LmcRow[];
   curves: { task: string; method: string; seed: number; points: CurvePoint[] }[];
   trainSeconds: number;
+  /** Rows taken from an interrupted or earlier run in the same folder with the same settings. */
+  reused: number;
   /** Cached endpoints that were retrained because their recipe differs, and why. */
   notes: string[];
   files: string[];
@@ -249,13 +252,48 @@ export async function endpoint(setup: TaskSetup, o: EndpointOptions): Promise<{ 
   return { state: mergeState(r.params, r.buffers), seconds, note };
 }
 
+/**
+ * Everything besides the endpoints that decides a row's numbers: a row in an earlier run's
+ * lmc.json with the same settings, on endpoints reused from the same folder, is not recomputed.
+ */
+function rowSettings(o: LmcOptions): string {
+  return JSON.stringify({ points: o.points ?? 25, bn: o.bn ?? null, epochs: o.epochs ?? null, testLimit: o.testLimit ?? null, sinkhornEpochs: o.sinkhornEpochs ?? null, steEpochs: o.steEpochs ?? null, tau: o.tau ?? null, heads: o.heads ?? 'permuted', dataDir: o.dataDir ?? null });
+}
+
+interface LmcFile {
+  settings: string;
+  rows: LmcRow[];
+  curves: LmcReport['curves'];
+}
+
+/** The rows and curves of an earlier (possibly interrupted) run in `outDir` with the same settings. */
+function earlierRows(o: LmcOptions): LmcFile {
+  const none: LmcFile = { settings: rowSettings(o), rows: [], curves: [] };
+  const path = join(o.outDir, 'lmc.json');
+  if (o.retrain || !existsSync(path)) return none;
+  let file: Partial<LmcFile>;
+  try {
+    file = JSON.parse(readFileSync(path, 'utf8')) as Partial<LmcFile>;
+  } catch (e) {
+    throw new FormatError(path, 'json', `not readable as an earlier run's results (${(e as Error).message}); move it away or pass --retrain`, { label: 'results' });
+  }
+  if (file.settings !== none.settings || !Array.isArray(file.rows) || !Array.isArray(file.curves)) return none;
+  return { settings: none.settings, rows: file.rows, curves: file.curves };
+}
+
+const rowKey = (r: { task: string; seed: number; method: string }) => `${r.task}\u0000${r.seed}\u0000${r.method}`;
+
 export async function runLmc(o: LmcOptions): Promise<LmcReport> {
   if (!(Number.isInteger(o.seeds) && o.seeds >= 1)) throw new Error(`lmc: seeds must be an integer ≥ 1, got ${o.seeds}`);
   ensureDirSync(o.outDir);
+  const earlier = earlierRows(o);
+  const earlierRow = new Map(earlier.rows.map((r) => [rowKey(r), r]));
+  const earlierCurve = new Map(earlier.curves.map((c) => [rowKey(c), c]));
   const rows: LmcRow[] = [];
   const curves: LmcReport['curves'] = [];
   const notes: string[] = [];
   let trainSeconds = 0;
+  let reused = 0;
   const progress = new Progress({ label: 'lmc', total: o.tasks.length * o.seeds * o.methods.length, quiet: o.quiet });
   for (const task of o.tasks) {
     const setup = taskSetup(task, { epochs: o.epochs, testLimit: o.testLimit, dataDir: o.dataDir });
@@ -269,7 +307,19 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
       const B = await endpoint(setup, { model: setup.modelB, path: join(dir, `seed${seed}-B.safetensors`), seed: 2 * seed + 2, label: `${task} B`, ...common });
       trainSeconds += A.seconds + B.seconds;
       for (const e of [A, B]) if (e.note) notes.push(e.note);
+      // Rows of an interrupted run stand only when both endpoints are the cached ones they were measured on.
+      const endpointsReused = A.seconds === 0 && B.seconds === 0;
       for (const method of o.methods) {
+        const key = rowKey({ task, seed, method });
+        const before = earlierRow.get(key);
+        const beforeCurve = earlierCurve.get(key);
+        if (endpointsReused && before && beforeCurve) {
+          rows.push(before);
+          curves.push(beforeCurve);
+          reused++;
+          progress.tick(1, `${task} seed ${seed}: ${method} barrier ${before.lossBarrier.toFixed(4)} (from the earlier run)`);
+          continue;
+        }
         progress.tick(0, `${task} seed ${seed}: ${method}…`);
         const result = alignModels(method, { spec, a: A.state, b: B.state }, {
           model: setup.model,
@@ -286,23 +336,25 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
         const moved = movedShares(derived, result.perms);
         rows.push({ task, method, seed, seconds: result.seconds, ...barrier(points), ...(moved ? { moved } : {}) });
         curves.push({ task, method, seed, points });
+        // Written after every row, so a stopped run resumes from here.
+        writeLmcOutputs(o, rows, curves, false);
         progress.tick(1, `${task} seed ${seed}: ${method} barrier ${rows.at(-1)!.lossBarrier.toFixed(4)}`);
       }
     }
   }
   progress.finish();
-  const files = writeLmcOutputs(o, rows, curves);
-  return { rows, curves, trainSeconds, notes, files };
+  const files = writeLmcOutputs(o, rows, curves, true);
+  return { rows, curves, trainSeconds, reused, notes, files };
 }
 
-function writeLmcOutputs(o: LmcOptions, rows: LmcRow[], curves: LmcReport['curves']): string[] {
+function writeLmcOutputs(o: LmcOptions, rows: LmcRow[], curves: LmcReport['curves'], complete: boolean): string[] {
   const files: string[] = [];
   const put = (name: string, text: string) => {
     const p = join(o.outDir, name);
     writeFileAtomicSync(p, text);
     files.push(p);
   };
-  put('lmc.json', JSON.stringify({ options: o, rows, curves }, null, 1) + '\n');
+  put('lmc.json', JSON.stringify({ options: o, settings: rowSettings(o), complete, rows, curves }, null, 1) + '\n');
   put('lmc.md', lmcMarkdown(o, rows));
   for (const task of o.tasks) {
     const seed0 = curves.filter((c) => c.task === task && c.seed === 0);
