@@ -4,10 +4,9 @@
  * With --vs-torch the same workloads run in PyTorch (bench/torch_ref.py --rebasin) in this run.
  */
 import { barrier, interpolationCurve } from '../src/analysis/lmc.js';
-import { REFERENCE_DROPOUT_B } from '../src/experiments/lmc.js';
 import { loadMnist, splitTrainVal } from '../src/data/index.js';
 import { alignModels } from '../src/methods/registry.js';
-import { mlp } from '../src/models/index.js';
+import { mlp, REFERENCE_DROPOUT_B } from '../src/models/index.js';
 import { mergeState } from '../src/state/params.js';
 import { applyHard, randomPerms } from '../src/permutation/apply.js';
 import { Rng } from '../src/core/random.js';

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Rng } from '../src/core/random.js';
-import { endpoint, recipeMismatch, REFERENCE_DROPOUT_B, runLmc, taskSetup } from '../src/experiments/lmc.js';
+import { endpoint, recipeMismatch, runLmc, taskSetup } from '../src/experiments/lmc.js';
 import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint.js';
 import { graphTensors } from '../src/models/graph.js';
-import { mlp } from '../src/models/index.js';
+import { mlp, REFERENCE_DROPOUT_B } from '../src/models/index.js';
 
 const tmp = (name: string) => mkdtempSync(join(tmpdir(), `rebasin-${name}-`));
 

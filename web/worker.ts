@@ -19,7 +19,7 @@ import { equivalenceCheck, onnxDefinition, type ModelFile } from '../src/cli/mod
 import { parseOnnx } from '../src/io/onnx.js';
 import { barrier, interpolationCurve } from '../src/analysis/lmc.js';
 import type { Dataset } from '../src/data/dataset.js';
-import { mlp } from '../src/models/index.js';
+import { mlp, REFERENCE_DROPOUT_B } from '../src/models/index.js';
 import { mergeState as merge } from '../src/state/params.js';
 import { evaluate } from '../src/training/evaluate.js';
 import { trainModel } from '../src/training/train.js';
@@ -134,16 +134,21 @@ function readSubset(buf: ArrayBuffer): { train: Dataset; test: Dataset } {
   return { train: make('MNIST subset (train)', 0, counts[0]), test: make('MNIST subset (test)', counts[0], counts[1]) };
 }
 
-/** Like `rebasin demo` at a browser's scale: MLP 784-128-128-10 on the subset, naive / WM / Sinkhorn-Mid. */
+/**
+ * Like `rebasin demo` at a browser's scale: MLP 784-128-128-10 on the subset, A without dropout and
+ * B with the reference's dropout, naive / WM / Sinkhorn-Mid.
+ */
 function demo(req: DemoRequest): void {
   const t0 = performance.now();
   const { train, test } = readSubset(req.data);
-  const model = mlp({ sizes: [784, 128, 128, 10] });
+  const sizes = [784, 128, 128, 10];
+  const model = mlp({ sizes });
   const batchSize = 500;
   const stepsPerModel = req.epochs * Math.ceil(train.n / batchSize);
-  const trained = [1, 2].map((seed, k) => {
+  const trained = [mlp({ sizes }), mlp({ sizes, dropout: REFERENCE_DROPOUT_B })].map((arch, k) => {
+    const seed = k + 1;
     let done = 0;
-    const r = trainModel({ model, data: train, epochs: req.epochs, batchSize, lr: 1e-3, seed, criterion: 'ce',
+    const r = trainModel({ model: arch, data: train, epochs: req.epochs, batchSize, lr: 1e-3, seed, criterion: 'ce',
       onBatch: () => { done++; if (done % 5 === 0) post({ type: 'demo-progress', text: `training model ${'AB'[k]}: step ${done}/${stepsPerModel}`, fraction: (0.6 * (k * stepsPerModel + done)) / (2 * stepsPerModel) }); } });
     return merge(r.params, r.buffers);
   });

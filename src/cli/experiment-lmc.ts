@@ -1,7 +1,8 @@
 /** `rebasin experiment lmc` and `rebasin demo`: train endpoint pairs, align, measure barriers. */
 import { resolve } from 'node:path';
 import type { BnMode } from '../analysis/lmc.js';
-import { LMC_METHODS, LMC_TASKS, PAPER_LMC_TASKS, REFERENCE_DROPOUT_B, runLmc, type LmcTask } from '../experiments/lmc.js';
+import { LMC_METHODS, LMC_TASKS, PAPER_LMC_TASKS, runLmc, type LmcTask } from '../experiments/lmc.js';
+import { REFERENCE_DROPOUT_B } from '../models/index.js';
 import { BUILTIN_METHOD_NAMES, type MethodName } from '../methods/registry.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 

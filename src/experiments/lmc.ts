@@ -12,7 +12,7 @@ import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
 import { alignModels, BUILTIN_METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
 import type { Criterion } from '../models/loss.js';
-import { gpt, mlp, vggSmall, vit, type Model } from '../models/index.js';
+import { gpt, mlp, REFERENCE_DROPOUT_B, vggSmall, vit, type Model } from '../models/index.js';
 import type { Perms } from '../permutation/apply.js';
 import { fixBlocks, isBlockAxis, isSegmentsAxis, type PermutationSpec } from '../permutation/spec.js';
 import { mergeState, type Params } from '../state/params.js';
@@ -54,9 +54,6 @@ export interface TaskOptions {
   testLimit?: number;
   dataDir?: string;
 }
-
-/** Dropout of model B on the MNIST MLP tasks (model A has none), as the reference's main_lmc_mlp.py. */
-export const REFERENCE_DROPOUT_B = 0.25;
 
 /** The setups of the reference's LMC scripts (method.md §2.7), per task. */
 export function taskSetup(task: LmcTask, o: TaskOptions = {}): TaskSetup {

@@ -19,6 +19,9 @@ export interface MlpOptions {
 
 export type MlpConfig = { arch: 'mlp' } & MlpOptions;
 
+/** Dropout of model B in the reference's MLP LMC protocol (its main_lmc_mlp.py; model A has none). */
+export const REFERENCE_DROPOUT_B = 0.25;
+
 export function mlp(opts: MlpOptions): Model {
   const { sizes } = opts;
   const activation = opts.activation ?? 'relu';
