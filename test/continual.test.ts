@@ -12,7 +12,7 @@ import {
   epochBatches, EwcPenalty, forgetting, loadBenchmark, mergeRebasin, taskAccuracy, RebasinIL, REBASIN_IL_DEFAULTS, ReplayBuffer,
   type Benchmark, type StrategyName,
 } from '../src/continual/index.js';
-import { runContinual } from '../src/experiments/continual.js';
+import { runContinual, runContinualSeeds } from '../src/experiments/continual.js';
 import { readRunState } from '../src/experiments/continual-state.js';
 import { InputError } from '../src/errors.js';
 import type { Params } from '../src/models/index.js';
@@ -366,6 +366,31 @@ test('resume: 2 tasks, stop, resume gives the same R and bit-identical parameter
   }
 });
 
+test('several seeds: one folder per seed, each the run of its seed, and their mean ± std in summary files', async () => {
+  const bench = tinyRotated();
+  const dir = mkdtempSync(join(tmpdir(), 'cl-seeds-'));
+  const common = { benchmark: 'rotated-mnist' as const, bench, methods: ['finetune', 'rebasin-il'] as StrategyName[], epochs: 1, baselineBatch: 50, quiet: true, rebasin: { batchSize: 100, memBatch: 100 } };
+  try {
+    const r = await runContinualSeeds({ ...common, seed: 3, outDir: dir }, 2);
+    assert.deepEqual(r.seeds, [3, 4]);
+    // Seed 4's folder holds exactly what a single run with seed 4 computes.
+    const single = await runContinual({ ...common, seed: 4, outDir: join(dir, 'single') });
+    assert.deepEqual(r.runs[1].results.map((x) => x.R), single.results.map((x) => x.R));
+    assert.notDeepEqual(r.runs[0].results[0].R, r.runs[1].results[0].R);
+    assert.ok(existsSync(join(dir, 'seed3', 'results.json')) && existsSync(join(dir, 'seed4', 'results.md')));
+    for (const s of r.summary) {
+      const accs = r.runs.map((run) => run.results.find((x) => x.method === s.method)!.metrics.averageAccuracy);
+      assert.ok(close(s.metrics.averageAccuracy.mean, (accs[0] + accs[1]) / 2), s.method);
+      assert.ok(close(s.metrics.averageAccuracy.std, Math.abs(accs[0] - accs[1]) / Math.SQRT2), s.method);
+    }
+    const md = readFileSync(join(dir, 'summary.md'), 'utf8');
+    assert.match(md, /\| finetune +\| [0-9.]+ ± [0-9.]+/);
+    assert.equal(JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')).summary.length, 2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 // ---------------------------------------------------------------- CLI
 
 function cli(args: string[]) {
@@ -392,7 +417,7 @@ test('CLI writes JSON, markdown and SVGs; bad options exit 2; a corrupt state fi
     const json = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as { results: { seed: number }[] };
     assert.equal(json.results[0].seed, 0);
 
-    for (const bad of [['--tasks', '0'], ['--benchmark', 'nope'], ['--methods', 'rebasin-il,nope'], ['--epochs', 'x'], ['--benchmark', 'split-mnist', '--tasks', '6'], ['--benchmark', 'split-cifar100'], ['stray']]) {
+    for (const bad of [['--tasks', '0'], ['--seeds', '0'], ['--benchmark', 'nope'], ['--methods', 'rebasin-il,nope'], ['--epochs', 'x'], ['--benchmark', 'split-mnist', '--tasks', '6'], ['--benchmark', 'split-cifar100'], ['stray']]) {
       const b = cli(['--out', dir, '--quiet', ...bad]);
       assert.equal(b.status, 2, `${bad.join(' ')}: ${b.stderr}`);
     }

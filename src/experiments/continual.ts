@@ -10,7 +10,7 @@ import { Rng } from '../core/index.js';
 import { InputError } from '../errors.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import type { Params } from '../state/params.js';
-import { markdownTable } from '../report/markdown.js';
+import { fmtMeanStd, markdownTable, meanStd } from '../report/markdown.js';
 import { fmtTime, Progress } from '../report/progress.js';
 import { heatMap, linePlots, type Series } from '../report/svg.js';
 import { streamSeed } from '../training/common.js';
@@ -229,4 +229,54 @@ export function writeReports(outDir: string, report: ContinualReport): string[] 
     files.push(p);
   }
   return files;
+}
+
+export interface ContinualSeedsReport {
+  benchmark: ContinualReport['benchmark'];
+  seeds: number[];
+  /** One report per seed, each written into outDir/seed<k>. */
+  runs: ContinualReport[];
+  /** Per method: mean and std over the seeds of average accuracy, forgetting and BWT (fractions). */
+  summary: { method: StrategyName; seeds: number; complete: boolean; metrics: Record<keyof ContinualMetrics, { mean: number; std: number }> }[];
+  files: string[];
+}
+
+/**
+ * runContinual for seeds first, first + 1, …, first + count − 1, each into outDir/seed<k> (so
+ * `resume` continues every seed where it stopped), then summary.json and summary.md in outDir:
+ * mean ± std over the seeds per method.
+ */
+export async function runContinualSeeds(o: ContinualOptions, count: number): Promise<ContinualSeedsReport> {
+  intOpt('seeds', count);
+  const first = o.seed ?? 0;
+  const seeds = Array.from({ length: count }, (_, k) => first + k);
+  const runs: ContinualReport[] = [];
+  for (const seed of seeds) runs.push(await runContinual({ ...o, seed, outDir: join(o.outDir, `seed${seed}`) }));
+  const summary = o.methods.map((method) => {
+    const rs = runs.map((r) => r.results.find((x) => x.method === method)!);
+    const keys = Object.keys(rs[0].metrics) as (keyof ContinualMetrics)[];
+    return { method, seeds: rs.length, complete: rs.every((r) => r.complete), metrics: Object.fromEntries(keys.map((k) => [k, meanStd(rs.map((r) => r.metrics[k]))])) as Record<keyof ContinualMetrics, { mean: number; std: number }> };
+  });
+  const report: ContinualSeedsReport = { benchmark: runs[0].benchmark, seeds, runs, summary, files: [] };
+  ensureDirSync(o.outDir);
+  const json = join(o.outDir, 'summary.json');
+  writeFileAtomicSync(json, toJson({ benchmark: report.benchmark, seeds, summary, runs: seeds.map((s) => `seed${s}/results.json`) }, 1) + '\n');
+  const cell = (method: StrategyName, k: keyof ContinualMetrics) => {
+    const xs = runs.map((r) => pct(r.results.find((x) => x.method === method)!.metrics[k]));
+    return xs.every(Number.isFinite) ? fmtMeanStd(xs) : '–';
+  };
+  const md = [
+    `# Continual learning: ${report.benchmark.name}, ${seeds.length} seeds`,
+    '',
+    `${report.benchmark.description}. Model ${report.benchmark.model}; seeds ${seeds.join(', ')} (each in seed<k>/); mean ± std over the seeds.`,
+    '',
+    markdownTable(['method', 'average accuracy (%)', 'forgetting (%)', 'BWT (%)'], summary.map((s) => [
+      s.method + (s.complete ? '' : ' (incomplete)'), cell(s.method, 'averageAccuracy'), cell(s.method, 'forgetting'), cell(s.method, 'backwardTransfer'),
+    ])),
+    '',
+  ].join('\n');
+  const mdPath = join(o.outDir, 'summary.md');
+  writeFileAtomicSync(mdPath, md);
+  report.files = [json, mdPath, ...runs.flatMap((r) => r.files)];
+  return report;
 }
