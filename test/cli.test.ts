@@ -283,10 +283,18 @@ test('doctor: says which backend runs and why (REBASIN_BACKEND=wasm and js)', ()
   assert.match(text.stdout, /^why +REBASIN_BACKEND=wasm$/m);
 });
 
-test('experiment lmc: an impossible --tau is a usage error before any work', () => {
-  const r = run('experiment', 'lmc', '--tasks', 'poly1', '--tau', '0', '--out', join(dir || tmpdir(), 'never'));
-  assert.equal(r.code, 2);
-  assert.match(r.stderr, /--tau must be > 0, got 0/);
+test('experiment lmc: an impossible --tau is a usage error before any work; "schedule" is the width schedule', async () => {
+  for (const bad of ['0', 'soft']) {
+    const r = run('experiment', 'lmc', '--tasks', 'poly1', '--tau', bad, '--out', join(dir || tmpdir(), 'never'));
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, new RegExp(`--tau must be a number > 0 or "schedule", got "${bad}"`));
+    assert.ok(!existsSync(join(dir || tmpdir(), 'never')));
+  }
+  const { parseTau } = await import('../src/cli/align.js');
+  const { widthTau } = await import('../src/methods/sinkhorn-rebasin.js');
+  assert.equal(parseTau('x', 'schedule'), widthTau);
+  assert.equal(parseTau('x', '0.25'), 0.25);
+  assert.equal(parseTau('x', undefined), undefined);
 });
 
 test('align/merge --method and the experiments\' --methods take their choices from the method table', async () => {

@@ -8,6 +8,7 @@ import { endpoint, recipeMismatch, runLmc, taskSetup } from '../src/experiments/
 import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint.js';
 import { graphTensors } from '../src/models/graph.js';
 import { mlp, REFERENCE_DROPOUT_B } from '../src/models/index.js';
+import { widthTau } from '../src/methods/sinkhorn-rebasin.js';
 
 const tmp = (name: string) => mkdtempSync(join(tmpdir(), `rebasin-${name}-`));
 
@@ -97,6 +98,10 @@ test('runLmc resumes: rows of an earlier run in the folder with the same setting
     assert.equal(resumed.rows.find((r) => r.method === 'wm')!.lossBarrier, 123);
     assert.deepEqual(resumed.rows.map((r) => r.method), ['naive', 'wm', 'am']);
     assert.equal(JSON.parse(readFileSync(file, 'utf8')).complete, true);
+    // A τ schedule is a setting of its own: nothing is reused, and the table says which τ ran.
+    const scheduled = await runLmc({ ...base, methods: ['wm'], tau: widthTau });
+    assert.equal(scheduled.reused, 0);
+    assert.match(readFileSync(join(out, 'lmc.md'), 'utf8'), /Sinkhorn τ = 3\^\(1 − \(t − 1\)\/50\)/);
     // Other settings (here the λ points) or --retrain: every row is computed again.
     const otherPoints = await runLmc({ ...base, points: 4, methods: ['wm'] });
     assert.equal(otherPoints.reused, 0);

@@ -28,6 +28,7 @@ import { markdownTable } from '../report/markdown.js';
 import { alignModels, BUILTIN_METHOD_NAMES, METHOD_NAMES, METHODS, needsData, type MethodName, type MethodOptions } from '../methods/registry.js';
 import type { AlignResult } from '../methods/types.js';
 import type { SinkhornDiagnostics } from '../permutation/sinkhorn.js';
+import { describeTau, widthTau, type TauSchedule } from '../methods/sinkhorn-rebasin.js';
 import { assertCompatible } from '../methods/validate.js';
 import { isBufferName, lerpState, mergeState, mergeWeights, splitState, type Params } from '../state/params.js';
 import { applyHard, invertPerms } from '../permutation/apply.js';
@@ -42,12 +43,22 @@ import { checkFits, equivalenceCheck, isNamedDataset, MODEL_DEFINITION_OPTIONS, 
 const DATA_METHODS = METHOD_NAMES.filter(needsData);
 
 /** "(default X: m1, m2; Y: m3)": the methods with option `key`, grouped by their default. */
+/** `--tau`: a fixed temperature > 0, or "schedule" for the weight costs' width schedule (widthTau). */
+export function parseTau(cmd: string, raw: unknown): number | TauSchedule | undefined {
+  if (raw === undefined) return undefined;
+  if (raw === 'schedule') return widthTau;
+  const tau = Number(raw);
+  if (!(tau > 0 && Number.isFinite(tau))) throw new UsageError(`${cmd}: --tau must be a number > 0 or "schedule", got "${String(raw)}"`);
+  return tau;
+}
+
 function defaultsOf(key: string): string {
   const byValue = new Map<string, MethodName[]>();
   for (const m of METHOD_NAMES) {
     const v = (METHODS[m].defaults as Record<string, unknown>)[key];
     if (v === undefined) continue;
-    byValue.set(String(v), [...(byValue.get(String(v)) ?? []), m]);
+    const shown = typeof v === 'function' ? (v === widthTau ? 'schedule' : 'a schedule') : String(v);
+    byValue.set(shown, [...(byValue.get(shown) ?? []), m]);
   }
   return `(default ${[...byValue].map(([v, ms]) => `${v}: ${ms.join(', ')}`).join('; ')})`;
 }
@@ -67,7 +78,7 @@ const methodOptions = {
   method: { type: 'string', help: `alignment method (${DATA_METHODS.join(', ')} need --data)`, choices: METHOD_NAMES, default: 'wm' },
   steps: { type: 'int', help: `Sinkhorn steps ${defaultsOf('steps')}; the data costs: --epochs passes over --data` },
   epochs: { type: 'int', help: `epochs over --data ${defaultsOf('epochs')}` },
-  tau: { type: 'number', help: `Sinkhorn temperature τ ${defaultsOf('tau')}` },
+  tau: { type: 'string', help: `Sinkhorn temperature: a fixed τ > 0, or "schedule" (${describeTau(widthTau)}) ${defaultsOf('tau')}` },
   lr: { type: 'number', help: `learning rate of the Sinkhorn matrices / STE ${defaultsOf('lr')}` },
   'batch-size': { type: 'int', help: 'mini-batch size for the data-driven methods', default: 1000 },
   cost: { type: 'string', help: 'with --method sinkhorn: a JavaScript module whose default (or `cost`) export maps { alignedB, a, batch, step, forward, F } to a scalar tensor — any objective (see examples/distill-cost.mjs)' },
@@ -159,8 +170,8 @@ function checkMethodOptions(cmd: string, o: Parsed['options']): MethodName {
   for (const k of ['steps', 'epochs', 'batch-size', 'data-limit']) {
     if (o[k] !== undefined && !((o[k] as number) >= 1)) throw new UsageError(`${cmd}: --${k} must be ≥ 1`);
   }
-  if (o.tau !== undefined && !((o.tau as number) > 0)) throw new UsageError(`${cmd}: --tau must be > 0`);
   if (o.lr !== undefined && !((o.lr as number) > 0)) throw new UsageError(`${cmd}: --lr must be > 0`);
+  parseTau(cmd, o.tau);
   if (needsData(method) && !o.data) throw new UsageError(`${cmd}: --method ${method} needs --data (and a model definition: a rebasin checkpoint, --model-config or --onnx)`);
   if (method === 'sinkhorn' && !o.cost) throw new UsageError(`${cmd}: --method sinkhorn needs --cost module.mjs (the built-in costs are ${METHOD_NAMES.filter((m) => m.startsWith('sinkhorn-')).join(', ')})`);
   if (o.cost && method !== 'sinkhorn') throw new UsageError(`${cmd}: --cost applies to --method sinkhorn`);
@@ -180,7 +191,7 @@ async function runMethod(cmd: string, method: MethodName, spec: PermutationSpec,
     // Each method reads the options it has (e.g. --epochs: STE and the data costs); the others are ignored.
     steps: o.steps as number | undefined,
     epochs: o.epochs as number | undefined,
-    tau: o.tau as number | undefined,
+    tau: parseTau(cmd, o.tau),
     lr: o.lr as number | undefined,
     cost,
   } as MethodOptions<MethodName>);
@@ -580,7 +591,7 @@ export async function merge(args: Parsed): Promise<number> {
   const reference = files[0];
   const model = files.find((f) => f.model)?.model;
   if (strategy !== 'sinkhorn' && o['barycenter-cost'] !== undefined) throw new UsageError('merge: --barycenter-cost applies to --strategy sinkhorn');
-  const tuning = { steps: o.steps as number | undefined, tau: o.tau as number | undefined, lr: o.lr as number | undefined };
+  const tuning = { steps: o.steps as number | undefined, tau: parseTau('merge', o.tau), lr: o.lr as number | undefined };
   const options = strategy === 'first' ? { method, methodOptions: { ...tuning, epochs: o.epochs as number | undefined } }
     : strategy === 'sinkhorn' ? { cost: o['barycenter-cost'] as 'data' | 'weights' | undefined, barycenter: tuning }
       : {};

@@ -4,6 +4,8 @@ import type { BnMode } from '../analysis/lmc.js';
 import { LMC_METHODS, LMC_TASKS, PAPER_LMC_TASKS, runLmc, type LmcTask } from '../experiments/lmc.js';
 import { REFERENCE_DROPOUT_B } from '../models/index.js';
 import { BUILTIN_METHOD_NAMES, type MethodName } from '../methods/registry.js';
+import { describeTau, widthTau } from '../methods/sinkhorn-rebasin.js';
+import { parseTau } from './align.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
 export const lmcSpec: CommandSpec = {
@@ -20,7 +22,7 @@ export const lmcSpec: CommandSpec = {
     epochs: { type: 'int', help: 'training epochs of the endpoints (default: per task, as the reference; a cached endpoint trained with other settings is retrained, with a note)' },
     'sinkhorn-epochs': { type: 'int', help: 'epochs of Sinkhorn-Mid/Rnd over the training data (default: 20 on MNIST tasks, 300 on the 100-point polynomial tasks)' },
     'ste-epochs': { type: 'int', help: 'epochs of the straight-through estimator (default: 5 on MNIST tasks, 300 on polynomial tasks)' },
-    tau: { type: 'number', help: 'Sinkhorn temperature τ of every Sinkhorn method (default: 1/ln(n + 1) for a group of n units with L2/L1/cosine, 1 for Mid/Rnd as the reference)' },
+    tau: { type: 'string', help: `Sinkhorn temperature of every Sinkhorn method: a fixed τ > 0, or "schedule" (${describeTau(widthTau)}) (default: the schedule for L2/L1/cosine, 1 for Mid/Rnd as the reference)` },
     heads: { type: 'string', help: 'attention heads (text-gpt, mnist-vit): permuted (default), or fixed at the identity with each head\'s dimensions still matched (the ablation)', choices: ['permuted', 'fixed'], default: 'permuted' },
     'test-limit': { type: 'int', help: 'evaluate the curves on the first N test samples only' },
     'data-dir': { type: 'string', help: 'folder with the Fashion-MNIST/MNIST IDX files' },
@@ -38,7 +40,7 @@ export async function experimentLmc(args: Parsed): Promise<number> {
   const o = args.options;
   for (const k of ['seeds', 'points', 'epochs', 'sinkhorn-epochs', 'ste-epochs', 'test-limit']) positive('experiment lmc', k, o[k]);
   if ((o.points as number) < 2) throw new UsageError('experiment lmc: --points must be ≥ 2');
-  if (o.tau !== undefined && !((o.tau as number) > 0)) throw new UsageError(`experiment lmc: --tau must be > 0, got ${o.tau}`);
+  const tau = parseTau('experiment lmc', o.tau);
   const report = await runLmc({
     tasks: o.tasks as LmcTask[],
     methods: o.methods as MethodName[],
@@ -49,7 +51,7 @@ export async function experimentLmc(args: Parsed): Promise<number> {
     epochs: o.epochs as number | undefined,
     sinkhornEpochs: o['sinkhorn-epochs'] as number | undefined,
     steEpochs: o['ste-epochs'] as number | undefined,
-    tau: o.tau as number | undefined,
+    tau,
     heads: o.heads as 'permuted' | 'fixed',
     testLimit: o['test-limit'] as number | undefined,
     dataDir: o['data-dir'] as string | undefined,

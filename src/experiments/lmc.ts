@@ -11,6 +11,7 @@ import { FormatError } from '../io/errors.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
 import { alignModels, BUILTIN_METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
+import { describeTau, type TauSchedule } from '../methods/sinkhorn-rebasin.js';
 import type { Criterion } from '../models/loss.js';
 import { gpt, mlp, REFERENCE_DROPOUT_B, vggSmall, vit, type Model } from '../models/index.js';
 import type { Perms } from '../permutation/apply.js';
@@ -121,8 +122,8 @@ export interface LmcOptions {
   /** Epochs of Sinkhorn-Mid/Rnd (default: per task; the reference's 20 on MNIST). */
   sinkhornEpochs?: number;
   steEpochs?: number;
-  /** Sinkhorn temperature τ for every Sinkhorn method (default: 0.1 for weight costs, 1 for Mid/Rnd, as the reference). */
-  tau?: number;
+  /** Sinkhorn temperature τ, fixed or a schedule, for every Sinkhorn method (default: widthTau for the weight costs, 1 for Mid/Rnd as the reference). */
+  tau?: number | TauSchedule;
   /**
    * 'fixed': block permutations (attention heads) held at the identity, each head's inner
    * permutations still matched — the ablation that shows what moving heads adds. Default 'permuted'.
@@ -254,7 +255,7 @@ export async function endpoint(setup: TaskSetup, o: EndpointOptions): Promise<{ 
  * lmc.json with the same settings, on endpoints reused from the same folder, is not recomputed.
  */
 function rowSettings(o: LmcOptions): string {
-  return JSON.stringify({ points: o.points ?? 25, bn: o.bn ?? null, epochs: o.epochs ?? null, testLimit: o.testLimit ?? null, sinkhornEpochs: o.sinkhornEpochs ?? null, steEpochs: o.steEpochs ?? null, tau: o.tau ?? null, heads: o.heads ?? 'permuted', dataDir: o.dataDir ?? null });
+  return JSON.stringify({ points: o.points ?? 25, bn: o.bn ?? null, epochs: o.epochs ?? null, testLimit: o.testLimit ?? null, sinkhornEpochs: o.sinkhornEpochs ?? null, steEpochs: o.steEpochs ?? null, tau: o.tau === undefined ? null : describeTau(o.tau), heads: o.heads ?? 'permuted', dataDir: o.dataDir ?? null });
 }
 
 interface LmcFile {
@@ -396,7 +397,7 @@ export function lmcMarkdown(o: LmcOptions, rows: LmcRow[]): string {
       ]);
     }
   }
-  return `# Linear mode connectivity\n\n${o.seeds} seed pair(s); ${o.points ?? 25} λ points; BN mode ${o.bn ?? 'per task (re-estimated for mnist-vgg, as the reference)'}${o.tau !== undefined ? `; Sinkhorn τ = ${o.tau}` : ''}. ` +
+  return `# Linear mode connectivity\n\n${o.seeds} seed pair(s); ${o.points ?? 25} λ points; BN mode ${o.bn ?? 'per task (re-estimated for mnist-vgg, as the reference)'}${o.tau !== undefined ? `; Sinkhorn ${describeTau(o.tau)}` : ''}. ` +
     'Barrier = max over λ of the loss above the straight line between the endpoint losses (accuracy: below). Mean ± std over seeds.\n\n' +
     markdownTable(header, body);
 }
