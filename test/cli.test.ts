@@ -284,7 +284,7 @@ test('doctor: says which backend runs and why (REBASIN_BACKEND=wasm and js)', ()
 });
 
 test('experiment lmc: an impossible --tau is a usage error before any work; "schedule" is the width schedule', async () => {
-  for (const bad of ['0', 'soft']) {
+  for (const bad of ['0', 'soft', '0x1', '1e999']) {
     const r = run('experiment', 'lmc', '--tasks', 'poly1', '--tau', bad, '--out', join(dir || tmpdir(), 'never'));
     assert.equal(r.code, 2);
     assert.match(r.stderr, new RegExp(`--tau must be a number > 0 or "schedule", got "${bad}"`));

@@ -47,8 +47,8 @@ const DATA_METHODS = METHOD_NAMES.filter(needsData);
 export function parseTau(cmd: string, raw: unknown): number | TauSchedule | undefined {
   if (raw === undefined) return undefined;
   if (raw === 'schedule') return widthTau;
-  const tau = Number(raw);
-  if (!(tau > 0 && Number.isFinite(tau))) throw new UsageError(`${cmd}: --tau must be a number > 0 or "schedule", got "${String(raw)}"`);
+  const tau = parseDecimal(String(raw));
+  if (!(tau > 0)) throw new UsageError(`${cmd}: --tau must be a number > 0 or "schedule", got "${String(raw)}"`);
   return tau;
 }
 
