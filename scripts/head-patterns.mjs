@@ -8,29 +8,16 @@
 //
 //   npx tsc -p tsconfig.json
 //   node scripts/head-patterns.mjs out/lmc-tf/checkpoints/mnist-vit mnist-vit [seedPair] [samples]
-import { loadCheckpoint } from '../dist/src/io/checkpoint.js';
 import { weightMatching } from '../dist/src/methods/weight-matching.js';
 import { activationMatching } from '../dist/src/methods/activation-matching.js';
 import { linearSumAssignment } from '../dist/src/permutation/assignment.js';
 import { applyHard } from '../dist/src/permutation/apply.js';
 import { fixBlocks, isBlockAxis } from '../dist/src/permutation/spec.js';
 import { forwardRecording } from '../dist/src/models/activations.js';
-import { mergeState } from '../dist/src/state/params.js';
 import { Tensor } from '../dist/src/core/index.js';
-import { taskSetup } from '../dist/src/experiments/lmc.js';
-import { barrier, interpolationCurve } from '../dist/src/analysis/lmc.js';
+import { loadSeedPair, testBarrier } from './seed-pair.mjs';
 
-const [dir, task, pair = '0', samplesArg = '1000'] = process.argv.slice(2);
-if (!dir || !task) {
-  console.error('usage: node scripts/head-patterns.mjs CHECKPOINT_DIR TASK [SEED_PAIR] [SAMPLES]');
-  process.exit(2);
-}
-const load = async (end) => {
-  const ck = await loadCheckpoint(`${dir}/seed${pair}-${end}.safetensors`);
-  return mergeState(ck.params, ck.buffers);
-};
-const [a, b] = [await load('A'), await load('B')];
-const setup = taskSetup(task);
+const { task, pair, extra: [samplesArg = '1000'], setup, a, b } = await loadSeedPair('node scripts/head-patterns.mjs CHECKPOINT_DIR TASK [SEED_PAIR] [SAMPLES]');
 const { model } = setup;
 const graph = model.graph();
 const spec = model.permutationSpec();
@@ -83,7 +70,7 @@ const byPattern = C.map((c) => {
 const meanCorr = (l, sigma) => sigma.reduce((s, j, i) => s + C[l][i][j], 0) / sigma.length;
 const identity = (n) => Int32Array.from({ length: n }, (_, i) => i);
 
-const barrierOf = (aligned) => barrier(interpolationCurve({ model, a, b: aligned, data: setup.test, criterion: setup.criterion, points: 25, bn: setup.bn })).lossBarrier;
+const barrierOf = (aligned) => testBarrier(setup, a, aligned);
 const wm = weightMatching({ spec, a, b }, { seed: 0 });
 const amMoving = activationMatching({ spec, a, b }, { model, data: setup.train, statistic: 'correlation', maxSamples: 3000 });
 const amFixed = activationMatching({ spec: fixBlocks(spec), a, b }, { model, data: setup.train, statistic: 'correlation', maxSamples: 3000 });

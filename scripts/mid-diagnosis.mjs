@@ -7,24 +7,11 @@
 //
 //   npx tsc -p tsconfig.json
 //   node scripts/mid-diagnosis.mjs out/lmc-vgg50/checkpoints/mnist-vgg mnist-vgg 0 1,0.1,width
-import { loadCheckpoint } from '../dist/src/io/checkpoint.js';
 import { alignModels } from '../dist/src/methods/registry.js';
 import { widthTau } from '../dist/src/methods/sinkhorn-rebasin.js';
-import { mergeState } from '../dist/src/state/params.js';
-import { taskSetup } from '../dist/src/experiments/lmc.js';
-import { barrier, interpolationCurve } from '../dist/src/analysis/lmc.js';
+import { loadSeedPair, testBarrier } from './seed-pair.mjs';
 
-const [dir, task, pair = '0', taus = '1'] = process.argv.slice(2);
-if (!dir || !task) {
-  console.error('usage: node scripts/mid-diagnosis.mjs CHECKPOINT_DIR TASK [SEED_PAIR] [TAU,TAU,…|width]');
-  process.exit(2);
-}
-const load = async (end) => {
-  const ck = await loadCheckpoint(`${dir}/seed${pair}-${end}.safetensors`);
-  return mergeState(ck.params, ck.buffers);
-};
-const [a, b] = [await load('A'), await load('B')];
-const setup = taskSetup(task);
+const { task, pair, extra: [taus = '1'], setup, a, b } = await loadSeedPair('node scripts/mid-diagnosis.mjs CHECKPOINT_DIR TASK [SEED_PAIR] [TAU,TAU,…|width]');
 const spec = setup.model.permutationSpec();
 const stepsPerEpoch = Math.ceil(setup.train.n / setup.batchSize);
 console.log(`${task} seed pair ${pair}: groups ${Object.entries(spec.perms).map(([id, n]) => `${id}=${n}`).join(' ')}; ${stepsPerEpoch} steps per epoch`);
@@ -37,7 +24,6 @@ for (const t of taus.split(',')) {
     const mean = (k) => epoch.reduce((s, x) => s + x[k], 0) / epoch.length;
     rows.push(`  epoch ${String(e).padStart(2)}: soft cost ${mean('cost').toFixed(4)}, hard cost ${mean('hardCost').toFixed(4)}`);
   }
-  const points = interpolationCurve({ model: setup.model, a, b: r.aligned, data: setup.test, criterion: setup.criterion, points: 25, bn: setup.bn, bnData: setup.train });
   const moved = Object.fromEntries(Object.entries(r.perms).map(([id, p]) => [id, p.filter((v, i) => v !== i).length]));
-  console.log(`τ = ${t}:\n${rows.join('\n')}\n  loss barrier ${barrier(points).lossBarrier.toFixed(4)} (test, BN ${setup.bn}); units moved ${JSON.stringify(moved)}; ${r.seconds.toFixed(0)} s`);
+  console.log(`τ = ${t}:\n${rows.join('\n')}\n  loss barrier ${testBarrier(setup, a, r.aligned).toFixed(4)} (test, BN ${setup.bn}); units moved ${JSON.stringify(moved)}; ${r.seconds.toFixed(0)} s`);
 }

@@ -258,25 +258,18 @@ function rowSettings(o: LmcOptions): string {
   return JSON.stringify({ points: o.points ?? 25, bn: o.bn ?? null, epochs: o.epochs ?? null, testLimit: o.testLimit ?? null, sinkhornEpochs: o.sinkhornEpochs ?? null, steEpochs: o.steEpochs ?? null, tau: o.tau === undefined ? null : describeTau(o.tau), heads: o.heads ?? 'permuted', dataDir: o.dataDir ?? null });
 }
 
-interface LmcFile {
-  settings: string;
-  rows: LmcRow[];
-  curves: LmcReport['curves'];
-}
-
 /** The rows and curves of an earlier (possibly interrupted) run in `outDir` with the same settings. */
-function earlierRows(o: LmcOptions): LmcFile {
-  const none: LmcFile = { settings: rowSettings(o), rows: [], curves: [] };
+function earlierRows(o: LmcOptions): { rows: LmcRow[]; curves: LmcReport['curves'] } {
   const path = join(o.outDir, 'lmc.json');
-  if (o.retrain || !existsSync(path)) return none;
-  let file: Partial<LmcFile>;
+  if (o.retrain || !existsSync(path)) return { rows: [], curves: [] };
+  let file: { settings?: unknown; rows?: unknown; curves?: unknown };
   try {
-    file = JSON.parse(readFileSync(path, 'utf8')) as Partial<LmcFile>;
+    file = JSON.parse(readFileSync(path, 'utf8')) as typeof file;
   } catch (e) {
     throw new FormatError(path, 'json', `not readable as an earlier run's results (${(e as Error).message}); move it away or pass --retrain`, { label: 'results' });
   }
-  if (file.settings !== none.settings || !Array.isArray(file.rows) || !Array.isArray(file.curves)) return none;
-  return { settings: none.settings, rows: file.rows, curves: file.curves };
+  if (file.settings !== rowSettings(o) || !Array.isArray(file.rows) || !Array.isArray(file.curves)) return { rows: [], curves: [] };
+  return { rows: file.rows as LmcRow[], curves: file.curves as LmcReport['curves'] };
 }
 
 const rowKey = (r: { task: string; seed: number; method: string }) => `${r.task}\u0000${r.seed}\u0000${r.method}`;

@@ -1,0 +1,28 @@
+// What the investigation scripts share: one cached seed pair of an LMC task (the checkpoints that
+// `rebasin experiment lmc` writes to OUT/checkpoints/TASK) and its loss barrier on the task's test set.
+import { loadCheckpoint } from '../dist/src/io/checkpoint.js';
+import { mergeState } from '../dist/src/state/params.js';
+import { taskSetup } from '../dist/src/experiments/lmc.js';
+import { barrier, interpolationCurve } from '../dist/src/analysis/lmc.js';
+
+/**
+ * Reads `CHECKPOINT_DIR TASK [SEED_PAIR] [extra…]` from the command line (exit 2 with `usage`
+ * when the first two are missing) and loads the pair: { task, pair, extra, setup, a, b }.
+ */
+export async function loadSeedPair(usage) {
+  const [dir, task, pair = '0', ...extra] = process.argv.slice(2);
+  if (!dir || !task) {
+    console.error(`usage: ${usage}`);
+    process.exit(2);
+  }
+  const load = async (end) => {
+    const ck = await loadCheckpoint(`${dir}/seed${pair}-${end}.safetensors`);
+    return mergeState(ck.params, ck.buffers);
+  };
+  return { task, pair, extra, setup: taskSetup(task), a: await load('A'), b: await load('B') };
+}
+
+/** Loss barrier of the path from `a` to `b` on the test set, 25 points, the task's BN handling (as the LMC experiment). */
+export function testBarrier(setup, a, b) {
+  return barrier(interpolationCurve({ model: setup.model, a, b, data: setup.test, criterion: setup.criterion, points: 25, bn: setup.bn, bnData: setup.train })).lossBarrier;
+}
