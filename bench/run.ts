@@ -24,8 +24,8 @@ const SECTIONS: Record<string, string> = {
   sinkhorn: './sinkhorn.js',
   assignment: './assignment.js',
   rebasin: './rebasin.js',
-  lmc: './lmc.js',
   continual: './continual.js',
+  lazy: './lazy.js',
 };
 
 function parse(argv: string[]) {

@@ -8,8 +8,9 @@ import { barrier, interpolationCurve } from '../dist/src/analysis/lmc.js';
 /**
  * Reads `CHECKPOINT_DIR TASK [SEED_PAIR] [extra…]` from the command line (exit 2 with `usage`
  * when the first two are missing) and loads the pair: { task, pair, extra, setup, a, b }.
+ * `taskOptions` go to taskSetup (e.g. { testLimit } for a quicker, coarser test barrier).
  */
-export async function loadSeedPair(usage) {
+export async function loadSeedPair(usage, taskOptions = {}) {
   const [dir, task, pair = '0', ...extra] = process.argv.slice(2);
   if (!dir || !task) {
     console.error(`usage: ${usage}`);
@@ -19,10 +20,10 @@ export async function loadSeedPair(usage) {
     const ck = await loadCheckpoint(`${dir}/seed${pair}-${end}.safetensors`);
     return mergeState(ck.params, ck.buffers);
   };
-  return { task, pair, extra, setup: taskSetup(task), a: await load('A'), b: await load('B') };
+  return { task, pair, extra, setup: taskSetup(task, taskOptions), a: await load('A'), b: await load('B') };
 }
 
-/** Loss barrier of the path from `a` to `b` on the test set, 25 points, the task's BN handling (as the LMC experiment). */
-export function testBarrier(setup, a, b) {
-  return barrier(interpolationCurve({ model: setup.model, a, b, data: setup.test, criterion: setup.criterion, points: 25, bn: setup.bn, bnData: setup.train })).lossBarrier;
+/** Loss barrier of the path from `a` to `b` on the test set, 25 points unless said, the task's BN handling (as the LMC experiment). */
+export function testBarrier(setup, a, b, points = 25) {
+  return barrier(interpolationCurve({ model: setup.model, a, b, data: setup.test, criterion: setup.criterion, points, bn: setup.bn, bnData: setup.train })).lossBarrier;
 }

@@ -84,7 +84,8 @@ function matchingObjective(spec: PermutationSpec, a: Params, b: Params, perms: R
 /**
  * Git Re-Basin's loop as written, with nothing cached: every visit permutes B on the other axes,
  * rebuilds M from zero and solves it. weightMatching must give the same permutations and log
- * (minus the whole objective after each sweep).
+ * (minus the whole objective after each sweep). One rule added to the plain loop: from the
+ * identity, the first sweep takes the groups with more weight tensors first (ties in shuffled order).
  */
 function plainWeightMatching(spec: PermutationSpec, a: Params, b: Params, seed: number, init?: Record<string, Int32Array>) {
   const rng = new Rng(seed);
@@ -92,9 +93,12 @@ function plainWeightMatching(spec: PermutationSpec, a: Params, b: Params, seed: 
   const byPerm = permToAxes(spec);
   const ids = Object.keys(spec.perms).filter((p) => byPerm[p]?.some((e) => !isBufferName(e.name)));
   const costs: number[] = [];
+  const tensorsOf = (p: string) => new Set(byPerm[p].filter((e) => !isBufferName(e.name)).map((e) => e.name)).size;
   for (let sweep = 0; sweep < 100; sweep++) {
     let progress = false;
-    for (const p of rng.shuffle([...ids])) {
+    const shuffled = rng.shuffle([...ids]);
+    const order = sweep === 0 && !init ? [...new Set(shuffled.map(tensorsOf))].sort((x, y) => y - x).flatMap((k) => shuffled.filter((p) => tensorsOf(p) === k)) : shuffled;
+    for (const p of order) {
       const n = spec.perms[p];
       const M = new Float32Array(n * n);
       for (const e of byPerm[p]) {

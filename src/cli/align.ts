@@ -16,7 +16,7 @@ import { CHECKPOINT_FORMAT } from '../io/checkpoint.js';
 import { applyPermutationsStreaming, checkpointOutputFiles, safetensorsSource } from '../io/align-lazy.js';
 import { isShardIndex, refusePickle } from '../io/safetensors-sharded.js';
 import { hasPreset } from '../io/hf-presets.js';
-import { checkSources, weightMatchingLazy, type TensorSource } from '../methods/weight-matching-lazy.js';
+import { checkSources, lazyMemoryBound, weightMatchingLazy } from '../methods/weight-matching-lazy.js';
 import { createModel } from '../models/registry.js';
 import type { Criterion } from '../models/loss.js';
 import type { Model } from '../models/model.js';
@@ -30,9 +30,9 @@ import type { AlignResult } from '../methods/types.js';
 import type { SinkhornDiagnostics } from '../permutation/sinkhorn.js';
 import { describeTau, widthTau, type TauSchedule } from '../methods/sinkhorn-rebasin.js';
 import { assertCompatible } from '../methods/validate.js';
-import { isBufferName, lerpState, mergeState, mergeWeights, splitState, type Params } from '../state/params.js';
+import { lerpState, mergeState, mergeWeights, splitState, type Params } from '../state/params.js';
 import { applyHard, invertPerms } from '../permutation/apply.js';
-import { assertValidSpec, permToAxes, type PermutationSpec } from '../permutation/spec.js';
+import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
 import { Progress } from '../report/progress.js';
 import { linePlots } from '../report/svg.js';
 import { parseDecimal, UsageError, type CommandSpec, type Parsed } from './args.js';
@@ -339,18 +339,21 @@ async function alignLazy(args: Parsed, method: MethodName): Promise<number> {
       if (preset && !quiet) process.stderr.write(`align: ${describePreset(preset)}${preset.notes.map((n) => `\n  note: ${n}`).join('')}\n`);
       const groups = Object.keys(spec.perms).length;
       let progress = new Progress({ label: 'align wm (lazy) sweep 1', total: groups, quiet });
-      const reads = readCounter(spec, a);
-      const result = await weightMatchingLazy({ spec, a: reads.wrap(a), b: reads.wrap(b) }, {
+      const result = await weightMatchingLazy({ spec, a, b }, {
         seed: o.seed as number,
-        onGroup: (p) => { reads.group(p); progress.tick(1, `${p}`); },
+        onGroup: (p) => progress.tick(1, `${p}`),
         onStep: (e) => {
           progress.finish(`cost ${e.cost.toPrecision(6)}`);
           progress = new Progress({ label: `align wm (lazy) sweep ${e.step + 1}`, total: groups, quiet });
         },
       });
-      const memory = reads.report();
+      const bound = lazyMemoryBound(spec, (n) => a.shape(n));
+      const memory = {
+        peakBytes: result.peakBytes, peakGroup: result.peakGroup, boundBytes: bound.bytes, boundTensor: bound.tensor,
+        checkpointBytes: 2 * a.names.reduce((t, n) => t + 4 * a.shape(n).reduce((x, y) => x * y, 1), 0),
+      };
       if (!quiet) {
-        process.stderr.write(`align: ${result.steps} sweeps in ${result.seconds.toFixed(1)} s; reads per group at most ${mb(memory.maxGroupBytes)} (${memory.maxGroupTensors} tensors of A and B, group ${memory.maxGroup}), bounded by the largest group ${memory.largestGroup} (${mb(memory.largestGroupBytes)}); A and B hold ${mb(memory.checkpointBytes)}\n`);
+        process.stderr.write(`align: ${result.steps} sweeps in ${result.seconds.toFixed(1)} s; held at most ${mb(memory.peakBytes)} of tensors at once (group ${memory.peakGroup}), bounded by the largest tensor of A and B, ${memory.boundTensor} (${mb(memory.boundBytes)}); A and B hold ${mb(memory.checkpointBytes)} as float32\n`);
       }
       ensureDirSync(dirname(out));
       // Both outputs or neither.
@@ -388,40 +391,6 @@ async function alignLazy(args: Parsed, method: MethodName): Promise<number> {
 }
 
 const mb = (bytes: number) => `${(bytes / 1e6).toFixed(bytes < 1e7 ? 3 : 1)} MB`;
-
-/**
- * Counts what lazy weight matching reads (as float32 in memory) per group, and the bound: the
- * largest group's tensors of A and B (the spec's weights on that permutation's axes).
- */
-function readCounter(spec: PermutationSpec, a: TensorSource) {
-  const bytesOf = (name: string) => a.shape(name).reduce((x, y) => x * y, 1) * 4;
-  let current = 0;
-  let tensors = 0;
-  let max = { bytes: 0, tensors: 0, group: '' };
-  let largest = { bytes: 0, group: '' };
-  for (const [p, refs] of Object.entries(permToAxes(spec))) {
-    const names = new Set(refs.map((r) => r.name).filter((n) => !isBufferName(n)));
-    const bytes = 2 * [...names].reduce((t, n) => t + bytesOf(n), 0);
-    if (bytes > largest.bytes) largest = { bytes, group: p };
-  }
-  return {
-    wrap: (src: TensorSource): TensorSource => ({
-      names: src.names,
-      shape: (n) => src.shape(n),
-      read: async (n) => { current += bytesOf(n); tensors++; return src.read(n); },
-    }),
-    group(p: string) {
-      if (current > max.bytes) max = { bytes: current, tensors, group: p };
-      current = 0;
-      tensors = 0;
-    },
-    report: () => ({
-      maxGroupBytes: max.bytes, maxGroupTensors: max.tensors, maxGroup: max.group,
-      largestGroup: largest.group, largestGroupBytes: largest.bytes,
-      checkpointBytes: 2 * a.names.reduce((t, n) => t + bytesOf(n), 0),
-    }),
-  };
-}
 
 /** Safetensors by content: a little-endian u64 header size followed by '{'. */
 async function isSafetensors(path: string): Promise<boolean> {

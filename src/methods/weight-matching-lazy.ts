@@ -1,24 +1,23 @@
 /**
  * Weight matching for checkpoints larger than memory: the same coordinate descent as
  * `weightMatching` (same seeded group order, same progress test, same float operations, hence the
- * same permutations), but each group's tensors of A and B are read when the group is visited and
- * dropped after its LAP matrix is built. Peak memory ≈ one group's tensors of A and B + n×n.
- * The tensors come from any `TensorSource`; io/align-lazy.ts reads them from safetensors files and
- * streams the aligned B to one. The logged cost is weightMatching's (the whole objective): each
- * matched tensor's share is scored while its group is in memory, and a tensor's last visit in a
- * sweep fixes every permutation on its axes for the rest of that sweep. Groups on version-2
- * entries (segments, blocks) take weightMatching's `generalGroupStep` on the group's tensors.
+ * same permutations), with tensors read from any `TensorSource` when needed and dropped after.
+ * Every group streams — the residual stream of a transformer touches nearly every tensor: its
+ * matrices (weightMatching's `groupStepAccumulator`) take one tensor pair of A and B at a time,
+ * and the tensors whose last visit in the sweep this is are read once more to score them. Peak
+ * memory ≈ the largest tensor of A and B + the group's n×n (`lazyMemoryBound`); a sweep reads each
+ * tensor once per group on its axes and once more to score it. io/align-lazy.ts reads the tensors from safetensors files and streams the
+ * aligned B to one. The logged cost is weightMatching's (the whole objective): a tensor is scored
+ * at its last visit in a sweep, after which every permutation on its axes stays as it is.
  */
-import { kernels } from '../core/backend/index.js';
 import { Rng } from '../core/random.js';
 import { noGrad, type Tensor } from '../core/tensor.js';
 import { InputError } from '../errors.js';
 import { identityPerms, type Perms } from '../permutation/apply.js';
-import { axisMatrix, permuteExceptAxis } from '../permutation/axes.js';
 import { assertValidSpec, type PermutationSpec } from '../permutation/spec.js';
 import { isBufferName } from '../state/params.js';
 import type { StepCallback, StepLog } from './types.js';
-import { bestGroupPermutation, generalGroupStep, isFlatGroup, matchingPlan, tensorObjective, WEIGHT_MATCHING_DEFAULTS } from './weight-matching.js';
+import { groupStepAccumulator, groupTensorCounts, matchingPlan, sweepOrder, tensorObjective, WEIGHT_MATCHING_DEFAULTS } from './weight-matching.js';
 
 /** Named tensors readable one at a time. */
 export interface TensorSource {
@@ -37,8 +36,16 @@ export interface WeightMatchingLazyOptions {
   maxSweeps?: number;
   seed?: number;
   onStep?: StepCallback;
-  /** After each group: how many tensors (A and B together) were read for it. For tests/diagnostics. */
-  onGroup?: (perm: string, tensorsRead: number) => void;
+  /** After each group: what it read and the most it held at once (tensors of A and B together, float32 bytes). */
+  onGroup?: (perm: string, reads: GroupReads) => void;
+}
+
+export interface GroupReads {
+  tensorsRead: number;
+  bytesRead: number;
+  /** The most tensors / float32 bytes held at once while the group was visited. */
+  peakTensors: number;
+  peakBytes: number;
 }
 
 export interface LazyAlignResult {
@@ -46,6 +53,24 @@ export interface LazyAlignResult {
   log: StepLog[];
   steps: number;
   seconds: number;
+  /** The most float32 bytes of tensors held at once over the run, and in which group. */
+  peakBytes: number;
+  peakGroup: string;
+}
+
+const float32Bytes = (shape: readonly number[]) => 4 * shape.reduce((x, y) => x * y, 1);
+
+/**
+ * What weightMatchingLazy holds at most at once, from the spec and the shapes alone: the float32
+ * bytes of the largest matched tensor of A and B (the groups' n×n matrices aside).
+ */
+export function lazyMemoryBound(spec: PermutationSpec, shape: (name: string) => readonly number[]): { bytes: number; tensor: string } {
+  let bound = { bytes: 0, tensor: '' };
+  for (const name of matchingPlan(spec).tensors) {
+    const bytes = 2 * float32Bytes(shape(name));
+    if (bytes > bound.bytes) bound = { bytes, tensor: name };
+  }
+  return bound;
 }
 
 const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
@@ -83,49 +108,58 @@ export async function weightMatchingLazy(input: LazyAlignInput, opts: WeightMatc
   const perms = identityPerms(spec);
   // Same id list and order as weightMatching, so the shuffles match.
   const { ids, byPerm, tensors } = matchingPlan(spec);
+  const counts = groupTensorCounts(byPerm, ids);
   const share = new Map<string, number>();
   const t0 = performance.now();
   const log: StepLog[] = [];
   let sweeps = 0;
+  let peak = { bytes: 0, group: '' };
   for (let sweep = 0; sweep < maxSweeps; sweep++) {
     sweeps = sweep + 1;
     let progress = false;
-    for (const p of rng.shuffle([...ids])) {
+    const order = sweepOrder(rng, ids, sweep === 0, counts);
+    // Each tensor is scored at its last visit of the sweep (later groups leave its axes alone).
+    const lastVisit = new Map<string, string>();
+    for (const p of order) for (const e of byPerm[p]) if (!isBufferName(e.name)) lastVisit.set(e.name, p);
+    for (const p of order) {
       const entries = byPerm[p].filter((e) => !isBufferName(e.name));
-      // This group's tensors only; they go out of scope when the group is done.
-      const ta = new Map<string, Tensor>();
-      const tb = new Map<string, Tensor>();
+      const reads: GroupReads = { tensorsRead: 0, bytesRead: 0, peakTensors: 0, peakBytes: 0 };
+      let heldTensors = 0;
+      let heldBytes = 0;
+      // A and B's tensor `name`, counted as held until `release`.
+      const readPair = async (name: string): Promise<[Tensor, Tensor]> => {
+        const x = await a.read(name);
+        const y = await b.read(name);
+        assertFiniteTensor(x, name, 'model A');
+        assertFiniteTensor(y, name, 'model B');
+        const bytes = 2 * float32Bytes(x.shape);
+        reads.tensorsRead += 2;
+        reads.bytesRead += bytes;
+        heldTensors += 2;
+        heldBytes += bytes;
+        reads.peakTensors = Math.max(reads.peakTensors, heldTensors);
+        reads.peakBytes = Math.max(reads.peakBytes, heldBytes);
+        return [x, y];
+      };
+      const release = (x: Tensor) => { heldTensors -= 2; heldBytes -= 2 * float32Bytes(x.shape); };
+      const scoredHere = [...new Set(entries.map((e) => e.name))].filter((name) => lastVisit.get(name) === p);
+      // One tensor pair of A and B at a time into the group's matrices (entries in weightMatching's order).
+      const step = groupStepAccumulator(spec, p, perms);
       for (const e of entries) {
-        if (ta.has(e.name)) continue;
-        const x = await a.read(e.name);
-        const y = await b.read(e.name);
-        assertFiniteTensor(x, e.name, 'model A');
-        assertFiniteTensor(y, e.name, 'model B');
-        ta.set(e.name, x);
-        tb.set(e.name, y);
+        const [x, y] = await readPair(e.name);
+        noGrad(() => step.add(e, x, y));
+        release(x);
       }
-      opts.onGroup?.(p, ta.size + tb.size);
-      if (!isFlatGroup(spec, entries)) {
-        const step = noGrad(() => generalGroupStep(spec, p, entries, (name) => ta.get(name)!, (name) => tb.get(name)!, perms));
-        Object.assign(perms, step.updates);
-        if (step.improved) progress = true;
-        for (const [name, x] of ta) share.set(name, tensorObjective(spec, name, x, tb.get(name)!, perms));
-        continue;
+      const { updates, improved } = noGrad(() => step.finish());
+      Object.assign(perms, updates);
+      if (improved) progress = true;
+      for (const name of scoredHere) {
+        const [x, y] = await readPair(name);
+        share.set(name, tensorObjective(spec, name, x, y, perms));
+        release(x);
       }
-      const n = spec.perms[p];
-      const M = new Float32Array(n * n);
-      noGrad(() => {
-        for (const e of entries) {
-          const wa = axisMatrix(ta.get(e.name)!, e.axis, e.inner);
-          const wb = axisMatrix(permuteExceptAxis(spec, e.name, tb.get(e.name)!, perms, e.axis), e.axis, e.inner);
-          const rest = wa.length / n;
-          kernels().gemm(false, true, n, n, rest, 1, wa, 0, rest, wb, 0, rest, 1, M, 0, n);
-        }
-      });
-      const best = bestGroupPermutation(M, n, perms[p]);
-      if (best.improved) progress = true;
-      perms[p] = best.perm;
-      for (const [name, x] of ta) share.set(name, tensorObjective(spec, name, x, tb.get(name)!, perms));
+      if (reads.peakBytes > peak.bytes) peak = { bytes: reads.peakBytes, group: p };
+      opts.onGroup?.(p, reads);
     }
     let objective = 0;
     for (const name of tensors) objective += share.get(name)!;
@@ -134,5 +168,5 @@ export async function weightMatchingLazy(input: LazyAlignInput, opts: WeightMatc
     if (opts.onStep?.(entry) === true) break;
     if (!progress) break;
   }
-  return { perms, log, steps: sweeps, seconds: (performance.now() - t0) / 1000 };
+  return { perms, log, steps: sweeps, seconds: (performance.now() - t0) / 1000, peakBytes: peak.bytes, peakGroup: peak.group };
 }
