@@ -5,23 +5,19 @@
 // the loss barrier of the final hard alignment on the test set with the task's BN handling.
 // A soft cost far below the hard one means the relaxation, not the optimiser, is what fails.
 // τ "width" is the weight costs' schedule (it settles at 1/ln(n + 1) after 50 steps); "anneal"
-// starts at the same 3/ln(n + 1) but keeps decaying geometrically to a tenth of 1/ln(n + 1) at the
-// last step, to see whether hardening the relaxation over the run closes the gap.
+// (annealTau, `--tau anneal`) keeps decaying to a tenth of that by step 156, to see whether
+// hardening the relaxation over the run closes the gap.
 //
 //   npx tsc -p tsconfig.json
 //   node scripts/mid-diagnosis.mjs out/lmc-vgg50/checkpoints/mnist-vgg mnist-vgg 0 1,0.1,width,anneal
 import { alignModels } from '../dist/src/methods/registry.js';
-import { widthTau } from '../dist/src/methods/sinkhorn-rebasin.js';
+import { annealTau, widthTau } from '../dist/src/methods/sinkhorn-rebasin.js';
 import { loadSeedPair, testBarrier } from './seed-pair.mjs';
 
 const { task, pair, extra: [taus = '1'], setup, a, b } = await loadSeedPair('node scripts/mid-diagnosis.mjs CHECKPOINT_DIR TASK [SEED_PAIR] [TAU,…: numbers, width, anneal]');
 const spec = setup.model.permutationSpec();
 const stepsPerEpoch = Math.ceil(setup.train.n / setup.batchSize);
 console.log(`${task} seed pair ${pair}: groups ${Object.entries(spec.perms).map(([id, n]) => `${id}=${n}`).join(' ')}; ${stepsPerEpoch} steps per epoch`);
-const steps = setup.sinkhornEpochs * stepsPerEpoch;
-// 3^(1 − (t − 1)/S)/ln(n + 1) with S chosen so that the last step is at 1/(10 ln(n + 1)).
-const annealSpan = (steps - 1) / (1 + Math.log(10) / Math.log(3));
-const annealTau = (n, step) => Math.pow(3, 1 - (step - 1) / annealSpan) / Math.log(n + 1);
 for (const t of taus.split(',')) {
   const tau = t === 'width' ? widthTau : t === 'anneal' ? annealTau : Number(t);
   const rows = [];

@@ -287,12 +287,14 @@ test('experiment lmc: an impossible --tau is a usage error before any work; "sch
   for (const bad of ['0', 'soft', '0x1', '1e999']) {
     const r = run('experiment', 'lmc', '--tasks', 'poly1', '--tau', bad, '--out', join(dir || tmpdir(), 'never'));
     assert.equal(r.code, 2);
-    assert.match(r.stderr, new RegExp(`--tau must be a number > 0 or "schedule", got "${bad}"`));
+    assert.match(r.stderr, new RegExp(`--tau must be a number > 0 or one of "schedule", "anneal", got "${bad}"`));
     assert.ok(!existsSync(join(dir || tmpdir(), 'never')));
   }
   const { parseTau } = await import('../src/cli/align.js');
-  const { widthTau } = await import('../src/methods/sinkhorn-rebasin.js');
+  const { annealTau, widthTau } = await import('../src/methods/sinkhorn-rebasin.js');
   assert.equal(parseTau('x', 'schedule'), widthTau);
+  assert.equal(parseTau('x', 'anneal'), annealTau);
+  assert.throws(() => parseTau('x', 'toString'), /--tau must be/);
   assert.equal(parseTau('x', '0.25'), 0.25);
   assert.equal(parseTau('x', undefined), undefined);
 });

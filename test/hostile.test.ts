@@ -234,7 +234,7 @@ const CASES: Case[] = [
     setup: (d) => ['interpolate', A(d), B(d), '--data', join(d, 'data.npz'), '--points', '0', '-o', join(d, 'i')] },
   // --- strict options
   { name: '--steps 0x1', code: 2, message: /--steps expects an integer, got "0x1"/, setup: (d) => ['align', A(d), B(d), '--steps', '0x1', '-o', join(d, 'o.safetensors')] },
-  { name: '--tau blank', code: 2, message: /--tau must be a number > 0 or "schedule", got " "/, setup: (d) => ['align', A(d), B(d), '--tau', ' ', '-o', join(d, 'o.safetensors')] },
+  { name: '--tau blank', code: 2, message: /--tau must be a number > 0 or one of "schedule", "anneal", got " "/, setup: (d) => ['align', A(d), B(d), '--tau', ' ', '-o', join(d, 'o.safetensors')] },
   { name: '--lr 1e999', code: 2, message: /--lr expects a finite decimal number, got "1e999"/, setup: (d) => ['align', A(d), B(d), '--lr', '1e999', '-o', join(d, 'o.safetensors')] },
   { name: 'merge --weights with an empty item', code: 2, message: /--weights expects a comma-separated list with no empty items/, setup: (d) => ['merge', A(d), B(d), '--weights', '1,,2', '-o', join(d, 'o.safetensors')] },
   { name: 'merge --weights 0x1,1', code: 2, message: /--weights: weight 1 is NaN/, setup: (d) => ['merge', A(d), B(d), '--weights', '0x1,1', '-o', join(d, 'o.safetensors')] },

@@ -7,7 +7,7 @@ import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import { Rng } from '../src/core/random.js';
 import { noGrad } from '../src/core/tensor.js';
-import { describeTau, sinkhornRebasin, WEIGHT_COST_DEFAULTS, widthTau } from '../src/methods/sinkhorn-rebasin.js';
+import { annealTau, describeTau, sinkhornRebasin, WEIGHT_COST_DEFAULTS, widthTau } from '../src/methods/sinkhorn-rebasin.js';
 import { mlp, vgg, type Model } from '../src/models/index.js';
 import { applyHard, invertPermutation, randomPerms } from '../src/permutation/apply.js';
 import type { Params } from '../src/state/params.js';
@@ -38,6 +38,18 @@ test('widthTau: 3× softer at first, then every group half-soft (diagonal mass (
   assert.equal(WEIGHT_COST_DEFAULTS.tau, widthTau);
   assert.equal(describeTau(0.1), 'τ = 0.1');
   assert.match(describeTau(widthTau), /ln\(n \+ 1\)/);
+});
+
+test('annealTau: widthTau for the first 50 steps, then on down to a tenth of τ_n, reached by step 156 and kept', () => {
+  for (const n of [8, 128]) {
+    for (const t of [1, 20, 51]) assert.ok(Math.abs(annealTau(n, t) - widthTau(n, t)) < 1e-12, `n = ${n}, t = ${t}`);
+    const tauN = widthTau(n, 51);
+    assert.ok(annealTau(n, 101) < tauN / 2.9 && annealTau(n, 101) > tauN / 3.1);
+    assert.ok(Math.abs(annealTau(n, 157) - tauN / 10) < 1e-12);
+    assert.equal(annealTau(n, 1000), annealTau(n, 157));
+    assert.ok(annealTau(n, 150) > annealTau(n, 157));
+  }
+  assert.match(describeTau(annealTau), /tenth/);
 });
 
 test('default Sinkhorn-L2 recovers planted permutations exactly across narrow and odd widths and seeds', () => {

@@ -28,7 +28,7 @@ import { markdownTable } from '../report/markdown.js';
 import { alignModels, BUILTIN_METHOD_NAMES, METHOD_NAMES, METHODS, needsData, type MethodName, type MethodOptions } from '../methods/registry.js';
 import type { AlignResult } from '../methods/types.js';
 import type { SinkhornDiagnostics } from '../permutation/sinkhorn.js';
-import { describeTau, widthTau, type TauSchedule } from '../methods/sinkhorn-rebasin.js';
+import { TAU_SCHEDULES, type TauSchedule } from '../methods/sinkhorn-rebasin.js';
 import { assertCompatible } from '../methods/validate.js';
 import { lerpState, mergeState, mergeWeights, splitState, type Params } from '../state/params.js';
 import { applyHard, invertPerms } from '../permutation/apply.js';
@@ -42,22 +42,27 @@ import { checkFits, equivalenceCheck, isNamedDataset, MODEL_DEFINITION_OPTIONS, 
 
 const DATA_METHODS = METHOD_NAMES.filter(needsData);
 
-/** "(default X: m1, m2; Y: m3)": the methods with option `key`, grouped by their default. */
-/** `--tau`: a fixed temperature > 0, or "schedule" for the weight costs' width schedule (widthTau). */
+/** `--tau`: a fixed temperature > 0, or the name of a schedule (TAU_SCHEDULES: "schedule", "anneal"). */
 export function parseTau(cmd: string, raw: unknown): number | TauSchedule | undefined {
   if (raw === undefined) return undefined;
-  if (raw === 'schedule') return widthTau;
+  if (Object.hasOwn(TAU_SCHEDULES, String(raw))) return TAU_SCHEDULES[String(raw)].schedule;
   const tau = parseDecimal(String(raw));
-  if (!(tau > 0)) throw new UsageError(`${cmd}: --tau must be a number > 0 or "schedule", got "${String(raw)}"`);
+  if (!(tau > 0)) throw new UsageError(`${cmd}: --tau must be a number > 0 or one of ${Object.keys(TAU_SCHEDULES).map((k) => `"${k}"`).join(', ')}, got "${String(raw)}"`);
   return tau;
 }
 
+/** `--tau`'s help: a number or a named schedule, each with its formula. */
+export function tauHelp(): string {
+  return `a fixed τ > 0, or ${Object.entries(TAU_SCHEDULES).map(([k, s]) => `"${k}" (${s.formula})`).join(', or ')}`;
+}
+
+/** "(default X: m1, m2; Y: m3)": the methods with option `key`, grouped by their default. */
 function defaultsOf(key: string): string {
   const byValue = new Map<string, MethodName[]>();
   for (const m of METHOD_NAMES) {
     const v = (METHODS[m].defaults as Record<string, unknown>)[key];
     if (v === undefined) continue;
-    const shown = typeof v === 'function' ? (v === widthTau ? 'schedule' : 'a schedule') : String(v);
+    const shown = typeof v === 'function' ? Object.keys(TAU_SCHEDULES).find((k) => TAU_SCHEDULES[k].schedule === v) ?? 'a schedule' : String(v);
     byValue.set(shown, [...(byValue.get(shown) ?? []), m]);
   }
   return `(default ${[...byValue].map(([v, ms]) => `${v}: ${ms.join(', ')}`).join('; ')})`;
@@ -78,7 +83,7 @@ const methodOptions = {
   method: { type: 'string', help: `alignment method (${DATA_METHODS.join(', ')} need --data)`, choices: METHOD_NAMES, default: 'wm' },
   steps: { type: 'int', help: `Sinkhorn steps ${defaultsOf('steps')}; the data costs: --epochs passes over --data` },
   epochs: { type: 'int', help: `epochs over --data ${defaultsOf('epochs')}` },
-  tau: { type: 'string', help: `Sinkhorn temperature: a fixed τ > 0, or "schedule" (${describeTau(widthTau)}) ${defaultsOf('tau')}` },
+  tau: { type: 'string', help: `Sinkhorn temperature: ${tauHelp()} ${defaultsOf('tau')}` },
   lr: { type: 'number', help: `learning rate of the Sinkhorn matrices / STE ${defaultsOf('lr')}` },
   'batch-size': { type: 'int', help: 'mini-batch size for the data-driven methods', default: 1000 },
   cost: { type: 'string', help: 'with --method sinkhorn: a JavaScript module whose default (or `cost`) export maps { alignedB, a, batch, step, forward, F } to a scalar tensor — any objective (see examples/distill-cost.mjs)' },

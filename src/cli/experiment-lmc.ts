@@ -4,8 +4,7 @@ import type { BnMode } from '../analysis/lmc.js';
 import { LMC_METHODS, LMC_TASKS, PAPER_LMC_TASKS, runLmc, type LmcTask } from '../experiments/lmc.js';
 import { REFERENCE_DROPOUT_B } from '../models/index.js';
 import { BUILTIN_METHOD_NAMES, type MethodName } from '../methods/registry.js';
-import { describeTau, widthTau } from '../methods/sinkhorn-rebasin.js';
-import { parseTau } from './align.js';
+import { parseTau, tauHelp } from './align.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
 export const lmcSpec: CommandSpec = {
@@ -22,7 +21,7 @@ export const lmcSpec: CommandSpec = {
     epochs: { type: 'int', help: 'training epochs of the endpoints (default: per task, as the reference; a cached endpoint trained with other settings is retrained, with a note)' },
     'sinkhorn-epochs': { type: 'int', help: 'epochs of Sinkhorn-Mid/Rnd over the training data (default: 20 on MNIST tasks, 300 on the 100-point polynomial tasks)' },
     'ste-epochs': { type: 'int', help: 'epochs of the straight-through estimator (default: 5 on MNIST tasks, 300 on polynomial tasks)' },
-    tau: { type: 'string', help: `Sinkhorn temperature of every Sinkhorn method: a fixed τ > 0, or "schedule" (${describeTau(widthTau)}) (default: the schedule for L2/L1/cosine, 1 for Mid/Rnd as the reference)` },
+    tau: { type: 'string', help: `Sinkhorn temperature of every Sinkhorn method: ${tauHelp()} (default: "schedule" for L2/L1/cosine, 1 for Mid/Rnd as the reference)` },
     heads: { type: 'string', help: 'attention heads (text-gpt, mnist-vit): permuted (default), or fixed at the identity with each head\'s dimensions still matched (the ablation)', choices: ['permuted', 'fixed'], default: 'permuted' },
     'test-limit': { type: 'int', help: 'evaluate the curves on the first N test samples only' },
     'data-dir': { type: 'string', help: 'folder with the Fashion-MNIST/MNIST IDX files' },

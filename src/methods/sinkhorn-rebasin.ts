@@ -79,10 +79,26 @@ export function widthTau(n: number, step: number): number {
   return Math.pow(3, Math.max(0, 1 - (step - 1) / 50)) / Math.log(n + 1);
 }
 
+/**
+ * widthTau's soft start continued past τ_n = 1/ln(n + 1) down to τ_n/10 (reached at step ≈ 156):
+ * τ = 3^max(1 − (t − 1)/50, −log₃10)/ln(n + 1). An option for the data-driven costs: at a fixed τ
+ * their soft optimum can be a midpoint no permutation is near (the relaxation gap, README "Linear
+ * mode connectivity"); hardening τ over the run makes the soft and hard costs meet.
+ */
+export function annealTau(n: number, step: number): number {
+  return Math.pow(3, Math.max(1 - (step - 1) / 50, -Math.log(10) / Math.log(3))) / Math.log(n + 1);
+}
+
+/** The named τ schedules (the CLI's `--tau NAME`) and their formulas. */
+export const TAU_SCHEDULES: Record<string, { schedule: TauSchedule; formula: string }> = {
+  schedule: { schedule: widthTau, formula: 'τ = 3^(1 − (t − 1)/50)/ln(n + 1) for a group of n units at step t' },
+  anneal: { schedule: annealTau, formula: 'τ = 3^max(1 − (t − 1)/50, −log₃10)/ln(n + 1): the schedule continued down to a tenth by step 156' },
+};
+
 /** "τ = 0.1", or the schedule's formula. */
 export function describeTau(tau: number | TauSchedule): string {
   if (typeof tau === 'number') return `τ = ${tau}`;
-  return tau === widthTau ? 'τ = 3^(1 − (t − 1)/50)/ln(n + 1) for a group of n units at step t' : 'τ: a custom schedule';
+  return Object.values(TAU_SCHEDULES).find((s) => s.schedule === tau)?.formula ?? 'τ: a custom schedule';
 }
 
 /** Defaults for the weight-distance costs (τ by width; README, "Permutation recovery", has the sweep). */
