@@ -6,9 +6,11 @@
  * matrices (weightMatching's `groupStepAccumulator`) take one tensor pair of A and B at a time,
  * and the tensors whose last visit in the sweep this is are read once more to score them. Peak
  * memory ≈ the largest tensor of A and B + the group's n×n (`lazyMemoryBound`); a sweep reads each
- * tensor once per group on its axes and once more to score it. io/align-lazy.ts reads the tensors from safetensors files and streams the
- * aligned B to one. The logged cost is weightMatching's (the whole objective): a tensor is scored
- * at its last visit in a sweep, after which every permutation on its axes stays as it is.
+ * tensor once per group on its axes and once more to score it. io/align-lazy.ts reads the tensors
+ * from safetensors files and streams the aligned B to one. The logged cost is weightMatching's
+ * (the whole objective): a tensor is scored at its last visit in a sweep, after which every
+ * permutation on its axes stays as it is (a heads step also sets the heads' inner permutations,
+ * which sit on the same tensors).
  */
 import { Rng } from '../core/random.js';
 import { noGrad, type Tensor } from '../core/tensor.js';
