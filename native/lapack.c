@@ -99,8 +99,43 @@ static void d_trmm_lower_unit(lp_int n, const double *L, double *M) {
   cblas_dtrmm(CblasColMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, n, n, 1.0, L, n, M, n);
 }
 
+/* When sgelsd fails to converge (seen single-threaded on a near-hard Sinkhorn KKT system of
+ * order 511 with denormal entries: info > 0), the same minimum-norm problem is solved in double,
+ * with float's cut-off for small singular values, and rounded back. Acm and Bcm are column-major
+ * copies taken before sgelsd destroyed them. Returns 1 (least squares) or -1/-2 as the solve. */
+static int s_lstsq_in_double(lp_int n, lp_int nrhs, const float *Acm, float *Bcm) {
+  size_t nn = (size_t)n * n, nb = (size_t)n * nrhs;
+  double *A = malloc(nn * sizeof(double)), *B = malloc(nb * sizeof(double)), *sv = malloc((size_t)n * sizeof(double));
+  double *work = NULL;
+  lp_int *iwork = NULL;
+  int result = -1;
+  if (!A || !B || !sv) goto done;
+  for (size_t i = 0; i < nn; i++) A[i] = Acm[i];
+  for (size_t i = 0; i < nb; i++) B[i] = Bcm[i];
+  double rcond = (double)n * FLT_EPSILON, wq = 0;
+  lp_int rank = 0, info = 0, lwork = -1, iwq = 0;
+  dgelsd_(&n, &n, &nrhs, A, &n, B, &n, sv, &rcond, &rank, &wq, &lwork, &iwq, &info);
+  lwork = (lp_int)wq + 1;
+  work = malloc((size_t)lwork * sizeof(double));
+  iwork = malloc((size_t)(iwq > 1 ? iwq : 1) * sizeof(lp_int));
+  if (!work || !iwork) goto done;
+  dgelsd_(&n, &n, &nrhs, A, &n, B, &n, sv, &rcond, &rank, work, &lwork, iwork, &info);
+  if (info != 0) { result = -2; goto done; }
+  for (size_t i = 0; i < nb; i++) Bcm[i] = (float)B[i];
+  result = 1;
+done:
+  free(A); free(B); free(sv); free(work); free(iwork);
+  return result;
+}
+
+/* dgelsd has no wider type to retry in: its failure stands. */
+static int d_lstsq_no_retry(lp_int n, lp_int nrhs, const double *Acm, double *Bcm) {
+  (void)n; (void)nrhs; (void)Acm; (void)Bcm;
+  return -2;
+}
+
 /* The float and double versions are the same algorithm; a macro keeps them from drifting apart. */
-#define RB_DEFINE_SOLVE(NAME, T, NORMS, GETRF, GETRS, GECON, TRMM, LASWP, GELSD, EPS, TOL)                                      \
+#define RB_DEFINE_SOLVE(NAME, T, NORMS, GETRF, GETRS, GECON, TRMM, LASWP, GELSD, EPS, TOL, RETRY)                               \
   static void NAME##_transpose(const T *src, T *dst, int rows, int cols) {                             \
     /* dst (cols×rows) = srcᵀ, in 32×32 tiles to stay in cache. */                                     \
     for (int i0 = 0; i0 < rows; i0 += 32)                                                              \
@@ -119,8 +154,13 @@ static void d_trmm_lower_unit(lp_int n, const double *L, double *M) {
                                                                                                        \
   /* Minimum-norm least squares on column-major Acm (destroyed) and Bcm (n×nrhs, overwritten). */     \
   static int NAME##_lstsq(lp_int n, lp_int nrhs, T *Acm, T *Bcm) {                                     \
+    size_t nn = (size_t)n * n, nb = (size_t)n * nrhs;                                                  \
     T *sv = malloc((size_t)n * sizeof(T));                                                             \
-    if (!sv) return -1;                                                                                \
+    /* Copies for RETRY, should gelsd fail to converge (it destroys both). */                          \
+    T *A0 = malloc(nn * sizeof(T)), *B0 = malloc(nb * sizeof(T));                                      \
+    if (!sv || !A0 || !B0) { free(sv); free(A0); free(B0); return -1; }                                \
+    memcpy(A0, Acm, nn * sizeof(T));                                                                   \
+    memcpy(B0, Bcm, nb * sizeof(T));                                                                   \
     /* Singular values below n·eps·σ_max count as zero, as in numpy.linalg.lstsq. */                   \
     T rcond = (T)n * EPS;                                                                              \
     lp_int rank = 0, info = 0, lwork = -1, iwq = 0;                                                    \
@@ -130,10 +170,16 @@ static void d_trmm_lower_unit(lp_int n, const double *L, double *M) {
     lp_int liwork = iwq > 1 ? iwq : 1;                                                                 \
     T *work = malloc((size_t)lwork * sizeof(T));                                                       \
     lp_int *iwork = malloc((size_t)liwork * sizeof(lp_int));                                           \
-    if (!work || !iwork) { free(sv); free(work); free(iwork); return -1; }                             \
+    if (!work || !iwork) { free(sv); free(work); free(iwork); free(A0); free(B0); return -1; }         \
     GELSD(&n, &n, &nrhs, Acm, &n, Bcm, &n, sv, &rcond, &rank, work, &lwork, iwork, &info);             \
     free(sv); free(work); free(iwork);                                                                 \
-    return info == 0 ? 1 : -2;                                                                         \
+    int r = 1;                                                                                         \
+    if (info != 0) {                                                                                   \
+      r = RETRY(n, nrhs, A0, B0);                                                                      \
+      if (r == 1) memcpy(Bcm, B0, nb * sizeof(T));                                                     \
+    }                                                                                                  \
+    free(A0); free(B0);                                                                                \
+    return r;                                                                                          \
   }                                                                                                    \
                                                                                                        \
   int NAME(int n_, int nrhs_, T *A, T *B) {                                                            \
@@ -207,5 +253,5 @@ static void d_trmm_lower_unit(lp_int n, const double *L, double *M) {
     return result;                                                                                     \
   }
 
-RB_DEFINE_SOLVE(rb_solve_f32, float, s_norms, sgetrf_, sgetrs_, sgecon_, s_trmm_lower_unit, slaswp_, sgelsd_, FLT_EPSILON, FLT_EPSILON)
-RB_DEFINE_SOLVE(rb_solve_f64, double, d_norms, dgetrf_, dgetrs_, dgecon_, d_trmm_lower_unit, dlaswp_, dgelsd_, DBL_EPSILON, (double)n * 1e-14)
+RB_DEFINE_SOLVE(rb_solve_f32, float, s_norms, sgetrf_, sgetrs_, sgecon_, s_trmm_lower_unit, slaswp_, sgelsd_, FLT_EPSILON, FLT_EPSILON, s_lstsq_in_double)
+RB_DEFINE_SOLVE(rb_solve_f64, double, d_norms, dgetrf_, dgetrs_, dgecon_, d_trmm_lower_unit, dlaswp_, dgelsd_, DBL_EPSILON, (double)n * 1e-14, d_lstsq_no_retry)

@@ -15,6 +15,10 @@ import { KERNEL_TABLE } from '../src/core/backend/types.js';
 import { chooseBackend, loadWasm } from '../src/core/backend/index.js';
 import type { ConvGeometry, FloatArray, Kernels, PoolGeometry } from '../src/core/backend/types.js';
 import { Rng } from '../src/core/random.js';
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
 
 const loaded = loadNative();
 const nk: Kernels | null = 'backend' in loaded ? loaded.backend.kernels : null;
@@ -137,6 +141,45 @@ test('native: the addon exports exactly the kernel table and the controls (the C
   assert.deepEqual(exported, [...Object.keys(KERNEL_TABLE), ...Object.keys(NATIVE_CONTROLS)].sort());
   // The dispatch: float32 at the table's argument runs in C, which names that kernel in its errors.
   assert.throws(() => N().axpy(1, new Float32Array(2), new Float64Array(2)), /rebasin native axpy: argument 'y'/);
+});
+
+/**
+ * A KKT system from Sinkhorn-Rnd's implicit backward (mnist-vit seed pair 0, `--tau anneal`, the
+ * 256-unit MLP group near hard; denormal entries), recorded when single-threaded OpenBLAS's sgelsd
+ * failed to converge on it and the solve threw "LAPACK reported an error" (exit 1 mid-experiment).
+ * File: int32 n, then A (n×n row-major) and b (n) as float32, gzipped.
+ */
+test('native: a float32 least-squares solve that sgelsd fails to converge on is redone in double (1 BLAS thread)', { skip }, () => {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const raw = gunzipSync(readFileSync(resolve(here, '../../test/fixtures/kkt-sgelsd-511.f32.gz')));
+  const n = raw.readInt32LE(0);
+  const A = new Float32Array(raw.buffer.slice(raw.byteOffset + 4, raw.byteOffset + 4 + 4 * n * n));
+  const b = new Float32Array(raw.buffer.slice(raw.byteOffset + 4 + 4 * n * n, raw.byteOffset + 4 + 4 * n * n + 4 * n));
+  const prev = blasThreads();
+  setBlasThreads(1);
+  try {
+    const x = b.slice();
+    assert.equal(nk!.solve(n, 1, A.slice(), x), 'lstsq');
+    // A least-squares solution: the normal-equation residual Aᵀ(Ax − b) is tiny against Aᵀb.
+    const r = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      let s = -b[i];
+      for (let j = 0; j < n; j++) s += A[i * n + j] * x[j];
+      r[i] = s;
+    }
+    let num = 0;
+    let den = 0;
+    for (let j = 0; j < n; j++) {
+      let g = 0;
+      let h = 0;
+      for (let i = 0; i < n; i++) { g += A[i * n + j] * r[i]; h += A[i * n + j] * b[i]; }
+      num += g * g;
+      den += h * h;
+    }
+    assert.ok(Math.sqrt(num / den) < 1e-4, `normal-equation residual ${Math.sqrt(num / den)}`);
+  } finally {
+    setBlasThreads(prev);
+  }
 });
 
 test('native: setBlasThreads / blasThreads round-trip', { skip }, () => {
