@@ -2,7 +2,8 @@
 import { resolve } from 'node:path';
 import { RECOVERY_DEFAULT_METHODS, RECOVERY_METHODS, RECOVERY_MODELS, recoveryModel, runRecovery } from '../experiments/recovery.js';
 import type { MethodName } from '../methods/registry.js';
-import { describeTau, WEIGHT_COST_DEFAULTS } from '../methods/sinkhorn-rebasin.js';
+import { WEIGHT_COST_DEFAULTS } from '../methods/sinkhorn-rebasin.js';
+import { parseTau, tauHelp } from './align.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
 export const recoverySpec: CommandSpec = {
@@ -15,7 +16,7 @@ export const recoverySpec: CommandSpec = {
     seeds: { type: 'int', help: 'number of seeds (model init and planted permutation)', default: 3 },
     out: { type: 'string', help: 'output directory', default: './rebasin-out/recovery' },
     widths: { type: 'list', help: 'widths of the first hidden layer, each run: MLP hidden width; VGG ×width/64 (64 = 64…512 channels); ResNet-20 ×width/16', default: ['64'] },
-    tau: { type: 'number', help: `a fixed Sinkhorn temperature τ (default: ${describeTau(WEIGHT_COST_DEFAULTS.tau)})` },
+    tau: { type: 'string', help: `Sinkhorn temperature: ${tauHelp()} (default: "schedule")` },
     lr: { type: 'number', help: 'AdamW learning rate on the Sinkhorn matrices', default: WEIGHT_COST_DEFAULTS.lr },
     steps: { type: 'int', help: 'maximum Sinkhorn steps (stops at hard cost 0)', default: WEIGHT_COST_DEFAULTS.steps },
     quiet: { type: 'boolean', help: 'no progress bar' },
@@ -31,7 +32,7 @@ export async function experimentRecovery(args: Parsed): Promise<number> {
     try { recoveryModel(m, widths[0]); } catch (e) { throw new UsageError(`experiment recovery: --models: ${(e as Error).message}`); }
   }
   if ((o.seeds as number) < 1) throw new UsageError(`experiment recovery: --seeds must be ≥ 1`);
-  if (o.tau !== undefined && !((o.tau as number) > 0)) throw new UsageError(`experiment recovery: --tau must be > 0`);
+  const tau = parseTau('experiment recovery', o.tau);
   if ((o.steps as number) < 1) throw new UsageError(`experiment recovery: --steps must be ≥ 1`);
   const report = runRecovery({
     models: o.models as string[],
@@ -39,7 +40,7 @@ export async function experimentRecovery(args: Parsed): Promise<number> {
     seeds: o.seeds as number,
     outDir: resolve(o.out as string),
     widths,
-    tau: o.tau as number | undefined,
+    tau,
     lr: o.lr as number,
     steps: o.steps as number,
     quiet: Boolean(o.quiet),

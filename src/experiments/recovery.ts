@@ -10,7 +10,7 @@ import { noGrad } from '../core/tensor.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { weightCost } from '../methods/costs.js';
 import { alignModels, BUILTIN_METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
-import { describeTau, WEIGHT_COST_DEFAULTS } from '../methods/sinkhorn-rebasin.js';
+import { describeTau, WEIGHT_COST_DEFAULTS, type TauSchedule } from '../methods/sinkhorn-rebasin.js';
 import { mlp, resnet20, vgg, type Model } from '../models/index.js';
 import { applyHard, invertPermutation, randomPerms } from '../permutation/apply.js';
 import type { Params } from '../state/params.js';
@@ -34,8 +34,8 @@ export interface RecoveryOptions {
    * width multiplier width/64 (64 = the standard 64…512 channels), ResNet-20's width/16.
    */
   widths: number[];
-  /** A fixed Sinkhorn τ (default: the weight costs' schedule, WEIGHT_COST_DEFAULTS.tau). */
-  tau?: number;
+  /** Sinkhorn τ, fixed or a schedule (default: the weight costs' schedule, WEIGHT_COST_DEFAULTS.tau). */
+  tau?: number | TauSchedule;
   lr?: number;
   steps?: number;
   quiet?: boolean;
