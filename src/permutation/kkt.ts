@@ -33,7 +33,13 @@
  * to a caller-owned SinkhornDiagnostics.
  */
 import { kernels } from '../core/backend/index.js';
+import { jsKernels } from '../core/backend/js.js';
 import type { FloatArray, Kernels } from '../core/backend/types.js';
+
+/** The native addon's solve reports a LAPACK failure (not a bad argument) with this message. */
+export function isLapackFailure(e: unknown): boolean {
+  return e instanceof RangeError && e.message.includes('LAPACK reported an error');
+}
 
 export type KktSolver = 'dense' | 'schur-cg';
 
@@ -182,34 +188,56 @@ function denseGrad(S: FloatArray, G: FloatArray, off: number, m: number, n: numb
   return sol.method;
 }
 
+/**
+ * kernels().solve of the N×N system K x = t (x into t), writing K and t with `fill` first. When the
+ * addon's LAPACK fails on it — gelsd's SVD can, on the near-hard plans of an annealed τ ("failed
+ * to converge", or an illegal scaling inside it; seen single-threaded) — the pure-TS solve takes
+ * the same system, refilled (the failed call overwrote K and t). Every entry `fill` does not write
+ * must be 0.
+ */
+export function solveWithFallback(N: number, K: FloatArray, t: FloatArray, fill: () => void): 'lu' | 'lstsq' {
+  fill();
+  try {
+    return kernels().solve(N, 1, K, t);
+  } catch (e) {
+    if (!isLapackFailure(e)) throw e;
+    K.fill(0);
+    fill();
+    return jsKernels.solve(N, 1, K, t);
+  }
+}
+
 /** Dense solve of the (m+n−1)² KKT system, exactly as in the reference. P is P[off .. off+m·n). */
 export function solveKktDense(P: FloatArray, off: number, m: number, n: number,
   aHat: Float64Array, bHat: Float64Array, ta: Float64Array, tb: Float64Array): { da: Float64Array; db: Float64Array; method: 'lu' | 'lstsq' } {
   const N = m + n - 1;
   const K = alloc(P, N * N);
   const t = alloc(P, N);
-  for (let i = 0; i < m; i++) {
-    K[i * N + i] = aHat[i];
-    t[i] = ta[i];
-    K.set(P.subarray(off + i * n, off + i * n + n - 1), i * N + m);
-  }
-  // Lower-left block P'ᵀ, transposed in tiles so both sides stay in cache.
-  const T = 32;
-  for (let i0 = 0; i0 < m; i0 += T) {
-    const i1 = Math.min(i0 + T, m);
-    for (let j0 = 0; j0 < n - 1; j0 += T) {
-      const j1 = Math.min(j0 + T, n - 1);
-      for (let j = j0; j < j1; j++) {
-        const row = (m + j) * N;
-        for (let i = i0; i < i1; i++) K[row + i] = P[off + i * n + j];
+  // Every entry it does not write is 0 (K is fresh; solveWithFallback zeroes it before a refill).
+  const fill = () => {
+    for (let i = 0; i < m; i++) {
+      K[i * N + i] = aHat[i];
+      t[i] = ta[i];
+      K.set(P.subarray(off + i * n, off + i * n + n - 1), i * N + m);
+    }
+    // Lower-left block P'ᵀ, transposed in tiles so both sides stay in cache.
+    const T = 32;
+    for (let i0 = 0; i0 < m; i0 += T) {
+      const i1 = Math.min(i0 + T, m);
+      for (let j0 = 0; j0 < n - 1; j0 += T) {
+        const j1 = Math.min(j0 + T, n - 1);
+        for (let j = j0; j < j1; j++) {
+          const row = (m + j) * N;
+          for (let i = i0; i < i1; i++) K[row + i] = P[off + i * n + j];
+        }
       }
     }
-  }
-  for (let j = 0; j < n - 1; j++) {
-    K[(m + j) * N + m + j] = bHat[j];
-    t[m + j] = tb[j];
-  }
-  const method = kernels().solve(N, 1, K, t);
+    for (let j = 0; j < n - 1; j++) {
+      K[(m + j) * N + m + j] = bHat[j];
+      t[m + j] = tb[j];
+    }
+  };
+  const method = solveWithFallback(N, K, t, fill);
   const da = new Float64Array(m);
   const db = new Float64Array(n);
   for (let i = 0; i < m; i++) da[i] = t[i];
