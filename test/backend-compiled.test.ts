@@ -15,10 +15,7 @@ import { KERNEL_TABLE } from '../src/core/backend/types.js';
 import { chooseBackend, loadWasm } from '../src/core/backend/index.js';
 import type { ConvGeometry, FloatArray, Kernels, PoolGeometry } from '../src/core/backend/types.js';
 import { Rng } from '../src/core/random.js';
-import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { gunzipSync } from 'node:zlib';
+import { normalEquationResidual, readRecordedSystem } from './helpers/linear-system.js';
 
 const loaded = loadNative();
 const nk: Kernels | null = 'backend' in loaded ? loaded.backend.kernels : null;
@@ -150,33 +147,15 @@ test('native: the addon exports exactly the kernel table and the controls (the C
  * File: int32 n, then A (n×n row-major) and b (n) as float32, gzipped.
  */
 test('native: a float32 least-squares solve that sgelsd fails to converge on is redone in double (1 BLAS thread)', { skip }, () => {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const raw = gunzipSync(readFileSync(resolve(here, '../../test/fixtures/kkt-sgelsd-511.f32.gz')));
-  const n = raw.readInt32LE(0);
-  const A = new Float32Array(raw.buffer.slice(raw.byteOffset + 4, raw.byteOffset + 4 + 4 * n * n));
-  const b = new Float32Array(raw.buffer.slice(raw.byteOffset + 4 + 4 * n * n, raw.byteOffset + 4 + 4 * n * n + 4 * n));
+  const { n, A, b } = readRecordedSystem('kkt-sgelsd-511.f32.gz');
   const prev = blasThreads();
   setBlasThreads(1);
   try {
     const x = b.slice();
     assert.equal(nk!.solve(n, 1, A.slice(), x), 'lstsq');
     // A least-squares solution: the normal-equation residual Aᵀ(Ax − b) is tiny against Aᵀb.
-    const r = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      let s = -b[i];
-      for (let j = 0; j < n; j++) s += A[i * n + j] * x[j];
-      r[i] = s;
-    }
-    let num = 0;
-    let den = 0;
-    for (let j = 0; j < n; j++) {
-      let g = 0;
-      let h = 0;
-      for (let i = 0; i < n; i++) { g += A[i * n + j] * r[i]; h += A[i * n + j] * b[i]; }
-      num += g * g;
-      den += h * h;
-    }
-    assert.ok(Math.sqrt(num / den) < 1e-4, `normal-equation residual ${Math.sqrt(num / den)}`);
+    const res = normalEquationResidual(A, x, b, n);
+    assert.ok(res < 1e-4, `normal-equation residual ${res}`);
   } finally {
     setBlasThreads(prev);
   }

@@ -18,10 +18,7 @@ import {
 } from '../src/permutation/sinkhorn.js';
 import type { SinkhornFallback, SinkhornOptions } from '../src/permutation/sinkhorn.js';
 import { solveWithFallback } from '../src/permutation/kkt.js';
-import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { gunzipSync } from 'node:zlib';
+import { normalEquationResidual, readRecordedSystem } from './helpers/linear-system.js';
 
 setBackend(jsBackend);
 
@@ -515,11 +512,7 @@ test('solveWithFallback: a system the addon\'s LAPACK fails on is solved (pure-T
     t0.skip('native backend not available');
     return;
   }
-  const here = dirname(fileURLToPath(import.meta.url));
-  const raw = gunzipSync(readFileSync(resolve(here, '../../test/fixtures/kkt-slascl-255.f32.gz')));
-  const N = raw.readInt32LE(0);
-  const K0 = new Float32Array(raw.buffer.slice(raw.byteOffset + 4, raw.byteOffset + 4 + 4 * N * N));
-  const b0 = new Float32Array(raw.buffer.slice(raw.byteOffset + 4 + 4 * N * N, raw.byteOffset + 4 + 4 * N * N + 4 * N));
+  const { n: N, A: K0, b: b0 } = readRecordedSystem('kkt-slascl-255.f32.gz');
   const K = new Float32Array(N * N);
   const t = new Float32Array(N);
   const prev = setBackend(native);
@@ -530,21 +523,7 @@ test('solveWithFallback: a system the addon\'s LAPACK fails on is solved (pure-T
     setBackend(prev);
   }
   // Normal-equation residual Kᵀ(Kx − t) small against Kᵀt.
-  const r = new Float64Array(N);
-  for (let i = 0; i < N; i++) {
-    let s = -b0[i];
-    for (let j = 0; j < N; j++) s += K0[i * N + j] * t[j];
-    r[i] = s;
-  }
-  let num = 0;
-  let den = 0;
-  for (let j = 0; j < N; j++) {
-    let g = 0;
-    let h = 0;
-    for (let i = 0; i < N; i++) { g += K0[i * N + j] * r[i]; h += K0[i * N + j] * b0[i]; }
-    num += g * g;
-    den += h * h;
-  }
-  assert.ok(Math.sqrt(num / den) < 1e-3, `normal-equation residual ${Math.sqrt(num / den)}`);
+  const res = normalEquationResidual(K0, t, b0, N);
+  assert.ok(res < 1e-3, `normal-equation residual ${res}`);
   assert.ok(t.every(Number.isFinite));
 });

@@ -16,7 +16,7 @@ import { CHECKPOINT_FORMAT } from '../io/checkpoint.js';
 import { applyPermutationsStreaming, checkpointOutputFiles, safetensorsSource } from '../io/align-lazy.js';
 import { isShardIndex, refusePickle } from '../io/safetensors-sharded.js';
 import { hasPreset } from '../io/hf-presets.js';
-import { checkSources, lazyMemoryBound, weightMatchingLazy } from '../methods/weight-matching-lazy.js';
+import { checkSources, float32Bytes, lazyMemoryBound, weightMatchingLazy } from '../methods/weight-matching-lazy.js';
 import { createModel } from '../models/registry.js';
 import type { Criterion } from '../models/loss.js';
 import type { Model } from '../models/model.js';
@@ -355,7 +355,7 @@ async function alignLazy(args: Parsed, method: MethodName): Promise<number> {
       const bound = lazyMemoryBound(spec, (n) => a.shape(n));
       const memory = {
         peakBytes: result.peakBytes, peakGroup: result.peakGroup, boundBytes: bound.bytes, boundTensor: bound.tensor,
-        checkpointBytes: 2 * a.names.reduce((t, n) => t + 4 * a.shape(n).reduce((x, y) => x * y, 1), 0),
+        checkpointBytes: 2 * a.names.reduce((t, n) => t + float32Bytes(a.shape(n)), 0),
       };
       if (!quiet) {
         process.stderr.write(`align: ${result.steps} sweeps in ${result.seconds.toFixed(1)} s; held at most ${mb(memory.peakBytes)} of tensors at once (group ${memory.peakGroup}), bounded by the largest tensor of A and B, ${memory.boundTensor} (${mb(memory.boundBytes)}); A and B hold ${mb(memory.checkpointBytes)} as float32\n`);

@@ -76,7 +76,12 @@ export const REFERENCE_SINKHORN = { tau: 1, scale: 1, iters: 20, lr: 0.1, init: 
  * README, "Choosing τ for the weight costs", has the measurements.
  */
 export function widthTau(n: number, step: number): number {
-  return Math.pow(3, Math.max(0, 1 - (step - 1) / 50)) / Math.log(n + 1);
+  return softStartTau(n, step, 0);
+}
+
+/** 3^max(floor, 1 − (t − 1)/50)/ln(n + 1): the soft start widthTau (floor 0) and annealTau share. */
+function softStartTau(n: number, step: number, floor: number): number {
+  return Math.pow(3, Math.max(floor, 1 - (step - 1) / 50)) / Math.log(n + 1);
 }
 
 /**
@@ -86,7 +91,7 @@ export function widthTau(n: number, step: number): number {
  * mode connectivity"); hardening τ over the run makes the soft and hard costs meet.
  */
 export function annealTau(n: number, step: number): number {
-  return Math.pow(3, Math.max(1 - (step - 1) / 50, -Math.log(10) / Math.log(3))) / Math.log(n + 1);
+  return softStartTau(n, step, -Math.log(10) / Math.log(3));
 }
 
 /** The named τ schedules (the CLI's `--tau NAME`) and their formulas. */

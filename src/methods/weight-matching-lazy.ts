@@ -60,7 +60,8 @@ export interface LazyAlignResult {
   peakGroup: string;
 }
 
-const float32Bytes = (shape: readonly number[]) => 4 * shape.reduce((x, y) => x * y, 1);
+/** Bytes of a tensor of this shape held as float32 (how tensors are read into memory). */
+export const float32Bytes = (shape: readonly number[]) => 4 * shape.reduce((x, y) => x * y, 1);
 
 /**
  * What weightMatchingLazy holds at most at once, from the spec and the shapes alone: the float32
