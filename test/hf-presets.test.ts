@@ -15,7 +15,7 @@ import { hfPreset, specForSibling, type HeadMode } from '../src/io/hf-presets.js
 import { weightMatching } from '../src/methods/weight-matching.js';
 import { weightMatchingLazy, type TensorSource } from '../src/methods/weight-matching-lazy.js';
 import { applyHard, randomPerms } from '../src/permutation/apply.js';
-import type { PermutationSpec } from '../src/permutation/spec.js';
+import { blockEntry, type PermutationSpec } from '../src/permutation/spec.js';
 import type { Params } from '../src/state/params.js';
 import { bertForward, gpt2Forward, llamaForward, maxAbsDiff, vitForward } from './helpers/hf-forward.js';
 
@@ -210,7 +210,7 @@ test('ViT layout (patch projection, class token, position embeddings, classifier
   checkGroup(state, p.spec, (s) => vitForward(s, { layers: 2, heads: 2, patch: 2 }, image, 3, 4), 5, 'vit.encoder.layer.1.attention.attention.value.weight');
 });
 
-test('LLaMA layout with GQA and RoPE: kv groups move with their query heads, gate/up share F, RMSNorms in P_res', () => {
+test('LLaMA layout with GQA and RoPE: kv groups move with their query heads and share V/O inner permutations with them, gate/up share F, RMSNorms in P_res', () => {
   const o = { d: 16, heads: 4, kvHeads: 2, layers: 2, ffn: 12, vocab: 10 };
   const state = llamaState(5, o);
   const config = { model_type: 'llama', num_attention_heads: 4, num_key_value_heads: 2, hidden_size: 16, rope_theta: 10000, tie_word_embeddings: false };
@@ -218,13 +218,37 @@ test('LLaMA layout with GQA and RoPE: kv groups move with their query heads, gat
   const auto = hfPreset(shapesOf(state), config);
   assert.equal(auto.spec.perms['P_heads.0'], 2, 'one unit per kv group');
   assert.ok(auto.notes.some((n) => /grouped-query/.test(n)));
+  // V/O inner permutations per kv group, repeated over its 2 query heads' rows of o_proj; none inside Q/K (RoPE).
+  assert.deepEqual(auto.spec.axes['model.layers.0.self_attn.o_proj.weight'][1], { blocks: 'P_heads.0', within: ['P_vo.0.0', 'P_vo.0.1'], repeat: 2 });
+  assert.deepEqual(auto.spec.axes['model.layers.0.self_attn.v_proj.weight'][0], { blocks: 'P_heads.0', within: ['P_vo.0.0', 'P_vo.0.1'] });
+  assert.deepEqual(auto.spec.axes['model.layers.0.self_attn.q_proj.weight'][0], { perm: 'P_heads.0', inner: 8 });
   assert.deepEqual(auto.spec.axes['model.layers.0.mlp.gate_proj.weight'], auto.spec.axes['model.layers.0.mlp.up_proj.weight']);
   checkGroup(state, auto.spec, forward, 9, 'model.layers.1.self_attn.k_proj.weight');
+  checkGroup(state, auto.spec, forward, 13, 'model.layers.0.self_attn.o_proj.weight');
   // Heads fixed: V/O inner permutations per kv group, repeated over the group's query heads.
   const fixed = hfPreset(shapesOf(state), config, { heads: 'fixed' });
   assert.ok(fixed.spec.perms['P_vo.0.1'] === 4 && !('P_qk.0.0' in fixed.spec.perms), 'no Q/K inner permutation under RoPE');
   checkGroup(state, fixed.spec, forward, 10, 'model.layers.0.self_attn.o_proj.weight');
   assert.throws(() => hfPreset(shapesOf(state), config, { heads: 'full' }), (e: Error) => e instanceof InputError && /rotary/.test(e.message) && /--heads full/.test(e.message));
+});
+
+test('GQA without rotary embeddings: Q/K inner permutations per kv group, repeated over its query heads, keep the function', () => {
+  const o = { d: 16, heads: 4, kvHeads: 2, layers: 1, ffn: 12, vocab: 10 };
+  const state = llamaState(14, o);
+  const { spec } = hfPreset(shapesOf(state), { model_type: 'llama', num_attention_heads: 4, num_key_value_heads: 2, hidden_size: 16 });
+  // The llama preset leaves Q/K inner out (rotary); the entries a user would write for a model without RoPE:
+  const qk = ['P_qk.0.0', 'P_qk.0.1'];
+  const A = 'model.layers.0.self_attn.';
+  const full: PermutationSpec = {
+    perms: { ...spec.perms, [qk[0]]: 4, [qk[1]]: 4 },
+    axes: { ...spec.axes, [`${A}q_proj.weight`]: [blockEntry('P_heads.0', qk, 2), 'P_res'], [`${A}k_proj.weight`]: [blockEntry('P_heads.0', qk), 'P_res'] },
+  };
+  const f = (s: Params, rope: boolean) => llamaForward(s, { layers: 1, heads: 4, kvHeads: 2, headDim: 4, rope }, ids);
+  checkGroup(state, full, (s) => f(s, false), 15, `${A}q_proj.weight`);
+  // The same element with rotary embeddings is not a symmetry.
+  const perms = randomPerms(full, new Rng(15));
+  const out = noGrad(() => applyHard(full, state, perms));
+  assert.ok(maxAbsDiff(f(state, true), f(out, true)) > 1e-3);
 });
 
 test('LLaMA layout, multi-head with q/k/v biases (Qwen2-style): heads as blocks with per-head V/O inner permutations', () => {

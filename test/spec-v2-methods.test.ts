@@ -22,7 +22,7 @@ import { checkEquivalence } from '../src/permutation/equivalence.js';
 import { blockEntry, segmentsEntry, type AxisPerm, type PermutationSpec } from '../src/permutation/spec.js';
 import { splitState, type Params } from '../src/state/params.js';
 import { trainModel } from '../src/training/train.js';
-import { attentionNet, concatNet, type V2Net } from './helpers/spec-v2-nets.js';
+import { attentionNet, concatNet, gqaNet, type V2Net } from './helpers/spec-v2-nets.js';
 
 function assertSamePerms(got: Perms, want: Perms, what: string): void {
   for (const [id, p] of Object.entries(want)) assert.deepEqual(Array.from(got[id]), Array.from(p), `${what}: permutation ${id} not recovered`);
@@ -53,6 +53,7 @@ const nets: [string, () => V2Net][] = [
   ['concat (segments, inner)', () => concatNet(6, 5, 7, 4)],
   ['attention 2 heads (blocks in segments, shared and per-head inner)', () => attentionNet()],
   ['attention 4 heads, width 8', () => attentionNet(8, 4, 5, 4, 9, 5)],
+  ['grouped-query attention, 3 groups of 2 query heads (repeated blocks)', () => gqaNet(8, 3, 2, 4, 3, 7, 4)],
 ];
 
 for (const [label, build] of nets) {
@@ -75,7 +76,7 @@ for (const [label, build] of nets) {
 }
 
 test('weight matching between two independent v2 models: valid permutations, same function, objective not below the identity\'s', () => {
-  for (const net of [concatNet(), attentionNet(8, 4, 5, 4, 9, 5)]) {
+  for (const net of [concatNet(), attentionNet(8, 4, 5, 4, 9, 5), gqaNet()]) {
     const rng = new Rng(9);
     const a = net.params(rng);
     const b = net.params(rng);
@@ -91,7 +92,7 @@ test('weight matching between two independent v2 models: valid permutations, sam
 });
 
 test('Sinkhorn re-basin (L2) recovers planted segment and block permutations exactly (soft application on v2 entries)', () => {
-  for (const [net, seed] of [[concatNet(6, 5, 7, 4), 4], [attentionNet(), 5], [attentionNet(8, 4, 5, 4, 9, 5), 6]] as const) {
+  for (const [net, seed] of [[concatNet(6, 5, 7, 4), 4], [attentionNet(), 5], [attentionNet(8, 4, 5, 4, 9, 5), 6], [gqaNet(), 7]] as const) {
     const { a, b, undo } = planted(net, seed);
     const r = sinkhornRebasin({ spec: net.spec, a, b }, { cost: 'l2', steps: 300 });
     assert.ok(r.log[0].hardCost! > 0.1);

@@ -12,19 +12,17 @@
  * - per layer the heads `P_heads.N` as blocks, with one inner permutation per head shared by its Q
  *   and K columns (`P_qk.N.h`) and one shared by its V columns and the matching O rows (`P_vo.N.h`).
  *   GQA: the key/value groups move (query heads move with their group; `P_heads.N` has one unit per
- *   kv head), inner permutations are per kv group. RoPE: no permutation inside Q/K heads (only heads,
+ *   kv head), inner permutations are per kv group, shared by its query heads and their O rows (a
+ *   block entry with `repeat` g on Q and O). RoPE: no permutation inside Q/K heads (only heads,
  *   and V/O inside). ALiBi: heads stay in place (their slopes are per head), only inner permutations.
  * - buffers (GPT-2's causal mask `attn.bias`, BERT's `position_ids`, rotary `inv_freq`) are never
  *   permuted.
  * `HeadMode` asks for less (or refuses what is not a symmetry): `auto` is the largest group the
  * config allows; `full` heads + Q/K and V/O inner; `vo` heads + V/O inner; `fixed` heads in place.
- *
- * Spec format 2 cannot express an inner permutation repeated across the g query heads of one kv group
- * while the groups move, so with GQA (g > 1) and moving heads the groups move whole (a subgroup of
- * the symmetry; noted in `notes`). With heads fixed, the repetition is a segments entry.
+ * With heads fixed, the repetition over a group's query heads is a segments entry.
  */
 import { InputError } from '../errors.js';
-import { concatEntry, entryPermIds, validateSpec, type AxisPerm, type PermutationSpec, type Segment } from '../permutation/spec.js';
+import { blockEntry, concatEntry, entryPermIds, validateSpec, type AxisPerm, type PermutationSpec, type Segment } from '../permutation/spec.js';
 
 export const HEAD_MODES = ['auto', 'full', 'vo', 'fixed'] as const;
 export type HeadMode = (typeof HEAD_MODES)[number];
@@ -281,11 +279,7 @@ export function hfPreset(shapes: Shapes, config: Record<string, unknown> | undef
   const plan = headPlan(cfg, mode);
   const notes: string[] = [];
   const g = cfg.heads / cfg.kvHeads;
-  if (plan.move && g > 1 && (plan.qkInner || plan.voInner)) {
-    notes.push(`grouped-query attention (${cfg.heads} query heads, ${cfg.kvHeads} key/value heads): the key/value groups move whole; an inner permutation repeated over a group's ${g} query heads is not expressible in spec format 2 while groups move (--heads fixed keeps them)`);
-    plan.qkInner = false;
-    plan.voInner = false;
-  }
+  if (g > 1) notes.push(`grouped-query attention (${cfg.heads} query heads, ${cfg.kvHeads} key/value heads): ${plan.move ? 'the key/value groups move with their query heads; ' : ''}inner permutations are per key/value group, shared by its ${g} query heads`);
   if (cfg.position === 'rotary') notes.push('rotary position embeddings: no permutation inside query/key heads');
   if (cfg.position === 'alibi') notes.push('ALiBi: heads stay in place');
   const perms: Record<string, number> = {};
@@ -302,8 +296,8 @@ export function hfPreset(shapes: Shapes, config: Record<string, unknown> | undef
     const ids = (kind: string) => Array.from({ length: kvHeads }, (_, j) => perm(`P_${kind}.${layer}.${j}`, dh));
     if (plan.move) {
       const H = perm(`P_heads.${layer}`, kvHeads);
-      const part = (inner: boolean, kind: string, width: number): Segment => (inner ? { blocks: H, within: ids(kind) } : { perm: H, inner: width });
-      return { q: [part(plan.qkInner, 'qk', g * dh)], k: [part(plan.qkInner, 'qk', dh)], v: [part(plan.voInner, 'vo', dh)], o: [part(plan.voInner, 'vo', g * dh)] };
+      const part = (inner: boolean, kind: string, repeat: number): Segment => (inner ? blockEntry(H, ids(kind), repeat) : { perm: H, inner: repeat * dh });
+      return { q: [part(plan.qkInner, 'qk', g)], k: [part(plan.qkInner, 'qk', 1)], v: [part(plan.voInner, 'vo', 1)], o: [part(plan.voInner, 'vo', g)] };
     }
     const fixed = (inner: boolean, kind: string, count: number, group: number): Segment[] => {
       if (!inner) return [{ size: count * dh }];

@@ -27,7 +27,9 @@
  * is the best inner assignment between them (a d×d LAP on G's (i, b) block), then one B×B LAP;
  * per-block inner permutations σ_i take that pair's assignment in the same step (the exact joint
  * optimum), a shared σ is left to its own visit. The two-level cost is what recovers a planted
- * (π, σ): with σ unknown, ⟨A_i, B_b⟩ says nothing about which heads match.
+ * (π, σ): with σ unknown, ⟨A_i, B_b⟩ says nothing about which heads match. A block of r
+ * sub-blocks (`repeat`, grouped-query attention) adds each sub-block pair (s of block i, s of block
+ * b) to G's (i, b) block, so G stays (B·d)² whatever r.
  */
 import { kernels } from '../core/backend/index.js';
 import { Rng } from '../core/random.js';
@@ -206,25 +208,41 @@ export function groupStepAccumulator(spec: PermutationSpec, p: string, perms: Re
       K.gemm(false, true, n, n, rest, 1, wa, 0, rest, wb, 0, rest, 1, M, 0, n);
       return;
     }
-    const { count: B, size: d } = r.block;
-    const L = B * d;
+    const { count: B, size: d, repeat: R } = r.block;
+    const L = B * R * d;
     const wa = axisMatrix(sliceAxis(a, r.axis, offset, L), r.axis, 1);
     const wb = axisMatrix(sliceAxis(b, r.axis, offset, L), r.axis, 1);
     const rest = wa.length / L;
     if (r.block.role === 'blocks') {
+      // G[i·d + j, b·d + k] = Σ_s ⟨A's row (i·R + s)·d + j, B's row (b·R + s)·d + k⟩: sub-block s of
+      // block i against sub-block s of block b (tensors with different repeats share G).
       const key = JSON.stringify(r.block.within);
+      const Ld = B * d;
       let e = blockGrams.get(key);
-      if (!e) blockGrams.set(key, (e = { within: r.block.within, d, G: new Float32Array(L * L) }));
-      K.gemm(false, true, L, L, rest, 1, wa, 0, rest, wb, 0, rest, 1, e.G, 0, L);
+      if (!e) blockGrams.set(key, (e = { within: r.block.within, d, G: new Float32Array(Ld * Ld) }));
+      for (let s = 0; s < R; s++) {
+        const sa = R === 1 ? wa : subBlockRows(wa, B, R, s, d * rest);
+        const sb = R === 1 ? wb : subBlockRows(wb, B, R, s, d * rest);
+        K.gemm(false, true, Ld, Ld, rest, 1, sa, 0, rest, sb, 0, rest, 1, e.G, 0, Ld);
+      }
       return;
     }
-    // Within role: M[j, k] += Σ_i G[i·d + j, π[i]·d + k] over every block (shared) or block `index`:
-    // one d×d product per block, A's block i against B's block π[i].
+    // Within role: M[j, k] += Σ_i Σ_s G[(i·R + s)·d + j, (π[i]·R + s)·d + k] over every block
+    // (shared) or block `index`: one d×d product per sub-block, A's block i against B's block π[i].
     const pi = perms[r.block.blocks];
     const blocks = r.block.index === undefined ? [...Array(B).keys()] : [r.block.index];
-    for (const i of blocks) K.gemm(false, true, d, d, rest, 1, wa, i * d * rest, rest, wb, pi[i] * d * rest, rest, 1, M, 0, n);
+    for (const i of blocks) {
+      for (let s = 0; s < R; s++) K.gemm(false, true, d, d, rest, 1, wa, (i * R + s) * d * rest, rest, wb, (pi[i] * R + s) * d * rest, rest, 1, M, 0, n);
+    }
   };
   return { add, finish: () => finishGroupStep(p, n, M, blockGrams, old, perms) };
+}
+
+/** Sub-block s of each of the B blocks of R sub-blocks (each `chunk` floats), side by side: a [B·chunk] copy. */
+function subBlockRows(w: Float32Array, B: number, R: number, s: number, chunk: number): Float32Array {
+  const out = new Float32Array(B * chunk);
+  for (let i = 0; i < B; i++) out.set(w.subarray((i * R + s) * chunk, (i * R + s + 1) * chunk), i * chunk);
+  return out;
 }
 
 function finishGroupStep(p: string, n: number, M: Float32Array, blockGrams: Map<string, { within: string | string[]; d: number; G: Float32Array }>,

@@ -14,7 +14,7 @@ import { F, Tensor, zeros, type DType } from '../core/index.js';
 import type { Rng } from '../core/random.js';
 import type { Params } from '../state/params.js';
 import {
-  axisInner, axisPermId, entryLength, entryPermIds, isBlockAxis, isFlatAxis, isSegmentsAxis, withinId,
+  axisInner, axisPermId, blockRepeat, entryLength, entryPermIds, isBlockAxis, isFlatAxis, isSegmentsAxis, withinId,
   type AxisPerm, type BlockAxis, type PermutationSpec, type Segment,
 } from './spec.js';
 export type Perms = Record<string, Int32Array>;
@@ -181,7 +181,7 @@ function checkAxis(fn: string, name: string, t: Tensor, axis: number, p: string,
 /**
  * For a version-2 entry: new position → old position along the axis (what the gather reads).
  * Segments are laid end to end; a flat piece maps unit c, offset r to perm[c]·inner + r; a block
- * piece maps i·d + j to π[i]·d + σ_i[j].
+ * piece maps (i·r + s)·d + j to (π[i]·r + s)·d + σ_i[j] (r = its repeat, usually 1).
  */
 export function entryIndex(spec: PermutationSpec, entry: AxisPerm, perms: Record<string, ArrayLike<number>>): Int32Array {
   const length = entryLength(entry, spec.perms);
@@ -197,11 +197,16 @@ export function entryIndex(spec: PermutationSpec, entry: AxisPerm, perms: Record
     } else if (isBlockAxis(g)) {
       const pi = perms[g.blocks];
       const d = spec.perms[withinId(g, 0)];
+      const r = blockRepeat(g);
       if (typeof g.within !== 'string' && g.within.length !== pi.length) throw new Error(`entryIndex: block entry ${JSON.stringify(g)} lists ${g.within.length} inner permutations for ${pi.length} blocks`);
       for (let i = 0; i < pi.length; i++) {
         const sigma = perms[withinId(g, i)];
         if (sigma.length !== d) throw new Error(`entryIndex: block entry ${JSON.stringify(g)}: inner permutation "${withinId(g, i)}" has size ${sigma.length}, not ${d}`);
-        for (let j = 0; j < d; j++) out[offset + i * d + j] = offset + pi[i] * d + sigma[j];
+        for (let s = 0; s < r; s++) {
+          const to = offset + (i * r + s) * d;
+          const from = offset + (pi[i] * r + s) * d;
+          for (let j = 0; j < d; j++) out[to + j] = from + sigma[j];
+        }
       }
     } else {
       for (let k = 0; k < g.size; k++) out[offset + k] = offset + k;
@@ -270,16 +275,21 @@ function leftMultiplyAxis(t: Tensor, axis: number, P: Tensor, inner: number): Te
   return F.permute(back, inverse);
 }
 
-/** Soft version-2 entry: each segment by its own matrix; a block entry by P_blocks on the blocks, then each new block by its P_within. */
+/**
+ * Soft version-2 entry: each segment by its own matrix; a block entry by P_blocks on the blocks,
+ * then each new block's sub-blocks by its P_within (the axis viewed as [B, d], or [B, r, d] with a repeat).
+ */
 function softEntry(t: Tensor, axis: number, entry: BlockAxis | { segments: Segment[] }, spec: PermutationSpec, P: Record<string, Tensor>): Tensor {
   if (isBlockAxis(entry)) {
     const B = spec.perms[entry.blocks];
     const d = spec.perms[withinId(entry, 0)];
-    const split = [...t.shape.slice(0, axis), B, d, ...t.shape.slice(axis + 1)];
+    const r = blockRepeat(entry);
+    const split = [...t.shape.slice(0, axis), B, ...(r > 1 ? [r] : []), d, ...t.shape.slice(axis + 1)];
+    const dAxis = axis + (r > 1 ? 2 : 1);
     const mixed = leftMultiplyAxis(F.reshape(t, split), axis, P[entry.blocks], 1);
     const inner = typeof entry.within === 'string'
-      ? leftMultiplyAxis(mixed, axis + 1, P[entry.within], 1)
-      : F.concat(entry.within.map((id, i) => leftMultiplyAxis(F.slice(mixed, axis, i, i + 1), axis + 1, P[id], 1)), axis);
+      ? leftMultiplyAxis(mixed, dAxis, P[entry.within], 1)
+      : F.concat(entry.within.map((id, i) => leftMultiplyAxis(F.slice(mixed, axis, i, i + 1), dAxis, P[id], 1)), axis);
     return F.reshape(inner, t.shape);
   }
   const parts: Tensor[] = [];

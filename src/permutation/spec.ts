@@ -20,7 +20,9 @@
  * - blocks, for B blocks of d positions permuted as whole blocks and inside each block
  *   (attention heads × head dimension): `{"blocks": "P_heads", "within": "P_dim"}` (one inner
  *   permutation shared by every block) or `"within": ["P_d0", "P_d1", …]` (one per block),
- *   new[i·d + j] = old[π[i]·d + σ_i[j]].
+ *   new[i·d + j] = old[π[i]·d + σ_i[j]];
+ *   with `"repeat": r` each block holds r sub-blocks of d that share its inner permutation
+ *   (grouped-query attention: a key/value group's g query heads), axis length B·r·d.
  * A block entry may also be a segment (a fused QKV projection whose thirds are heads).
  */
 
@@ -38,8 +40,19 @@ export type FlatAxis = string | { perm: string; inner: number };
  * (π = perm `blocks`, σ_i = perm `within`, or `within[i]` when it lists one id per block: the
  * inner permutation belongs to the NEW block position i). Attention heads: blocks = the head
  * permutation, within = the head-dimension permutation(s).
+ *
+ * `repeat` r (default 1): each block is r consecutive sub-blocks of d positions, moved together
+ * and each permuted inside by the block's σ_i, axis length B·r·d:
+ *   new[(i·r + s)·d + j] = old[(π[i]·r + s)·d + σ_i[j]].
+ * Grouped-query attention: blocks = the key/value groups, r = query heads per group, so a group's
+ * query heads (and the matching rows of the output projection) share the group's inner permutation.
  */
-export interface BlockAxis { blocks: string; within: string | string[] }
+export interface BlockAxis { blocks: string; within: string | string[]; repeat?: number }
+
+/** A block entry's sub-blocks per block (its `repeat`, default 1). */
+export function blockRepeat(b: BlockAxis): number {
+  return b.repeat ?? 1;
+}
 
 /** One segment of a segmented axis: a flat or block entry, or `{size: n}` for n unpermuted positions. */
 export type Segment = FlatAxis | BlockAxis | { size: number };
@@ -67,9 +80,10 @@ export interface BlockRef {
   role: 'blocks' | 'within';
   blocks: string;
   within: string | string[];
-  /** B (blocks) and d (positions per block). */
+  /** B (blocks), d (positions per sub-block) and r (sub-blocks per block, `repeat`). */
   count: number;
   size: number;
+  repeat: number;
   /** For a `within` list: the (new) block whose positions this id permutes. */
   index?: number;
 }
@@ -78,7 +92,7 @@ export interface BlockRef {
  * One axis a permutation acts on. `inner` is 1 unless the axis is a flattened [C, inner] (for the
  * blocks id of a block entry, inner = d: each unit is a block). Version-2 entries add `offset`
  * (where the permuted sub-range starts, when the entry is a segment) and `block` (block entries);
- * the range covered is [offset, offset + size·inner), or B·d positions for a block entry.
+ * the range covered is [offset, offset + size·inner), or B·r·d positions for a block entry.
  */
 export interface AxisRef {
   name: string;
@@ -154,7 +168,7 @@ export function entryLength(a: AxisPerm | Segment, perms: Record<string, number>
   if (a === null) return null;
   if (typeof a === 'string') return perms[a];
   if (isSegmentsAxis(a)) return a.segments.reduce((s, g) => s + (entryLength(g, perms) ?? 0), 0);
-  if (isBlockAxis(a)) return perms[a.blocks] * perms[withinId(a, 0)];
+  if (isBlockAxis(a)) return perms[a.blocks] * blockRepeat(a) * perms[withinId(a, 0)];
   if ('perm' in a) return perms[a.perm] * a.inner;
   return a.size;
 }
@@ -180,7 +194,7 @@ export function renameEntry<E extends AxisPerm | Segment>(a: E, rename: (id: str
   if (a === null) return a;
   if (typeof a === 'string') return rename(a) as E;
   if (isSegmentsAxis(a)) return { segments: a.segments.map((g) => renameEntry(g, rename)) } as E;
-  if (isBlockAxis(a)) return { blocks: rename(a.blocks), within: typeof a.within === 'string' ? rename(a.within) : a.within.map(rename) } as E;
+  if (isBlockAxis(a)) return blockEntry(rename(a.blocks), typeof a.within === 'string' ? rename(a.within) : a.within.map(rename), a.repeat) as E;
   if ('perm' in a) return { perm: rename(a.perm), inner: a.inner } as E;
   return { size: a.size } as E;
 }
@@ -208,9 +222,14 @@ export function concatEntry(parts: Segment[]): AxisPerm {
   return segmentsEntry(merged);
 }
 
-/** Makes a block entry: `blocks` permutes B blocks, `within` the d positions inside each (one id, or one per block). */
-export function blockEntry(blocks: string, within: string | string[]): BlockAxis {
-  return { blocks, within: typeof within === 'string' ? within : [...within] };
+/**
+ * Makes a block entry: `blocks` permutes B blocks, `within` the d positions inside each (one id,
+ * or one per block); `repeat` r > 1 makes each block r sub-blocks sharing its inner permutation.
+ */
+export function blockEntry(blocks: string, within: string | string[], repeat = 1): BlockAxis {
+  const b: BlockAxis = { blocks, within: typeof within === 'string' ? within : [...within] };
+  if (repeat !== 1) b.repeat = repeat;
+  return b;
 }
 
 /**
@@ -224,7 +243,8 @@ export function fixBlocks(spec: PermutationSpec): PermutationSpec {
     if (!isBlockAxis(e)) return [e];
     dropped.add(e.blocks);
     const B = spec.perms[e.blocks];
-    return typeof e.within === 'string' ? Array<Segment>(B).fill(e.within) : [...e.within];
+    const r = blockRepeat(e);
+    return Array.from({ length: B * r }, (_, k) => withinId(e, Math.floor(k / r)));
   };
   const axes: Record<string, AxisPerm[]> = {};
   for (const [name, entries] of Object.entries(spec.axes)) {
@@ -260,8 +280,9 @@ export function permToAxes(spec: PermutationSpec): Record<string, AxisRef[]> {
         }
         const count = spec.perms[entry.blocks];
         const size = spec.perms[withinId(entry, 0)];
-        const base = { blocks: entry.blocks, within: entry.within, count, size };
-        (out[entry.blocks] ??= []).push({ name, axis, inner: size, ...at, block: { role: 'blocks', ...base } });
+        const repeat = blockRepeat(entry);
+        const base = { blocks: entry.blocks, within: entry.within, count, size, repeat };
+        (out[entry.blocks] ??= []).push({ name, axis, inner: repeat * size, ...at, block: { role: 'blocks', ...base } });
         if (typeof entry.within === 'string') (out[entry.within] ??= []).push({ name, axis, inner: 1, ...at, block: { role: 'within', ...base } });
         else entry.within.forEach((w, index) => (out[w] ??= []).push({ name, axis, inner: 1, ...at, block: { role: 'within', ...base, index } }));
       }
@@ -311,8 +332,9 @@ class EntryChecker {
   }
 
   private block(where: string, o: Record<string, unknown>): void {
-    const extra = Object.keys(o).filter((k) => k !== 'blocks' && k !== 'within');
-    if (extra.length) this.problems.push(`${where}: unexpected field(s) ${extra.join(', ')} (a block entry has "blocks" and "within")`);
+    const extra = Object.keys(o).filter((k) => k !== 'blocks' && k !== 'within' && k !== 'repeat');
+    if (extra.length) this.problems.push(`${where}: unexpected field(s) ${extra.join(', ')} (a block entry has "blocks", "within" and optionally "repeat")`);
+    if (has(o, 'repeat') && !(Number.isInteger(o.repeat) && (o.repeat as number) > 0)) this.problems.push(`${where}.repeat: must be a positive integer (sub-blocks per block), got ${describeEntry(o.repeat)}`);
     const blocks = o.blocks;
     if (typeof blocks !== 'string') this.problems.push(`${where}.blocks: must be a permutation id string, got ${describeEntry(blocks)}`);
     else this.use(blocks, where, 'blocks');
@@ -432,8 +454,9 @@ function pieceLength(g: Segment, perms: Record<string, number>): { n: number; wh
   if (g === null || typeof g !== 'object') return null;
   if (isBlockAxis(g)) {
     const w = typeof g.within === 'string' ? g.within : Array.isArray(g.within) ? g.within[0] : undefined;
-    if (!ok(g.blocks) || !ok(w)) return null;
-    return { n: perms[g.blocks] * perms[w], what: `"${g.blocks}" ${perms[g.blocks]} blocks × ${perms[w]}` };
+    const r = g.repeat ?? 1;
+    if (!ok(g.blocks) || !ok(w) || !(Number.isInteger(r) && r > 0)) return null;
+    return { n: perms[g.blocks] * r * perms[w], what: `"${g.blocks}" ${perms[g.blocks]} blocks × ${r > 1 ? `repeat ${r} × ` : ''}${perms[w]}` };
   }
   if ('perm' in g) {
     if (!ok(g.perm) || !(Number.isInteger(g.inner) && g.inner > 0)) return null;

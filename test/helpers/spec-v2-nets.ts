@@ -89,3 +89,53 @@ export function attentionNet(D = 4, H = 2, dk = 3, dv = 2, din = 5, dout = 3): V
     },
   };
 }
+
+/**
+ * Grouped-query attention with a residual stream: G key/value groups (permutation P_kv), r query
+ * heads per group, a fused projection [Q (G·r heads of dk); K (G heads of dk); V (G heads of dv)],
+ * one Q/K inner permutation per group shared by its r query heads and its key head, one V/O inner
+ * permutation per group shared by its value head and the output-projection columns of its r query
+ * heads (block entries with `repeat` r on Q and O):
+ * y = x + O·concat_h softmax(q_h k_{g(h)}ᵀ/√dk) v_{g(h)}, g(h) = ⌊h / r⌋; logits = Wout y.
+ */
+export function gqaNet(D = 6, G = 2, r = 3, dk = 3, dv = 2, din = 5, dout = 3): V2Net {
+  const qk = Array.from({ length: G }, (_, g) => `P_qk${g}`);
+  const vo = Array.from({ length: G }, (_, g) => `P_vo${g}`);
+  const qkvEntry = () => segmentsEntry([blockEntry('P_kv', qk, r), blockEntry('P_kv', qk), blockEntry('P_kv', vo)]);
+  const rows = G * r * dk + G * dk + G * dv;
+  const spec: PermutationSpec = {
+    perms: { R: D, P_kv: G, ...Object.fromEntries(qk.map((id) => [id, dk])), ...Object.fromEntries(vo.map((id) => [id, dv])) },
+    axes: {
+      'embed': ['R', null],
+      'qkv.weight': [qkvEntry(), 'R'],
+      'qkv.bias': [qkvEntry()],
+      'out.weight': ['R', blockEntry('P_kv', vo, r)],
+      'head.weight': [null, 'R'],
+    },
+  };
+  return {
+    spec,
+    inputs: din,
+    params: (rng, dtype = 'float32') => new Map([
+      ['embed', randn([D, din], rng, 1, dtype)],
+      ['qkv.weight', randn([rows, D], rng, 1, dtype)], ['qkv.bias', randn([rows], rng, 1, dtype)],
+      ['out.weight', randn([D, G * r * dv], rng, 1, dtype)],
+      ['head.weight', randn([dout, D], rng, 1, dtype)],
+    ]),
+    forward: (p, x0) => {
+      const x = F.linear(x0, p.get('embed')!);
+      const qkv = F.linear(x, p.get('qkv.weight')!, p.get('qkv.bias')!);
+      const kAt = G * r * dk;
+      const vAt = kAt + G * dk;
+      const heads: Tensor[] = [];
+      for (let h = 0; h < G * r; h++) {
+        const g = Math.floor(h / r);
+        const q = F.slice(qkv, 1, h * dk, (h + 1) * dk);
+        const k = F.slice(qkv, 1, kAt + g * dk, kAt + (g + 1) * dk);
+        const v = F.slice(qkv, 1, vAt + g * dv, vAt + (g + 1) * dv);
+        heads.push(F.matmul(F.softmax(F.mulScalar(F.matmul(q, F.transpose(k)), 1 / Math.sqrt(dk)), -1), v));
+      }
+      return F.linear(F.add(x, F.linear(F.concat(heads, 1), p.get('out.weight')!)), p.get('head.weight')!);
+    },
+  };
+}
