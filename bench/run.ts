@@ -26,6 +26,7 @@ const SECTIONS: Record<string, string> = {
   rebasin: './rebasin.js',
   continual: './continual.js',
   lazy: './lazy.js',
+  transformer: './transformer.js',
 };
 
 function parse(argv: string[]) {

@@ -23,11 +23,11 @@
  * is implemented below as api_<name>; these lists declare those functions and register them in
  * NAPI_MODULE_INIT, and test/backend-native.test.ts checks the exports against the TS lists. */
 #define RB_KERNELS(X)                                                                                      \
-  X(gemm) X(gemmStrided) X(solve) X(logsumexp) X(sinkhornLog) X(sumAxis) X(maxAxis) X(unary) X(binary)   \
-  X(axpy) X(affine) X(reluBackward) X(gather) X(scatterAdd) X(copyStrided) X(conv2dForward)              \
+  X(gemm) X(gemmStrided) X(solve) X(logsumexp) X(logsumexpBackward) X(sinkhornLog) X(sumAxis) X(maxAxis)  \
+  X(unary) X(binary) X(axpy) X(affine) X(reluBackward) X(gelu) X(geluBackward) X(gather) X(scatterAdd) X(copyStrided) X(conv2dForward)              \
   X(conv2dBackward) X(maxPool2dForward) X(maxPool2dBackward) X(avgPool2dForward) X(avgPool2dBackward)    \
   X(softmaxCrossEntropy) X(adamw) X(sgd) X(sumSquares)
-#define RB_CONTROLS(X) X(setThreads) X(getThreads) X(config) X(convTune) X(convStrategy) X(allocatorTuned) X(gemmImpl)
+#define RB_CONTROLS(X) X(setThreads) X(getThreads) X(config) X(convTune) X(convStrategy) X(allocatorTuned) X(gemmImpl) X(setErfTable)
 
 #define DECLARE(name) static napi_value api_##name(napi_env env, napi_callback_info info);
 RB_KERNELS(DECLARE)
@@ -563,6 +563,26 @@ static napi_value api_logsumexp(napi_env env, napi_callback_info info) { return 
 static napi_value api_sumAxis(napi_env env, napi_callback_info info) { return reduce_axis(env, info, AXIS_SUM); }
 static napi_value api_maxAxis(napi_env env, napi_callback_info info) { return reduce_axis(env, info, AXIS_MAX); }
 
+/* logsumexpBackward(x, outer, len, inner, lse, g, gx): exact.c. */
+static napi_value api_logsumexpBackward(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "logsumexpBackward", 7)) return NULL;
+  size_t lx, ll, lg, ld;
+  float *x = get_f32(&c, 0, "x", &lx);
+  int64_t outer, len, inner, total;
+  get_oli(&c, 1, &outer, &len, &inner, &total);
+  float *lse = get_f32(&c, 4, "lse", &ll);
+  float *g = get_f32(&c, 5, "g", &lg);
+  float *gx = get_f32(&c, 6, "gx", &ld);
+  need_len(&c, "x", lx, total);
+  need_len(&c, "lse", ll, outer * inner);
+  need_len(&c, "g", lg, outer * inner);
+  need_len(&c, "gx", ld, total);
+  if (c.failed) return NULL;
+  rb_logsumexp_backward_f32(x, (size_t)outer, (size_t)len, (size_t)inner, lse, g, gx);
+  return undefined(env);
+}
+
 static napi_value api_sinkhornLog(napi_env env, napi_callback_info info) {
   call_t c;
   if (!begin(&c, env, info, "sinkhornLog", 5)) return NULL;
@@ -715,6 +735,27 @@ static napi_value api_reluBackward(napi_env env, napi_callback_info info) {
   rb_relu_backward_f32(x, dy, dx, lx);
   return undefined(env);
 }
+
+/* gelu (2 arguments: x, out) and geluBackward (3: x, dy, dx), exact.c. */
+static napi_value gelu_call(napi_env env, napi_callback_info info, bool backward) {
+  call_t c;
+  if (!begin(&c, env, info, backward ? "geluBackward" : "gelu", backward ? 3 : 2)) return NULL;
+  size_t lx, ly = 0, lo;
+  float *x = get_f32(&c, 0, "x", &lx);
+  float *dy = backward ? get_f32(&c, 1, "dy", &ly) : NULL;
+  float *out = get_f32(&c, backward ? 2 : 1, backward ? "dx" : "out", &lo);
+  if (backward) need_len(&c, "dy", ly, (int64_t)lx);
+  need_len(&c, backward ? "dx" : "out", lo, (int64_t)lx);
+  if (!c.failed && !rb_erf_table_ready()) fail(&c, false, "the erf table was not set (setErfTable)");
+  if (c.failed) return NULL;
+  hint_huge(out, lx * sizeof(float));
+  if (backward) rb_gelu_backward_f32(x, dy, out, lx);
+  else rb_gelu_f32(x, out, lx);
+  return undefined(env);
+}
+
+static napi_value api_gelu(napi_env env, napi_callback_info info) { return gelu_call(env, info, false); }
+static napi_value api_geluBackward(napi_env env, napi_callback_info info) { return gelu_call(env, info, true); }
 
 static napi_value api_sumSquares(napi_env env, napi_callback_info info) {
   call_t c;
@@ -1000,6 +1041,20 @@ static napi_value api_setThreads(napi_env env, napi_callback_info info) {
   int64_t n = get_int(&c, 0, "n", 1, 64);
   if (c.failed) return NULL;
   openblas_set_num_threads((int)n);
+  return undefined(env);
+}
+
+/* setErfTable(table: Float64Array): erf.ts's ERF_TABLE, once at load (native.ts). */
+static napi_value api_setErfTable(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "setErfTable", 1)) return NULL;
+  size_t n;
+  double *t = get_typed(&c, 0, "table", napi_float64_array, &n);
+  if (c.failed) return NULL;
+  if (rb_set_erf_table(t, n) != 0) {
+    fail(&c, true, "argument 'table' has %zu entries, not the erf table's", n);
+    return NULL;
+  }
   return undefined(env);
 }
 

@@ -41,6 +41,13 @@ void rb_copy_strided_f32(const float *x, int64_t offset, const int64_t *strides,
 void rb_axpy_f32(double alpha, const float *x, float *y, size_t n);
 void rb_affine_f32(const float *x, double alpha, double beta, float *out, size_t n);
 void rb_relu_backward_f32(const float *x, const float *dy, float *dx, size_t n);
+/* exact.c: JS formulas bit for bit (erf table from erf.ts, V8's exp). */
+int rb_set_erf_table(const double *t, size_t n);
+int rb_erf_table_ready(void);
+void rb_gelu_f32(const float *x, float *out, size_t n);
+void rb_gelu_backward_f32(const float *x, const float *dy, float *dx, size_t n);
+void rb_logsumexp_backward_f32(const float *x, size_t outer, size_t len, size_t inner, const float *lse, const float *g,
+                               float *gx);
 double rb_sum_squares_f32(const float *x, size_t n);
 int rb_logsumexp_f32(const float *x, size_t outer, size_t len, size_t inner, float *out);
 int rb_sum_axis_f32(const float *x, size_t outer, size_t len, size_t inner, float *out);

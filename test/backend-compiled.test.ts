@@ -495,6 +495,37 @@ each('axpy, affine (in place), reluBackward, sumSquares', () => {
   assert.ok(Math.abs(sn - sj) <= 1e-12 * sj, `sumSquares ${sn} vs ${sj}`);
 });
 
+each('gelu, geluBackward and logsumexpBackward compute the JS kernels\' values bit for bit (erf table, V8\'s exp), edge values included', () => {
+  const rng = new Rng(12);
+  const n = 40003; // not a multiple of the vector width
+  const x = new Float32Array(n), dy = randn(n, rng);
+  for (let i = 0; i < n; i++) x[i] = i % 3 === 0 ? rng.normal() * 4 : i % 3 === 1 ? rng.normal() * 0.01 : rng.normal() * 40;
+  // Both erf branches' boundaries (|x/√2| = 6, table knots), exp's ranges (−½v² across ½ln2, 1.5ln2, −709.78, −745.13), specials.
+  x.set([0, -0, NaN, Infinity, -Infinity, 1e-38, -1e-30, 6 * Math.SQRT2, -6 * Math.SQRT2, 8.4852, -8.48, Math.SQRT2 / 64, 0.8326, -1.4419, 37.68, -38.6, 38.61, 1e20]);
+  const [gn, gj] = [new Float32Array(n), new Float32Array(n)];
+  N().gelu(x, gn);
+  js.gelu(x, gj);
+  exact(gn, gj, 'gelu');
+  N().geluBackward(x, dy, gn);
+  js.geluBackward(x, dy, gj);
+  exact(gn, gj, 'geluBackward');
+  // logsumexp's gradient over the last axis (softmax rows) and over a middle axis, with −∞ and NaN rows.
+  for (const [outer, len, inner] of [[400, 97, 1], [7, 13, 41]]) {
+    const size = outer * len * inner;
+    const xs = x.subarray(0, size).map((v) => (Number.isFinite(v) ? v : 0));
+    xs[5] = -Infinity;
+    const lse = new Float32Array(outer * inner);
+    js.logsumexp(xs, outer, len, inner, lse);
+    lse[1] = -Infinity;
+    lse[2] = NaN;
+    const g = dy.subarray(0, outer * inner);
+    const [ln, lj] = [new Float32Array(size), new Float32Array(size)];
+    N().logsumexpBackward(xs, outer, len, inner, lse, g, ln);
+    js.logsumexpBackward(xs, outer, len, inner, lse, g, lj);
+    exact(ln, lj, `logsumexpBackward [${outer}, ${len}, ${inner}]`);
+  }
+});
+
 each('gather and scatterAdd (repeated indices), index range checks', () => {
   const rng = new Rng(11);
   for (const [outer, len, inner] of [[3, 10, 1], [2, 6, 7]]) {

@@ -3,6 +3,7 @@
  * the native kernels are tested against. Written for clarity first, with the loops that dominate
  * training (gemm, conv, elementwise) arranged to be cache-friendly.
  */
+import { geluDerivative, geluScalar } from './erf.js';
 import type { BinaryOp, ConvGeometry, FloatArray, Kernels, PoolGeometry, UnaryOp } from './types.js';
 
 function gemm(
@@ -188,6 +189,18 @@ function logsumexp(x: FloatArray, outer: number, len: number, inner: number, out
   }
 }
 
+function logsumexpBackward(x: FloatArray, outer: number, len: number, inner: number, lse: FloatArray, g: FloatArray, gx: FloatArray): void {
+  for (let o = 0; o < outer; o++) {
+    for (let l = 0; l < len; l++) {
+      const base = (o * len + l) * inner;
+      for (let i = 0; i < inner; i++) {
+        const m = lse[o * inner + i];
+        gx[base + i] = m === -Infinity ? 0 : g[o * inner + i] * Math.exp(x[base + i] - m);
+      }
+    }
+  }
+}
+
 function sinkhornLog(logP: FloatArray, batch: number, m: number, n: number, iters: number,
   logA: FloatArray | null, logB: FloatArray | null): void {
   const colLse = new Float64Array(n);
@@ -357,6 +370,14 @@ function affine(x: FloatArray, alpha: number, beta: number, out: FloatArray): vo
 
 function reluBackward(x: FloatArray, dy: FloatArray, dx: FloatArray): void {
   for (let i = 0; i < x.length; i++) dx[i] = x[i] > 0 ? dy[i] : 0;
+}
+
+function gelu(x: FloatArray, out: FloatArray): void {
+  for (let i = 0; i < x.length; i++) out[i] = geluScalar(x[i]);
+}
+
+function geluBackward(x: FloatArray, dy: FloatArray, dx: FloatArray): void {
+  for (let i = 0; i < x.length; i++) dx[i] = dy[i] * geluDerivative(x[i]);
 }
 
 function gather(x: FloatArray, outer: number, len: number, inner: number, index: Int32Array, out: FloatArray): void {
@@ -638,8 +659,8 @@ function sumSquares(x: FloatArray): number {
 }
 
 export const jsKernels: Kernels = {
-  gemm, gemmStrided, solve, logsumexp, sinkhornLog, sumAxis, maxAxis, unary, binary, axpy, affine,
-  reluBackward, gather, scatterAdd, copyStrided, conv2dForward, conv2dBackward,
+  gemm, gemmStrided, solve, logsumexp, logsumexpBackward, sinkhornLog, sumAxis, maxAxis, unary, binary, axpy, affine,
+  reluBackward, gelu, geluBackward, gather, scatterAdd, copyStrided, conv2dForward, conv2dBackward,
   maxPool2dForward, maxPool2dBackward, avgPool2dForward, avgPool2dBackward, softmaxCrossEntropy,
   adamw, sgd, sumSquares,
 };

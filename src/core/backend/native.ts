@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ERF_TABLE } from './erf.js';
 import { jsKernels } from './js.js';
 import { KERNEL_TABLE, type Backend, type BackendInfo, type KernelName, type Kernels } from './types.js';
 
@@ -43,11 +44,14 @@ export interface NativeControls {
   allocatorTuned(): boolean;
   /** The sgemm path in use; with an argument, switches it (throws when the CPU cannot run that path). */
   gemmImpl(impl?: GemmChoice): GemmPath;
+  /** Hands erf.ts's table to the C GELU kernels (at load), so they compute what the JS kernels do. */
+  setErfTable(table: Float64Array): void;
 }
 
 /** The controls by name, so the load-time check (and a test) can list them. */
 export const NATIVE_CONTROLS = {
   setThreads: true, getThreads: true, config: true, convTune: true, convStrategy: true, allocatorTuned: true, gemmImpl: true,
+  setErfTable: true,
 } as const satisfies Record<keyof NativeControls, true>;
 
 /**
@@ -99,6 +103,7 @@ function tryLoad(): NativeLoad {
     return { error: `the native addon at ${file} is out of date (missing ${missing.join(', ')}); run npm install again` };
   }
   const a = mod as NativeAddon;
+  a.setErfTable(ERF_TABLE);
   const config = a.config().trim();
   const info: BackendInfo = {
     // Getters, so setBlasThreads / gemmImpl switches are reflected in what doctor/bench report.

@@ -69,6 +69,11 @@ export interface Kernels {
 
   /** out[o, i] = log Σ_l exp(x[o, l, i]) over a [outer, len, inner] view (max-shifted, -Inf safe). */
   logsumexp(x: FloatArray, outer: number, len: number, inner: number, out: FloatArray): void;
+  /**
+   * logsumexp's gradient: gx[o, l, i] = g[o, i] · exp(x[o, l, i] − lse[o, i]) (0 where lse is −∞),
+   * per element in double (the same exp as JS's Math.exp on every backend).
+   */
+  logsumexpBackward(x: FloatArray, outer: number, len: number, inner: number, lse: FloatArray, g: FloatArray, gx: FloatArray): void;
 
   /**
    * Log-domain Sinkhorn in place on logP, a batch of m×n matrices. Each of `iters` iterations first
@@ -97,6 +102,10 @@ export interface Kernels {
   affine(x: FloatArray, alpha: number, beta: number, out: FloatArray): void;
   /** dx[i] = dy[i] * (x[i] > 0 ? 1 : 0). */
   reluBackward(x: FloatArray, dy: FloatArray, dx: FloatArray): void;
+  /** out[i] = GELU(x[i]) = x·Φ(x), exact (erf), per element in double (erf.ts; bit-identical on every backend). */
+  gelu(x: FloatArray, out: FloatArray): void;
+  /** dx[i] = dy[i] · GELU′(x[i]) (erf.ts; bit-identical on every backend). */
+  geluBackward(x: FloatArray, dy: FloatArray, dx: FloatArray): void;
   /** Gathers along the middle axis: out[o, j, i] = x[o, index[j], i]; x is [outer, len, inner]. */
   gather(x: FloatArray, outer: number, len: number, inner: number, index: Int32Array, out: FloatArray): void;
   /** Scatter-add, the adjoint of gather: dx[o, index[j], i] += dy[o, j, i]. dx is not cleared. */
@@ -160,8 +169,8 @@ type FloatArgIndex<F> = F extends (...args: infer P) => unknown
  * not compile; the native dispatch, the addon's type and its load-time check derive from it.
  */
 export const KERNEL_TABLE = {
-  gemm: 6, gemmStrided: 6, solve: 'all', logsumexp: 0, sinkhornLog: 0, sumAxis: 0, maxAxis: 0,
-  unary: 1, binary: 1, axpy: 1, affine: 0, reluBackward: 0, gather: 0, scatterAdd: 0, copyStrided: 0,
+  gemm: 6, gemmStrided: 6, solve: 'all', logsumexp: 0, logsumexpBackward: 0, sinkhornLog: 0, sumAxis: 0, maxAxis: 0,
+  unary: 1, binary: 1, axpy: 1, affine: 0, reluBackward: 0, gelu: 0, geluBackward: 0, gather: 0, scatterAdd: 0, copyStrided: 0,
   conv2dForward: 0, conv2dBackward: 0, maxPool2dForward: 0, maxPool2dBackward: 0, avgPool2dForward: 0,
   avgPool2dBackward: 0, softmaxCrossEntropy: 0, adamw: 0, sgd: 0, sumSquares: 0,
 } as const satisfies { readonly [K in KernelName]: FloatArgIndex<Kernels[K]> | 'all' };

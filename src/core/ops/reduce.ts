@@ -183,15 +183,7 @@ export function logsumexp(x: Tensor, axis: number, keepdim = false): Tensor {
   kernels().logsumexp(x.data, outer, len, inner, out);
   return makeResult('logsumexp', reducedShape(x.shape, [a], keepdim), out, [x], (g) => {
     const gx = allocLike(x.dtype, x.size);
-    for (let o = 0; o < outer; o++) {
-      for (let l = 0; l < len; l++) {
-        const base = (o * len + l) * inner;
-        for (let i = 0; i < inner; i++) {
-          const lse = out[o * inner + i];
-          gx[base + i] = lse === -Infinity ? 0 : g[o * inner + i] * Math.exp(x.data[base + i] - lse);
-        }
-      }
-    }
+    kernels().logsumexpBackward(x.data, outer, len, inner, out, g, gx);
     return [gx];
   });
 }
