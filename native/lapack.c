@@ -21,6 +21,7 @@
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __AVX2__
@@ -30,6 +31,24 @@
 #include "rb.h"
 
 typedef blasint lp_int;
+
+/*
+ * LAPACK reports an illegal argument (met inside gelsd on some near-singular systems: "SLASCL
+ * parameter number 4") through xerbla_, whose OpenBLAS version prints "** On entry to …" on stderr
+ * and returns. Defined here, it comes first in the lookup scope of the OpenBLAS the addon loads,
+ * and keeps the report for the solve's error message instead of printing it: the solve still fails
+ * (the result is checked) and the TS fallback takes the system.
+ */
+static _Thread_local char lapack_report[96];
+
+void xerbla_(const char *srname, const lp_int *info, size_t srname_len) {
+  size_t n = 0;
+  while (n < srname_len && n < 16 && srname[n] != ' ' && srname[n] != '\0') n++;
+  snprintf(lapack_report, sizeof lapack_report, "%.*s: parameter %d had an illegal value", (int)n, srname, (int)*info);
+}
+
+const char *rb_lapack_report(void) { return lapack_report; }
+void rb_lapack_report_clear(void) { lapack_report[0] = '\0'; }
 
 extern void sgetrf_(const lp_int *m, const lp_int *n, float *a, const lp_int *lda, lp_int *ipiv, lp_int *info);
 extern void dgetrf_(const lp_int *m, const lp_int *n, double *a, const lp_int *lda, lp_int *ipiv, lp_int *info);

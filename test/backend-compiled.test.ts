@@ -5,6 +5,7 @@
  * built, and the wasm (C → wasm32 + SIMD128) module, skipped where WebAssembly SIMD is missing.
  * Tests titled "native:" only concern the addon (its gemm paths, threads, argument checks).
  */
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CONV_STRATEGIES, NATIVE_CONTROLS, blasThreads, GEMM_PATHS, loadNative, nativeAddon, setBlasThreads, supportedGemmPaths, type ConvStrategy, type GemmPath, type NativeLoad } from '../src/core/backend/native.js';
@@ -159,6 +160,20 @@ test('native: a float32 least-squares solve that sgelsd fails to converge on is 
   } finally {
     setBlasThreads(prev);
   }
+});
+
+test('native: LAPACK\'s illegal-argument report names the routine in the solve\'s error and is not printed on stderr', { skip }, () => {
+  // The recorded system on which gelsd stops in its scaling (xLASCL parameter 4), in a child process
+  // so its stderr can be read.
+  const script = `
+    import { readRecordedSystem } from ${JSON.stringify(new URL('./helpers/linear-system.js', import.meta.url).href)};
+    import { nativeAddon } from ${JSON.stringify(new URL('../src/core/backend/native.js', import.meta.url).href)};
+    const { n, A, b } = readRecordedSystem('kkt-slascl-255.f32.gz');
+    try { nativeAddon().solve(n, 1, A, b); console.log('solved'); } catch (e) { console.log(e.message); }`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, OPENBLAS_NUM_THREADS: '1' } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /LAPACK reported an error \([SD]LASCL: parameter 4 had an illegal value\)/);
+  assert.doesNotMatch(r.stderr, /On entry to/);
 });
 
 test('native: setBlasThreads / blasThreads round-trip', { skip }, () => {
