@@ -1,7 +1,7 @@
 /**
  * Transformer training steps (the LMC tasks' models: GPT-2-style d64×2 on Debian's licence texts,
- * ViT d64×2 on MNIST) with the native GELU and softmax-gradient kernels (native/exact.c) beside the
- * same steps with those three kernels taken from the JS backend, timed in alternation in one
+ * ViT d64×2 on MNIST) with the native GELU, softmax-gradient and LayerNorm kernels (native/exact.c)
+ * beside the same steps with those kernels taken from the JS backend, timed in alternation in one
  * process. Both compute the same bits (checked here on the losses), so the ratio is the kernels'.
  */
 import { kernels } from '../src/core/backend/index.js';
@@ -14,7 +14,7 @@ import { trainModel } from '../src/training/train.js';
 import { timeInterleaved, type BenchContext, type BenchRow } from './harness.js';
 
 /** The kernels this comparison swaps. */
-const SWAPPED = ['gelu', 'geluBackward', 'logsumexpBackward'] as const;
+const SWAPPED = ['gelu', 'geluBackward', 'logsumexpBackward', 'standardizeRows', 'standardizeRowsBackward'] as const;
 
 function withJsKernels<T>(fn: () => T): T {
   const k = kernels() as unknown as Record<string, unknown>;
@@ -44,7 +44,7 @@ export async function run(ctx: BenchContext): Promise<BenchRow[]> {
     ctx.log(`bench transformer: ${t.label}`);
     const [a, b] = await timeInterleaved([step, () => withJsKernels(step)], ctx.quick ? 2 : 7, 1);
     rows.push({ section: 'transformer', name: `training step, ${t.label}`, value: a / batches, unit: 'ms', higherIsBetter: false,
-      anchor: b / batches, anchorSource: 'measured', anchorLabel: 'same step, GELU and softmax gradient in the JS kernels', note: 'same bits (losses checked equal)' });
+      anchor: b / batches, anchorSource: 'measured', anchorLabel: 'same step, GELU, softmax gradient and LayerNorm in the JS kernels', note: 'same bits (losses checked equal)' });
   }
   return rows;
 }

@@ -24,7 +24,7 @@
  * NAPI_MODULE_INIT, and test/backend-native.test.ts checks the exports against the TS lists. */
 #define RB_KERNELS(X)                                                                                      \
   X(gemm) X(gemmStrided) X(solve) X(logsumexp) X(logsumexpBackward) X(sinkhornLog) X(sumAxis) X(maxAxis)  \
-  X(unary) X(binary) X(axpy) X(affine) X(reluBackward) X(gelu) X(geluBackward) X(gather) X(scatterAdd) X(copyStrided) X(conv2dForward)              \
+  X(unary) X(binary) X(axpy) X(affine) X(reluBackward) X(standardizeRows) X(standardizeRowsBackward) X(gelu) X(geluBackward) X(gather) X(scatterAdd) X(copyStrided) X(conv2dForward)              \
   X(conv2dBackward) X(maxPool2dForward) X(maxPool2dBackward) X(avgPool2dForward) X(avgPool2dBackward)    \
   X(softmaxCrossEntropy) X(adamw) X(sgd) X(sumSquares)
 #define RB_CONTROLS(X) X(setThreads) X(getThreads) X(config) X(convTune) X(convStrategy) X(allocatorTuned) X(gemmImpl) X(setErfTable)
@@ -757,6 +757,44 @@ static napi_value gelu_call(napi_env env, napi_callback_info info, bool backward
   hint_huge(out, lx * sizeof(float));
   if (backward) rb_gelu_backward_f32(x, dy, out, lx);
   else rb_gelu_f32(x, out, lx);
+  return undefined(env);
+}
+
+/* standardizeRows(x, R, D, eps, y, invStd) and standardizeRowsBackward(g, y, invStd, R, D, gx), exact.c. */
+static napi_value api_standardizeRows(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "standardizeRows", 6)) return NULL;
+  size_t lx, ly, ls;
+  float *x = get_f32(&c, 0, "x", &lx);
+  int64_t R = get_size(&c, 1, "R"), D = get_size(&c, 2, "D");
+  double eps = get_num(&c, 3, "eps");
+  float *y = get_f32(&c, 4, "y", &ly);
+  double *inv = get_typed(&c, 5, "invStd", napi_float64_array, &ls);
+  int64_t total = prod(&c, "R*D", R, D);
+  need_len(&c, "x", lx, total);
+  need_len(&c, "y", ly, total);
+  need_len(&c, "invStd", ls, R);
+  if (c.failed) return NULL;
+  rb_standardize_rows_f32(x, (size_t)R, (size_t)D, eps, y, inv);
+  return undefined(env);
+}
+
+static napi_value api_standardizeRowsBackward(napi_env env, napi_callback_info info) {
+  call_t c;
+  if (!begin(&c, env, info, "standardizeRowsBackward", 6)) return NULL;
+  size_t lg, ly, ls, lx;
+  float *g = get_f32(&c, 0, "g", &lg);
+  float *y = get_f32(&c, 1, "y", &ly);
+  double *inv = get_typed(&c, 2, "invStd", napi_float64_array, &ls);
+  int64_t R = get_size(&c, 3, "R"), D = get_size(&c, 4, "D");
+  float *gx = get_f32(&c, 5, "gx", &lx);
+  int64_t total = prod(&c, "R*D", R, D);
+  need_len(&c, "g", lg, total);
+  need_len(&c, "y", ly, total);
+  need_len(&c, "invStd", ls, R);
+  need_len(&c, "gx", lx, total);
+  if (c.failed) return NULL;
+  rb_standardize_rows_backward_f32(g, y, inv, (size_t)R, (size_t)D, gx);
   return undefined(env);
 }
 

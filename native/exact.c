@@ -310,3 +310,67 @@ void rb_logsumexp_backward_f32(const float *x, size_t outer, size_t len, size_t 
   lse_backward_job J = {x, lse, g, gx, outer, len, inner};
   rb_parallel(outer >= 2 && outer * len * inner >= EXACT_PARALLEL_MIN ? rb_threads() : 1, lse_backward_task, &J);
 }
+
+/* ------------------------------------------------------------------------------------------------
+ * Row standardisation (LayerNorm, InstanceNorm; js.ts standardizeRows): the row sums run in index
+ * order in double, as the JS loops add them.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct {
+  const float *x, *g, *y;
+  float *out;
+  double *inv_std_out;
+  const double *inv_std;
+  size_t R, D;
+  double eps;
+} rows_job;
+
+static void standardize_task(void *p, int tid, int nth) {
+  rows_job *J = p;
+  const size_t D = J->D;
+  size_t lo = J->R * (size_t)tid / (size_t)nth, hi = J->R * (size_t)(tid + 1) / (size_t)nth;
+  for (size_t r = lo; r < hi; r++) {
+    const float *x = J->x + r * D;
+    float *y = J->out + r * D;
+    double s = 0;
+    for (size_t i = 0; i < D; i++) s += x[i];
+    double mu = s / (double)D;
+    double v = 0;
+    for (size_t i = 0; i < D; i++) {
+      double d = x[i] - mu;
+      v += d * d;
+    }
+    double is = 1 / sqrt(v / (double)D + J->eps);
+    J->inv_std_out[r] = is;
+    for (size_t i = 0; i < D; i++) y[i] = (float)((x[i] - mu) * is);
+  }
+}
+
+static void standardize_backward_task(void *p, int tid, int nth) {
+  rows_job *J = p;
+  const size_t D = J->D;
+  size_t lo = J->R * (size_t)tid / (size_t)nth, hi = J->R * (size_t)(tid + 1) / (size_t)nth;
+  for (size_t r = lo; r < hi; r++) {
+    const float *g = J->g + r * D, *y = J->y + r * D;
+    float *gx = J->out + r * D;
+    double sg = 0, sgy = 0;
+    for (size_t i = 0; i < D; i++) {
+      sg += g[i];
+      sgy += (double)g[i] * y[i];
+    }
+    double mg = sg / (double)D, mgy = sgy / (double)D, is = J->inv_std[r];
+    for (size_t i = 0; i < D; i++) gx[i] = (float)(is * ((g[i] - mg) - y[i] * mgy));
+  }
+}
+
+static int row_threads(size_t R, size_t D) { return R >= 2 && R * D >= EXACT_PARALLEL_MIN ? rb_threads() : 1; }
+
+void rb_standardize_rows_f32(const float *x, size_t R, size_t D, double eps, float *y, double *inv_std) {
+  rows_job J = {.x = x, .out = y, .inv_std_out = inv_std, .R = R, .D = D, .eps = eps};
+  rb_parallel(row_threads(R, D), standardize_task, &J);
+}
+
+void rb_standardize_rows_backward_f32(const float *g, const float *y, const double *inv_std, size_t R, size_t D, float *gx) {
+  rows_job J = {.g = g, .y = y, .out = gx, .inv_std = inv_std, .R = R, .D = D};
+  rb_parallel(row_threads(R, D), standardize_backward_task, &J);
+}

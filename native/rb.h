@@ -45,6 +45,8 @@ void rb_relu_backward_f32(const float *x, const float *dy, float *dx, size_t n);
 int rb_set_erf_table(const double *t, size_t n);
 int rb_erf_table_ready(void);
 void rb_gelu_f32(const float *x, float *out, size_t n);
+void rb_standardize_rows_f32(const float *x, size_t R, size_t D, double eps, float *y, double *inv_std);
+void rb_standardize_rows_backward_f32(const float *g, const float *y, const double *inv_std, size_t R, size_t D, float *gx);
 void rb_gelu_backward_f32(const float *x, const float *dy, float *dx, size_t n);
 void rb_logsumexp_backward_f32(const float *x, size_t outer, size_t len, size_t inner, const float *lse, const float *g,
                                float *gx);

@@ -541,6 +541,25 @@ each('gelu, geluBackward and logsumexpBackward compute the JS kernels\' values b
   }
 });
 
+each('standardizeRows and its backward compute the JS kernels\' values bit for bit (LayerNorm rows, constant and NaN rows)', () => {
+  const rng = new Rng(13);
+  for (const [R, D] of [[300, 64], [7, 1], [33, 257]]) {
+    const x = randn(R * D, rng, 3), g = randn(R * D, rng);
+    for (let i = 0; i < D; i++) x[i] = 2.5; // a constant row: variance 0, eps decides
+    if (R > 2) x[D + 1] = NaN;
+    const [yn, yj] = [new Float32Array(R * D), new Float32Array(R * D)];
+    const [sn, sj] = [new Float64Array(R), new Float64Array(R)];
+    N().standardizeRows(x, R, D, 1e-5, yn, sn);
+    js.standardizeRows(x, R, D, 1e-5, yj, sj);
+    exact(yn, yj, `standardizeRows [${R}, ${D}]`);
+    exact(sn, sj, `standardizeRows invStd [${R}, ${D}]`);
+    const [gn, gj] = [new Float32Array(R * D), new Float32Array(R * D)];
+    N().standardizeRowsBackward(g, yj, sj, R, D, gn);
+    js.standardizeRowsBackward(g, yj, sj, R, D, gj);
+    exact(gn, gj, `standardizeRowsBackward [${R}, ${D}]`);
+  }
+});
+
 each('gather and scatterAdd (repeated indices), index range checks', () => {
   const rng = new Rng(11);
   for (const [outer, len, inner] of [[3, 10, 1], [2, 6, 7]]) {

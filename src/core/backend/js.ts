@@ -372,6 +372,33 @@ function reluBackward(x: FloatArray, dy: FloatArray, dx: FloatArray): void {
   for (let i = 0; i < x.length; i++) dx[i] = x[i] > 0 ? dy[i] : 0;
 }
 
+function standardizeRows(x: FloatArray, R: number, D: number, eps: number, y: FloatArray, invStd: Float64Array): void {
+  for (let r = 0; r < R; r++) {
+    const o = r * D;
+    let s = 0;
+    for (let i = 0; i < D; i++) s += x[o + i];
+    const mu = s / D;
+    let v = 0;
+    for (let i = 0; i < D; i++) { const d = x[o + i] - mu; v += d * d; }
+    const is = 1 / Math.sqrt(v / D + eps);
+    invStd[r] = is;
+    for (let i = 0; i < D; i++) y[o + i] = (x[o + i] - mu) * is;
+  }
+}
+
+function standardizeRowsBackward(g: FloatArray, y: FloatArray, invStd: Float64Array, R: number, D: number, gx: FloatArray): void {
+  for (let r = 0; r < R; r++) {
+    const o = r * D;
+    let sg = 0;
+    let sgy = 0;
+    for (let i = 0; i < D; i++) { sg += g[o + i]; sgy += g[o + i] * y[o + i]; }
+    const mg = sg / D;
+    const mgy = sgy / D;
+    const is = invStd[r];
+    for (let i = 0; i < D; i++) gx[o + i] = is * (g[o + i] - mg - y[o + i] * mgy);
+  }
+}
+
 function gelu(x: FloatArray, out: FloatArray): void {
   for (let i = 0; i < x.length; i++) out[i] = geluScalar(x[i]);
 }
@@ -660,7 +687,7 @@ function sumSquares(x: FloatArray): number {
 
 export const jsKernels: Kernels = {
   gemm, gemmStrided, solve, logsumexp, logsumexpBackward, sinkhornLog, sumAxis, maxAxis, unary, binary, axpy, affine,
-  reluBackward, gelu, geluBackward, gather, scatterAdd, copyStrided, conv2dForward, conv2dBackward,
+  reluBackward, standardizeRows, standardizeRowsBackward, gelu, geluBackward, gather, scatterAdd, copyStrided, conv2dForward, conv2dBackward,
   maxPool2dForward, maxPool2dBackward, avgPool2dForward, avgPool2dBackward, softmaxCrossEntropy,
   adamw, sgd, sumSquares,
 };

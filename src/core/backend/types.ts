@@ -102,6 +102,13 @@ export interface Kernels {
   affine(x: FloatArray, alpha: number, beta: number, out: FloatArray): void;
   /** dx[i] = dy[i] * (x[i] > 0 ? 1 : 0). */
   reluBackward(x: FloatArray, dy: FloatArray, dx: FloatArray): void;
+  /**
+   * Standardises R rows of D values: y = (x − mean)/√(var + eps) (population variance), row sums in
+   * double in index order; invStd[r] gets row r's 1/√(var + eps). Bit-identical on every backend.
+   */
+  standardizeRows(x: FloatArray, R: number, D: number, eps: number, y: FloatArray, invStd: Float64Array): void;
+  /** Its gradient: gx = invStd · (g − mean(g) − y · mean(g · y)) per row (sums as the forward's). */
+  standardizeRowsBackward(g: FloatArray, y: FloatArray, invStd: Float64Array, R: number, D: number, gx: FloatArray): void;
   /** out[i] = GELU(x[i]) = x·Φ(x), exact (erf), per element in double (erf.ts; bit-identical on every backend). */
   gelu(x: FloatArray, out: FloatArray): void;
   /** dx[i] = dy[i] · GELU′(x[i]) (erf.ts; bit-identical on every backend). */
@@ -170,7 +177,7 @@ type FloatArgIndex<F> = F extends (...args: infer P) => unknown
  */
 export const KERNEL_TABLE = {
   gemm: 6, gemmStrided: 6, solve: 'all', logsumexp: 0, logsumexpBackward: 0, sinkhornLog: 0, sumAxis: 0, maxAxis: 0,
-  unary: 1, binary: 1, axpy: 1, affine: 0, reluBackward: 0, gelu: 0, geluBackward: 0, gather: 0, scatterAdd: 0, copyStrided: 0,
+  unary: 1, binary: 1, axpy: 1, affine: 0, reluBackward: 0, standardizeRows: 0, standardizeRowsBackward: 0, gelu: 0, geluBackward: 0, gather: 0, scatterAdd: 0, copyStrided: 0,
   conv2dForward: 0, conv2dBackward: 0, maxPool2dForward: 0, maxPool2dBackward: 0, avgPool2dForward: 0,
   avgPool2dBackward: 0, softmaxCrossEntropy: 0, adamw: 0, sgd: 0, sumSquares: 0,
 } as const satisfies { readonly [K in KernelName]: FloatArgIndex<Kernels[K]> | 'all' };

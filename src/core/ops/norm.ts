@@ -3,44 +3,25 @@
  * InstanceNorm and GroupNorm over spatial axes per sample. One direct op standardises rows (with
  * its own backward); the per-element or per-channel affine is composed of broadcasting mul/add.
  */
+import { kernels } from '../backend/index.js';
 import type { FloatArray } from '../backend/types.js';
 import { allocUninit, makeResult, numel, shapeStr, Tensor } from '../tensor.js';
 import { add, mul } from './elementwise.js';
 import { reshape } from './shape.js';
 
 /**
- * (x − mean) / √(var + eps) over each of R consecutive rows of D values (population variance).
- * Backward: dx = σ⁻¹ · (g − mean(g) − x̂ · mean(g · x̂)) per row.
+ * (x − mean) / √(var + eps) over each of R consecutive rows of D values (population variance),
+ * by the standardizeRows kernels. Backward: dx = σ⁻¹ · (g − mean(g) − x̂ · mean(g · x̂)) per row.
  */
 function standardizeRows(op: string, x: Tensor, R: number, D: number, eps: number): Tensor {
   if (!(eps >= 0)) throw new Error(`${op}: eps must be non-negative, got ${eps}`);
   if (D === 0) throw new Error(`${op}: nothing to normalise over in ${shapeStr(x.shape)}`);
-  const xd = x.data;
   const y = allocUninit(x.dtype, x.size);
   const invStd = new Float64Array(R);
-  for (let r = 0; r < R; r++) {
-    const o = r * D;
-    let s = 0;
-    for (let i = 0; i < D; i++) s += xd[o + i];
-    const mu = s / D;
-    let v = 0;
-    for (let i = 0; i < D; i++) { const d = xd[o + i] - mu; v += d * d; }
-    const is = 1 / Math.sqrt(v / D + eps);
-    invStd[r] = is;
-    for (let i = 0; i < D; i++) y[o + i] = (xd[o + i] - mu) * is;
-  }
+  kernels().standardizeRows(x.data, R, D, eps, y, invStd);
   return makeResult(op, x.shape, y, [x], (g) => {
     const gx: FloatArray = allocUninit(x.dtype, x.size);
-    for (let r = 0; r < R; r++) {
-      const o = r * D;
-      let sg = 0;
-      let sgy = 0;
-      for (let i = 0; i < D; i++) { sg += g[o + i]; sgy += g[o + i] * y[o + i]; }
-      const mg = sg / D;
-      const mgy = sgy / D;
-      const is = invStd[r];
-      for (let i = 0; i < D; i++) gx[o + i] = is * (g[o + i] - mg - y[o + i] * mgy);
-    }
+    kernels().standardizeRowsBackward(g, y, invStd, R, D, gx);
     return [gx];
   });
 }
