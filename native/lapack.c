@@ -14,6 +14,11 @@
  * path needs the original A, which getrf overwrote: rather than copying A before every solve
  * (~8% of the solve at 1023²), the rare fallback rebuilds it as P·L·U (trmm + laswp).
  *
+ * The rebuilt matrix is only A when the factors are finite: a denormal pivot (a near-hard Sinkhorn
+ * plan in float) overflows L, P·L·U then holds NaN, and gelsd would loop forever on it (seen: a
+ * 7×7 KKT system of a ViT's heads with τ annealed, test/fixtures/kkt-nan-rebuild-7.f32.gz). Then
+ * the solve fails with code -3 and the caller, which still has A, solves it otherwise (kkt.ts).
+ *
  * Debian's OpenBLAS exports the Fortran symbols only (no LAPACKE), so the prototypes are declared
  * here. Character arguments carry a hidden length argument in the gfortran ABI.
  */
@@ -21,7 +26,6 @@
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __AVX2__
@@ -32,23 +36,6 @@
 
 typedef blasint lp_int;
 
-/*
- * LAPACK reports an illegal argument (met inside gelsd on some near-singular systems: "SLASCL
- * parameter number 4") through xerbla_, whose OpenBLAS version prints "** On entry to …" on stderr
- * and returns. Defined here, it comes first in the lookup scope of the OpenBLAS the addon loads,
- * and keeps the report for the solve's error message instead of printing it: the solve still fails
- * (the result is checked) and the TS fallback takes the system.
- */
-static _Thread_local char lapack_report[96];
-
-void xerbla_(const char *srname, const lp_int *info, size_t srname_len) {
-  size_t n = 0;
-  while (n < srname_len && n < 16 && srname[n] != ' ' && srname[n] != '\0') n++;
-  snprintf(lapack_report, sizeof lapack_report, "%.*s: parameter %d had an illegal value", (int)n, srname, (int)*info);
-}
-
-const char *rb_lapack_report(void) { return lapack_report; }
-void rb_lapack_report_clear(void) { lapack_report[0] = '\0'; }
 
 extern void sgetrf_(const lp_int *m, const lp_int *n, float *a, const lp_int *lda, lp_int *ipiv, lp_int *info);
 extern void dgetrf_(const lp_int *m, const lp_int *n, double *a, const lp_int *lda, lp_int *ipiv, lp_int *info);
@@ -174,6 +161,8 @@ static int d_lstsq_no_retry(lp_int n, lp_int nrhs, const double *Acm, double *Bc
   /* Minimum-norm least squares on column-major Acm (destroyed) and Bcm (n×nrhs, overwritten). */     \
   static int NAME##_lstsq(lp_int n, lp_int nrhs, T *Acm, T *Bcm) {                                     \
     size_t nn = (size_t)n * n, nb = (size_t)n * nrhs;                                                  \
+    /* gelsd on a NaN never returns (sbdsqr iterates forever): refuse it. */                          \
+    if (!NAME##_all_finite(Acm, nn) || !NAME##_all_finite(Bcm, nb)) return -3;                         \
     T *sv = malloc((size_t)n * sizeof(T));                                                             \
     /* Copies for RETRY, should gelsd fail to converge (it destroys both). */                          \
     T *A0 = malloc(nn * sizeof(T)), *B0 = malloc(nb * sizeof(T));                                      \

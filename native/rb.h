@@ -118,11 +118,9 @@ void rb_conv_set_strategy(int strategy);
 int rb_conv_strategy(void);
 
 /* ---- LAPACK (lapack.c) ---- */
-/* Return 0 = LU, 1 = least squares, -1 = allocation failure, -2 = LAPACK error. */
+/* Return 0 = LU, 1 = least squares, -1 = allocation failure, -2 = LAPACK error, -3 = the LU factors
+ * overflowed (the matrix for least squares cannot be rebuilt; the caller solves it otherwise). */
 int rb_solve_f32(int n, int nrhs, float *A, float *B);
 int rb_solve_f64(int n, int nrhs, double *A, double *B);
-/* The last illegal-argument report of LAPACK on this thread (lapack.c's xerbla_), "" when none. */
-const char *rb_lapack_report(void);
-void rb_lapack_report_clear(void);
 
 #endif

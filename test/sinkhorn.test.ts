@@ -500,19 +500,19 @@ test('end to end: AdamW on ⟨S(X), −P*⟩ from X = I recovers a planted permu
 });
 
 /**
- * A KKT system from Sinkhorn-L2's implicit backward with `--tau anneal` (recovery of a planted
- * 784-128×8-10 MLP, the 128-unit group near hard), recorded when the addon's sgelsd and its double
- * retry both stopped in LAPACK's scaling ("SLASCL parameter number 4 had an illegal value") and the
- * solve threw (exit 1 mid-experiment). File: int32 N, then K (N×N row-major) and t (N), float32,
- * gzipped. Whatever LAPACK does with it, the dense KKT solve must return a least-squares answer.
+ * KKT systems from Sinkhorn-L2's implicit backward with `--tau anneal`, near-hard plans with
+ * denormal entries whose float LU factors overflow: the 255×255 one from a planted 784-128×8-10 MLP
+ * (gelsd stopped in its scaling, "SLASCL parameter number 4", then the solve threw: exit 1
+ * mid-experiment), the 7×7 one from a ViT's heads (gelsd never returned). Files: int32 N, then K
+ * (N×N row-major) and t (N), float32, gzipped. The dense KKT solve must return a least-squares answer.
  */
-test('solveWithFallback: a system the addon\'s LAPACK fails on is solved (pure-TS fallback), a least-squares answer', (t0) => {
+for (const file of ['kkt-slascl-255.f32.gz', 'kkt-nan-rebuild-7.f32.gz']) test(`solveWithFallback: a system the addon's LAPACK fails on is solved (pure-TS fallback), a least-squares answer: ${file}`, (t0) => {
   const native = nativeBackend();
   if (!native) {
     t0.skip('native backend not available');
     return;
   }
-  const { n: N, A: K0, b: b0 } = readRecordedSystem('kkt-slascl-255.f32.gz');
+  const { n: N, A: K0, b: b0 } = readRecordedSystem(file);
   const K = new Float32Array(N * N);
   const t = new Float32Array(N);
   const prev = setBackend(native);
