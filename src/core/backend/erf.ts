@@ -54,8 +54,8 @@ export function erfScalar(x: number): number {
 }
 
 /** Grid of the erf table: knots at i / ERF_STEPS on [0, 6], a Taylor polynomial of degree ERF_DEG at each. */
-export const ERF_STEPS = 32;
-export const ERF_DEG = 8;
+const ERF_STEPS = 32;
+const ERF_DEG = 8;
 
 /**
  * Taylor coefficients of erf at every knot x₀ = i/32 of [0, 6] (built once from erfScalar):
