@@ -1,7 +1,9 @@
 /**
  * The activations and elementwise maps imported graphs need (ONNX Erf, Gelu, LeakyRelu, Elu, Selu,
  * Softplus, HardSigmoid, HardSwish, Silu/Swish, Mish, Reciprocal, Sin, Cos, Pow, Min, Where, Clip,
- * PRelu), each with its gradient. They are plain TS loops, so both backends run the same code.
+ * PRelu), each with its gradient. They are plain TS loops, so every backend runs the same code;
+ * exact GELU, on every transformer MLP, goes through the gelu kernels (backend/erf.ts's formulas, bit
+ * for bit on every backend).
  */
 import { erfFast, TWO_OVER_SQRT_PI } from '../backend/erf.js';
 import { kernels } from '../backend/index.js';
