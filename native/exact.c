@@ -195,6 +195,17 @@ static inline __m256d exp_v8_nonpositive4(__m256d x, int *ok) {
   return _mm256_blendv_pd(y, _mm256_add_pd(x, x), _mm256_cmp_pd(x, x, _CMP_UNORD_Q));
 }
 
+/* js.ts's gelu and geluBackward per element (erf.ts: geluScalar, geluDerivative). */
+static inline float gelu_one(float x) {
+  double v = x;
+  return (float)(0.5 * v * (1.0 + erf_fast(v * SQRT_HALF)));
+}
+static inline float gelu_backward_one(float x, float dy) {
+  double v = x;
+  double dv = 0.5 * (1.0 + erf_fast(v * SQRT_HALF)) + v * INV_SQRT_2PI * exp_v8(-0.5 * v * v);
+  return (float)((double)dy * dv);
+}
+
 typedef struct {
   const float *x, *dy;
   float *out;
@@ -206,7 +217,8 @@ typedef struct {
 
 static void gelu_task(void *p, int tid, int nth) {
   pointwise_job *J = p;
-  size_t lo = J->n * (size_t)tid / (size_t)nth, hi = J->n * (size_t)(tid + 1) / (size_t)nth;
+  size_t lo, hi;
+  rb_split_range(J->n, tid, nth, 4, &lo, &hi);
   size_t i = lo;
   for (; i + 4 <= hi; i += 4) {
     __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(J->x + i));
@@ -214,15 +226,13 @@ static void gelu_task(void *p, int tid, int nth) {
     __m256d y = _mm256_mul_pd(_mm256_mul_pd(_mm256_set1_pd(0.5), v), _mm256_add_pd(_mm256_set1_pd(1.0), e));
     _mm_storeu_ps(J->out + i, _mm256_cvtpd_ps(y));
   }
-  for (; i < hi; i++) {
-    double v = J->x[i];
-    J->out[i] = (float)(0.5 * v * (1.0 + erf_fast(v * SQRT_HALF)));
-  }
+  for (; i < hi; i++) J->out[i] = gelu_one(J->x[i]);
 }
 
 static void gelu_backward_task(void *p, int tid, int nth) {
   pointwise_job *J = p;
-  size_t lo = J->n * (size_t)tid / (size_t)nth, hi = J->n * (size_t)(tid + 1) / (size_t)nth;
+  size_t lo, hi;
+  rb_split_range(J->n, tid, nth, 4, &lo, &hi);
   size_t i = lo;
   for (; i + 4 <= hi; i += 4) {
     __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(J->x + i));
@@ -235,11 +245,7 @@ static void gelu_backward_task(void *p, int tid, int nth) {
     __m256d g = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(J->dy + i)), dv);
     _mm_storeu_ps(J->out + i, _mm256_cvtpd_ps(g));
   }
-  for (; i < hi; i++) {
-    double v = J->x[i];
-    double dv = 0.5 * (1.0 + erf_fast(v * SQRT_HALF)) + v * INV_SQRT_2PI * exp_v8(-0.5 * v * v);
-    J->out[i] = (float)((double)J->dy[i] * dv);
-  }
+  for (; i < hi; i++) J->out[i] = gelu_backward_one(J->x[i], J->dy[i]);
 }
 
 static int threads_for(size_t n) { return n >= EXACT_PARALLEL_MIN ? rb_threads() : 1; }
@@ -272,7 +278,8 @@ static inline void lse_backward_one(const lse_backward_job *J, size_t at, size_t
 static void lse_backward_task(void *p, int tid, int nth) {
   lse_backward_job *J = p;
   const size_t len = J->len, inner = J->inner;
-  size_t lo = J->outer * (size_t)tid / (size_t)nth, hi = J->outer * (size_t)(tid + 1) / (size_t)nth;
+  size_t lo, hi;
+  rb_split_range(J->outer, tid, nth, 1, &lo, &hi);
   for (size_t o = lo; o < hi; o++) {
     if (inner == 1) { /* softmax over the last axis: one row, 4 positions at a time */
       size_t l = 0;
@@ -328,7 +335,8 @@ typedef struct {
 static void standardize_task(void *p, int tid, int nth) {
   rows_job *J = p;
   const size_t D = J->D;
-  size_t lo = J->R * (size_t)tid / (size_t)nth, hi = J->R * (size_t)(tid + 1) / (size_t)nth;
+  size_t lo, hi;
+  rb_split_range(J->R, tid, nth, 1, &lo, &hi);
   for (size_t r = lo; r < hi; r++) {
     const float *x = J->x + r * D;
     float *y = J->out + r * D;
@@ -349,7 +357,8 @@ static void standardize_task(void *p, int tid, int nth) {
 static void standardize_backward_task(void *p, int tid, int nth) {
   rows_job *J = p;
   const size_t D = J->D;
-  size_t lo = J->R * (size_t)tid / (size_t)nth, hi = J->R * (size_t)(tid + 1) / (size_t)nth;
+  size_t lo, hi;
+  rb_split_range(J->R, tid, nth, 1, &lo, &hi);
   for (size_t r = lo; r < hi; r++) {
     const float *g = J->g + r * D, *y = J->y + r * D;
     float *gx = J->out + r * D;

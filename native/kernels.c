@@ -138,12 +138,6 @@ static void rb_barrier_wait(rb_barrier *b, int n) {
   }
 }
 
-static inline void split_range(size_t total, int tid, int n, size_t align, size_t *lo, size_t *hi) {
-  size_t chunks = (total + align - 1) / align;
-  size_t a = chunks * (size_t)tid / (size_t)n, b = chunks * (size_t)(tid + 1) / (size_t)n;
-  *lo = a * align < total ? a * align : total;
-  *hi = b * align < total ? b * align : total;
-}
 
 /* ------------------------------------------------------------------------------------------------
  * Reduction helpers
@@ -428,14 +422,14 @@ typedef struct {
 static void unary_task(void *p, int tid, int nth) {
   elementwise_job *J = p;
   size_t lo, hi;
-  split_range(J->n, tid, nth, 16, &lo, &hi);
+  rb_split_range(J->n, tid, nth, 16, &lo, &hi);
   if (hi > lo) unary_serial(J->op, J->x + lo, J->out + lo, hi - lo);
 }
 
 static void relu_backward_task(void *p, int tid, int nth) {
   elementwise_job *J = p;
   size_t lo, hi;
-  split_range(J->n, tid, nth, 16, &lo, &hi);
+  rb_split_range(J->n, tid, nth, 16, &lo, &hi);
   if (hi > lo) rb_relu_backward_loop(J->x + lo, J->dy + lo, J->out + lo, (ptrdiff_t)(hi - lo));
 }
 
@@ -595,8 +589,8 @@ static void sk_run(sk_job *J, int tid, int nth) {
   float *P = J->P;
   size_t m = J->m, n = J->n;
   size_t r0, r1, c0, c1;
-  split_range(m, tid, nth, 1, &r0, &r1);
-  split_range(n, tid, nth, 16, &c0, &c1); /* 64-byte column slices: no false sharing */
+  rb_split_range(m, tid, nth, 1, &r0, &r1);
+  rb_split_range(n, tid, nth, 16, &c0, &c1); /* 64-byte column slices: no false sharing */
   double *acc = J->acc + (size_t)tid * n;
   float *e = J->ebuf + (size_t)tid * n;
   float *fs = J->fbuf + (size_t)tid * n;
@@ -664,7 +658,7 @@ typedef struct {
 static void sk_batch_task(void *p, int tid, int nth) {
   sk_task *T = p;
   size_t b0, b1;
-  split_range(T->batch, tid, nth, 1, &b0, &b1);
+  rb_split_range(T->batch, tid, nth, 1, &b0, &b1);
   float *scr = T->scratch + (size_t)tid * SK_SCRATCH_PER_THREAD(T->n);
   for (size_t b = b0; b < b1; b++) {
     sk_job J;
@@ -829,7 +823,7 @@ static void maxpool_planes(const pool_job *J, size_t p0, size_t p1) {
 static void maxpool_task(void *p, int tid, int nth) {
   pool_job *J = p;
   size_t lo, hi;
-  split_range((size_t)(J->g->N * J->g->C), tid, nth, 1, &lo, &hi);
+  rb_split_range((size_t)(J->g->N * J->g->C), tid, nth, 1, &lo, &hi);
   maxpool_planes(J, lo, hi);
 }
 
@@ -853,7 +847,7 @@ static void maxpool_bwd_task(void *p, int tid, int nth) {
   maxpool_bwd_job *J = p;
   const rb_pool_geom *g = J->g;
   size_t in = (size_t)(g->H * g->W), on = (size_t)(g->OH * g->OW), lo, hi;
-  split_range((size_t)(g->N * g->C), tid, nth, 1, &lo, &hi);
+  rb_split_range((size_t)(g->N * g->C), tid, nth, 1, &lo, &hi);
   for (size_t p = lo; p < hi; p++) {
     float *xp = J->dx + p * in;
     const float *yp = J->dy + p * on;

@@ -29,6 +29,14 @@ void rb_parallel(int nthreads, rb_task_fn fn, void *ctx);
 /* How many threads our own C loops may use: follows OpenBLAS's setting so setThreads(1) means one. */
 int rb_threads(void);
 
+/* Thread tid's share [lo, hi) of total items among n threads, in chunks of `align` items. */
+static inline void rb_split_range(size_t total, int tid, int n, size_t align, size_t *lo, size_t *hi) {
+  size_t chunks = (total + align - 1) / align;
+  size_t a = chunks * (size_t)tid / (size_t)n, b = chunks * (size_t)(tid + 1) / (size_t)n;
+  *lo = a * align < total ? a * align : total;
+  *hi = b * align < total ? b * align : total;
+}
+
 /* ---- elementwise and reductions (kernels.c) ---- */
 /* Σ x[i] accumulated in double, vectorised without relying on -fassociative-math. */
 double rb_sum_f32(const float *x, size_t n);

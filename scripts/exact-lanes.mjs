@@ -11,7 +11,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'rebasin-exact-'));
 try {
   writeFileSync(join(dir, 'erf.bin'), Buffer.from(ERF_TABLE.buffer, ERF_TABLE.byteOffset, ERF_TABLE.byteLength));
-  const flags = ['-std=c11', '-O3', '-march=haswell', '-mfma', '-fno-math-errno', '-fno-trapping-math', '-ffp-contract=off'];
+  const flags = ['-std=c11', '-O3', '-march=haswell', '-mfma', '-fno-math-errno', '-fno-trapping-math', '-ffp-contract=off', '-Wno-aggressive-loop-optimizations'];
   execFileSync('gcc', [...flags, join(here, 'exact-lanes.c'), '-o', join(dir, 'exact-lanes'), '-lm'], { stdio: 'inherit' });
   execFileSync(join(dir, 'exact-lanes'), [join(dir, 'erf.bin')], { stdio: 'inherit' });
 } finally {

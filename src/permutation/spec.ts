@@ -454,7 +454,7 @@ function pieceLength(g: Segment, perms: Record<string, number>): { n: number; wh
   if (g === null || typeof g !== 'object') return null;
   if (isBlockAxis(g)) {
     const w = typeof g.within === 'string' ? g.within : Array.isArray(g.within) ? g.within[0] : undefined;
-    const r = g.repeat ?? 1;
+    const r = blockRepeat(g);
     if (!ok(g.blocks) || !ok(w) || !(Number.isInteger(r) && r > 0)) return null;
     return { n: perms[g.blocks] * r * perms[w], what: `"${g.blocks}" ${perms[g.blocks]} blocks × ${r > 1 ? `repeat ${r} × ` : ''}${perms[w]}` };
   }

@@ -1,7 +1,7 @@
 /** Reductions over axes (sum, mean, max, min, variance, logsumexp) with their gradients. */
 import { kernels } from '../backend/index.js';
 import type { FloatArray } from '../backend/types.js';
-import { allocLike, makeResult, numel, shapeStr, Tensor, type Shape } from '../tensor.js';
+import { allocLike, allocUninit, makeResult, numel, shapeStr, Tensor, type Shape } from '../tensor.js';
 import { mul, neg, sub } from './elementwise.js';
 
 /** Normalises a possibly negative axis against `ndim`, naming the op on error. */
@@ -182,7 +182,7 @@ export function logsumexp(x: Tensor, axis: number, keepdim = false): Tensor {
   const out = allocLike(x.dtype, outer * inner);
   kernels().logsumexp(x.data, outer, len, inner, out);
   return makeResult('logsumexp', reducedShape(x.shape, [a], keepdim), out, [x], (g) => {
-    const gx = allocLike(x.dtype, x.size);
+    const gx = allocUninit(x.dtype, x.size); // the kernel writes every element
     kernels().logsumexpBackward(x.data, outer, len, inner, out, g, gx);
     return [gx];
   });
