@@ -70,15 +70,21 @@ export async function openCheckpoint(path: string): Promise<CheckpointReader> {
   const byName = new Map<string, SafetensorsReader>();
   const names: string[] = [];
   const metadataOf = new Map<string, Record<string, string>>();
-  readers.forEach((r, i) => {
-    metadataOf.set(files[i], r.metadata);
-    for (const n of r.names) {
-      if (fileOf.get(n) !== files[i]) throw new FormatError(path, n, fileOf.has(n) ? `is in shard ${files[i]} but the index maps it to ${fileOf.get(n)}` : `is in shard ${files[i]} but not in the index's weight_map`, { label: `tensor "${n}"` });
-      byName.set(n, r);
-      names.push(n);
-    }
-  });
-  for (const [n, f] of fileOf) if (!byName.has(n)) throw new FormatError(path, n, `is mapped to ${f} but that shard has no such tensor`, { label: `tensor "${n}"` });
+  try {
+    readers.forEach((r, i) => {
+      metadataOf.set(files[i], r.metadata);
+      for (const n of r.names) {
+        if (fileOf.get(n) !== files[i]) throw new FormatError(path, n, fileOf.has(n) ? `is in shard ${files[i]} but the index maps it to ${fileOf.get(n)}` : `is in shard ${files[i]} but not in the index's weight_map`, { label: `tensor "${n}"` });
+        byName.set(n, r);
+        names.push(n);
+      }
+    });
+    for (const [n, f] of fileOf) if (!byName.has(n)) throw new FormatError(path, n, `is mapped to ${f} but that shard has no such tensor`, { label: `tensor "${n}"` });
+  } catch (e) {
+    // An index that disagrees with its shards: close them, or Node warns on stderr when it collects the handles.
+    await Promise.all(readers.map((r) => r.close()));
+    throw e;
+  }
   const reader = (name: string) => {
     const r = byName.get(name);
     if (!r) throw new RangeError(`${path}: no tensor named ${JSON.stringify(name)}`);
