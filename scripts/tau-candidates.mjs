@@ -1,24 +1,25 @@
 // The measurement behind the weight costs' τ schedule (README, "Choosing τ for the weight costs"):
 // Sinkhorn-L2 recovery of a planted permutation under a candidate τ schedule, one JSON line per run.
-//   node scripts/tau-candidates.mjs SCHEDULE MODELS SEEDS [STEPS]
+//   node scripts/tau-candidates.mjs SCHEDULE MODELS SEEDS [STEPS] [LR]
 //   SCHEDULE: fixed:T | anneal:T0:T1:K (geometric T0 → T1 over K steps) | gap:C (τ = C · mean row gap
 //             max − mean of X) | logn:K (τ = K/ln(n + 1), the default at K = 1) | softlogn:A:K
 //             [:B] (τ = B · A^(1 − (step − 1)/K) / ln(n + 1): A times softer at first, B/ln(n + 1)
 //             from step K + 1; B defaults to 1: the default schedule is softlogn:3:50) |
 //             softsqrt:A:K:C (τ = C · A^(1 − (step − 1)/K) / √n)
-//   MODELS:   comma-separated mlp<depth>x<width>[t][i<in>][o<out>] (t = tanh; default 784 in, 10 out),
-//             vgg<11|13|16|19>x<multiplier>, resnet20x<multiplier>
+//   MODELS:   comma-separated names (scripts/recovery-models.mjs)
+//   LR:       AdamW's learning rate on X (default: the weight costs' default; the schedule was
+//             chosen at 0.1, the learning rate at softlogn:3:50)
 // Needs a build (npx tsc -p tsconfig.json). Same seeds, init and planted permutation as
-// `rebasin experiment recovery`, so its logn:1 runs equal the experiment's default runs.
+// `rebasin experiment recovery`, so its softlogn:3:50 runs without LR equal the experiment's default runs.
 import { Rng } from '../dist/src/core/random.js';
 import { noGrad } from '../dist/src/core/tensor.js';
 import { sinkhornRebasin } from '../dist/src/methods/sinkhorn-rebasin.js';
-import { mlp, resnet20, vgg } from '../dist/src/models/index.js';
 import { applyHard, invertPermutation, randomPerms } from '../dist/src/permutation/apply.js';
+import { build } from './recovery-models.mjs';
 
-const [scheduleArg, modelsArg, seedsArg, stepsArg] = process.argv.slice(2);
+const [scheduleArg, modelsArg, seedsArg, stepsArg, lrArg] = process.argv.slice(2);
 if (!seedsArg) {
-  console.error('usage: node scripts/tau-candidates.mjs SCHEDULE MODELS SEEDS [STEPS]');
+  console.error('usage: node scripts/tau-candidates.mjs SCHEDULE MODELS SEEDS [STEPS] [LR]');
   process.exit(2);
 }
 
@@ -45,15 +46,6 @@ function schedule(arg) {
   throw new Error(`unknown schedule ${arg}`);
 }
 
-function build(name) {
-  let m = /^mlp(\d+)x(\d+)(t?)(?:i(\d+))?(?:o(\d+))?$/.exec(name);
-  if (m) return mlp({ sizes: [m[4] ? Number(m[4]) : 784, ...Array(Number(m[1])).fill(Number(m[2])), m[5] ? Number(m[5]) : 10], activation: m[3] ? 'tanh' : 'relu' });
-  m = /^vgg(11|13|16|19)x([\d.]+)$/.exec(name);
-  if (m) return vgg({ depth: Number(m[1]), batchNorm: false, inputShape: [3, 32, 32], numClasses: 10, widthMultiplier: Number(m[2]) });
-  m = /^resnet20x([\d.]+)$/.exec(name);
-  if (m) return resnet20({ widthMultiplier: Number(m[1]) });
-  throw new Error(`unknown model ${name}`);
-}
 
 for (const name of modelsArg.split(',')) {
   const model = build(name);
@@ -64,7 +56,7 @@ for (const name of modelsArg.split(',')) {
     const a = new Map([...params, ...buffers]);
     const planted = randomPerms(spec, rng);
     const b = noGrad(() => applyHard(spec, a, planted));
-    const result = sinkhornRebasin({ spec, a, b }, { cost: 'l2', tau: schedule(scheduleArg), seed, steps: Number(stepsArg ?? 300) });
+    const result = sinkhornRebasin({ spec, a, b }, { cost: 'l2', tau: schedule(scheduleArg), seed, steps: Number(stepsArg ?? 300), ...(lrArg ? { lr: Number(lrArg) } : {}) });
     const wrong = [];
     for (const [id, p] of Object.entries(planted)) {
       const expected = invertPermutation(p);
@@ -72,6 +64,6 @@ for (const name of modelsArg.split(',')) {
       for (let i = 0; i < expected.length; i++) if (result.perms[id][i] !== expected[i]) k++;
       if (k) wrong.push(`${id}(${expected.length}):${k}`);
     }
-    console.log(JSON.stringify({ schedule: scheduleArg, model: name, seed, exact: wrong.length === 0, steps: result.steps, wrong: wrong.join(' ') }));
+    console.log(JSON.stringify({ schedule: scheduleArg, lr: lrArg ? Number(lrArg) : 'default', model: name, seed, exact: wrong.length === 0, steps: result.steps, wrong: wrong.join(' ') }));
   }
 }

@@ -283,12 +283,20 @@ test('doctor: says which backend runs and why (REBASIN_BACKEND=wasm and js)', ()
   assert.match(text.stdout, /^why +REBASIN_BACKEND=wasm$/m);
 });
 
-test('experiment lmc/recovery: an impossible --tau is a usage error before any work; "schedule" is the width schedule', async () => {
+test('experiment lmc/recovery: an impossible --tau or --lr is a usage error before any work; "schedule" is the width schedule', async () => {
   for (const bad of ['0', 'soft', '0x1', '1e999']) {
     for (const cmd of [['experiment', 'lmc', '--tasks', 'poly1'], ['experiment', 'recovery', '--models', 'mlp1']]) {
       const r = run(...cmd, '--tau', bad, '--out', join(dir || tmpdir(), 'never'));
       assert.equal(r.code, 2, cmd.join(' '));
       assert.match(r.stderr, new RegExp(`${cmd.slice(0, 2).join(' ')}: --tau must be a number > 0 or one of "schedule", "anneal", got "${bad}"`));
+      assert.ok(!existsSync(join(dir || tmpdir(), 'never')));
+    }
+  }
+  for (const bad of ['0', '-1']) {
+    for (const cmd of [['experiment', 'lmc', '--tasks', 'poly1'], ['experiment', 'recovery', '--models', 'mlp1']]) {
+      const r = run(...cmd, '--lr', bad, '--out', join(dir || tmpdir(), 'never'));
+      assert.equal(r.code, 2, `${cmd.join(' ')} --lr ${bad}`);
+      assert.equal(r.stderr.trim(), `rebasin ${cmd.slice(0, 2).join(' ')}: --lr must be > 0, got ${bad}`);
       assert.ok(!existsSync(join(dir || tmpdir(), 'never')));
     }
   }

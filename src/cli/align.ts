@@ -51,6 +51,11 @@ export function parseTau(cmd: string, raw: unknown): number | TauSchedule | unde
   return tau;
 }
 
+/** `--lr`, checked before any work: a learning rate > 0 (the parser already refused non-finite numbers). */
+export function assertLr(cmd: string, lr: unknown): void {
+  if (lr !== undefined && !((lr as number) > 0)) throw new UsageError(`${cmd}: --lr must be > 0, got ${String(lr)}`);
+}
+
 /** `--tau`'s help: a number or a named schedule, each with its formula. */
 export function tauHelp(): string {
   return `a fixed τ > 0, or ${Object.entries(TAU_SCHEDULES).map(([k, s]) => `"${k}" (${s.formula})`).join(', or ')}`;
@@ -175,7 +180,7 @@ function checkMethodOptions(cmd: string, o: Parsed['options']): MethodName {
   for (const k of ['steps', 'epochs', 'batch-size', 'data-limit']) {
     if (o[k] !== undefined && !((o[k] as number) >= 1)) throw new UsageError(`${cmd}: --${k} must be ≥ 1`);
   }
-  if (o.lr !== undefined && !((o.lr as number) > 0)) throw new UsageError(`${cmd}: --lr must be > 0`);
+  assertLr(cmd, o.lr);
   parseTau(cmd, o.tau);
   if (needsData(method) && !o.data) throw new UsageError(`${cmd}: --method ${method} needs --data (and a model definition: a rebasin checkpoint, --model-config or --onnx)`);
   if (method === 'sinkhorn' && !o.cost) throw new UsageError(`${cmd}: --method sinkhorn needs --cost module.mjs (the built-in costs are ${METHOD_NAMES.filter((m) => m.startsWith('sinkhorn-')).join(', ')})`);

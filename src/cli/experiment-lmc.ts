@@ -4,7 +4,7 @@ import type { BnMode } from '../analysis/lmc.js';
 import { LMC_METHODS, LMC_TASKS, PAPER_LMC_TASKS, runLmc, type LmcTask } from '../experiments/lmc.js';
 import { REFERENCE_DROPOUT_B } from '../models/index.js';
 import { BUILTIN_METHOD_NAMES, type MethodName } from '../methods/registry.js';
-import { parseTau, tauHelp } from './align.js';
+import { assertLr, parseTau, tauHelp } from './align.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
 export const lmcSpec: CommandSpec = {
@@ -22,6 +22,7 @@ export const lmcSpec: CommandSpec = {
     'sinkhorn-epochs': { type: 'int', help: 'epochs of Sinkhorn-Mid/Rnd over the training data (default: 20 on MNIST tasks, 300 on the 100-point polynomial tasks)' },
     'ste-epochs': { type: 'int', help: 'epochs of the straight-through estimator (default: 5 on MNIST tasks, 300 on polynomial tasks)' },
     tau: { type: 'string', help: `Sinkhorn temperature of every Sinkhorn method: ${tauHelp()} (default: "schedule" for L2/L1/cosine, 1 for Mid/Rnd as the reference)` },
+    lr: { type: 'number', help: 'AdamW learning rate of every Sinkhorn method\'s matrices (default: 1 for L2/L1/cosine, 0.1 for Mid/Rnd as the reference)' },
     heads: { type: 'string', help: 'attention heads (text-gpt, mnist-vit): permuted (default), or fixed at the identity with each head\'s dimensions still matched (the ablation)', choices: ['permuted', 'fixed'], default: 'permuted' },
     'test-limit': { type: 'int', help: 'evaluate the curves on the first N test samples only' },
     'data-dir': { type: 'string', help: 'folder with the Fashion-MNIST/MNIST IDX files' },
@@ -40,6 +41,7 @@ export async function experimentLmc(args: Parsed): Promise<number> {
   for (const k of ['seeds', 'points', 'epochs', 'sinkhorn-epochs', 'ste-epochs', 'test-limit']) positive('experiment lmc', k, o[k]);
   if ((o.points as number) < 2) throw new UsageError('experiment lmc: --points must be ≥ 2');
   const tau = parseTau('experiment lmc', o.tau);
+  assertLr('experiment lmc', o.lr);
   const report = await runLmc({
     tasks: o.tasks as LmcTask[],
     methods: o.methods as MethodName[],
@@ -51,6 +53,7 @@ export async function experimentLmc(args: Parsed): Promise<number> {
     sinkhornEpochs: o['sinkhorn-epochs'] as number | undefined,
     steEpochs: o['ste-epochs'] as number | undefined,
     tau,
+    sinkhornLr: o.lr as number | undefined,
     heads: o.heads as 'permuted' | 'fixed',
     testLimit: o['test-limit'] as number | undefined,
     dataDir: o['data-dir'] as string | undefined,

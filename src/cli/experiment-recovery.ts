@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { RECOVERY_DEFAULT_METHODS, RECOVERY_METHODS, RECOVERY_MODELS, recoveryModel, runRecovery } from '../experiments/recovery.js';
 import type { MethodName } from '../methods/registry.js';
 import { WEIGHT_COST_DEFAULTS } from '../methods/sinkhorn-rebasin.js';
-import { parseTau, tauHelp } from './align.js';
+import { assertLr, parseTau, tauHelp } from './align.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
 export const recoverySpec: CommandSpec = {
@@ -33,6 +33,7 @@ export async function experimentRecovery(args: Parsed): Promise<number> {
   }
   if ((o.seeds as number) < 1) throw new UsageError(`experiment recovery: --seeds must be ≥ 1`);
   const tau = parseTau('experiment recovery', o.tau);
+  assertLr('experiment recovery', o.lr);
   if ((o.steps as number) < 1) throw new UsageError(`experiment recovery: --steps must be ≥ 1`);
   const report = runRecovery({
     models: o.models as string[],

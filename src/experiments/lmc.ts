@@ -124,6 +124,8 @@ export interface LmcOptions {
   steEpochs?: number;
   /** Sinkhorn temperature τ, fixed or a schedule, for every Sinkhorn method (default: widthTau for the weight costs, 1 for Mid/Rnd as the reference). */
   tau?: number | TauSchedule;
+  /** AdamW learning rate of every Sinkhorn method's matrices (default: 1 for the weight costs, the reference's 0.1 for Mid/Rnd). */
+  sinkhornLr?: number;
   /**
    * 'fixed': block permutations (attention heads) held at the identity, each head's inner
    * permutations still matched — the ablation that shows what moving heads adds. Default 'permuted'.
@@ -255,7 +257,7 @@ export async function endpoint(setup: TaskSetup, o: EndpointOptions): Promise<{ 
  * lmc.json with the same settings, on endpoints reused from the same folder, is not recomputed.
  */
 function rowSettings(o: LmcOptions): string {
-  return JSON.stringify({ points: o.points ?? 25, bn: o.bn ?? null, epochs: o.epochs ?? null, testLimit: o.testLimit ?? null, sinkhornEpochs: o.sinkhornEpochs ?? null, steEpochs: o.steEpochs ?? null, tau: o.tau === undefined ? null : describeTau(o.tau), heads: o.heads ?? 'permuted', dataDir: o.dataDir ?? null });
+  return JSON.stringify({ points: o.points ?? 25, bn: o.bn ?? null, epochs: o.epochs ?? null, testLimit: o.testLimit ?? null, sinkhornEpochs: o.sinkhornEpochs ?? null, steEpochs: o.steEpochs ?? null, tau: o.tau === undefined ? null : describeTau(o.tau), sinkhornLr: o.sinkhornLr ?? null, heads: o.heads ?? 'permuted', dataDir: o.dataDir ?? null });
 }
 
 /** The rows and curves of an earlier (possibly interrupted) run in `outDir` with the same settings. */
@@ -322,6 +324,8 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
           // Read by the methods that have these options: epochs by STE and the data-cost Sinkhorns, τ by every Sinkhorn.
           epochs: method === 'ste' ? o.steEpochs ?? setup.steEpochs : o.sinkhornEpochs ?? setup.sinkhornEpochs,
           tau: o.tau,
+          // STE has an lr of its own; --lr is the Sinkhorn matrices'.
+          ...(method.startsWith('sinkhorn') ? { lr: o.sinkhornLr } : {}),
         });
         const points = interpolationCurve({ model: setup.model, a: A.state, b: result.aligned, data: setup.test, criterion: setup.criterion, points: o.points ?? 25, bn: o.bn ?? setup.bn, bnData: setup.train });
         const moved = movedShares(derived, result.perms);
@@ -390,7 +394,7 @@ export function lmcMarkdown(o: LmcOptions, rows: LmcRow[]): string {
       ]);
     }
   }
-  return `# Linear mode connectivity\n\n${o.seeds} seed pair(s); ${o.points ?? 25} λ points; BN mode ${o.bn ?? 'per task (re-estimated for mnist-vgg, as the reference)'}${o.tau !== undefined ? `; Sinkhorn ${describeTau(o.tau)}` : ''}. ` +
+  return `# Linear mode connectivity\n\n${o.seeds} seed pair(s); ${o.points ?? 25} λ points; BN mode ${o.bn ?? 'per task (re-estimated for mnist-vgg, as the reference)'}${o.tau !== undefined ? `; Sinkhorn ${describeTau(o.tau)}` : ''}${o.sinkhornLr !== undefined ? `; Sinkhorn lr ${o.sinkhornLr}` : ''}. ` +
     'Barrier = max over λ of the loss above the straight line between the endpoint losses (accuracy: below). Mean ± std over seeds.\n\n' +
     markdownTable(header, body);
 }

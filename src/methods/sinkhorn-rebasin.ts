@@ -106,8 +106,13 @@ export function describeTau(tau: number | TauSchedule): string {
   return Object.values(TAU_SCHEDULES).find((s) => s.schedule === tau)?.formula ?? 'τ: a custom schedule';
 }
 
-/** Defaults for the weight-distance costs (τ by width; README, "Permutation recovery", has the sweep). */
-export const WEIGHT_COST_DEFAULTS = { tau: widthTau as number | TauSchedule, scale: 1, iters: 20, lr: 0.1, steps: 300, init: 'identity' as const };
+/**
+ * Defaults for the weight-distance costs (τ by width; README, "Permutation recovery", has the sweep).
+ * lr 1, not the reference's 0.1: the mean cost's gradient on X is far below AdamW's ε on all but
+ * the smallest models, so AdamW's step is lr·m/ε and at 0.1 the wide, deep models ran out of
+ * steps (README, "Choosing the learning rate"); from lr 3 narrow deep layers harden with pairs swapped.
+ */
+export const WEIGHT_COST_DEFAULTS = { tau: widthTau as number | TauSchedule, scale: 1, iters: 20, lr: 1, steps: 300, init: 'identity' as const };
 
 /** Defaults for data-driven costs (Mid, Rnd, custom): the reference's LMC setup. */
 export const DATA_COST_DEFAULTS = { tau: 1 as number | TauSchedule, scale: 1, iters: 20, lr: 0.1, steps: 180, init: 'noisy' as const };
