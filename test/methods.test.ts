@@ -196,7 +196,7 @@ test('Sinkhorn re-basin returns its own solver counters: a forced fallback shows
   const { spec, a, b } = planted(mlp({ sizes: [8, 6, 6, 3] }), 7);
   const groups = Object.keys(spec.perms).length;
   // τ = 1e-4 makes every soft permutation an exact 0/1 matrix: Schur-CG gives up and the dense KKT system is singular.
-  // lr 0.1: a step of 1 (the weight costs' default lr) can tie two entries of a row of X, and a tie is no 0/1 matrix.
+  // lr 0.1: a step of 1 can tie two entries of a row of X, and a tie is no 0/1 matrix.
   const hard = sinkhornRebasin({ spec, a, b }, { cost: 'l2', tau: 1e-4, lr: 0.1, steps: 3, stopAtZero: false });
   const solves = hard.steps * groups;
   assert.deepEqual(hard.diagnostics, { ...hard.diagnostics, cgSolves: solves, cgFallbacks: solves, denseSolves: solves, lstsqFallbacks: solves });

@@ -22,7 +22,7 @@ export const lmcSpec: CommandSpec = {
     'sinkhorn-epochs': { type: 'int', help: 'epochs of Sinkhorn-Mid/Rnd over the training data (default: 20 on MNIST tasks, 300 on the 100-point polynomial tasks)' },
     'ste-epochs': { type: 'int', help: 'epochs of the straight-through estimator (default: 5 on MNIST tasks, 300 on polynomial tasks)' },
     tau: { type: 'string', help: `Sinkhorn temperature of every Sinkhorn method: ${tauHelp()} (default: "schedule" for L2/L1/cosine, 1 for Mid/Rnd as the reference)` },
-    lr: { type: 'number', help: 'AdamW learning rate of every Sinkhorn method\'s matrices (default: 1 for L2/L1/cosine, 0.1 for Mid/Rnd as the reference)' },
+    lr: { type: 'number', help: 'AdamW learning rate of every Sinkhorn method\'s matrices (default: 0.1, as the reference)' },
     heads: { type: 'string', help: 'attention heads (text-gpt, mnist-vit): permuted (default), or fixed at the identity with each head\'s dimensions still matched (the ablation)', choices: ['permuted', 'fixed'], default: 'permuted' },
     'test-limit': { type: 'int', help: 'evaluate the curves on the first N test samples only' },
     'data-dir': { type: 'string', help: 'folder with the Fashion-MNIST/MNIST IDX files' },

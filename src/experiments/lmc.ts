@@ -124,7 +124,7 @@ export interface LmcOptions {
   steEpochs?: number;
   /** Sinkhorn temperature τ, fixed or a schedule, for every Sinkhorn method (default: widthTau for the weight costs, 1 for Mid/Rnd as the reference). */
   tau?: number | TauSchedule;
-  /** AdamW learning rate of every Sinkhorn method's matrices (default: 1 for the weight costs, the reference's 0.1 for Mid/Rnd). */
+  /** AdamW learning rate of every Sinkhorn method's matrices (default: the reference's 0.1). */
   sinkhornLr?: number;
   /**
    * 'fixed': block permutations (attention heads) held at the identity, each head's inner

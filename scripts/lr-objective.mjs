@@ -1,0 +1,27 @@
+// How well Sinkhorn-L2 optimises its own objective on one trained seed pair at the default lr 0.1
+// and at lr 1 (README, "The learning rate of the weight costs"): the weight objective ⟨A, π(B)⟩
+// and the test loss barrier (25 points, as the LMC experiment) of weight matching and of
+// Sinkhorn-L2 at each learning rate, all with the pair's seed as the LMC experiment uses it.
+//
+//   npx tsc -p tsconfig.json
+//   node scripts/lr-objective.mjs out/lmc-mnist/checkpoints/mnist-mlp mnist-mlp [SEED_PAIR] [LR…]
+import { alignModels } from '../dist/src/methods/registry.js';
+import { matchingPlan } from '../dist/src/methods/weight-matching.js';
+import { loadSeedPair, testBarrier } from './seed-pair.mjs';
+
+const { pair, extra, setup, a, b } = await loadSeedPair('node scripts/lr-objective.mjs CHECKPOINT_DIR TASK [SEED_PAIR] [LR…]');
+const spec = setup.model.permutationSpec();
+const objective = (aligned) => {
+  let s = 0;
+  for (const n of matchingPlan(spec).tensors) {
+    const x = a.get(n).data;
+    const y = aligned.get(n).data;
+    for (let i = 0; i < x.length; i++) s += x[i] * y[i];
+  }
+  return s;
+};
+const report = (label, r) => console.log(`${label}: objective ${objective(r.aligned).toFixed(2)}, loss barrier ${testBarrier(setup, a, r.aligned).toFixed(4)}${r.steps ? `, ${r.steps} steps` : ''}`);
+const seed = Number(pair);
+console.log(`seed pair ${pair}; naive objective ${objective(b).toFixed(2)}`);
+report('weight matching', alignModels('wm', { spec, a, b }, { seed }));
+for (const lr of (extra.length ? extra : ['0.1', '1']).map(Number)) report(`Sinkhorn-L2, lr ${lr}`, alignModels('sinkhorn-l2', { spec, a, b }, { seed }, { lr }));
