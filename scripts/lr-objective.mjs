@@ -6,20 +6,11 @@
 //   npx tsc -p tsconfig.json
 //   node scripts/lr-objective.mjs out/lmc-mnist/checkpoints/mnist-mlp mnist-mlp [SEED_PAIR] [LR…]
 import { alignModels } from '../dist/src/methods/registry.js';
-import { matchingPlan } from '../dist/src/methods/weight-matching.js';
-import { loadSeedPair, testBarrier } from './seed-pair.mjs';
+import { loadSeedPair, testBarrier, weightObjective } from './seed-pair.mjs';
 
 const { pair, extra, setup, a, b } = await loadSeedPair('node scripts/lr-objective.mjs CHECKPOINT_DIR TASK [SEED_PAIR] [LR…]');
 const spec = setup.model.permutationSpec();
-const objective = (aligned) => {
-  let s = 0;
-  for (const n of matchingPlan(spec).tensors) {
-    const x = a.get(n).data;
-    const y = aligned.get(n).data;
-    for (let i = 0; i < x.length; i++) s += x[i] * y[i];
-  }
-  return s;
-};
+const objective = (aligned) => weightObjective(spec, a, aligned);
 const report = (label, r) => console.log(`${label}: objective ${objective(r.aligned).toFixed(2)}, loss barrier ${testBarrier(setup, a, r.aligned).toFixed(4)}${r.steps ? `, ${r.steps} steps` : ''}`);
 const seed = Number(pair);
 console.log(`seed pair ${pair}; naive objective ${objective(b).toFixed(2)}`);

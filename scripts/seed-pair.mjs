@@ -4,6 +4,7 @@ import { loadCheckpoint } from '../dist/src/io/checkpoint.js';
 import { mergeState } from '../dist/src/state/params.js';
 import { taskSetup } from '../dist/src/experiments/lmc.js';
 import { barrier, interpolationCurve } from '../dist/src/analysis/lmc.js';
+import { matchingPlan } from '../dist/src/methods/weight-matching.js';
 
 /**
  * Reads `CHECKPOINT_DIR TASK [SEED_PAIR] [extra…]` from the command line (exit 2 with `usage`
@@ -26,4 +27,15 @@ export async function loadSeedPair(usage, taskOptions = {}) {
 /** Loss barrier of the path from `a` to `b` on the test set, 25 points unless said, the task's BN handling (as the LMC experiment). */
 export function testBarrier(setup, a, b, points = 25) {
   return barrier(interpolationCurve({ model: setup.model, a, b, data: setup.test, criterion: setup.criterion, points, bn: setup.bn, bnData: setup.train })).lossBarrier;
+}
+
+/** The weight-matching objective ⟨A, π(B)⟩ over the tensors the spec permutes. */
+export function weightObjective(spec, a, aligned) {
+  let s = 0;
+  for (const n of matchingPlan(spec).tensors) {
+    const x = a.get(n).data;
+    const y = aligned.get(n).data;
+    for (let i = 0; i < x.length; i++) s += x[i] * y[i];
+  }
+  return s;
 }

@@ -11,19 +11,11 @@
 //   node scripts/wm-objective.mjs out/lmc-tf/checkpoints/mnist-vit mnist-vit [SEED_PAIR]
 import { alignModels } from '../dist/src/methods/registry.js';
 import { matchingPlan } from '../dist/src/methods/weight-matching.js';
-import { loadSeedPair, testBarrier } from './seed-pair.mjs';
+import { loadSeedPair, testBarrier, weightObjective } from './seed-pair.mjs';
 
 const { task, pair, setup, a, b } = await loadSeedPair('node scripts/wm-objective.mjs CHECKPOINT_DIR TASK [SEED_PAIR]', { testLimit: 2000 });
 const spec = setup.model.permutationSpec();
-const objective = (aligned) => {
-  let s = 0;
-  for (const n of matchingPlan(spec).tensors) {
-    const x = a.get(n).data;
-    const y = aligned.get(n).data;
-    for (let i = 0; i < x.length; i++) s += x[i] * y[i];
-  }
-  return s;
-};
+const objective = (aligned) => weightObjective(spec, a, aligned);
 // The residual stream: the group with the most tensors on its axes.
 const { ids, byPerm } = matchingPlan(spec);
 const residual = ids.reduce((x, y) => (new Set(byPerm[y].map((e) => e.name)).size > new Set(byPerm[x].map((e) => e.name)).size ? y : x));
