@@ -1,5 +1,5 @@
 // How large the weight cost's gradient on the Sinkhorn matrices is, against AdamW's ε = 1e-8
-// (README, "Choosing the learning rate"): the L2 cost is a mean over all parameters, so the
+// (README, "The learning rate of the weight costs"): the L2 cost is a mean over all parameters, so the
 // gradient on X shrinks with the model's size, and where it is far below ε AdamW's step is
 // lr·m/ε — proportional to the gradient, like SGD — instead of about lr per entry.
 //   node scripts/sinkhorn-grad-scale.mjs MODELS [SEED]            planted permutations of random models
@@ -8,16 +8,18 @@
 // width and mean |∂C/∂X| at the first step (X = I, τ of the default schedule at step 1).
 // Needs a build (npx tsc -p tsconfig.json).
 import { existsSync } from 'node:fs';
-import { Rng } from '../dist/src/core/random.js';
-import { eye, noGrad } from '../dist/src/core/tensor.js';
+import { AdamW } from '../dist/src/core/optim/optimizers.js';
+import { eye } from '../dist/src/core/tensor.js';
+import { plantedPair } from '../dist/src/experiments/recovery.js';
 import { weightCost } from '../dist/src/methods/costs.js';
 import { widthTau, WEIGHT_COST_DEFAULTS } from '../dist/src/methods/sinkhorn-rebasin.js';
-import { applyHard, applySoft, randomPerms } from '../dist/src/permutation/apply.js';
+import { applySoft } from '../dist/src/permutation/apply.js';
 import { sinkhorn } from '../dist/src/permutation/sinkhorn.js';
 import { build } from './recovery-models.mjs';
 import { loadSeedPair } from './seed-pair.mjs';
 
-const ADAMW_EPS = 1e-8;
+/** AdamW's default ε, the one Sinkhorn re-basin's optimiser uses. */
+const ADAMW_EPS = new AdamW([]).eps;
 const USAGE = 'node scripts/sinkhorn-grad-scale.mjs MODELS [SEED] | CHECKPOINT_DIR TASK [SEED_PAIR]';
 
 function report(name, spec, a, b) {
@@ -44,10 +46,7 @@ if (existsSync(first)) {
 } else {
   for (const name of first.split(',')) {
     const model = build(name);
-    const spec = model.permutationSpec();
-    const rng = new Rng(Number(second ?? 0));
-    const { params, buffers } = model.init(rng);
-    const a = new Map([...params, ...buffers]);
-    report(name, spec, a, noGrad(() => applyHard(spec, a, randomPerms(spec, rng))));
+    const { a, b } = plantedPair(model, Number(second ?? 0));
+    report(name, model.permutationSpec(), a, b);
   }
 }

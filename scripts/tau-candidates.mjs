@@ -7,14 +7,13 @@
 //             from step K + 1; B defaults to 1: the default schedule is softlogn:3:50) |
 //             softsqrt:A:K:C (τ = C · A^(1 − (step − 1)/K) / √n)
 //   MODELS:   comma-separated names (scripts/recovery-models.mjs)
-//   LR:       AdamW's learning rate on X (default: the weight costs' default; the schedule was
-//             chosen at 0.1, the learning rate at softlogn:3:50)
+//   LR:       AdamW's learning rate on X (default: the weight costs' default, 0.1, at which the
+//             schedule was chosen; the candidate lr 1 was chosen at softlogn:3:50)
 // Needs a build (npx tsc -p tsconfig.json). Same seeds, init and planted permutation as
 // `rebasin experiment recovery`, so its softlogn:3:50 runs without LR equal the experiment's default runs.
-import { Rng } from '../dist/src/core/random.js';
-import { noGrad } from '../dist/src/core/tensor.js';
+import { plantedPair } from '../dist/src/experiments/recovery.js';
 import { sinkhornRebasin } from '../dist/src/methods/sinkhorn-rebasin.js';
-import { applyHard, invertPermutation, randomPerms } from '../dist/src/permutation/apply.js';
+import { invertPermutation } from '../dist/src/permutation/apply.js';
 import { build } from './recovery-models.mjs';
 
 const [scheduleArg, modelsArg, seedsArg, stepsArg, lrArg] = process.argv.slice(2);
@@ -51,11 +50,7 @@ for (const name of modelsArg.split(',')) {
   const model = build(name);
   const spec = model.permutationSpec();
   for (let seed = 0; seed < Number(seedsArg); seed++) {
-    const rng = new Rng(seed);
-    const { params, buffers } = model.init(rng);
-    const a = new Map([...params, ...buffers]);
-    const planted = randomPerms(spec, rng);
-    const b = noGrad(() => applyHard(spec, a, planted));
+    const { a, b, planted } = plantedPair(model, seed);
     const result = sinkhornRebasin({ spec, a, b }, { cost: 'l2', tau: schedule(scheduleArg), seed, steps: Number(stepsArg ?? 300), ...(lrArg ? { lr: Number(lrArg) } : {}) });
     const wrong = [];
     for (const [id, p] of Object.entries(planted)) {

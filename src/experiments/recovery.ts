@@ -12,7 +12,7 @@ import { weightCost } from '../methods/costs.js';
 import { alignModels, BUILTIN_METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
 import { describeTau, WEIGHT_COST_DEFAULTS, type TauSchedule } from '../methods/sinkhorn-rebasin.js';
 import { mlp, resnet20, vgg, type Model } from '../models/index.js';
-import { applyHard, invertPermutation, randomPerms } from '../permutation/apply.js';
+import { applyHard, invertPermutation, randomPerms, type Perms } from '../permutation/apply.js';
 import type { Params } from '../state/params.js';
 import { fmtMeanStd, markdownTable } from '../report/markdown.js';
 import { Progress } from '../report/progress.js';
@@ -83,6 +83,16 @@ export function recoveryModel(name: string, width: number): Model {
 }
 
 
+/** The recovery task of one seed: A = `model` initialised from the seed, B = A under random permutations `planted` drawn after it. */
+export function plantedPair(model: Model, seed: number): { a: Params; b: Params; planted: Perms } {
+  const rng = new Rng(seed);
+  const { params, buffers } = model.init(rng);
+  const a: Params = new Map([...params, ...buffers]);
+  const spec = model.permutationSpec();
+  const planted = randomPerms(spec, rng);
+  return { a, b: noGrad(() => applyHard(spec, a, planted)), planted };
+}
+
 export function runRecovery(opts: RecoveryOptions): RecoveryReport {
   if (!(Number.isInteger(opts.seeds) && opts.seeds >= 1)) throw new Error(`recovery: --seeds must be an integer ≥ 1, got ${opts.seeds}`);
   const rows: RecoveryRow[] = [];
@@ -92,11 +102,7 @@ export function runRecovery(opts: RecoveryOptions): RecoveryReport {
     const model = recoveryModel(name, width);
     const spec = model.permutationSpec();
     for (let seed = 0; seed < opts.seeds; seed++) {
-      const rng = new Rng(seed);
-      const { params, buffers } = model.init(rng);
-      const a: Params = new Map([...params, ...buffers]);
-      const planted = randomPerms(spec, rng);
-      const b = noGrad(() => applyHard(spec, a, planted));
+      const { a, b, planted } = plantedPair(model, seed);
       const l2 = (aligned: Params) => noGrad(() => weightCost('l2', a, aligned).item());
       for (const method of opts.methods) {
         if (METHODS[method].needsData) throw new InputError(`recovery: method ${method} needs training data; have ${RECOVERY_METHODS.join(', ')}`);
