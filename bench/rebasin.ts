@@ -63,7 +63,7 @@ export async function run(ctx: BenchContext, torch?: TorchFigures): Promise<Benc
   // Sinkhorn-L2, 50 steps at τ = 1 and lr 0.1 on a planted permutation of A (the reference's recovery setup).
   const planted = applyHard(spec, a, randomPerms(spec, new Rng(3)));
   t0 = performance.now();
-  const l2 = alignModels('sinkhorn-l2', { spec, a, b: planted }, {}, { tau: REFERENCE_SINKHORN.tau, lr: REFERENCE_SINKHORN.lr, steps: ctx.quick ? 10 : 50, stopAtZero: false });
+  const l2 = alignModels('sinkhorn-l2', { spec, a, b: planted }, {}, { tau: REFERENCE_SINKHORN.tau, lr: REFERENCE_SINKHORN.lr, keep: REFERENCE_SINKHORN.keep, steps: ctx.quick ? 10 : 50, stopAtZero: false });
   rows.push({ section: 'rebasin', name: `Sinkhorn-L2, ${l2.steps} steps at width 512 (τ = 1)`, value: (performance.now() - t0) / 1000, unit: 's', higherIsBetter: false,
     ...anchor('l2Sec', ctx.quick ? 4.4 : 22) });
 

@@ -7,8 +7,8 @@
 //             from step K + 1; B defaults to 1: the default schedule is softlogn:3:50) |
 //             softsqrt:A:K:C (τ = C · A^(1 − (step − 1)/K) / √n)
 //   MODELS:   comma-separated names (scripts/recovery-models.mjs)
-//   LR:       AdamW's learning rate on X (default: the weight costs' default, 0.1, at which the
-//             schedule was chosen; the candidate lr 1 was chosen at softlogn:3:50)
+//   LR:       AdamW's learning rate on X (default: the weight costs' default, 1, chosen at
+//             softlogn:3:50; the schedule was chosen at 0.1: pass 0.1 to repeat that)
 // Needs a build (npx tsc -p tsconfig.json). Same seeds, init and planted permutation as
 // `rebasin experiment recovery`, so its softlogn:3:50 runs without LR equal the experiment's default runs.
 import { plantedPair } from '../dist/src/experiments/recovery.js';

@@ -27,6 +27,8 @@ console.log(`${task} seed pair ${pair}; naive objective ${objective(b).toFixed(2
 for (let seed = 0; seed < 6; seed++) report(`weight matching, order seed ${seed}`, alignModels('wm', { spec, a, b }, { seed }));
 const data = { model: setup.model, data: setup.train, criterion: setup.criterion, batchSize: setup.batchSize, seed: Number(pair) };
 report(`STE (${setup.steEpochs} epoch)`, alignModels('ste', { spec, a, b }, data, { epochs: setup.steEpochs }));
-for (const [label, o] of [['defaults', {}], ['900 steps', { steps: 900 }], ['noisy start', { init: 'noisy' }]]) {
+// lr 0.1 and the last step: the defaults before lr 1 / keep 'best' (the README's figures); then the defaults.
+const before = { lr: 0.1, keep: 'last' };
+for (const [label, o] of [['lr 0.1, last step', before], ['lr 0.1, last step, 900 steps', { ...before, steps: 900 }], ['lr 0.1, last step, noisy start', { ...before, init: 'noisy' }], ['defaults', {}]]) {
   report(`Sinkhorn-L2, ${label}`, alignModels('sinkhorn-l2', { spec, a, b }, { seed: 0 }, o));
 }

@@ -26,7 +26,7 @@ export { weightMatchingLazy, type TensorSource, type LazyAlignInput, type LazyAl
 export { activationMatching, ACTIVATION_MATCHING_DEFAULTS, type ActivationMatchingOptions, type ActivationStatistic } from './methods/activation-matching.js';
 export { straightThroughEstimator, STE_DEFAULTS, type SteOptions } from './methods/ste.js';
 export { naive } from './methods/naive.js';
-export { sinkhornRebasin, hardPermutations, widthTau, annealTau, TAU_SCHEDULES, describeTau, REFERENCE_SINKHORN, WEIGHT_COST_DEFAULTS, DATA_COST_DEFAULTS, type TauSchedule, type SinkhornRebasinOptions, type SinkhornRebasinResult, type RebasinCost } from './methods/sinkhorn-rebasin.js';
+export { sinkhornRebasin, hardPermutations, widthTau, annealTau, TAU_SCHEDULES, describeTau, REFERENCE_SINKHORN, WEIGHT_COST_DEFAULTS, DATA_COST_DEFAULTS, SINKHORN_KEEP, type SinkhornKeep, type TauSchedule, type SinkhornRebasinOptions, type SinkhornRebasinResult, type RebasinCost } from './methods/sinkhorn-rebasin.js';
 export { sinkhornBarycenter, type SinkhornBarycenterOptions, type BarycenterCost, type BarycenterTau } from './methods/sinkhorn-barycenter.js';
 export { weightCost, WEIGHT_COSTS, WEIGHT_COST_NAMES, type WeightCostKind, type WeightCostDef } from './methods/costs.js';
 export { midpointCost, randomPointCost, DATA_COSTS, DATA_COST_NAMES, type DataCostKind, type DataCostOptions } from './methods/data-costs.js';

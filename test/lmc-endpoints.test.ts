@@ -104,9 +104,13 @@ test('runLmc resumes: rows of an earlier run in the folder with the same setting
     assert.match(readFileSync(join(out, 'lmc.md'), 'utf8'), /Sinkhorn τ = 3\^\(1 − \(t − 1\)\/50\)/);
     // So is the Sinkhorn matrices' learning rate.
     await runLmc({ ...base, methods: ['sinkhorn-l2'] });
-    const faster = await runLmc({ ...base, methods: ['sinkhorn-l2'], sinkhornLr: 1 });
-    assert.equal(faster.reused, 0);
-    assert.match(readFileSync(join(out, 'lmc.md'), 'utf8'), /Sinkhorn lr 1\./);
+    const reference = await runLmc({ ...base, methods: ['sinkhorn-l2'], sinkhornLr: 0.1 });
+    assert.equal(reference.reused, 0);
+    assert.match(readFileSync(join(out, 'lmc.md'), 'utf8'), /Sinkhorn lr 0\.1\./);
+    // And which step's permutations the Sinkhorn methods keep.
+    const kept = await runLmc({ ...base, methods: ['sinkhorn-l2'], sinkhornLr: 0.1, sinkhornKeep: 'last' });
+    assert.equal(kept.reused, 0);
+    assert.match(readFileSync(join(out, 'lmc.md'), 'utf8'), /Sinkhorn lr 0\.1; Sinkhorn keeps its last step\./);
     // Other settings (here the λ points) or --retrain: every row is computed again.
     const otherPoints = await runLmc({ ...base, points: 4, methods: ['wm'] });
     assert.equal(otherPoints.reused, 0);

@@ -11,7 +11,7 @@ import { WEIGHT_COST_NAMES, weightCost } from '../src/methods/costs.js';
 import { DATA_COST_NAMES } from '../src/methods/data-costs.js';
 import { alignModels, METHOD_NAMES, METHODS, needsData } from '../src/methods/registry.js';
 import { polynomialTask } from '../src/data/index.js';
-import { sinkhornRebasin } from '../src/methods/sinkhorn-rebasin.js';
+import { sinkhornRebasin, WEIGHT_COST_DEFAULTS } from '../src/methods/sinkhorn-rebasin.js';
 import { kernels } from '../src/core/backend/index.js';
 import { isBufferName, type Params } from '../src/state/params.js';
 import { bestGroupPermutation, weightMatching } from '../src/methods/weight-matching.js';
@@ -167,6 +167,24 @@ test('Sinkhorn re-basin with L1 and cosine costs lowers the hard cost', () => {
     const after = noGrad(() => weightCost('l2', a, r.aligned).item());
     assert.ok(after < before * 0.5, `${cost}: L2 distance ${after} not well below ${before}`);
   }
+});
+
+test('keep "best" returns the step with the lowest hard cost, "last" the final step; the run is the same', () => {
+  // Two independent models: no zero to stop at, and at lr 1 the hard cost rises after its low.
+  const model = mlp({ sizes: [20, 32, 32, 5] });
+  const state = (seed: number): Params => { const { params, buffers } = model.init(new Rng(seed)); return new Map([...params, ...buffers]); };
+  const spec = model.permutationSpec();
+  const [a, b] = [state(1), state(2)];
+  const last = sinkhornRebasin({ spec, a, b }, { cost: 'l2', lr: 1, steps: 60, keep: 'last' });
+  const best = sinkhornRebasin({ spec, a, b }, { cost: 'l2', lr: 1, steps: 60 });
+  assert.equal(WEIGHT_COST_DEFAULTS.keep, 'best');
+  const hard = (aligned: Params) => noGrad(() => weightCost('l2', a, aligned).item());
+  const costs = last.log.map((e) => e.hardCost!);
+  assert.deepEqual(best.log.map((e) => e.hardCost), costs);
+  assert.ok(Math.min(...costs) < costs.at(-1)!, 'the scenario must have its lowest hard cost before the last step');
+  assert.equal(hard(last.aligned), costs.at(-1));
+  assert.equal(hard(best.aligned), Math.min(...costs));
+  assert.throws(() => sinkhornRebasin({ spec, a, b }, { cost: 'l2', keep: 'first' as 'best' }), /keep must be "best" or "last", got first/);
 });
 
 test('the cosine cost has a finite gradient at an all-zero tensor (no NaN from √0)', () => {

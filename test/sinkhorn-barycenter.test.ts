@@ -43,9 +43,9 @@ test('weights cost: planted permutations of one model are all undone and the mer
   const rng = new Rng(2);
   const planted = [1, 2, 3].map(() => randomPerms(spec, rng));
   const models = [base, ...planted.map((p) => noGrad(() => applyHard(spec, base, p)))];
-  // The weight costs' defaults (τ by width, lr 0.1): this case and 5 seeds each of 784-64×2-10 and
-  // 784-128×4-10 with 4 models all recover, in 19–65 steps on average (a fixed τ = 0.1 left a
-  // swapped pair in 2 of 5 seeds).
+  // The weight costs' defaults (τ by width, lr 1): this case and 5 seeds each of 784-64×2-10 and
+  // 784-128×4-10 with 4 models all recover, in 4–22 steps on average (lr 0.1: 19–65; a fixed
+  // τ = 0.1 left a swapped pair in 2 of 5 seeds).
   const r = sinkhornBarycenter({ spec, models }, { cost: 'weights' });
   assert.equal(r.strategy, 'sinkhorn-weights');
   assert.equal(r.perms.length, 4);
@@ -119,7 +119,7 @@ test('two models, weights cost: the same hard alignment as two-model Sinkhorn wi
   const spec = model.permutationSpec();
   const a = randomState(model, 21);
   const b = randomState(model, 22);
-  const opts = { tau: 0.1, lr: 0.1, steps: 60, init: 'identity' as const };
+  const opts = { tau: 0.1, lr: 0.1, steps: 60, init: 'identity' as const, keep: 'last' as const };
   const pair = sinkhornRebasin({ spec, a, b }, { cost: 'l2', ...opts });
   const bary = sinkhornBarycenter({ spec, models: [a, b] }, { cost: 'weights', ...opts });
   const pairCost = noGrad(() => weightCost('l2', a, pair.aligned).item());
@@ -129,6 +129,24 @@ test('two models, weights cost: the same hard alignment as two-model Sinkhorn wi
   assert.ok(baryCost <= pairCost * (1 + 1e-6), `barycenter L2 ${baryCost} worse than the pair's ${pairCost}`);
   // For N = 2, equal weights, the barycenter cost is ¼ of the L2 cost (module doc).
   assert.ok(Math.abs(4 * bary.log.at(-1)!.hardCost! - baryCost) <= 1e-6 * baryCost);
+});
+
+test('weights cost, keep "best": the step with the lowest hard spread is returned, the run unchanged; the data cost refuses it', () => {
+  const model = mlp({ sizes: [10, 24, 24, 3] });
+  const spec = model.permutationSpec();
+  const models = [31, 32, 33].map((s) => randomState(model, s));
+  const opts = { cost: 'weights' as const, lr: 1, steps: 60 };
+  const last = sinkhornBarycenter({ spec, models }, { ...opts, keep: 'last' });
+  const best = sinkhornBarycenter({ spec, models }, opts);
+  const spreads = last.log.map((e) => e.hardCost!);
+  assert.deepEqual(best.log.map((e) => e.hardCost), spreads);
+  const lowest = Math.min(...spreads);
+  assert.ok(lowest < spreads.at(-1)!, 'the scenario must have its lowest spread before the last step');
+  // The spread of the returned alignment: Σ_i w_i ‖aligned_i − merged‖² in the cost's normalisation, recomputed from the tensors.
+  const spreadOf = (r: typeof last) => r.aligned.reduce((acc, m) => acc + noGrad(() => weightCost('l2', r.merged, m).item()) / 3, 0);
+  assert.ok(Math.abs(spreadOf(best) - lowest) <= 1e-6 * lowest, `returned spread ${spreadOf(best)} is not the lowest ${lowest}`);
+  assert.ok(Math.abs(spreadOf(last) - spreads.at(-1)!) <= 1e-6 * lowest);
+  assert.throws(() => sinkhornBarycenter({ spec, models }, { cost: 'data', keep: 'best', model, batch: () => { throw new Error('not reached: refused before any step'); } }), (e: Error) => e instanceof InputError && /keep "best" needs the weights cost/.test(e.message));
 });
 
 test('two models, data cost: exactly the two-model Sinkhorn-Mid run (same batches, same steps)', () => {

@@ -28,7 +28,7 @@ import { markdownTable } from '../report/markdown.js';
 import { alignModels, BUILTIN_METHOD_NAMES, METHOD_NAMES, METHODS, needsData, type MethodName, type MethodOptions } from '../methods/registry.js';
 import type { AlignResult } from '../methods/types.js';
 import type { SinkhornDiagnostics } from '../permutation/sinkhorn.js';
-import { TAU_SCHEDULES, type TauSchedule } from '../methods/sinkhorn-rebasin.js';
+import { SINKHORN_KEEP, TAU_SCHEDULES, type SinkhornKeep, type TauSchedule } from '../methods/sinkhorn-rebasin.js';
 import { assertCompatible } from '../methods/validate.js';
 import { lerpState, mergeState, mergeWeights, splitState, type Params } from '../state/params.js';
 import { applyHard, invertPerms } from '../permutation/apply.js';
@@ -90,6 +90,7 @@ const methodOptions = {
   epochs: { type: 'int', help: `epochs over --data ${defaultsOf('epochs')}` },
   tau: { type: 'string', help: `Sinkhorn temperature: ${tauHelp()} ${defaultsOf('tau')}` },
   lr: { type: 'number', help: `learning rate of the Sinkhorn matrices / STE ${defaultsOf('lr')}` },
+  keep: { type: 'string', help: `which step's permutations a Sinkhorn run returns: its last, or those with the lowest hard cost ${defaultsOf('keep')}`, choices: SINKHORN_KEEP },
   'batch-size': { type: 'int', help: 'mini-batch size for the data-driven methods', default: 1000 },
   cost: { type: 'string', help: 'with --method sinkhorn: a JavaScript module whose default (or `cost`) export maps { alignedB, a, batch, step, forward, F } to a scalar tensor — any objective (see examples/distill-cost.mjs)' },
 } as const;
@@ -203,6 +204,7 @@ async function runMethod(cmd: string, method: MethodName, spec: PermutationSpec,
     epochs: o.epochs as number | undefined,
     tau: parseTau(cmd, o.tau),
     lr: o.lr as number | undefined,
+    keep: o.keep as SinkhornKeep | undefined,
     cost,
   } as MethodOptions<MethodName>);
   progress.finish(`${result.steps} steps, ${result.seconds.toFixed(1)} s`);
@@ -570,7 +572,9 @@ export async function merge(args: Parsed): Promise<number> {
   const reference = files[0];
   const model = files.find((f) => f.model)?.model;
   if (strategy !== 'sinkhorn' && o['barycenter-cost'] !== undefined) throw new UsageError('merge: --barycenter-cost applies to --strategy sinkhorn');
-  const tuning = { steps: o.steps as number | undefined, tau: parseTau('merge', o.tau), lr: o.lr as number | undefined };
+  const tuning = { steps: o.steps as number | undefined, tau: parseTau('merge', o.tau), lr: o.lr as number | undefined, keep: o.keep as SinkhornKeep | undefined };
+  if (strategy === 'mergemany' && o.keep !== undefined) throw new UsageError('merge: --keep applies to the Sinkhorn strategies (first with a Sinkhorn --method, sinkhorn)');
+  if (strategy === 'sinkhorn' && o.keep === 'best' && o['barycenter-cost'] !== 'weights') throw new UsageError('merge: --keep best needs --barycenter-cost weights (the data cost has no hard cost to compare steps by)');
   const options = strategy === 'first' ? { method, methodOptions: { ...tuning, epochs: o.epochs as number | undefined } }
     : strategy === 'sinkhorn' ? { cost: o['barycenter-cost'] as 'data' | 'weights' | undefined, barycenter: tuning }
       : {};

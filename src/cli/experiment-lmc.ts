@@ -4,6 +4,7 @@ import type { BnMode } from '../analysis/lmc.js';
 import { LMC_METHODS, LMC_TASKS, PAPER_LMC_TASKS, runLmc, type LmcTask } from '../experiments/lmc.js';
 import { REFERENCE_DROPOUT_B } from '../models/index.js';
 import { BUILTIN_METHOD_NAMES, type MethodName } from '../methods/registry.js';
+import { DATA_COST_DEFAULTS, SINKHORN_KEEP, WEIGHT_COST_DEFAULTS, type SinkhornKeep } from '../methods/sinkhorn-rebasin.js';
 import { assertLr, parseTau, tauHelp } from './align.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
@@ -22,7 +23,8 @@ export const lmcSpec: CommandSpec = {
     'sinkhorn-epochs': { type: 'int', help: 'epochs of Sinkhorn-Mid/Rnd over the training data (default: 20 on MNIST tasks, 300 on the 100-point polynomial tasks)' },
     'ste-epochs': { type: 'int', help: 'epochs of the straight-through estimator (default: 5 on MNIST tasks, 300 on polynomial tasks)' },
     tau: { type: 'string', help: `Sinkhorn temperature of every Sinkhorn method: ${tauHelp()} (default: "schedule" for L2/L1/cosine, 1 for Mid/Rnd as the reference)` },
-    lr: { type: 'number', help: 'AdamW learning rate of every Sinkhorn method\'s matrices (default: 0.1, as the reference)' },
+    lr: { type: 'number', help: `AdamW learning rate of every Sinkhorn method\'s matrices (default: ${WEIGHT_COST_DEFAULTS.lr} for L2/L1/cosine, ${DATA_COST_DEFAULTS.lr} for Mid/Rnd as the reference)` },
+    keep: { type: 'string', help: `which step\'s permutations every Sinkhorn method returns: its last or those with the lowest hard cost (default: ${WEIGHT_COST_DEFAULTS.keep} for L2/L1/cosine, ${DATA_COST_DEFAULTS.keep} for Mid/Rnd as the reference)`, choices: SINKHORN_KEEP },
     heads: { type: 'string', help: 'attention heads (text-gpt, mnist-vit): permuted (default), or fixed at the identity with each head\'s dimensions still matched (the ablation)', choices: ['permuted', 'fixed'], default: 'permuted' },
     'test-limit': { type: 'int', help: 'evaluate the curves on the first N test samples only' },
     'data-dir': { type: 'string', help: 'folder with the Fashion-MNIST/MNIST IDX files' },
@@ -54,6 +56,7 @@ export async function experimentLmc(args: Parsed): Promise<number> {
     steEpochs: o['ste-epochs'] as number | undefined,
     tau,
     sinkhornLr: o.lr as number | undefined,
+    sinkhornKeep: o.keep as SinkhornKeep | undefined,
     heads: o.heads as 'permuted' | 'fixed',
     testLimit: o['test-limit'] as number | undefined,
     dataDir: o['data-dir'] as string | undefined,

@@ -11,7 +11,7 @@ import { FormatError } from '../io/errors.js';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.js';
 import { alignModels, BUILTIN_METHOD_NAMES, METHODS, type MethodName } from '../methods/registry.js';
-import { describeTau, type TauSchedule } from '../methods/sinkhorn-rebasin.js';
+import { describeTau, type SinkhornKeep, type TauSchedule } from '../methods/sinkhorn-rebasin.js';
 import type { Criterion } from '../models/loss.js';
 import { gpt, mlp, REFERENCE_DROPOUT_B, vggSmall, vit, type Model } from '../models/index.js';
 import type { Perms } from '../permutation/apply.js';
@@ -124,8 +124,10 @@ export interface LmcOptions {
   steEpochs?: number;
   /** Sinkhorn temperature τ, fixed or a schedule, for every Sinkhorn method (default: widthTau for the weight costs, 1 for Mid/Rnd as the reference). */
   tau?: number | TauSchedule;
-  /** AdamW learning rate of every Sinkhorn method's matrices (default: the reference's 0.1). */
+  /** AdamW learning rate of every Sinkhorn method's matrices (default: each method's, WEIGHT_COST_DEFAULTS/DATA_COST_DEFAULTS). */
   sinkhornLr?: number;
+  /** Which step's permutations every Sinkhorn method returns (default: each method's). */
+  sinkhornKeep?: SinkhornKeep;
   /**
    * 'fixed': block permutations (attention heads) held at the identity, each head's inner
    * permutations still matched — the ablation that shows what moving heads adds. Default 'permuted'.
@@ -257,7 +259,7 @@ export async function endpoint(setup: TaskSetup, o: EndpointOptions): Promise<{ 
  * lmc.json with the same settings, on endpoints reused from the same folder, is not recomputed.
  */
 function rowSettings(o: LmcOptions): string {
-  return JSON.stringify({ points: o.points ?? 25, bn: o.bn ?? null, epochs: o.epochs ?? null, testLimit: o.testLimit ?? null, sinkhornEpochs: o.sinkhornEpochs ?? null, steEpochs: o.steEpochs ?? null, tau: o.tau === undefined ? null : describeTau(o.tau), sinkhornLr: o.sinkhornLr ?? null, heads: o.heads ?? 'permuted', dataDir: o.dataDir ?? null });
+  return JSON.stringify({ points: o.points ?? 25, bn: o.bn ?? null, epochs: o.epochs ?? null, testLimit: o.testLimit ?? null, sinkhornEpochs: o.sinkhornEpochs ?? null, steEpochs: o.steEpochs ?? null, tau: o.tau === undefined ? null : describeTau(o.tau), sinkhornLr: o.sinkhornLr ?? null, sinkhornKeep: o.sinkhornKeep ?? null, heads: o.heads ?? 'permuted', dataDir: o.dataDir ?? null });
 }
 
 /** The rows and curves of an earlier (possibly interrupted) run in `outDir` with the same settings. */
@@ -325,7 +327,7 @@ export async function runLmc(o: LmcOptions): Promise<LmcReport> {
           epochs: method === 'ste' ? o.steEpochs ?? setup.steEpochs : o.sinkhornEpochs ?? setup.sinkhornEpochs,
           tau: o.tau,
           // STE has an lr of its own; --lr is the Sinkhorn matrices'.
-          ...(method.startsWith('sinkhorn') ? { lr: o.sinkhornLr } : {}),
+          ...(method.startsWith('sinkhorn') ? { lr: o.sinkhornLr, keep: o.sinkhornKeep } : {}),
         });
         const points = interpolationCurve({ model: setup.model, a: A.state, b: result.aligned, data: setup.test, criterion: setup.criterion, points: o.points ?? 25, bn: o.bn ?? setup.bn, bnData: setup.train });
         const moved = movedShares(derived, result.perms);
@@ -394,7 +396,7 @@ export function lmcMarkdown(o: LmcOptions, rows: LmcRow[]): string {
       ]);
     }
   }
-  return `# Linear mode connectivity\n\n${o.seeds} seed pair(s); ${o.points ?? 25} λ points; BN mode ${o.bn ?? 'per task (re-estimated for mnist-vgg, as the reference)'}${o.tau !== undefined ? `; Sinkhorn ${describeTau(o.tau)}` : ''}${o.sinkhornLr !== undefined ? `; Sinkhorn lr ${o.sinkhornLr}` : ''}. ` +
+  return `# Linear mode connectivity\n\n${o.seeds} seed pair(s); ${o.points ?? 25} λ points; BN mode ${o.bn ?? 'per task (re-estimated for mnist-vgg, as the reference)'}${o.tau !== undefined ? `; Sinkhorn ${describeTau(o.tau)}` : ''}${o.sinkhornLr !== undefined ? `; Sinkhorn lr ${o.sinkhornLr}` : ''}${o.sinkhornKeep !== undefined ? `; Sinkhorn keeps its ${o.sinkhornKeep} step` : ''}. ` +
     'Barrier = max over λ of the loss above the straight line between the endpoint losses (accuracy: below). Mean ± std over seeds.\n\n' +
     markdownTable(header, body);
 }

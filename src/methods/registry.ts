@@ -106,7 +106,7 @@ export const METHODS = {
   sinkhorn: entry<SinkhornDataOptions & { cost?: CustomCost }>({
     needsData: false,
     userCost: true,
-    defaults: { tau: DATA_COST_DEFAULTS.tau, scale: DATA_COST_DEFAULTS.scale, iters: DATA_COST_DEFAULTS.iters, lr: DATA_COST_DEFAULTS.lr, init: DATA_COST_DEFAULTS.init, epochs: DATA_SINKHORN_EPOCHS, stopAtZero: false },
+    defaults: { tau: DATA_COST_DEFAULTS.tau, scale: DATA_COST_DEFAULTS.scale, iters: DATA_COST_DEFAULTS.iters, lr: DATA_COST_DEFAULTS.lr, init: DATA_COST_DEFAULTS.init, keep: DATA_COST_DEFAULTS.keep, epochs: DATA_SINKHORN_EPOCHS, stopAtZero: false },
     run: (input, ctx, { epochs, cost: userCost, ...o }) => {
       if (!userCost) throw new InputError('method sinkhorn needs a cost function (the CLI\'s --cost module.mjs)');
       const batchSize = ctx.batchSize ?? 1000;
@@ -118,7 +118,7 @@ export const METHODS = {
   }),
   ...sinkhornEntries(DATA_COST_NAMES, (name: DataCostKind) => entry<SinkhornDataOptions>({
     needsData: true,
-    defaults: { tau: DATA_COST_DEFAULTS.tau, scale: DATA_COST_DEFAULTS.scale, iters: DATA_COST_DEFAULTS.iters, lr: DATA_COST_DEFAULTS.lr, init: DATA_COST_DEFAULTS.init, epochs: DATA_SINKHORN_EPOCHS, stopAtZero: false },
+    defaults: { tau: DATA_COST_DEFAULTS.tau, scale: DATA_COST_DEFAULTS.scale, iters: DATA_COST_DEFAULTS.iters, lr: DATA_COST_DEFAULTS.lr, init: DATA_COST_DEFAULTS.init, keep: DATA_COST_DEFAULTS.keep, epochs: DATA_SINKHORN_EPOCHS, stopAtZero: false },
     run: (input, ctx, { epochs, ...o }) => {
       const { model, data } = dataOf(ctx);
       const batchSize = ctx.batchSize ?? 1000;

@@ -27,7 +27,7 @@ import { sinkhorn, type CgWarmStart } from '../permutation/sinkhorn.js';
 import { assertValidSpec } from '../permutation/spec.js';
 import { isBufferName, mergeWeights, splitState, weightedAverage, type Params } from '../state/params.js';
 import type { MergeInput, MergeResult } from './merge.js';
-import { DATA_COST_DEFAULTS, hardPermutations, WEIGHT_COST_DEFAULTS, type SinkhornTraining, type TauSchedule } from './sinkhorn-rebasin.js';
+import { DATA_COST_DEFAULTS, hardPermutations, SINKHORN_KEEP, WEIGHT_COST_DEFAULTS, type SinkhornTraining, type TauSchedule } from './sinkhorn-rebasin.js';
 import type { StepLog } from './types.js';
 import { assertCompatible } from './validate.js';
 
@@ -133,6 +133,10 @@ export function sinkhornBarycenter(input: MergeInput, opts: SinkhornBarycenterOp
   const iters = opts.iters ?? d.iters;
   const lr = opts.lr ?? d.lr;
   const steps = opts.steps ?? d.steps;
+  const keep = opts.keep ?? d.keep;
+  if (!SINKHORN_KEEP.includes(keep)) throw new InputError(`sinkhornBarycenter: keep must be ${SINKHORN_KEEP.map((k) => `"${k}"`).join(' or ')}, got ${String(keep)}`);
+  // Only the weights cost has a hard cost to compare steps by (the data cost's would need a batch).
+  if (keep === 'best' && cost === 'data') throw new InputError('sinkhornBarycenter: keep "best" needs the weights cost (the data cost has no hard cost to compare steps by)');
   if (typeof tau === 'number' && (!(tau > 0) || !Number.isFinite(tau))) throw new InputError(`sinkhornBarycenter: tau must be > 0, got ${tau}`);
   if (!(Number.isInteger(iters) && iters >= 1)) throw new InputError(`sinkhornBarycenter: iters must be an integer ≥ 1, got ${iters}`);
   if (!(Number.isInteger(steps) && steps >= 1)) throw new InputError(`sinkhornBarycenter: steps must be an integer ≥ 1, got ${steps}`);
@@ -159,6 +163,8 @@ export function sinkhornBarycenter(input: MergeInput, opts: SinkhornBarycenterOp
   const log: StepLog[] = [];
   const t0 = performance.now();
   let perms: Perms[] = X.map(hardPermutations);
+  const hardSpreadOf = (ps: Perms[]) => hardSpread(noGrad(() => [weights[0], ...ps.map((p, j) => applyHard(spec, weights[j + 1], p))]), w);
+  let best = { cost: keep === 'best' ? hardSpreadOf(perms) : Infinity, perms };
   for (let step = 1; step <= steps; step++) {
     const soft = [weights[0], ...X.map((xs, j) => {
       const S: Record<string, Tensor> = {};
@@ -177,14 +183,15 @@ export function sinkhornBarycenter(input: MergeInput, opts: SinkhornBarycenterOp
     perms = X.map(hardPermutations);
     const entry: StepLog = { step, cost: loss.item(), seconds: 0 };
     if (cost === 'weights') {
-      const hard = noGrad(() => [weights[0], ...perms.map((p, j) => applyHard(spec, weights[j + 1], p))]);
-      entry.hardCost = hardSpread(hard, w);
+      entry.hardCost = hardSpreadOf(perms);
+      if (entry.hardCost < best.cost) best = { cost: entry.hardCost, perms };
     }
     entry.seconds = (performance.now() - t0) / 1000;
     log.push(entry);
     if (opts.onStep?.(entry) === true) break;
     if (cost === 'weights' && (opts.stopAtZero ?? true) && entry.hardCost === 0) break;
   }
+  if (keep === 'best') perms = best.perms;
   const allPerms = [identityPerms(spec), ...perms];
   // Model 0 unchanged: a new map over its own tensors (nothing copied).
   const aligned = [new Map(models[0]), ...noGrad(() => perms.map((p, j) => applyHard(spec, models[j + 1], p)))];

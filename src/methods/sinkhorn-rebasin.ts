@@ -25,10 +25,14 @@ export type RebasinCost = (alignedB: Params, step: number) => Tensor;
 /** τ of one permutation group of n units at one step (counted from 1), given the group's X before the step (read only). */
 export type TauSchedule = (n: number, step: number, x: Tensor) => number;
 
-/** How learnable soft permutations are trained: shared by the pairwise method and the barycenter merge. */
+/** Which step's hard permutations a run returns (SinkhornTraining.keep). */
+export const SINKHORN_KEEP = ['best', 'last'] as const;
+export type SinkhornKeep = (typeof SINKHORN_KEEP)[number];
+
 /** A hard cost within this fraction of the starting one counts as zero (float32 rounding of a perfect match). */
 export const ZERO_COST_FRACTION = 1e-6;
 
+/** How learnable soft permutations are trained: shared by the pairwise method and the barycenter merge. */
 export interface SinkhornTraining {
   /** A fixed temperature, or a schedule (default: WEIGHT_COST_DEFAULTS.tau or DATA_COST_DEFAULTS.tau). */
   tau?: number | TauSchedule;
@@ -44,6 +48,11 @@ export interface SinkhornTraining {
    * hard cost the run starts from (the cosine cost of identical tensors is ±1e-8, not 0).
    */
   stopAtZero?: boolean;
+  /**
+   * Which step's hard permutations the run returns: 'last' (the reference's), or 'best', those of
+   * the step with the lowest hard cost (for the weight costs, exactly the quantity minimised).
+   */
+  keep?: SinkhornKeep;
   kkt?: 'dense' | 'schur-cg';
   onStep?: StepCallback;
 }
@@ -61,7 +70,7 @@ export interface SinkhornRebasinResult extends AlignResult {
 }
 
 /** The reference implementation's settings (method.md §2.1, §2.7), for reproducing it exactly. */
-export const REFERENCE_SINKHORN = { tau: 1, scale: 1, iters: 20, lr: 0.1, init: 'noisy' as const };
+export const REFERENCE_SINKHORN = { tau: 1, scale: 1, iters: 20, lr: 0.1, init: 'noisy' as const, keep: 'last' as const };
 
 /**
  * The weight costs' default τ for a group of n units at step t: τ = 3^(1 − (t − 1)/50) / ln(n + 1),
@@ -108,15 +117,16 @@ export function describeTau(tau: number | TauSchedule): string {
 
 /**
  * Defaults for the weight-distance costs (τ by width; README, "Permutation recovery", has the sweep).
- * lr stays the reference's 0.1. The mean cost's gradient on X is far below AdamW's ε on all but the
- * smallest models, so AdamW's step is lr·m/ε: lr 1 recovers wide, deep planted permutations within
- * the step budget where 0.1 runs out, but on trained pairs it hardens X early and optimises the
- * objective worse (README, "The learning rate of the weight costs").
+ * lr 1, not the reference's 0.1: the mean cost's gradient on X is far below AdamW's ε on all but the
+ * smallest models, so AdamW's step is lr·m/ε and at 0.1 the wide, deep models run out of steps.
+ * keep 'best': on trained pairs lr 1 hardens X early and then drifts to worse permutations, so the
+ * run returns the step whose hard cost (computed every step anyway) was lowest (README, "The
+ * learning rate of the weight costs").
  */
-export const WEIGHT_COST_DEFAULTS = { tau: widthTau as number | TauSchedule, scale: 1, iters: 20, lr: 0.1, steps: 300, init: 'identity' as const };
+export const WEIGHT_COST_DEFAULTS = { tau: widthTau as number | TauSchedule, scale: 1, iters: 20, lr: 1, steps: 300, init: 'identity' as const, keep: 'best' as SinkhornKeep };
 
 /** Defaults for data-driven costs (Mid, Rnd, custom): the reference's LMC setup. */
-export const DATA_COST_DEFAULTS = { tau: 1 as number | TauSchedule, scale: 1, iters: 20, lr: 0.1, steps: 180, init: 'noisy' as const };
+export const DATA_COST_DEFAULTS = { tau: 1 as number | TauSchedule, scale: 1, iters: 20, lr: 0.1, steps: 180, init: 'noisy' as const, keep: 'last' as SinkhornKeep };
 
 export function hardPermutations(X: Record<string, Tensor>): Record<string, Int32Array> {
   const perms: Record<string, Int32Array> = {};
@@ -137,6 +147,8 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
   const iters = opts.iters ?? d.iters;
   const lr = opts.lr ?? d.lr;
   const steps = opts.steps ?? d.steps;
+  const keep = opts.keep ?? d.keep;
+  if (!SINKHORN_KEEP.includes(keep)) throw new InputError(`sinkhornRebasin: keep must be ${SINKHORN_KEEP.map((k) => `"${k}"`).join(' or ')}, got ${String(keep)}`);
   if (typeof tau === 'number' && (!(tau > 0) || !Number.isFinite(tau))) throw new InputError(`sinkhornRebasin: tau must be > 0, got ${tau}`);
   if (!(lr > 0 && Number.isFinite(lr))) throw new InputError(`sinkhornRebasin: lr must be a finite number > 0, got ${lr}`);
   if (!(Number.isInteger(iters) && iters >= 1)) throw new Error(`sinkhornRebasin: iters must be an integer ≥ 1, got ${iters}`);
@@ -162,7 +174,11 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
   const t0 = performance.now();
   let perms = hardPermutations(X);
   const stopAtZero = opts.stopAtZero ?? true;
-  const zero = stopAtZero ? ZERO_COST_FRACTION * Math.abs(hardCostFn(noGrad(() => applyHard(spec, b, perms)))) : 0;
+  // Evaluated only when needed: a data cost's evaluation reads a batch.
+  const startCost = stopAtZero || keep === 'best' ? hardCostFn(noGrad(() => applyHard(spec, b, perms))) : Infinity;
+  const zero = stopAtZero ? ZERO_COST_FRACTION * Math.abs(startCost) : 0;
+  // The starting permutations compete for 'best' like any step's.
+  let best = { cost: startCost, perms };
   let done = 0;
   for (let step = 1; step <= steps; step++) {
     const S: Record<string, Tensor> = {};
@@ -182,9 +198,11 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
     const entry: StepLog = { step, cost: lossValue, hardCost: hard, seconds: (performance.now() - t0) / 1000 };
     log.push(entry);
     done = step;
+    if (hard < best.cost) best = { cost: hard, perms };
     if (opts.onStep?.(entry) === true) break;
     if (stopAtZero && Math.abs(hard) <= zero) break;
   }
+  if (keep === 'best') perms = best.perms;
   const aligned = noGrad(() => applyHard(spec, b, perms));
   return {
     method: typeof opts.cost === 'string' ? `sinkhorn-${opts.cost}` : 'sinkhorn', perms, aligned, log, steps: done,
