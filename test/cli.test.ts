@@ -283,7 +283,14 @@ test('doctor: says which backend runs and why (REBASIN_BACKEND=wasm and js)', ()
   assert.match(text.stdout, /^why +REBASIN_BACKEND=wasm$/m);
 });
 
-test('experiment lmc/recovery: an impossible --tau or --lr is a usage error before any work; "schedule" is the width schedule', async () => {
+test('experiment merge: --lr/--keep without first/sinkhorn-l2 among --strategies is a usage error before any work', () => {
+  const r = run('experiment', 'merge', '--strategies', 'naive,first/wm', '--keep', 'last', '--out', join(dir || tmpdir(), 'never'));
+  assert.equal(r.code, 2, r.stderr);
+  assert.equal(r.stderr.trim(), 'rebasin experiment merge: --lr and --keep apply to first/sinkhorn-l2, which --strategies leaves out');
+  assert.ok(!existsSync(join(dir || tmpdir(), 'never')));
+});
+
+test('experiment lmc/recovery/merge: an impossible --tau or --lr is a usage error before any work; "schedule" is the width schedule', async () => {
   for (const bad of ['0', 'soft', '0x1', '1e999']) {
     for (const cmd of [['experiment', 'lmc', '--tasks', 'poly1'], ['experiment', 'recovery', '--models', 'mlp1']]) {
       const r = run(...cmd, '--tau', bad, '--out', join(dir || tmpdir(), 'never'));
@@ -293,7 +300,7 @@ test('experiment lmc/recovery: an impossible --tau or --lr is a usage error befo
     }
   }
   for (const bad of ['0', '-1']) {
-    for (const cmd of [['experiment', 'lmc', '--tasks', 'poly1'], ['experiment', 'recovery', '--models', 'mlp1']]) {
+    for (const cmd of [['experiment', 'lmc', '--tasks', 'poly1'], ['experiment', 'recovery', '--models', 'mlp1'], ['experiment', 'merge']]) {
       const r = run(...cmd, '--lr', bad, '--out', join(dir || tmpdir(), 'never'));
       assert.equal(r.code, 2, `${cmd.join(' ')} --lr ${bad}`);
       assert.equal(r.stderr.trim(), `rebasin ${cmd.slice(0, 2).join(' ')}: --lr must be > 0, got ${bad}`);

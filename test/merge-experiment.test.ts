@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { ENSEMBLE, INDIVIDUAL, MERGE_VARIANT_NAMES, MERGE_VARIANTS, runMergeExperiment } from '../src/experiments/merge.js';
 import { taskSetup } from '../src/experiments/lmc.js';
 import { loadCheckpoint } from '../src/io/checkpoint.js';
-import { MERGE_STRATEGY_NAMES } from '../src/methods/merge.js';
+import { MERGE_STRATEGY_NAMES, mergeModels } from '../src/methods/merge.js';
 import { weightedAverage, mergeState } from '../src/state/params.js';
 import { evaluate } from '../src/training/evaluate.js';
 
@@ -47,6 +47,14 @@ test('merge experiment (tiny): rows for n = 2…N, the naive row is the plain av
     const again = await runMergeExperiment({ ...o, variants: ['naive'], orders: 1 });
     assert.equal(again.trainSeconds, 0);
     assert.equal(again.rows.find((x) => x.n === 3 && x.variant === 'naive')!.accuracy, naive.accuracy);
+    // first/sinkhorn-l2 with its own lr, kept step and steps: the same merge as the library call with them.
+    const tuning = { lr: 0.1, keep: 'last' as const, steps: 5 };
+    const tuned = await runMergeExperiment({ ...o, models: 2, variants: ['first/sinkhorn-l2'], orders: 1, sinkhornL2: tuning });
+    const direct = mergeModels('first', { spec: setup.model.permutationSpec(), models: states.slice(0, 2) }, { seed: 0 }, { method: 'sinkhorn-l2', methodOptions: tuning });
+    const merged = evaluate(setup.model, { params: direct.merged }, setup.test, { criterion: 'ce' });
+    const row = tuned.rows.find((x) => x.n === 2 && x.variant === 'first/sinkhorn-l2')!;
+    assert.ok(Math.abs(row.loss - merged.loss) < 1e-9, `${row.loss} vs ${merged.loss}`);
+    assert.match(readFileSync(join(out, 'merge.md'), 'utf8'), /first\/sinkhorn-l2 at lr 0\.1\. first\/sinkhorn-l2 keeps its last step\./);
   } finally {
     rmSync(out, { recursive: true, force: true });
   }

@@ -9,8 +9,9 @@
 import { InputError } from '../errors.js';
 import { join } from 'node:path';
 import { ensureDirSync, writeFileAtomicSync } from '../io/atomic.js';
-import { MERGE_STRATEGY_NAMES, mergeModels, type MergeStrategyName, type MergeStrategyOptions } from '../methods/merge.js';
+import { MERGE_STRATEGY_NAMES, mergeModels, type FirstOptions, type MergeStrategyName, type MergeStrategyOptions } from '../methods/merge.js';
 import type { MethodName } from '../methods/registry.js';
+import type { SinkhornKeep } from '../methods/sinkhorn-rebasin.js';
 import { fmtMeanStd, markdownTable, meanStd } from '../report/markdown.js';
 import { Progress } from '../report/progress.js';
 import { linePlots, type Panel } from '../report/svg.js';
@@ -55,6 +56,8 @@ export interface MergeExperimentOptions {
   dataDir?: string;
   retrain?: boolean;
   quiet?: boolean;
+  /** AdamW lr, kept step and step cap of first/sinkhorn-l2's alignments (default: the weight costs' defaults). */
+  sinkhornL2?: { lr?: number; keep?: SinkhornKeep; steps?: number };
 }
 
 export interface Figures {
@@ -127,7 +130,7 @@ export async function runMergeExperiment(o: MergeExperimentOptions): Promise<Mer
         rows.push({ task, seed, n, variant: ENSEMBLE, ...ensembleOf(setup, inputs), seconds: 0 });
         for (const v of variants) {
           progress.tick(0, `${task} seed ${seed} n ${n}: ${v.name}…`);
-          const r = runVariant(setup, v, inputs, seed);
+          const r = runVariant(setup, v, inputs, seed, o.sinkhornL2);
           rows.push({ task, seed, n, variant: v.name, ...r });
           progress.tick(1, `${task} seed ${seed} n ${n}: ${v.name} ${(100 * r.accuracy).toFixed(2)}%`);
         }
@@ -138,7 +141,7 @@ export async function runMergeExperiment(o: MergeExperimentOptions): Promise<Mer
         orderRows.push({ task, seed, n: o.models, variant: v.name, order: 0, loss: first.loss, accuracy: first.accuracy });
         for (let order = 1; order < orders; order++) {
           const rotated = [...models.slice(order), ...models.slice(0, order)];
-          const r = runVariant(setup, v, rotated, order);
+          const r = runVariant(setup, v, rotated, order, o.sinkhornL2);
           orderRows.push({ task, seed, n: o.models, variant: v.name, order, loss: r.loss, accuracy: r.accuracy });
           progress.tick(1, `${task} seed ${seed}: ${v.name} order ${order} ${(100 * r.accuracy).toFixed(2)}%`);
         }
@@ -150,10 +153,13 @@ export async function runMergeExperiment(o: MergeExperimentOptions): Promise<Mer
   return { rows, orders: orderRows, trainSeconds, files };
 }
 
-function runVariant(setup: TaskSetup, v: MergeVariant, models: Params[], seed: number): Figures & { seconds: number } {
+function runVariant(setup: TaskSetup, v: MergeVariant, models: Params[], seed: number, sinkhornL2: MergeExperimentOptions['sinkhornL2']): Figures & { seconds: number } {
+  const sinkhorn = v.strategy === 'first' && (v.options as FirstOptions).method === 'sinkhorn-l2';
+  const tuning = Object.fromEntries(Object.entries(sinkhornL2 ?? {}).filter(([, x]) => x !== undefined));
+  const options = sinkhorn ? { ...v.options, methodOptions: tuning } : v.options;
   const r = mergeModels(v.strategy, { spec: setup.model.permutationSpec(), models }, {
     model: setup.model, data: setup.train, criterion: setup.criterion, batchSize: setup.batchSize, seed,
-  }, v.options);
+  }, options);
   return { ...evalState(setup, r.merged, true), seconds: r.seconds };
 }
 
@@ -206,7 +212,8 @@ export function mergeMarkdown(o: MergeExperimentOptions, variants: string[], row
   const columns = [INDIVIDUAL, ...variants, ENSEMBLE];
   let md = `# Merging many models\n\n${o.models} models per task and seed, ${o.seeds} seed(s); test split${o.testLimit ? ` (first ${o.testLimit} samples)` : ''}. ` +
     `Mean ± std over seeds. "${INDIVIDUAL}": the mean of the n inputs; "${ENSEMBLE}": their averaged probabilities (the ceiling). ` +
-    'Merged models of BatchNorm tasks have re-estimated statistics.\n';
+    'Merged models of BatchNorm tasks have re-estimated statistics.' +
+    `${o.sinkhornL2?.lr !== undefined ? ` first/sinkhorn-l2 at lr ${o.sinkhornL2.lr}.` : ''}${o.sinkhornL2?.keep !== undefined ? ` first/sinkhorn-l2 keeps its ${o.sinkhornL2.keep} step.` : ''}\n`;
   for (const task of o.tasks) {
     const tr = rows.filter((r) => r.task === task);
     const ns = [...new Set(tr.map((r) => r.n))].sort((a, b) => a - b);
