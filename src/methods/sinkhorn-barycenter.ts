@@ -27,7 +27,7 @@ import { sinkhorn, type CgWarmStart } from '../permutation/sinkhorn.js';
 import { assertValidSpec } from '../permutation/spec.js';
 import { isBufferName, mergeWeights, splitState, weightedAverage, type Params } from '../state/params.js';
 import type { MergeInput, MergeResult } from './merge.js';
-import { DATA_COST_DEFAULTS, hardPermutations, SINKHORN_KEEP, WEIGHT_COST_DEFAULTS, type SinkhornTraining, type TauSchedule } from './sinkhorn-rebasin.js';
+import { checkKeep, DATA_COST_DEFAULTS, hardPermutations, WEIGHT_COST_DEFAULTS, type SinkhornTraining, type TauSchedule } from './sinkhorn-rebasin.js';
 import type { StepLog } from './types.js';
 import { assertCompatible } from './validate.js';
 
@@ -133,8 +133,7 @@ export function sinkhornBarycenter(input: MergeInput, opts: SinkhornBarycenterOp
   const iters = opts.iters ?? d.iters;
   const lr = opts.lr ?? d.lr;
   const steps = opts.steps ?? d.steps;
-  const keep = opts.keep ?? d.keep;
-  if (!SINKHORN_KEEP.includes(keep)) throw new InputError(`sinkhornBarycenter: keep must be ${SINKHORN_KEEP.map((k) => `"${k}"`).join(' or ')}, got ${String(keep)}`);
+  const keep = checkKeep('sinkhornBarycenter', opts.keep ?? d.keep);
   // Only the weights cost has a hard cost to compare steps by (the data cost's would need a batch).
   if (keep === 'best' && cost === 'data') throw new InputError('sinkhornBarycenter: keep "best" needs the weights cost (the data cost has no hard cost to compare steps by)');
   if (typeof tau === 'number' && (!(tau > 0) || !Number.isFinite(tau))) throw new InputError(`sinkhornBarycenter: tau must be > 0, got ${tau}`);

@@ -29,6 +29,12 @@ export type TauSchedule = (n: number, step: number, x: Tensor) => number;
 export const SINKHORN_KEEP = ['best', 'last'] as const;
 export type SinkhornKeep = (typeof SINKHORN_KEEP)[number];
 
+/** `keep` checked (a library caller may pass anything): the value, or an InputError naming `where`. */
+export function checkKeep(where: string, keep: unknown): SinkhornKeep {
+  if (!SINKHORN_KEEP.includes(keep as SinkhornKeep)) throw new InputError(`${where}: keep must be ${SINKHORN_KEEP.map((k) => `"${k}"`).join(' or ')}, got ${String(keep)}`);
+  return keep as SinkhornKeep;
+}
+
 /** A hard cost within this fraction of the starting one counts as zero (float32 rounding of a perfect match). */
 export const ZERO_COST_FRACTION = 1e-6;
 
@@ -147,8 +153,7 @@ export function sinkhornRebasin(input: AlignInput, opts: SinkhornRebasinOptions)
   const iters = opts.iters ?? d.iters;
   const lr = opts.lr ?? d.lr;
   const steps = opts.steps ?? d.steps;
-  const keep = opts.keep ?? d.keep;
-  if (!SINKHORN_KEEP.includes(keep)) throw new InputError(`sinkhornRebasin: keep must be ${SINKHORN_KEEP.map((k) => `"${k}"`).join(' or ')}, got ${String(keep)}`);
+  const keep = checkKeep('sinkhornRebasin', opts.keep ?? d.keep);
   if (typeof tau === 'number' && (!(tau > 0) || !Number.isFinite(tau))) throw new InputError(`sinkhornRebasin: tau must be > 0, got ${tau}`);
   if (!(lr > 0 && Number.isFinite(lr))) throw new InputError(`sinkhornRebasin: lr must be a finite number > 0, got ${lr}`);
   if (!(Number.isInteger(iters) && iters >= 1)) throw new Error(`sinkhornRebasin: iters must be an integer ≥ 1, got ${iters}`);
