@@ -507,10 +507,16 @@ static napi_value api_solve(napi_env env, napi_callback_info info) {
   check_finite(&c, matrix, A, ta == napi_float64_array, n, n);
   check_finite(&c, "the right-hand side", B, ta == napi_float64_array, n, nrhs);
   if (c.failed) return NULL;
+  rb_lapack_report_clear();
   int r = ta == napi_float32_array ? rb_solve_f32((int)n, (int)nrhs, A, B) : rb_solve_f64((int)n, (int)nrhs, A, B);
   if (r == -1) { oom(&c); return NULL; }
   if (r == -3) { fail(&c, true, "LAPACK reported an error (the LU factors overflowed, so the matrix for least squares could not be rebuilt)"); return NULL; }
-  if (r < 0) { fail(&c, true, "LAPACK reported an error"); return NULL; }
+  if (r < 0) {
+    const char *why = rb_lapack_report();
+    if (why[0]) fail(&c, true, "LAPACK reported an error (%s)", why);
+    else fail(&c, true, "LAPACK reported an error");
+    return NULL;
+  }
   napi_value s;
   napi_create_string_utf8(env, r == 0 ? "lu" : "lstsq", NAPI_AUTO_LENGTH, &s);
   return s;

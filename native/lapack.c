@@ -26,6 +26,7 @@
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __AVX2__
@@ -35,6 +36,25 @@
 #include "rb.h"
 
 typedef blasint lp_int;
+
+/*
+ * LAPACK reports an illegal argument through xerbla_, whose OpenBLAS version prints "** On entry
+ * to …" on stdout and returns. gelsd meets one on some near-hard Sinkhorn KKT systems with many
+ * float32 denormals (SLASCL parameter 4, inside its SVD; test/fixtures/kkt-slascl-1023.f32.gz, a
+ * trained MNIST MLP pair at lr 1) and still returns a least-squares answer. Printed, the line would
+ * corrupt `--json` output on stdout. Defined here, xerbla_ comes first in the lookup scope of the
+ * OpenBLAS the addon loads: it keeps the report for the solve's error message instead.
+ */
+static _Thread_local char lapack_report[96];
+
+void xerbla_(const char *srname, const lp_int *info, size_t srname_len) {
+  size_t n = 0;
+  while (n < srname_len && n < 16 && srname[n] != ' ' && srname[n] != '\0') n++;
+  snprintf(lapack_report, sizeof lapack_report, "%.*s: parameter %d had an illegal value", (int)n, srname, (int)*info);
+}
+
+const char *rb_lapack_report(void) { return lapack_report; }
+void rb_lapack_report_clear(void) { lapack_report[0] = '\0'; }
 
 
 extern void sgetrf_(const lp_int *m, const lp_int *n, float *a, const lp_int *lda, lp_int *ipiv, lp_int *info);

@@ -130,5 +130,8 @@ int rb_conv_strategy(void);
  * overflowed (the matrix for least squares cannot be rebuilt; the caller solves it otherwise). */
 int rb_solve_f32(int n, int nrhs, float *A, float *B);
 int rb_solve_f64(int n, int nrhs, double *A, double *B);
+/* The last illegal-argument report of LAPACK on this thread (lapack.c's xerbla_), "" when none. */
+const char *rb_lapack_report(void);
+void rb_lapack_report_clear(void);
 
 #endif

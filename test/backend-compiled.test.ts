@@ -180,6 +180,28 @@ test('native: a system whose LU factors overflow fails at once with a LAPACK err
   }
 });
 
+test('native: a least-squares solve on which LAPACK reports an illegal argument inside gelsd prints nothing and still answers', { skip }, () => {
+  // A recorded 1023×1023 KKT system (a trained MNIST MLP pair at lr 1, 13,312 float32 denormals):
+  // OpenBLAS's xerbla_ printed "** On entry to SLASCL parameter number 4" on stdout, which would
+  // corrupt --json output; the addon's own xerbla_ keeps the report instead. Child process: the
+  // report would go to its stdout.
+  const script = `
+    import { normalEquationResidual, readRecordedSystem } from ${JSON.stringify(new URL('./helpers/linear-system.js', import.meta.url).href)};
+    import { nativeAddon } from ${JSON.stringify(new URL('../src/core/backend/native.js', import.meta.url).href)};
+    const { n, A, b } = readRecordedSystem('kkt-slascl-1023.f32.gz');
+    const x = b.slice();
+    const method = nativeAddon().solve(n, 1, A.slice(), x);
+    console.log(JSON.stringify({ method, residual: normalEquationResidual(A, x, b, n) }));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, OPENBLAS_NUM_THREADS: '1' } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.doesNotMatch(r.stdout + r.stderr, /On entry to/);
+  const lines = r.stdout.trim().split('\n');
+  assert.equal(lines.length, 1, r.stdout);
+  const { method, residual } = JSON.parse(lines[0]);
+  assert.equal(method, 'lstsq');
+  assert.ok(residual < 1e-3, `normal-equation residual ${residual}`);
+});
+
 test('native: setBlasThreads / blasThreads round-trip', { skip }, () => {
   const prev = blasThreads();
   setBlasThreads(1);
