@@ -6,12 +6,11 @@
 //   npx tsc -p tsconfig.json
 //   node scripts/best-step.mjs trained CHECKPOINT_DIR TASK PAIRS     (e.g. out/lmc-mnist/checkpoints/mnist-mlp mnist-mlp 0,1,2)
 //   node scripts/best-step.mjs planted MODELS SEEDS                  (MODELS: scripts/recovery-models.mjs names)
-import { loadCheckpoint } from '../dist/src/io/checkpoint.js';
 import { plantedPair } from '../dist/src/experiments/recovery.js';
 import { taskSetup } from '../dist/src/experiments/lmc.js';
 import { alignModels } from '../dist/src/methods/registry.js';
-import { mergeState } from '../dist/src/state/params.js';
 import { build } from './recovery-models.mjs';
+import { loadPair } from './seed-pair.mjs';
 
 /** The step of the lowest hard cost and the longest run of steps before it without a new lowest. */
 function bestStep(log) {
@@ -33,11 +32,8 @@ if (kind === 'trained' && args.length === 3) {
   const setup = taskSetup(task);
   const spec = setup.model.permutationSpec();
   for (const pair of pairs.split(',')) {
-    const load = async (end) => {
-      const ck = await loadCheckpoint(`${dir}/seed${pair}-${end}.safetensors`);
-      return mergeState(ck.params, ck.buffers);
-    };
-    const r = alignModels('sinkhorn-l2', { spec, a: await load('A'), b: await load('B') }, { seed: Number(pair) });
+    const { a, b } = await loadPair(dir, pair);
+    const r = alignModels('sinkhorn-l2', { spec, a, b }, { seed: Number(pair) });
     console.log(JSON.stringify({ task, pair: Number(pair), ...summary(r) }));
   }
 } else if (kind === 'planted' && args.length === 2) {

@@ -17,11 +17,16 @@ export async function loadSeedPair(usage, taskOptions = {}) {
     console.error(`usage: ${usage}`);
     process.exit(2);
   }
+  return { task, pair, extra, setup: taskSetup(task, taskOptions), ...await loadPair(dir, pair) };
+}
+
+/** The cached endpoints A and B of seed pair `pair` in CHECKPOINT_DIR (states with their buffers). */
+export async function loadPair(dir, pair) {
   const load = async (end) => {
     const ck = await loadCheckpoint(`${dir}/seed${pair}-${end}.safetensors`);
     return mergeState(ck.params, ck.buffers);
   };
-  return { task, pair, extra, setup: taskSetup(task, taskOptions), a: await load('A'), b: await load('B') };
+  return { a: await load('A'), b: await load('B') };
 }
 
 /** Loss barrier of the path from `a` to `b` on the test set, 25 points unless said, the task's BN handling (as the LMC experiment). */
