@@ -5,22 +5,15 @@
  */
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
-import { Rng } from '../src/core/random.js';
-import { noGrad } from '../src/core/tensor.js';
+import { plantedPair } from '../src/experiments/recovery.js';
 import { annealTau, describeTau, sinkhornRebasin, WEIGHT_COST_DEFAULTS, widthTau } from '../src/methods/sinkhorn-rebasin.js';
 import { mlp, vgg, type Model } from '../src/models/index.js';
-import { applyHard, invertPermutation, randomPerms } from '../src/permutation/apply.js';
-import type { Params } from '../src/state/params.js';
+import { invertPermutation } from '../src/permutation/apply.js';
 
-/** Runs Sinkhorn-L2 with `tau` and `lr` (default settings otherwise) on B = π*(A); returns the perms found and expected. */
-function recover(model: Model, seed: number, tau?: number, cost: 'l2' | 'cosine' = 'l2', lr?: number) {
-  const rng = new Rng(seed);
-  const { params, buffers } = model.init(rng);
-  const a: Params = new Map([...params, ...buffers]);
-  const spec = model.permutationSpec();
-  const planted = randomPerms(spec, rng);
-  const b = noGrad(() => applyHard(spec, a, planted));
-  const result = sinkhornRebasin({ spec, a, b }, { cost, seed, ...(tau === undefined ? {} : { tau }), ...(lr === undefined ? {} : { lr }) });
+/** Runs Sinkhorn with `options` (default settings otherwise) on the recovery task of `seed`; returns the perms found and expected. */
+function recover(model: Model, seed: number, options: { tau?: number; lr?: number; cost?: 'l2' | 'cosine' } = {}) {
+  const { a, b, planted } = plantedPair(model, seed);
+  const result = sinkhornRebasin({ spec: model.permutationSpec(), a, b }, { cost: 'l2', seed, ...options });
   const expected = Object.fromEntries(Object.entries(planted).map(([id, p]) => [id, Array.from(invertPermutation(p))]));
   const found = Object.fromEntries(Object.entries(result.perms).map(([id, p]) => [id, Array.from(p)]));
   return { found, expected, steps: result.steps };
@@ -69,7 +62,7 @@ test('default Sinkhorn-L2 recovers planted permutations exactly across narrow an
 test('a fixed τ = 0.1 (the former default) hardens with a pair swapped where the default recovers', () => {
   // 784-8×4-10, seed 3: τ = 0.1 ends 300 steps with two units of one layer swapped.
   const model = mlp({ sizes: [784, 8, 8, 8, 8, 10] });
-  const fixed = recover(model, 3, 0.1);
+  const fixed = recover(model, 3, { tau: 0.1 });
   assert.notDeepEqual(fixed.found, fixed.expected);
   const scheduled = recover(model, 3);
   assert.deepEqual(scheduled.found, scheduled.expected);
@@ -81,7 +74,7 @@ test('the default lr 1 recovers a wide deep MLP in under half the steps of the r
   // step is lr·m/ε: proportional to lr (README, "The learning rate of the weight costs").
   const model = mlp({ sizes: [784, 256, 256, 256, 256, 10] });
   assert.equal(WEIGHT_COST_DEFAULTS.lr, 1);
-  const slow = recover(model, 0, undefined, 'l2', 0.1);
+  const slow = recover(model, 0, { lr: 0.1 });
   assert.deepEqual(slow.found, slow.expected);
   const fast = recover(model, 0);
   assert.deepEqual(fast.found, fast.expected);
@@ -90,7 +83,7 @@ test('the default lr 1 recovers a wide deep MLP in under half the steps of the r
 
 test('the cosine cost stops at its zero too (±1e-8 in float32 at an exact match), not at the step cap', () => {
   for (const seed of [1, 2]) {
-    const { found, expected, steps } = recover(mlp({ sizes: [10, 16, 16, 3] }), seed, undefined, 'cosine');
+    const { found, expected, steps } = recover(mlp({ sizes: [10, 16, 16, 3] }), seed, { cost: 'cosine' });
     assert.deepEqual(found, expected);
     assert.ok(steps < WEIGHT_COST_DEFAULTS.steps, `seed ${seed}: ran all ${steps} steps`);
   }

@@ -233,7 +233,7 @@ function fallbackNote(d: SinkhornDiagnostics): string | null {
   const parts: string[] = [];
   if (d.cgFallbacks > 0) parts.push(`Schur-CG gave up ${d.cgFallbacks} times (the dense solve was used)`);
   if (d.lstsqFallbacks > 0) {
-    parts.push(`the KKT system was singular ${d.lstsqFallbacks} times (least squares was used: nearly hard soft permutations, whose entries underflowed; a higher --tau, a lower --lr or fewer --steps avoids it; on the trained pairs measured the weight costs' best step came by step 27: README, "The learning rate of the weight costs")`);
+    parts.push(`the KKT system was singular ${d.lstsqFallbacks} times (least squares was used: nearly hard soft permutations, whose entries underflowed; a higher --tau, a lower --lr or fewer --steps avoids it: README, "The learning rate of the weight costs")`);
   }
   if (parts.length === 0) return null;
   const solves = d.denseSolves + d.cgSolves - d.cgFallbacks;
